@@ -1,0 +1,52 @@
+"""The one exception hierarchy of abathur.
+
+Every error a caller can provoke with bad input or a missing row is an
+``AbathurError``. Those the spec calls ``ValueError`` also subclass it, so
+``except ValueError`` keeps working for callers written against the spec.
+"""
+
+from __future__ import annotations
+
+
+class AbathurError(Exception):
+    """Base class of every error raised by abathur."""
+
+
+class ValidationError(AbathurError, ValueError):
+    """Input that breaks a rule: wrong type, bad enum value, malformed namespace."""
+
+
+class NotFoundError(AbathurError, ValueError):
+    """The named session, memory key, task or document does not exist."""
+
+
+class AlreadyExistsError(AbathurError, ValueError):
+    """A create met an existing row with the same identity."""
+
+
+class ConflictError(AbathurError, ValueError):
+    """The operation is not allowed in the row's current state."""
+
+
+class InvalidTransitionError(ConflictError):
+    """A lifecycle transition that the state machine forbids."""
+
+
+class StaleSessionError(ConflictError):
+    """Optimistic concurrency: another writer changed the row since it was read."""
+
+
+class AccessDeniedError(AbathurError, PermissionError):
+    """A scoped caller touched a namespace outside its scope."""
+
+
+class ConfigurationError(AbathurError):
+    """The service was asked for something it was not configured for."""
+
+
+class DatabaseError(AbathurError):
+    """The database failed in a way the caller cannot fix by changing input."""
+
+
+class MigrationError(DatabaseError):
+    """A schema migration failed or left the database inconsistent."""

@@ -1,0 +1,379 @@
+"""The Database object: one engine, its connection settings, migrations and transactions.
+
+Services never build engines or sessions themselves; they ask the Database for
+a transaction (``db.run(work, write=...)``), which on SQLite starts write
+transactions with ``BEGIN IMMEDIATE`` so that a read-then-write never dies with
+"database is locked" halfway, and which retries the whole unit of work when the
+database reports contention that a retry can cure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import URL, event, make_url, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import StaticPool
+
+from abathur.errors import DatabaseError, MigrationError
+from abathur.infrastructure.models import Base
+from abathur.infrastructure.types import dumps
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+    from abathur.infrastructure.memory_service import MemoryService
+    from abathur.infrastructure.session_service import SessionService
+    from abathur.infrastructure.task_service import TaskService
+
+T = TypeVar("T")
+
+DEFAULT_URL = "sqlite+aiosqlite:///abathur.db"
+SQLITE_PRAGMAS = (
+    # busy_timeout first: the journal_mode switch below may have to wait for a lock.
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA wal_autocheckpoint=1000",
+)
+RETRY_ATTEMPTS = 12
+RETRY_FIRST_DELAY = 0.005
+RETRY_MAX_DELAY = 0.5
+# PostgreSQL SQLSTATEs a retry cures: serialization failure, deadlock, lock not available.
+PG_RETRYABLE = {"40001", "40P01", "55P03"}
+
+
+def default_url() -> str:
+    return os.environ.get("ABATHUR_DATABASE_URL", DEFAULT_URL)
+
+
+def to_url(url_or_path: str | Path | URL) -> URL:
+    """An async SQLAlchemy URL from a URL string, a URL or a filesystem path."""
+    if isinstance(url_or_path, URL):
+        url = url_or_path
+    elif isinstance(url_or_path, Path):
+        url = make_url(f"sqlite+aiosqlite:///{url_or_path}")
+    elif "://" in url_or_path:
+        url = make_url(url_or_path)
+    else:
+        url = make_url(f"sqlite+aiosqlite:///{url_or_path}")
+    if url.drivername in ("sqlite", "sqlite+pysqlite"):
+        url = url.set(drivername="sqlite+aiosqlite")
+    elif url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        url = url.set(drivername="postgresql+asyncpg")
+    return url
+
+
+def is_memory_url(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(url: URL, **options: Any) -> AsyncEngine:
+    """An AsyncEngine with abathur's connection settings attached to it alone."""
+    if url.get_backend_name() == "sqlite":
+        if is_memory_url(url):
+            # One private connection for the object's whole life; Database
+            # serialises transactions on it.
+            options.setdefault("poolclass", StaticPool)
+        engine = create_async_engine(url, **options)
+        _attach_sqlite_hooks(engine, file_backed=not is_memory_url(url))
+        return engine
+    options.setdefault("json_serializer", dumps)
+    options.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **options)
+
+
+def _attach_sqlite_hooks(engine: AsyncEngine, *, file_backed: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that BEGIN is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            if file_backed:
+                cursor.execute("PRAGMA journal_mode=WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def script_location() -> Path:
+    """The Alembic scripts: packaged in a wheel, or the repository's ``alembic/``."""
+    package_dir = Path(__file__).resolve().parent.parent
+    packaged = package_dir / "_alembic"
+    return packaged if packaged.is_dir() else package_dir.parent / "alembic"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes["connection"] = connection
+    return config
+
+
+@asynccontextmanager
+async def migration_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection fit for running migrations.
+
+    On SQLite, batch migrations copy tables; with foreign keys enforced, the
+    DROP of the old copy would cascade (``ON DELETE SET NULL`` would wipe
+    references) or fail. ``PRAGMA foreign_keys`` is a no-op inside a
+    transaction, so it is switched off here, before Alembic begins, and the
+    migration itself runs ``PRAGMA foreign_key_check`` before it commits.
+    ``BEGIN IMMEDIATE`` makes concurrent migrators queue instead of racing.
+    """
+    async with engine.connect() as conn:
+        if engine.dialect.name != "sqlite":
+            yield conn
+            return
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield await conn.execution_options(sqlite_begin="IMMEDIATE")
+        finally:
+            if conn.in_transaction():
+                await conn.rollback()
+            # Outside any transaction now, so the pragma takes effect before
+            # the connection goes back to the pool.
+            await driver.execute("PRAGMA foreign_keys=ON")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Contention that a retry of the whole transaction can cure."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in PG_RETRYABLE:
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or "database table is locked" in message
+
+
+class Database:
+    """An abathur database: SQLite (file or memory) or PostgreSQL.
+
+    ``Database(url_or_path)`` takes an SQLAlchemy URL (``sqlite+aiosqlite:///x.db``,
+    ``postgresql+asyncpg://...``) or a filesystem ``Path``; ``Path(":memory:")``
+    gives a private in-memory database. Extra keyword arguments go to
+    ``create_async_engine``.
+    """
+
+    def __init__(self, url_or_path: str | Path | URL | None = None, **engine_options: Any):
+        self.url = to_url(default_url() if url_or_path is None else url_or_path)
+        self.engine = create_engine(self.url, **engine_options)
+        self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._serial: asyncio.Lock | None = asyncio.Lock() if self.is_memory else None
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_memory(self) -> bool:
+        return is_memory_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def initialize(self) -> None:
+        """Bring the schema to the newest revision by running the migrations."""
+        await self.upgrade("head")
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ migrations
+
+    async def upgrade(self, revision: str = "head") -> None:
+        from alembic import command
+
+        await self._migrate(lambda config: command.upgrade(config, revision))
+
+    async def downgrade(self, revision: str) -> None:
+        from alembic import command
+
+        await self._migrate(lambda config: command.downgrade(config, revision))
+
+    async def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        def read(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        async with self._exclusive(), self.engine.connect() as conn:
+            return await conn.run_sync(read)
+
+    async def _migrate(self, step: Callable[[Config], None]) -> None:
+        async with self._exclusive(), migration_connection(self.engine) as conn:
+            try:
+                await conn.run_sync(lambda sync_conn: step(alembic_config(sync_conn)))
+            except MigrationError:
+                raise
+            except Exception as exc:
+                raise MigrationError(f"migration failed: {exc}") from exc
+
+    # ------------------------------------------------------------ transactions
+
+    def _exclusive(self) -> AbstractAsyncContextManager[Any]:
+        """In-memory databases share one connection: one transaction at a time."""
+        return self._serial if self._serial is not None else nullcontext()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession inside one transaction, committed on success.
+
+        ``write=True`` on SQLite takes the write lock at BEGIN (``BEGIN
+        IMMEDIATE``): the busy timeout then applies at the start, and a
+        transaction that read a row can always write it.
+        """
+        async with self._exclusive(), self._sessionmaker() as session, session.begin():
+            if write and self.is_sqlite:
+                await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            yield session
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
+        """Run ``work`` in one transaction, retrying it whole on lock contention."""
+        delay = RETRY_FIRST_DELAY
+        for attempt in range(RETRY_ATTEMPTS):
+            try:
+                async with self.transaction(write=write) as session:
+                    return await work(session)
+            except DBAPIError as exc:
+                if not is_retryable(exc):
+                    raise
+                if attempt == RETRY_ATTEMPTS - 1:
+                    raise DatabaseError(
+                        f"database still busy after {RETRY_ATTEMPTS} attempts: {exc.orig}"
+                    ) from exc
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------ health
+
+    async def integrity_check(self) -> str:
+        """``"ok"``, or a description of every problem found.
+
+        SQLite: ``PRAGMA integrity_check``. PostgreSQL: constraints that were
+        created NOT VALID and never validated.
+        """
+        async with self.transaction(write=False) as session:
+            if self.is_sqlite:
+                rows = (await session.execute(text("PRAGMA integrity_check"))).scalars().all()
+                return "\n".join(str(r) for r in rows)
+            rows = (
+                (
+                    await session.execute(
+                        text(
+                            "SELECT conrelid::regclass::text || '.' || conname "
+                            "FROM pg_constraint WHERE NOT convalidated "
+                            "AND connamespace = current_schema()::regnamespace"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            return "ok" if not rows else "not validated: " + ", ".join(rows)
+
+    async def validate_foreign_keys(self) -> list[dict[str, Any]]:
+        """Every row whose foreign key points at nothing; ``[]`` when consistent."""
+        async with self.transaction(write=False) as session:
+            if self.is_sqlite:
+                result = await session.execute(text("PRAGMA foreign_key_check"))
+                return [
+                    {"table": r[0], "rowid": r[1], "parent": r[2], "fkid": r[3]} for r in result
+                ]
+            violations: list[dict[str, Any]] = []
+            for table in Base.metadata.sorted_tables:
+                for fk in table.foreign_key_constraints:
+                    (element,) = fk.elements  # every foreign key here has one column
+                    parent = element.column.table.alias("parent")
+                    child_column, parent_column = element.parent, parent.c[element.column.name]
+                    query = (
+                        select(*table.primary_key.columns)
+                        .select_from(table.outerjoin(parent, parent_column == child_column))
+                        .where(child_column.is_not(None), parent_column.is_(None))
+                    )
+                    violations.extend(
+                        {"table": table.name, "key": tuple(row), "parent": fk.referred_table.name}
+                        for row in await session.execute(query)
+                    )
+            return violations
+
+    async def explain_query_plan(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None
+    ) -> list[str]:
+        """The plan lines of ``sql``: SQLite's EXPLAIN QUERY PLAN details, or
+        PostgreSQL's EXPLAIN text. Named parameters (``:name``) take a mapping;
+        a driver-level statement (``?`` or ``$1``) takes a sequence."""
+        prefix = "EXPLAIN QUERY PLAN " if self.is_sqlite else "EXPLAIN "
+        async with self.transaction(write=False) as session:
+            conn = await session.connection()
+            if params is None or isinstance(params, Mapping):
+                result = await conn.execute(text(prefix + sql), dict(params or {}))
+            else:
+                result = await conn.exec_driver_sql(prefix + sql, tuple(params))
+            rows = result.all()
+        return [str(row[-1] if self.is_sqlite else row[0]) for row in rows]
+
+    # ------------------------------------------------------------ services
+
+    @cached_property
+    def sessions(self) -> SessionService:
+        from abathur.infrastructure.session_service import SessionService
+
+        return SessionService(self)
+
+    @cached_property
+    def memory(self) -> MemoryService:
+        from abathur.infrastructure.memory_service import MemoryService
+
+        return MemoryService(self)
+
+    @cached_property
+    def tasks(self) -> TaskService:
+        from abathur.infrastructure.task_service import TaskService
+
+        return TaskService(self)

@@ -1,0 +1,66 @@
+"""Memory namespaces: ``prefix:segment[:segment...]``, matched by whole segments.
+
+``user:alice`` is the root of a subtree holding ``user:alice`` itself and every
+``user:alice:...``; it never matches ``user:alice2``. Matching is a byte-wise
+range, ``ns = p OR (ns >= 'p:' AND ns < 'p;')`` (``;`` follows ``:`` in ASCII),
+so ``%``, ``_`` and backslashes are ordinary characters and the database
+serves it with an index range scan. On PostgreSQL the namespace column uses
+the "C" collation so that its order is byte order there too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, or_
+from sqlalchemy.sql.elements import ColumnElement
+
+from abathur.errors import ValidationError
+
+SEPARATOR = ":"
+PERSISTENT_PREFIXES = ("session", "user", "app", "project")
+MAX_NAMESPACE_LENGTH = 512
+MAX_KEY_LENGTH = 512
+
+
+def parse_namespace(namespace: Any, *, allow_prefix_only: bool = False) -> list[str]:
+    """The segments of a valid memory namespace; ValidationError names the problem."""
+    if not isinstance(namespace, str):
+        raise ValidationError(f"namespace must be a string, got {type(namespace).__name__}")
+    if len(namespace) > MAX_NAMESPACE_LENGTH:
+        raise ValidationError(
+            f"namespace is {len(namespace)} characters long; the limit is {MAX_NAMESPACE_LENGTH}"
+        )
+    segments = namespace.split(SEPARATOR)
+    prefix = segments[0]
+    if prefix == "temp":
+        raise ValidationError(
+            f"namespace {namespace!r}: temp: data lives only in session state "
+            "and is never persisted as memory"
+        )
+    if prefix not in PERSISTENT_PREFIXES:
+        allowed = ", ".join(f"{p}:" for p in PERSISTENT_PREFIXES)
+        raise ValidationError(f"namespace {namespace!r} must start with one of {allowed}")
+    rest = segments[1:]
+    if not rest and not allow_prefix_only:
+        raise ValidationError(
+            f"namespace {namespace!r} needs at least one segment after '{prefix}:'"
+        )
+    if "" in rest:
+        raise ValidationError(f"namespace {namespace!r} has an empty segment")
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in namespace):
+        raise ValidationError(f"namespace {namespace!r} contains a control character")
+    return segments
+
+
+def in_subtree(column: ColumnElement[Any] | Any, root: str) -> ColumnElement[bool]:
+    """SQL: ``column`` is ``root`` or lies below it, by whole segments."""
+    return or_(
+        column == root,
+        and_(column >= root + SEPARATOR, column < root + chr(ord(SEPARATOR) + 1)),
+    )
+
+
+def is_in_subtree(namespace: str, root: str) -> bool:
+    """The Python twin of ``in_subtree``."""
+    return namespace == root or namespace.startswith(root + SEPARATOR)

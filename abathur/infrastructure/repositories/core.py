@@ -1,0 +1,152 @@
+"""Repositories for the Milestone 1 tables that later work needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from abathur.domain.core import NewAgent, NewAuditEntry, NewTask
+from abathur.errors import AlreadyExistsError, NotFoundError
+from abathur.infrastructure.models import Agent, AuditEntry, Checkpoint, Session, Task
+from abathur.infrastructure.namespaces import in_subtree
+from abathur.infrastructure.types import utcnow
+
+
+async def _flush_new(session: AsyncSession, row: Any, what: str) -> None:
+    """Flush an INSERT, translating a duplicate key into AlreadyExistsError."""
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        message = str(exc.orig).lower()
+        if "unique" in message or "duplicate" in message:
+            raise AlreadyExistsError(f"{what} already exists") from exc
+        raise
+
+
+async def require(session: AsyncSession, model: type[Any], key: Any, what: str) -> None:
+    """Raise NotFoundError unless the row with primary key ``key`` exists."""
+    found = await session.scalar(
+        select(model.__table__.primary_key.columns[0]).where(
+            model.__table__.primary_key.columns[0] == key
+        )
+    )
+    if found is None:
+        raise NotFoundError(f"{what} {key!r} not found")
+
+
+class TaskRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def create(self, new: NewTask, task_id: str) -> Task:
+        if new.parent_task_id is not None:
+            await require(self.session, Task, new.parent_task_id, "parent task")
+        if new.session_id is not None:
+            await require(self.session, Session, new.session_id, "session")
+        now = utcnow()
+        row = Task(
+            id=task_id,
+            **new.model_dump(exclude={"id"}),
+            submitted_at=now,
+            last_updated_at=now,
+        )
+        await _flush_new(self.session, row, f"task {task_id!r}")
+        return row
+
+    async def get(self, task_id: str) -> Task | None:
+        return await self.session.get(Task, task_id)
+
+    async def exists(self, task_id: str) -> bool:
+        return await self.session.scalar(select(Task.id).where(Task.id == task_id)) is not None
+
+    async def list_for_session(self, session_id: str) -> Sequence[Task]:
+        query = select(Task).where(Task.session_id == session_id).order_by(Task.submitted_at.desc())
+        return (await self.session.scalars(query)).all()
+
+
+class AgentRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def create(self, new: NewAgent, agent_id: str) -> Agent:
+        await require(self.session, Task, new.task_id, "task")
+        if new.session_id is not None:
+            await require(self.session, Session, new.session_id, "session")
+        row = Agent(id=agent_id, **new.model_dump(exclude={"id"}), spawned_at=utcnow())
+        await _flush_new(self.session, row, f"agent {agent_id!r}")
+        return row
+
+    async def get(self, agent_id: str) -> Agent | None:
+        return await self.session.get(Agent, agent_id)
+
+
+class CheckpointRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def save(
+        self, task_id: str, iteration: int, state: Any, session_id: str | None
+    ) -> Checkpoint:
+        await require(self.session, Task, task_id, "task")
+        row = Checkpoint(
+            task_id=task_id,
+            iteration=iteration,
+            state=state,
+            session_id=session_id,
+            created_at=utcnow(),
+        )
+        await _flush_new(self.session, row, f"checkpoint {task_id!r}/{iteration}")
+        return row
+
+    async def latest(self, task_id: str) -> Checkpoint | None:
+        query = (
+            select(Checkpoint)
+            .where(Checkpoint.task_id == task_id)
+            .order_by(Checkpoint.iteration.desc())
+            .limit(1)
+        )
+        return await self.session.scalar(query)
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def append(self, entry: NewAuditEntry) -> AuditEntry:
+        row = AuditEntry(**entry.model_dump(), timestamp=utcnow())
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def for_task(self, task_id: str, limit: int = 100) -> Sequence[AuditEntry]:
+        query = (
+            select(AuditEntry)
+            .where(AuditEntry.task_id == task_id)
+            .order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def for_memory_entry(self, entry_id: int) -> Sequence[AuditEntry]:
+        query = (
+            select(AuditEntry)
+            .where(AuditEntry.memory_entry_id == entry_id)
+            .order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def tail(
+        self, namespace_prefix: str | None = None, limit: int = 50
+    ) -> Sequence[AuditEntry]:
+        query = select(AuditEntry).order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
+        if namespace_prefix is not None:
+            query = query.where(in_subtree(AuditEntry.memory_namespace, namespace_prefix))
+        return (await self.session.scalars(query.limit(limit))).all()
+
+    async def count(self) -> int:
+        return int(await self.session.scalar(select(func.count()).select_from(AuditEntry)) or 0)

@@ -1,0 +1,139 @@
+"""TaskService: the Milestone 1 rows that sessions and memory refer to.
+
+Tasks, agents and checkpoints are owned by the orchestrator; abathur stores
+them so that sessions can link tasks and memory writes can name the task that
+made them (every audit row needs one).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from abathur.domain import validated
+from abathur.domain.core import (
+    AgentRecord,
+    AuditRecord,
+    CheckpointRecord,
+    NewAgent,
+    NewAuditEntry,
+    NewTask,
+    TaskRecord,
+)
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.models import Task
+from abathur.infrastructure.repositories.core import (
+    AgentRepository,
+    AuditRepository,
+    CheckpointRepository,
+    TaskRepository,
+    require,
+)
+from abathur.infrastructure.types import check_json
+
+
+class TaskService:
+    def __init__(self, db: Database):
+        self._db = db
+
+    async def create_task(self, prompt: str, **fields: Any) -> TaskRecord:
+        """Create a task; ``session_id`` links it to a session. Returns the stored row."""
+        new = validated(NewTask, prompt=prompt, **fields)
+        check_json(new.input_data, "input_data")
+        task_id = new.id or uuid.uuid4().hex
+
+        async def work(session: AsyncSession) -> TaskRecord:
+            row = await TaskRepository(session).create(new, task_id)
+            return TaskRecord.model_validate(row)
+
+        return await self._db.run(work)
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        async def work(session: AsyncSession) -> TaskRecord | None:
+            row = await TaskRepository(session).get(task_id)
+            return None if row is None else TaskRecord.model_validate(row)
+
+        return await self._db.run(work, write=False)
+
+    async def list_session_tasks(self, session_id: str) -> list[TaskRecord]:
+        async def work(session: AsyncSession) -> list[TaskRecord]:
+            rows = await TaskRepository(session).list_for_session(session_id)
+            return [TaskRecord.model_validate(r) for r in rows]
+
+        return await self._db.run(work, write=False)
+
+    async def create_agent(
+        self, name: str, specialization: str, model: str, task_id: str, **fields: Any
+    ) -> AgentRecord:
+        new = validated(
+            NewAgent,
+            name=name,
+            specialization=specialization,
+            model=model,
+            task_id=task_id,
+            **fields,
+        )
+        agent_id = new.id or uuid.uuid4().hex
+
+        async def work(session: AsyncSession) -> AgentRecord:
+            row = await AgentRepository(session).create(new, agent_id)
+            return AgentRecord.model_validate(row)
+
+        return await self._db.run(work)
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        async def work(session: AsyncSession) -> AgentRecord | None:
+            row = await AgentRepository(session).get(agent_id)
+            return None if row is None else AgentRecord.model_validate(row)
+
+        return await self._db.run(work, write=False)
+
+    async def save_checkpoint(
+        self, task_id: str, iteration: int, state: Any, *, session_id: str | None = None
+    ) -> CheckpointRecord:
+        check_json(state, "checkpoint state")
+
+        async def work(session: AsyncSession) -> CheckpointRecord:
+            row = await CheckpointRepository(session).save(task_id, iteration, state, session_id)
+            return CheckpointRecord.model_validate(row)
+
+        return await self._db.run(work)
+
+    async def latest_checkpoint(self, task_id: str) -> CheckpointRecord | None:
+        async def work(session: AsyncSession) -> CheckpointRecord | None:
+            row = await CheckpointRepository(session).latest(task_id)
+            return None if row is None else CheckpointRecord.model_validate(row)
+
+        return await self._db.run(work, write=False)
+
+    async def record_audit(self, task_id: str, action_type: str, **fields: Any) -> AuditRecord:
+        """Append a free-form audit row (memory operations write their own)."""
+        entry = validated(NewAuditEntry, task_id=task_id, action_type=action_type, **fields)
+        check_json(entry.action_data, "action_data")
+
+        async def work(session: AsyncSession) -> AuditRecord:
+            await require(session, Task, task_id, "task")
+            row = await AuditRepository(session).append(entry)
+            return AuditRecord.model_validate(row)
+
+        return await self._db.run(work)
+
+    async def audit_for_task(self, task_id: str, limit: int = 100) -> list[AuditRecord]:
+        async def work(session: AsyncSession) -> list[AuditRecord]:
+            rows = await AuditRepository(session).for_task(task_id, limit)
+            return [AuditRecord.model_validate(r) for r in rows]
+
+        return await self._db.run(work, write=False)
+
+    async def audit_tail(
+        self, namespace_prefix: str | None = None, limit: int = 50
+    ) -> list[AuditRecord]:
+        """The newest audit rows, optionally only memory operations in a namespace subtree."""
+
+        async def work(session: AsyncSession) -> list[AuditRecord]:
+            rows = await AuditRepository(session).tail(namespace_prefix, limit)
+            return [AuditRecord.model_validate(r) for r in rows]
+
+        return await self._db.run(work, write=False)

@@ -1,0 +1,96 @@
+"""Fixtures: a fresh, migrated database per test, on SQLite and on PostgreSQL.
+
+Every test that takes ``db`` runs once per backend. SQLite gets a new file in
+the test's own temporary directory (WAL, the production settings);
+PostgreSQL gets a new schema on the server named by
+``ABATHUR_TEST_POSTGRES_URL``, dropped afterwards. Without that variable the
+PostgreSQL runs are skipped with a reason; CI sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from abathur.infrastructure.database import Database, create_engine, to_url
+
+PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", "postgres"]
+
+DbFactory = Callable[..., Awaitable[Database]]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if PG_URL:
+        return
+    skip = pytest.mark.skip(reason="ABATHUR_TEST_POSTGRES_URL is not set")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") == "postgres":
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@asynccontextmanager
+async def pg_schema() -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema, dropped with everything in it afterwards."""
+    assert PG_URL
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(to_url(PG_URL))
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        yield schema
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture
+async def make_db(backend: str, tmp_path: Path) -> AsyncIterator[DbFactory]:
+    """Build databases that are NOT yet migrated; all are closed at teardown."""
+    made: list[Database] = []
+    schemas: list[Any] = []
+
+    async def factory(name: str = "abathur.db", **options: Any) -> Database:
+        if backend == "sqlite":
+            database = Database(tmp_path / name, **options)
+        else:
+            context = pg_schema()
+            schema = await context.__aenter__()
+            schemas.append(context)
+            options.setdefault("connect_args", {"server_settings": {"search_path": schema}})
+            database = Database(PG_URL, **options)
+        made.append(database)
+        return database
+
+    yield factory
+    for database in made:
+        await database.close()
+    for context in reversed(schemas):
+        await context.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def db(make_db: DbFactory) -> Database:
+    database = await make_db()
+    await database.initialize()
+    return database
+
+
+@pytest.fixture
+async def task_id(db: Database) -> str:
+    """An existing task, for operations whose audit rows must name one."""
+    return (await db.tasks.create_task("test task")).id

@@ -1,0 +1,152 @@
+"""Database: URLs and paths, connection settings, transactions, health checks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from abathur.errors import DatabaseError
+from abathur.infrastructure import database as database_module
+from abathur.infrastructure.database import Database, is_retryable, to_url
+
+
+@pytest.mark.parametrize(
+    ("given", "driver", "database"),
+    [
+        (Path("/tmp/x.db"), "sqlite+aiosqlite", "/tmp/x.db"),
+        (Path(":memory:"), "sqlite+aiosqlite", ":memory:"),
+        ("sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite", ":memory:"),
+        ("sqlite:///rel.db", "sqlite+aiosqlite", "rel.db"),
+        ("plain.db", "sqlite+aiosqlite", "plain.db"),
+        ("postgresql://u@h/db", "postgresql+asyncpg", "db"),
+    ],
+)
+def test_to_url(given: object, driver: str, database: str) -> None:
+    url = to_url(given)  # type: ignore[arg-type]
+    assert url.drivername == driver
+    assert url.database == database
+
+
+def test_default_url_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABATHUR_DATABASE_URL", "sqlite+aiosqlite:///from-env.db")
+    assert Database().url.database == "from-env.db"
+    monkeypatch.delenv("ABATHUR_DATABASE_URL")
+    assert Database().url.database == "abathur.db"
+
+
+@pytest.mark.parametrize("given", [Path(":memory:"), "sqlite+aiosqlite:///:memory:"])
+async def test_memory_database_lives_as_long_as_the_object(given: object) -> None:
+    async with Database(given) as db:  # type: ignore[arg-type]
+        task = await db.tasks.create_task("kept in memory")
+        # Many concurrent transactions on the single private connection.
+        found = await asyncio.gather(*(db.tasks.get_task(task.id) for _ in range(20)))
+        assert all(f is not None and f.id == task.id for f in found)
+        assert await db.current_revision() is not None
+    other = Database(Path(":memory:"))
+    await other.initialize()
+    assert await other.tasks.get_task(task.id) is None  # private, not shared
+    await other.close()
+
+
+async def test_sqlite_pragmas_on_every_pooled_connection(tmp_path: Path) -> None:
+    async with Database(tmp_path / "p.db") as db:
+        conns = [await db.engine.connect() for _ in range(3)]  # three pooled connections
+        try:
+            for conn in conns:
+                row = (
+                    await conn.execute(
+                        text(
+                            "SELECT * FROM pragma_journal_mode, pragma_synchronous, "
+                            "pragma_foreign_keys, pragma_busy_timeout"
+                        )
+                    )
+                ).one()
+                assert tuple(row) == ("wal", 1, 1, 5000)
+        finally:
+            for conn in conns:
+                await conn.close()
+
+
+async def test_transaction_rolls_back_on_error(db: Database) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with db.transaction() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO tasks (id, prompt, status, input_data, submitted_at, "
+                    "last_updated_at) VALUES ('x', 'p', 'pending', '{}', "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            raise Boom
+    assert await db.tasks.get_task("x") is None
+
+
+async def test_health_checks_on_a_fresh_database(db: Database) -> None:
+    assert await db.integrity_check() == "ok"
+    assert await db.validate_foreign_keys() == []
+
+
+async def test_validate_foreign_keys_reports_orphans(tmp_path: Path) -> None:
+    async with Database(tmp_path / "fk.db") as db:
+        raw = await db.engine.raw_connection() if False else None  # noqa: F841
+        async with db.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.execute("PRAGMA foreign_keys=OFF")
+            await driver.execute(
+                "INSERT INTO agents (id, name, specialization, model, task_id, state, spawned_at)"
+                " VALUES ('a', 'n', 's', 'm', 'no-such-task', 'idle', '2026-01-01')"
+            )
+            await driver.commit()
+            await driver.execute("PRAGMA foreign_keys=ON")
+        violations = await db.validate_foreign_keys()
+        assert [(v["table"], v["parent"]) for v in violations] == [("agents", "tasks")]
+
+
+async def test_explain_query_plan_named_and_positional(db: Database) -> None:
+    named = await db.explain_query_plan("SELECT * FROM tasks WHERE id = :id", {"id": "x"})
+    assert named and all(isinstance(line, str) for line in named)
+    if db.is_sqlite:
+        assert any("USING" in line and "INDEX" in line for line in named), named
+        positional = await db.explain_query_plan("SELECT * FROM tasks WHERE id = ?", ["x"])
+        assert positional == named
+
+
+def test_is_retryable_recognises_lock_errors() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    assert is_retryable(OperationalError("x", {}, Exception("database is locked")))
+    assert not is_retryable(OperationalError("x", {}, Exception("no such table")))
+    assert not is_retryable(ValueError("database is locked"))
+
+
+async def test_run_retries_lock_contention_then_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    monkeypatch.setattr(database_module, "RETRY_FIRST_DELAY", 0.0001)
+    async with Database(tmp_path / "r.db") as db:
+        calls = 0
+
+        async def flaky(_session: object) -> str:
+            nonlocal calls
+            calls += 1
+            if calls < 3:
+                raise OperationalError("BEGIN", {}, Exception("database is locked"))
+            return "done"
+
+        assert await db.run(flaky) == "done"
+        assert calls == 3
+
+        async def always_locked(_session: object) -> None:
+            raise OperationalError("BEGIN", {}, Exception("database is locked"))
+
+        with pytest.raises(DatabaseError, match="still busy"):
+            await db.run(always_locked)
