@@ -62,10 +62,16 @@ async def pg_schema() -> AsyncIterator[str]:
 async def make_db(backend: str, tmp_path: Path) -> AsyncIterator[DbFactory]:
     """Build databases that are NOT yet migrated; all are closed at teardown."""
     made: list[Database] = []
+    connect_options: dict[int, dict[str, Any]] = {}
     schemas: list[Any] = []
 
-    async def factory(name: str = "abathur.db", **options: Any) -> Database:
-        if backend == "sqlite":
+    async def factory(
+        name: str = "abathur.db", *, share_with: Database | None = None, **options: Any
+    ) -> Database:
+        """A new Database object; ``share_with`` opens the same database again."""
+        if share_with is not None:
+            database = Database(share_with.url, **connect_options[id(share_with)], **options)
+        elif backend == "sqlite":
             database = Database(tmp_path / name, **options)
         else:
             context = pg_schema()
@@ -74,6 +80,7 @@ async def make_db(backend: str, tmp_path: Path) -> AsyncIterator[DbFactory]:
             options.setdefault("connect_args", {"server_settings": {"search_path": schema}})
             database = Database(PG_URL, **options)
         made.append(database)
+        connect_options[id(database)] = {k: v for k, v in options.items() if k == "connect_args"}
         return database
 
     yield factory

@@ -12,10 +12,10 @@ from abathur.errors import ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
-def validated(model: type[M], **fields: Any) -> M:
+def validated(schema: type[M], /, **fields: Any) -> M:
     """Build an input model, turning pydantic's error into abathur's ValidationError."""
     try:
-        return model(**fields)
+        return schema(**fields)
     except PydanticError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()

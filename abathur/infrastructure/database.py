@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import URL, event, make_url, select, text
+from sqlalchemy import URL, event, inspect, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -31,7 +32,6 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from abathur.errors import DatabaseError, MigrationError
-from abathur.infrastructure.models import Base
 from abathur.infrastructure.types import dumps
 
 if TYPE_CHECKING:
@@ -163,6 +163,30 @@ async def migration_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnec
             await driver.execute("PRAGMA foreign_keys=ON")
 
 
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _process_migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+def _reflect_foreign_keys(connection: Connection) -> list[tuple[str, str, str, str]]:
+    """(table, column, parent table, parent column) of every single-column foreign key."""
+    inspector = inspect(connection)
+    return [
+        (table, fk["constrained_columns"][0], fk["referred_table"], fk["referred_columns"][0])
+        for table in inspector.get_table_names()
+        for fk in inspector.get_foreign_keys(table)
+        if len(fk["constrained_columns"]) == 1
+    ]
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Contention that a retry of the whole transaction can cure."""
     if not isinstance(exc, DBAPIError):
@@ -245,7 +269,13 @@ class Database:
             return await conn.run_sync(read)
 
     async def _migrate(self, step: Callable[[Config], None]) -> None:
-        async with self._exclusive(), migration_connection(self.engine) as conn:
+        # Alembic keeps the running migration in module globals: one at a time
+        # per process. Other processes queue on the database's own lock.
+        async with _process_migration_lock(), self._exclusive():
+            await self._migrate_locked(step)
+
+    async def _migrate_locked(self, step: Callable[[Config], None]) -> None:
+        async with migration_connection(self.engine) as conn:
             try:
                 await conn.run_sync(lambda sync_conn: step(alembic_config(sync_conn)))
             except MigrationError:
@@ -325,21 +355,18 @@ class Database:
                 return [
                     {"table": r[0], "rowid": r[1], "parent": r[2], "fkid": r[3]} for r in result
                 ]
+            conn = await session.connection()
+            foreign_keys = await conn.run_sync(_reflect_foreign_keys)
             violations: list[dict[str, Any]] = []
-            for table in Base.metadata.sorted_tables:
-                for fk in table.foreign_key_constraints:
-                    (element,) = fk.elements  # every foreign key here has one column
-                    parent = element.column.table.alias("parent")
-                    child_column, parent_column = element.parent, parent.c[element.column.name]
-                    query = (
-                        select(*table.primary_key.columns)
-                        .select_from(table.outerjoin(parent, parent_column == child_column))
-                        .where(child_column.is_not(None), parent_column.is_(None))
-                    )
-                    violations.extend(
-                        {"table": table.name, "key": tuple(row), "parent": fk.referred_table.name}
-                        for row in await session.execute(query)
-                    )
+            for table, column, parent, parent_column in foreign_keys:
+                orphans = await conn.exec_driver_sql(
+                    f'SELECT DISTINCT c."{column}" FROM "{table}" c '
+                    f'LEFT JOIN "{parent}" p ON p."{parent_column}" = c."{column}" '
+                    f'WHERE c."{column}" IS NOT NULL AND p."{parent_column}" IS NULL'
+                )
+                violations.extend(
+                    {"table": table, "value": value, "parent": parent} for (value,) in orphans
+                )
             return violations
 
     async def explain_query_plan(
