@@ -9,6 +9,7 @@ timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,12 +24,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# A JSON escape of NUL that is not itself an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def dumps(value: Any) -> str:
-    """Serialise to strict JSON (no NaN or Infinity), keeping unicode as is."""
+    """Serialise to strict JSON, keeping unicode as is.
+
+    Refused with ValidationError, on every backend alike: values JSON cannot
+    hold (sets, bytes, objects), NaN and Infinity (not JSON), lone surrogates
+    (not UTF-8), and the NUL character (PostgreSQL's JSONB cannot store it).
+    """
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"value is not JSON-serialisable: {exc}") from exc
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ValidationError(f"not strict JSON: {exc}") from exc
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise ValidationError("not storable JSON: strings may not contain the NUL character")
+    return text
 
 
 def loads(text: str | bytes) -> Any:
@@ -36,11 +50,11 @@ def loads(text: str | bytes) -> Any:
 
 
 def check_json(value: Any, what: str) -> None:
-    """Raise ValidationError unless ``value`` serialises to strict JSON."""
+    """Raise ValidationError, naming ``what``, unless ``value`` is storable JSON."""
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from exc
+        dumps(value)
+    except ValidationError as exc:
+        raise ValidationError(f"{what} is {exc}") from exc
 
 
 class UTCDateTime(TypeDecorator[datetime]):

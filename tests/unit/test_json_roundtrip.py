@@ -1,0 +1,69 @@
+"""What goes into a JSON column comes back equal, on both backends."""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from abathur.errors import ValidationError
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.types import dumps
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=8).filter(lambda k: "\x00" not in k), children, max_size=5
+        )
+    ),
+    max_leaves=25,
+)
+
+
+def as_json_numbers(value: Any) -> Any:
+    """JSON's own notion of equality: numbers by decimal value, whatever their Python type.
+
+    PostgreSQL's JSONB keeps numbers as NUMERIC, so 1e20 may come back as the
+    integer 100000000000000000000 (equal as a JSON number); -0.0 comes back 0.
+    """
+    return json.loads(dumps(value), parse_float=Decimal, parse_int=Decimal)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(value=json_values)
+async def test_json_column_round_trip(db: Database, value: Any) -> None:
+    task = await db.tasks.create_task("json", input_data={"v": value})
+    stored = await db.tasks.get_task(task.id)
+    assert stored is not None
+    if db.is_sqlite:  # TEXT keeps Python's own JSON rendering: exact equality
+        assert stored.input_data == {"v": value}
+    assert as_json_numbers(stored.input_data) == as_json_numbers({"v": value})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"x": math.nan}, {"x": math.inf}, {"x": {1, 2}}, {"x": "\x00"}, {"\x00": 1}, {"x": "\ud800"}],
+)
+async def test_values_json_cannot_hold_are_refused_before_the_database(
+    db: Database, bad: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError, match="input_data"):
+        await db.tasks.create_task("bad", input_data=bad)
