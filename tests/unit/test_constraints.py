@@ -156,7 +156,7 @@ BAD = [
         "duplicate session id",
         "INSERT INTO sessions (id, app_name, user_id) VALUES ('s0', 'a', 'u')",
         False,
-    ),  # fmt: skip
+    ),
     (
         "memory type enum",
         "INSERT INTO memory_entries (namespace, key, value, memory_type) "
