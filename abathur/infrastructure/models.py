@@ -257,7 +257,6 @@ class Session(Base):
     user_id: Mapped[str] = mapped_column(Text)
     project_id: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, default="created", server_default="created")
-    events: Mapped[Any] = mapped_column(JSONDocument, default=list, server_default="[]")
     state: Mapped[Any] = mapped_column(JSONDocument, default=dict, server_default="{}")
     metadata_: Mapped[Any | None] = mapped_column(
         "metadata", JSONDocument, default=dict, server_default="{}"
@@ -271,7 +270,6 @@ class Session(Base):
 
     __table_args__ = (
         one_of("status", SESSION_STATUSES, "status"),
-        jv("events"),
         jv("state"),
         jv("metadata", nullable=True),
     )
@@ -291,6 +289,32 @@ Index(
     **partial("project_id IS NOT NULL"),
 )
 Index("idx_sessions_app_user", Session.app_name, Session.user_id)
+# Keyset paging of list_sessions without a more selective filter (revision 0003).
+Index("idx_sessions_created_at", Session.created_at, Session.id)
+
+
+class SessionEvent(Base):
+    """One event of a session's log (revision 0003 moved them out of ``sessions.events``).
+
+    ``seq`` numbers a session's events 1, 2, 3... in append order; an append
+    costs the same however long the log already is.
+    """
+
+    __tablename__ = "session_events"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("sessions.id", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    event: Mapped[Any] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("session_id", "seq"),
+        jv("event"),
+        AUTOINCREMENT,
+    )
 
 
 class MemoryEntry(Base):

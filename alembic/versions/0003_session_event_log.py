@@ -1,0 +1,130 @@
+"""Session event log: one row per event in ``session_events`` instead of one
+JSON array in ``sessions.events``.
+
+Appending to the array rewrites the whole row, so its cost grows with the
+length of the session; a row per event costs the same at any length.
+
+Upgrade copies every ``sessions.events`` array into rows, element ``i``
+becoming ``seq = i + 1``, then drops the column. The array holds no per-event
+insertion time, so the copied rows take the session's ``last_update_time``
+(no event can be newer). A session whose ``events`` is not a JSON array stops
+the migration: its content has no order to keep.
+
+Downgrade folds the rows back into arrays in ``seq`` order and drops the
+table. No event is lost or reordered either way.
+
+Also adds ``idx_sessions_created_at`` for keyset paging of sessions.
+
+Revision ID: 0003_session_event_log
+Revises: 0002_milestone2_memory
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from abathur.errors import MigrationError
+from abathur.infrastructure.ddl import BigIntId, json_valid
+from abathur.infrastructure.migration_ops import batch_alter_table
+from abathur.infrastructure.types import JSONDocument, UTCDateTime
+from alembic import op
+
+revision = "0003_session_event_log"
+down_revision = "0002_milestone2_memory"
+branch_labels = None
+depends_on = None
+
+# json_each gives scalars as SQL values; this turns each element back into JSON text.
+SQLITE_ELEMENT_AS_JSON = (
+    "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' "
+    "WHEN 'object' THEN j.value WHEN 'array' THEN j.value ELSE json_quote(j.value) END"
+)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "session_events",
+        sa.Column("id", BigIntId, autoincrement=True, nullable=False),
+        sa.Column("session_id", sa.Text(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("event", JSONDocument(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["sessions.id"],
+            name="fk_session_events_session_id_sessions",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_session_events"),
+        sa.UniqueConstraint("session_id", "seq", name="uq_session_events_session_id_seq"),
+        json_valid("event", op.f("ck_session_events_event_json")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index("idx_sessions_created_at", "sessions", ["created_at", "id"])
+
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    not_arrays = op.get_bind().scalar(
+        sa.text(
+            "SELECT count(*) FROM sessions WHERE "
+            + ("json_type(events) <> 'array'" if sqlite else "jsonb_typeof(events) <> 'array'")
+        )
+    )
+    if not_arrays:
+        raise MigrationError(
+            f"{not_arrays} sessions have an 'events' value that is not a JSON array; "
+            "fix or remove them before upgrading"
+        )
+    if sqlite:
+        op.execute(
+            "INSERT INTO session_events (session_id, seq, event, created_at) "
+            f"SELECT s.id, j.key + 1, {SQLITE_ELEMENT_AS_JSON}, s.last_update_time "
+            "FROM sessions AS s, json_each(s.events) AS j ORDER BY s.id, j.key"
+        )
+    else:
+        op.execute(
+            "INSERT INTO session_events (session_id, seq, event, created_at) "
+            "SELECT s.id, e.ord, e.value, s.last_update_time "
+            "FROM sessions AS s "
+            "CROSS JOIN LATERAL jsonb_array_elements(s.events) WITH ORDINALITY AS e(value, ord) "
+            "ORDER BY s.id, e.ord"
+        )
+
+    with batch_alter_table("sessions") as batch:
+        if sqlite:
+            batch.drop_constraint(op.f("ck_sessions_events_json"), type_="check")
+        batch.drop_column("events")
+
+
+def downgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    op.drop_index("idx_sessions_created_at", table_name="sessions")
+    # SQLite copies the table anyway: put the column back where 0002 had it.
+    place = {"insert_after": "status"} if sqlite else {}
+    with batch_alter_table("sessions", **({"recreate": "always"} if sqlite else {})) as batch:
+        batch.add_column(
+            sa.Column("events", JSONDocument(), server_default="[]", nullable=False), **place
+        )
+        if sqlite:
+            check = json_valid("events", op.f("ck_sessions_events_json"))
+            batch.create_check_constraint(check.name, check.sqltext)
+
+    if sqlite:
+        # The subquery fixes the order json_group_array sees (SQLite before 3.44
+        # has no ORDER BY inside an aggregate); a test proves the order survives.
+        op.execute(
+            "UPDATE sessions SET events = ("
+            "SELECT json_group_array(json(o.event)) FROM ("
+            "SELECT e.event FROM session_events AS e "
+            "WHERE e.session_id = sessions.id ORDER BY e.seq) AS o) "
+            "WHERE EXISTS (SELECT 1 FROM session_events AS e WHERE e.session_id = sessions.id)"
+        )
+    else:
+        op.execute(
+            "UPDATE sessions AS s SET events = f.events "
+            "FROM (SELECT session_id, jsonb_agg(event ORDER BY seq) AS events "
+            "FROM session_events GROUP BY session_id) AS f "
+            "WHERE f.session_id = s.id"
+        )
+
+    op.drop_table("session_events")
+
