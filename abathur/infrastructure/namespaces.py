@@ -53,6 +53,23 @@ def parse_namespace(namespace: Any, *, allow_prefix_only: bool = False) -> list[
     return segments
 
 
+def check_key(key: Any) -> str:
+    """``key`` unchanged if it is a valid memory key; ValidationError names the problem.
+
+    Any characters are allowed (``%`` and ``_`` are ordinary) except NUL, which
+    PostgreSQL text cannot hold.
+    """
+    if not isinstance(key, str):
+        raise ValidationError(f"key must be a string, got {type(key).__name__}")
+    if not key:
+        raise ValidationError("key must not be empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValidationError(f"key is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}")
+    if "\x00" in key:
+        raise ValidationError("key contains a NUL character")
+    return key
+
+
 def in_subtree(column: ColumnElement[Any] | Any, root: str) -> ColumnElement[bool]:
     """SQL: ``column`` is ``root`` or lies below it, by whole segments."""
     return or_(

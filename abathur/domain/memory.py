@@ -1,0 +1,179 @@
+"""Milestone 2 memory values: the inputs MemoryService accepts and the access scope."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+
+from abathur.infrastructure.namespaces import MAX_KEY_LENGTH, check_key, parse_namespace
+from abathur.infrastructure.types import dumps, loads
+
+MemoryType = Literal["semantic", "episodic", "procedural"]
+ConsolidationStrategy = Literal["latest_wins", "merge", "llm_based"]
+CONSOLIDATION_STRATEGIES: tuple[str, ...] = ("latest_wins", "merge", "llm_based")
+MAX_SEARCH_LIMIT = 1000
+MAX_ACTOR_LENGTH = 256
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def json_object(value: dict[str, Any], what: str = "value") -> dict[str, Any]:
+    """``value`` unchanged if it is a dict that survives a strict JSON round trip.
+
+    NaN and Infinity are refused (strict JSON), and so is anything JSON would
+    silently change (tuples, non-string keys nested inside) and the NUL
+    character, which PostgreSQL's JSONB cannot hold.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
+    text = dumps(value)
+    if loads(text) != value:
+        raise ValueError(f"{what} does not survive a JSON round trip unchanged")
+    if _has_nul(value):
+        raise ValueError(f"{what} contains a NUL character, which JSON storage cannot hold")
+    return value
+
+
+def _namespace(value: str) -> str:
+    parse_namespace(value)
+    return value
+
+
+def _subtree_root(value: str) -> str:
+    parse_namespace(value, allow_prefix_only=True)
+    return value
+
+
+def _key(value: str) -> str:
+    check_key(value)
+    return value
+
+
+def _json(value: dict[str, Any]) -> dict[str, Any]:
+    return json_object(value)
+
+
+def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else json_object(value, "metadata")
+
+
+Namespace = Annotated[str, Field(strict=True), AfterValidator(_namespace)]
+SubtreeRoot = Annotated[str, Field(strict=True), AfterValidator(_subtree_root)]
+Key = Annotated[str, Field(strict=True, max_length=MAX_KEY_LENGTH), AfterValidator(_key)]
+Actor = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ACTOR_LENGTH)]
+TaskId = Annotated[str, Field(strict=True, min_length=1)]
+JSONObject = Annotated[dict[str, Any], Field(strict=True), AfterValidator(_json)]
+Version = Annotated[StrictInt, Field(ge=1)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyRef(_Input):
+    namespace: Namespace
+    key: Key
+
+
+class VersionRef(KeyRef):
+    version: Version | None = None
+
+
+class NewMemory(KeyRef):
+    value: JSONObject
+    memory_type: MemoryType
+    created_by: Actor
+    task_id: TaskId
+    metadata: Annotated[dict[str, Any] | None, Field(strict=True), AfterValidator(_metadata)] = None
+
+
+class MemoryUpdate(KeyRef):
+    value: JSONObject
+    updated_by: Actor
+    task_id: TaskId
+
+
+class MemoryDeletion(KeyRef):
+    deleted_by: Actor
+    task_id: TaskId
+
+
+class MemoryRestore(KeyRef):
+    version: Version
+    restored_by: Actor
+    task_id: TaskId
+
+
+class MemoryPublish(_Input):
+    from_namespace: Namespace
+    to_namespace: Namespace
+    key: Key
+    published_by: Actor
+    task_id: TaskId
+
+
+class MemorySearch(_Input):
+    namespace_prefix: SubtreeRoot
+    memory_type: MemoryType | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=MAX_SEARCH_LIMIT)] = 50
+
+
+class Consolidation(_Input):
+    namespace: SubtreeRoot
+    strategy: ConsolidationStrategy
+    consolidated_by: Actor
+    task_id: TaskId | None = None
+
+
+def _scope_id(value: str) -> str:
+    if ":" in value:
+        raise ValueError("must not contain ':' (it would name a sub-namespace of another scope)")
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+ScopeId = Annotated[
+    str, Field(strict=True, min_length=1, max_length=256), AfterValidator(_scope_id)
+]
+
+
+class AccessContext(_Input):
+    """Who is asking: the namespaces a scoped memory view may read and write.
+
+    Reads: ``session:<session_id>``, ``user:<user_id>``, ``app:<app_name>`` and,
+    with a project, ``project:<project_id>`` (each with everything below it).
+    Writes: the session and user subtrees; the app subtree only with
+    ``can_write_app``; the project subtree only with ``can_write_project``.
+    Identifiers may not contain ``:``, so that no scope names a part of another.
+    """
+
+    session_id: ScopeId
+    user_id: ScopeId
+    app_name: ScopeId
+    project_id: ScopeId | None = None
+    can_write_app: bool = False
+    can_write_project: bool = False
+
+    def readable_roots(self) -> list[str]:
+        roots = [f"session:{self.session_id}", f"user:{self.user_id}", f"app:{self.app_name}"]
+        if self.project_id is not None:
+            roots.append(f"project:{self.project_id}")
+        return roots
+
+    def writable_roots(self) -> list[str]:
+        roots = [f"session:{self.session_id}", f"user:{self.user_id}"]
+        if self.can_write_app:
+            roots.append(f"app:{self.app_name}")
+        if self.can_write_project and self.project_id is not None:
+            roots.append(f"project:{self.project_id}")
+        return roots

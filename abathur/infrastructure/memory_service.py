@@ -1,0 +1,876 @@
+"""MemoryService: versioned, namespaced, audited long-term memory.
+
+Rows are immutable versions. A key is *live* when its highest version row has
+``is_deleted`` false. Writes insert version ``max + 1`` (the maximum over all
+rows of the key, deleted ones included, so version numbers are never reused);
+the only UPDATE is of ``is_deleted``, by delete, consolidation and expiry.
+Every write runs in one transaction with exactly one ``audit`` row, after the
+key's writers have been serialised (``MemoryRepository.lock_key``).
+
+Results are plain dicts: ``value`` and ``metadata`` parsed, ``is_deleted`` a
+bool, timestamps timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from abathur.domain import validated
+from abathur.domain.core import MemoryOperation, NewAuditEntry, NewTask
+from abathur.domain.memory import (
+    CONSOLIDATION_STRATEGIES,
+    AccessContext,
+    Consolidation,
+    KeyRef,
+    MemoryDeletion,
+    MemoryPublish,
+    MemoryRestore,
+    MemorySearch,
+    MemoryUpdate,
+    NewMemory,
+    VersionRef,
+    json_object,
+)
+from abathur.errors import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    ConfigurationError,
+    NotFoundError,
+    ValidationError,
+)
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.models import MemoryEntry, Task
+from abathur.infrastructure.namespaces import is_in_subtree, parse_namespace
+from abathur.infrastructure.repositories.core import AuditRepository, TaskRepository, require
+from abathur.infrastructure.repositories.memory import MemoryRepository
+from abathur.infrastructure.types import utcnow
+
+M = TypeVar("M", bound=BaseModel)
+
+Resolver = Callable[[list[dict[str, Any]]], Awaitable[Any]]
+"""``llm_based`` consolidation: receives a key's live versions (oldest first) and
+returns the consolidated value, a JSON object."""
+
+SYSTEM_TASK_ID = "abathur-system"
+SYSTEM_ACTOR = "abathur"
+PUBLISH_SOURCES = ("session",)
+PUBLISH_TARGETS = ("user", "project")
+
+DEFAULT_MEMORIES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    (
+        "app:abathur:conventions",
+        "namespaces",
+        "semantic",
+        {
+            "session": "drafts and facts of one session",
+            "user": "what is known about one user, across sessions",
+            "app": "knowledge shared by every user of an application",
+            "project": "knowledge shared by the members of one project",
+            "temp": "scratch data kept only in session state, never persisted as memory",
+        },
+    ),
+    (
+        "app:abathur:procedures",
+        "memory_hygiene",
+        "procedural",
+        {
+            "steps": [
+                "draft a memory in the session namespace",
+                "publish it to user: or project: once it is confirmed",
+                "consolidate keys with several live versions",
+            ]
+        },
+    ),
+    (
+        "app:abathur:policies",
+        "retention",
+        "semantic",
+        {"episodic_ttl_days": 90, "versions_are_immutable": True, "deletes_are_soft": True},
+    ),
+)
+
+
+def memory_dict(row: MemoryEntry) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "namespace": row.namespace,
+        "key": row.key,
+        "value": row.value,
+        "memory_type": row.memory_type,
+        "version": row.version,
+        "is_deleted": bool(row.is_deleted),
+        "metadata": row.metadata_,
+        "created_by": row.created_by,
+        "updated_by": row.updated_by,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``: nested objects merge, anything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _check(schema: type[M], **fields: Any) -> M:
+    return validated(schema, **fields)
+
+
+async def _audit(
+    session: AsyncSession,
+    *,
+    task_id: str,
+    operation: MemoryOperation,
+    action_type: str,
+    namespace: str,
+    entry_id: int,
+    data: dict[str, Any],
+) -> None:
+    await AuditRepository(session).append(
+        NewAuditEntry(
+            task_id=task_id,
+            action_type=action_type,
+            action_data=data,
+            result="success",
+            memory_operation_type=operation,
+            memory_namespace=namespace,
+            memory_entry_id=entry_id,
+        )
+    )
+
+
+async def _audit_task(session: AsyncSession, task_id: str | None) -> str:
+    """The task that audit rows name: ``task_id`` (which must exist) or the system task.
+
+    Maintenance (consolidation, expiry, seeding) may run outside any task; its
+    audit rows then name one well-known task, ``abathur-system``, created on
+    first use with status ``completed`` so that no scheduler ever picks it up.
+    """
+    if task_id is not None:
+        await require(session, Task, task_id, "task")
+        return task_id
+    await MemoryRepository(session).lock_key("\x00tasks", SYSTEM_TASK_ID)
+    tasks = TaskRepository(session)
+    if not await tasks.exists(SYSTEM_TASK_ID):
+        await tasks.create(
+            NewTask(
+                prompt="abathur system maintenance",
+                status="completed",
+                created_by=SYSTEM_ACTOR,
+            ),
+            SYSTEM_TASK_ID,
+        )
+    return SYSTEM_TASK_ID
+
+
+class MemoryService:
+    """Long-term memory. ``resolver`` serves the ``llm_based`` consolidation strategy."""
+
+    def __init__(self, db: Database, resolver: Resolver | None = None):
+        self._db = db
+        self._resolver = resolver
+
+    def scoped(self, context: AccessContext) -> ScopedMemory:
+        """A view of this service that enforces ``context``'s namespace access rules."""
+        if not isinstance(context, AccessContext):
+            raise ValidationError("scoped() takes an AccessContext")
+        return ScopedMemory(self, context)
+
+    # ------------------------------------------------------------ reads
+
+    async def get_memory(
+        self, namespace: str, key: str, version: int | None = None
+    ) -> dict[str, Any] | None:
+        """The current version of a live key, or with ``version`` that exact row
+        (deleted or not; its ``is_deleted`` says which). ``None`` when absent."""
+        ref = _check(VersionRef, namespace=namespace, key=key, version=version)
+
+        async def work(session: AsyncSession) -> dict[str, Any] | None:
+            repo = MemoryRepository(session)
+            if ref.version is not None:
+                row = await repo.version(ref.namespace, ref.key, ref.version)
+            else:
+                row = await repo.latest(ref.namespace, ref.key)
+                if row is not None and row.is_deleted:
+                    row = None
+            return None if row is None else memory_dict(row)
+
+        return await self._db.run(work, write=False)
+
+    async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
+        """Every version of the key, ascending, deleted ones included; ``[]`` if unknown."""
+        ref = _check(KeyRef, namespace=namespace, key=key)
+
+        async def work(session: AsyncSession) -> list[dict[str, Any]]:
+            rows = await MemoryRepository(session).history(ref.namespace, ref.key)
+            return [memory_dict(r) for r in rows]
+
+        return await self._db.run(work, write=False)
+
+    async def search_memories(
+        self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The current version of every live key in the subtree of ``namespace_prefix``.
+
+        Matching is by whole segments: ``user:alice`` finds ``user:alice`` and
+        ``user:alice:prefs``, never ``user:alice2``; ``%``, ``_`` and ``\\`` are
+        ordinary characters. A bare prefix (``user``) is accepted and means the
+        whole ``user:`` tree; ``temp`` and unknown prefixes are rejected.
+        Newest ``updated_at`` first, at most ``limit`` (1..1000) results.
+        """
+        query = _check(
+            MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
+        )
+
+        async def work(session: AsyncSession) -> list[dict[str, Any]]:
+            rows = await MemoryRepository(session).search(
+                query.namespace_prefix, query.memory_type, query.limit
+            )
+            return [memory_dict(r) for r in rows]
+
+        return await self._db.run(work, write=False)
+
+    # ------------------------------------------------------------ writes
+
+    async def add_memory(
+        self,
+        namespace: str,
+        key: str,
+        value: dict[str, Any],
+        memory_type: str,
+        created_by: str,
+        task_id: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Version 1 of a new key (or ``max + 1`` re-creating a deleted one); the row id.
+
+        A live key raises AlreadyExistsError.
+        """
+        new = _check(
+            NewMemory,
+            namespace=namespace,
+            key=key,
+            value=value,
+            memory_type=memory_type,
+            created_by=created_by,
+            task_id=task_id,
+            metadata=metadata,
+        )
+
+        async def work(session: AsyncSession) -> int:
+            await require(session, Task, new.task_id, "task")
+            repo = MemoryRepository(session)
+            await repo.lock_key(new.namespace, new.key)
+            latest = await repo.latest(new.namespace, new.key)
+            if latest is not None and not latest.is_deleted:
+                raise AlreadyExistsError(
+                    f"memory {new.namespace!r}/{new.key!r} already exists "
+                    f"(version {latest.version}); use update_memory"
+                )
+            now = utcnow()
+            row = await repo.insert(
+                MemoryEntry(
+                    namespace=new.namespace,
+                    key=new.key,
+                    value=new.value,
+                    memory_type=new.memory_type,
+                    version=1 if latest is None else latest.version + 1,
+                    is_deleted=False,
+                    metadata_=new.metadata if new.metadata is not None else {},
+                    created_by=new.created_by,
+                    updated_by=new.created_by,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await _audit(
+                session,
+                task_id=new.task_id,
+                operation="create",
+                action_type="memory_create",
+                namespace=new.namespace,
+                entry_id=row.id,
+                data={"key": new.key, "version": row.version, "created_by": new.created_by},
+            )
+            return row.id
+
+        return await self._db.run(work)
+
+    async def update_memory(
+        self, namespace: str, key: str, value: dict[str, Any], updated_by: str, task_id: str
+    ) -> int:
+        """A new version of a live key with ``value``; memory type, metadata,
+        ``created_by`` and ``created_at`` carry forward. Returns the new row id."""
+        change = _check(
+            MemoryUpdate,
+            namespace=namespace,
+            key=key,
+            value=value,
+            updated_by=updated_by,
+            task_id=task_id,
+        )
+
+        async def work(session: AsyncSession) -> int:
+            await require(session, Task, change.task_id, "task")
+            repo = MemoryRepository(session)
+            await repo.lock_key(change.namespace, change.key)
+            latest = await repo.latest(change.namespace, change.key)
+            if latest is None or latest.is_deleted:
+                raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
+            row = await repo.insert(
+                _next_version(latest, value=change.value, updated_by=change.updated_by)
+            )
+            await _audit(
+                session,
+                task_id=change.task_id,
+                operation="update",
+                action_type="memory_update",
+                namespace=change.namespace,
+                entry_id=row.id,
+                data={"key": change.key, "version": row.version, "updated_by": change.updated_by},
+            )
+            return row.id
+
+        return await self._db.run(work)
+
+    async def delete_memory(self, namespace: str, key: str, deleted_by: str, task_id: str) -> None:
+        """Soft delete: ``is_deleted`` on every version; nothing is removed.
+
+        A missing or already deleted key raises NotFoundError.
+        """
+        deletion = _check(
+            MemoryDeletion, namespace=namespace, key=key, deleted_by=deleted_by, task_id=task_id
+        )
+
+        async def work(session: AsyncSession) -> None:
+            await require(session, Task, deletion.task_id, "task")
+            repo = MemoryRepository(session)
+            await repo.lock_key(deletion.namespace, deletion.key)
+            latest = await repo.latest(deletion.namespace, deletion.key)
+            if latest is None or latest.is_deleted:
+                raise NotFoundError(f"memory {deletion.namespace!r}/{deletion.key!r} not found")
+            await repo.mark_deleted(deletion.namespace, deletion.key)
+            await _audit(
+                session,
+                task_id=deletion.task_id,
+                operation="delete",
+                action_type="memory_delete",
+                namespace=deletion.namespace,
+                entry_id=latest.id,
+                data={
+                    "key": deletion.key,
+                    "version": latest.version,
+                    "deleted_by": deletion.deleted_by,
+                },
+            )
+
+        await self._db.run(work)
+
+    async def restore_memory(
+        self, namespace: str, key: str, version: int, restored_by: str, task_id: str
+    ) -> int:
+        """A new version holding the value, type and metadata of ``version``.
+
+        Undo without rewriting history; on a deleted key it brings the key back.
+        Audited as an ``update`` with action type ``memory_restore``. Returns
+        the new row id.
+        """
+        restore = _check(
+            MemoryRestore,
+            namespace=namespace,
+            key=key,
+            version=version,
+            restored_by=restored_by,
+            task_id=task_id,
+        )
+
+        async def work(session: AsyncSession) -> int:
+            await require(session, Task, restore.task_id, "task")
+            repo = MemoryRepository(session)
+            await repo.lock_key(restore.namespace, restore.key)
+            source = await repo.version(restore.namespace, restore.key, restore.version)
+            latest = await repo.latest(restore.namespace, restore.key)
+            if source is None or latest is None:
+                raise NotFoundError(
+                    f"memory {restore.namespace!r}/{restore.key!r} has no version {restore.version}"
+                )
+            revived = bool(latest.is_deleted)
+            now = utcnow()
+            row = await repo.insert(
+                MemoryEntry(
+                    namespace=restore.namespace,
+                    key=restore.key,
+                    value=copy.deepcopy(source.value),
+                    memory_type=source.memory_type,
+                    version=latest.version + 1,
+                    is_deleted=False,
+                    metadata_=copy.deepcopy(source.metadata_),
+                    created_by=restore.restored_by if revived else latest.created_by,
+                    updated_by=restore.restored_by,
+                    created_at=now if revived else latest.created_at,
+                    updated_at=now,
+                )
+            )
+            await _audit(
+                session,
+                task_id=restore.task_id,
+                operation="update",
+                action_type="memory_restore",
+                namespace=restore.namespace,
+                entry_id=row.id,
+                data={
+                    "key": restore.key,
+                    "version": row.version,
+                    "restored_from_version": restore.version,
+                    "updated_by": restore.restored_by,
+                },
+            )
+            return row.id
+
+        return await self._db.run(work)
+
+    async def publish_memory(
+        self, from_ns: str, to_ns: str, key: str, published_by: str, task_id: str
+    ) -> int:
+        """Copy the current version of a ``session:`` draft into ``user:`` or ``project:``.
+
+        The target key gets a new version (version 1 if it never existed); the
+        draft stays. Audited as ``publish``. Returns the new row id.
+        """
+        publish = _check(
+            MemoryPublish,
+            from_namespace=from_ns,
+            to_namespace=to_ns,
+            key=key,
+            published_by=published_by,
+            task_id=task_id,
+        )
+        source_prefix = parse_namespace(publish.from_namespace)[0]
+        target_prefix = parse_namespace(publish.to_namespace)[0]
+        if source_prefix not in PUBLISH_SOURCES:
+            raise ValidationError(
+                f"publish copies from a session: namespace, not {publish.from_namespace!r}"
+            )
+        if target_prefix not in PUBLISH_TARGETS:
+            raise ValidationError(
+                f"publish copies into a user: or project: namespace, not {publish.to_namespace!r}"
+            )
+
+        async def work(session: AsyncSession) -> int:
+            await require(session, Task, publish.task_id, "task")
+            repo = MemoryRepository(session)
+            await repo.lock_key(publish.to_namespace, publish.key)
+            source = await repo.latest(publish.from_namespace, publish.key)
+            if source is None or source.is_deleted:
+                raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
+            target = await repo.latest(publish.to_namespace, publish.key)
+            target_live = target is not None and not target.is_deleted
+            now = utcnow()
+            metadata = dict(source.metadata_ or {})
+            metadata["published_from"] = {
+                "namespace": publish.from_namespace,
+                "id": source.id,
+                "version": source.version,
+            }
+            row = await repo.insert(
+                MemoryEntry(
+                    namespace=publish.to_namespace,
+                    key=publish.key,
+                    value=copy.deepcopy(source.value),
+                    memory_type=source.memory_type,
+                    version=1 if target is None else target.version + 1,
+                    is_deleted=False,
+                    metadata_=metadata,
+                    created_by=target.created_by
+                    if target_live and target
+                    else publish.published_by,
+                    updated_by=publish.published_by,
+                    created_at=target.created_at if target_live and target else now,
+                    updated_at=now,
+                )
+            )
+            await _audit(
+                session,
+                task_id=publish.task_id,
+                operation="publish",
+                action_type="memory_publish",
+                namespace=publish.to_namespace,
+                entry_id=row.id,
+                data={
+                    "key": publish.key,
+                    "version": row.version,
+                    "from_namespace": publish.from_namespace,
+                    "from_version": source.version,
+                    "published_by": publish.published_by,
+                },
+            )
+            return row.id
+
+        return await self._db.run(work)
+
+    # ------------------------------------------------------------ consolidation
+
+    async def consolidate_memories(
+        self,
+        namespace: str,
+        consolidation_strategy: str = "llm_based",
+        *,
+        consolidated_by: str = SYSTEM_ACTOR,
+        task_id: str | None = None,
+    ) -> int:
+        """Resolve every key in the subtree of ``namespace`` that has several live versions.
+
+        Each such key gets one new version with the consolidated value (its
+        metadata records ``consolidated_from`` row ids and the strategy); the
+        older live versions are marked superseded (``is_deleted``) and stay
+        readable in the history. Strategies: ``latest_wins``; ``merge``, a deep
+        merge of the versions oldest first; ``llm_based``, the resolver given to
+        ``MemoryService(db, resolver=...)``. The resolver runs outside any
+        transaction; if it raises or returns anything but a JSON object,
+        nothing is written. A key changed meanwhile is left for the next run.
+        Audit rows name ``task_id`` or, without one, the system task
+        (see ``_audit_task``). Returns the number of keys consolidated.
+        """
+        if consolidation_strategy not in CONSOLIDATION_STRATEGIES:
+            raise ValidationError(
+                f"unknown consolidation strategy {consolidation_strategy!r}; "
+                f"use one of {', '.join(CONSOLIDATION_STRATEGIES)}"
+            )
+        request = _check(
+            Consolidation,
+            namespace=namespace,
+            strategy=consolidation_strategy,
+            consolidated_by=consolidated_by,
+            task_id=task_id,
+        )
+        resolved: dict[tuple[str, str], tuple[list[int], dict[str, Any]]] = {}
+        if request.strategy == "llm_based":
+            resolver = self._resolver
+            if resolver is None:
+                raise ConfigurationError(
+                    "llm_based consolidation needs a resolver: MemoryService(db, resolver=...)"
+                )
+            for (ns, key), versions in (await self._conflicts(request.namespace)).items():
+                value = await resolver(copy.deepcopy(versions))
+                try:
+                    json_object(value, f"resolver result for {ns!r}/{key!r}")
+                except ValueError as exc:
+                    raise ValidationError(str(exc)) from exc
+                resolved[(ns, key)] = ([v["id"] for v in versions], value)
+
+        async def work(session: AsyncSession) -> int:
+            audit_task = await _audit_task(session, request.task_id)
+            repo = MemoryRepository(session)
+            if request.strategy == "llm_based":
+                keys = sorted(resolved)
+            else:
+                keys = await repo.keys_with_several_live_versions(request.namespace)
+            count = 0
+            for ns, key in keys:
+                await repo.lock_key(ns, key)
+                live = list(await repo.live_versions(ns, key))
+                if len(live) < 2:
+                    continue
+                ids = [r.id for r in live]
+                if request.strategy == "llm_based":
+                    expected_ids, value = resolved[(ns, key)]
+                    if ids != expected_ids:
+                        continue
+                elif request.strategy == "merge":
+                    value = {}
+                    for r in live:
+                        value = deep_merge(value, r.value)
+                else:
+                    value = copy.deepcopy(live[-1].value)
+                latest = await repo.latest(ns, key)
+                assert latest is not None
+                newest = live[-1]
+                metadata = dict(newest.metadata_ or {})
+                metadata["consolidated_from"] = ids
+                metadata["consolidation_strategy"] = request.strategy
+                row = await repo.insert(
+                    MemoryEntry(
+                        namespace=ns,
+                        key=key,
+                        value=value,
+                        memory_type=newest.memory_type,
+                        version=latest.version + 1,
+                        is_deleted=False,
+                        metadata_=metadata,
+                        created_by=newest.created_by,
+                        updated_by=request.consolidated_by,
+                        created_at=newest.created_at,
+                        updated_at=utcnow(),
+                    )
+                )
+                await repo.mark_deleted(ns, key, below_version=row.version)
+                await _audit(
+                    session,
+                    task_id=audit_task,
+                    operation="consolidate",
+                    action_type="memory_consolidate",
+                    namespace=ns,
+                    entry_id=row.id,
+                    data={
+                        "key": key,
+                        "version": row.version,
+                        "strategy": request.strategy,
+                        "consolidated_from": ids,
+                        "updated_by": request.consolidated_by,
+                    },
+                )
+                count += 1
+            return count
+
+        return await self._db.run(work)
+
+    async def _conflicts(self, root: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        async def work(session: AsyncSession) -> dict[tuple[str, str], list[dict[str, Any]]]:
+            repo = MemoryRepository(session)
+            found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for ns, key in await repo.keys_with_several_live_versions(root):
+                found[(ns, key)] = [memory_dict(r) for r in await repo.live_versions(ns, key)]
+            return found
+
+        return await self._db.run(work, write=False)
+
+    # ------------------------------------------------------------ retention
+
+    async def expire_episodic(
+        self,
+        older_than: timedelta = timedelta(days=90),
+        *,
+        expired_by: str = SYSTEM_ACTOR,
+        task_id: str | None = None,
+    ) -> int:
+        """Soft-delete episodic keys whose current version was written before
+        ``now - older_than``. One ``delete`` audit row (action type
+        ``memory_expire``) per key, naming ``task_id`` or the system task.
+        Returns the number of keys expired."""
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise ValidationError("older_than must be a non-negative timedelta")
+        if not isinstance(expired_by, str) or not expired_by:
+            raise ValidationError("expired_by must be a non-empty string")
+        cutoff = utcnow() - older_than
+
+        async def work(session: AsyncSession) -> int:
+            audit_task = await _audit_task(session, task_id)
+            repo = MemoryRepository(session)
+            count = 0
+            for ns, key in await repo.stale_current_versions("episodic", cutoff):
+                await repo.lock_key(ns, key)
+                latest = await repo.latest(ns, key)
+                if (
+                    latest is None
+                    or latest.is_deleted
+                    or latest.memory_type != "episodic"
+                    or latest.updated_at >= cutoff
+                ):
+                    continue
+                await repo.mark_deleted(ns, key)
+                await _audit(
+                    session,
+                    task_id=audit_task,
+                    operation="delete",
+                    action_type="memory_expire",
+                    namespace=ns,
+                    entry_id=latest.id,
+                    data={
+                        "key": key,
+                        "version": latest.version,
+                        "deleted_by": expired_by,
+                        "older_than_seconds": older_than.total_seconds(),
+                    },
+                )
+                count += 1
+            return count
+
+        return await self._db.run(work)
+
+    async def seed_defaults(self, task_id: str | None = None) -> int:
+        """Write the default ``app:abathur:*`` memories that are not live yet.
+
+        Never run by ``Database.initialize``. Audit rows name ``task_id`` or,
+        without one, the system task ``abathur-system`` (created on first use).
+        Idempotent: returns how many entries were written (0 on a second run).
+        """
+
+        async def work(session: AsyncSession) -> int:
+            audit_task = await _audit_task(session, task_id)
+            repo = MemoryRepository(session)
+            written = 0
+            for ns, key, memory_type, value in DEFAULT_MEMORIES:
+                await repo.lock_key(ns, key)
+                latest = await repo.latest(ns, key)
+                if latest is not None and not latest.is_deleted:
+                    continue
+                now = utcnow()
+                row = await repo.insert(
+                    MemoryEntry(
+                        namespace=ns,
+                        key=key,
+                        value=copy.deepcopy(value),
+                        memory_type=memory_type,
+                        version=1 if latest is None else latest.version + 1,
+                        is_deleted=False,
+                        metadata_={"seeded": True},
+                        created_by=SYSTEM_ACTOR,
+                        updated_by=SYSTEM_ACTOR,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await _audit(
+                    session,
+                    task_id=audit_task,
+                    operation="create",
+                    action_type="memory_create",
+                    namespace=ns,
+                    entry_id=row.id,
+                    data={"key": key, "version": row.version, "created_by": SYSTEM_ACTOR},
+                )
+                written += 1
+            return written
+
+        return await self._db.run(work)
+
+
+def _next_version(latest: MemoryEntry, *, value: dict[str, Any], updated_by: str) -> MemoryEntry:
+    return MemoryEntry(
+        namespace=latest.namespace,
+        key=latest.key,
+        value=value,
+        memory_type=latest.memory_type,
+        version=latest.version + 1,
+        is_deleted=False,
+        metadata_=copy.deepcopy(latest.metadata_),
+        created_by=latest.created_by,
+        updated_by=updated_by,
+        created_at=latest.created_at,
+        updated_at=utcnow(),
+    )
+
+
+class ScopedMemory:
+    """MemoryService seen through an AccessContext: reads and writes outside the
+    context's namespaces raise AccessDeniedError (a PermissionError) naming the rule."""
+
+    def __init__(self, service: MemoryService, context: AccessContext):
+        self._service = service
+        self.context = context
+
+    # ------------------------------------------------------------ rules
+
+    def _rule(self, namespace: str, write: bool) -> str:
+        ctx = self.context
+        prefix = namespace.split(":", 1)[0]
+        verb = "write" if write else "read"
+        if prefix == "session":
+            return f"a scope may {verb} only its own session's namespace session:{ctx.session_id}"
+        if prefix == "user":
+            return f"a scope may {verb} only its own user's namespace user:{ctx.user_id}"
+        if prefix == "app":
+            if write and not ctx.can_write_app:
+                return "writing app: namespaces needs can_write_app"
+            return f"a scope may {verb} only its own application's namespace app:{ctx.app_name}"
+        if prefix == "project":
+            if ctx.project_id is None:
+                return "this scope has no project, so no project: namespace is accessible"
+            if write and not ctx.can_write_project:
+                return "writing project: namespaces needs can_write_project"
+            return f"a scope may {verb} only its own project's namespace project:{ctx.project_id}"
+        return f"{namespace!r} is outside every scope"
+
+    def _allow(self, namespace: Any, *, write: bool) -> None:
+        if not isinstance(namespace, str):
+            return  # the service rejects it with a ValidationError
+        roots = self.context.writable_roots() if write else self.context.readable_roots()
+        if not any(is_in_subtree(namespace, root) for root in roots):
+            verb = "write" if write else "read"
+            raise AccessDeniedError(
+                f"access denied: cannot {verb} {namespace!r}: {self._rule(namespace, write)}"
+            )
+
+    # ------------------------------------------------------------ reads
+
+    async def get_memory(
+        self, namespace: str, key: str, version: int | None = None
+    ) -> dict[str, Any] | None:
+        self._allow(namespace, write=False)
+        return await self._service.get_memory(namespace, key, version)
+
+    async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
+        self._allow(namespace, write=False)
+        return await self._service.get_memory_history(namespace, key)
+
+    async def search_memories(
+        self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """As ``MemoryService.search_memories``; the prefix must lie inside a readable scope."""
+        self._allow(namespace_prefix, write=False)
+        return await self._service.search_memories(namespace_prefix, memory_type, limit)
+
+    # ------------------------------------------------------------ writes
+
+    async def add_memory(
+        self,
+        namespace: str,
+        key: str,
+        value: dict[str, Any],
+        memory_type: str,
+        created_by: str,
+        task_id: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        self._allow(namespace, write=True)
+        return await self._service.add_memory(
+            namespace, key, value, memory_type, created_by, task_id, metadata
+        )
+
+    async def update_memory(
+        self, namespace: str, key: str, value: dict[str, Any], updated_by: str, task_id: str
+    ) -> int:
+        self._allow(namespace, write=True)
+        return await self._service.update_memory(namespace, key, value, updated_by, task_id)
+
+    async def delete_memory(self, namespace: str, key: str, deleted_by: str, task_id: str) -> None:
+        self._allow(namespace, write=True)
+        await self._service.delete_memory(namespace, key, deleted_by, task_id)
+
+    async def restore_memory(
+        self, namespace: str, key: str, version: int, restored_by: str, task_id: str
+    ) -> int:
+        self._allow(namespace, write=True)
+        return await self._service.restore_memory(namespace, key, version, restored_by, task_id)
+
+    async def publish_memory(
+        self, from_ns: str, to_ns: str, key: str, published_by: str, task_id: str
+    ) -> int:
+        self._allow(from_ns, write=False)
+        self._allow(to_ns, write=True)
+        return await self._service.publish_memory(from_ns, to_ns, key, published_by, task_id)
+
+    async def consolidate_memories(
+        self,
+        namespace: str,
+        consolidation_strategy: str = "llm_based",
+        *,
+        consolidated_by: str = SYSTEM_ACTOR,
+        task_id: str | None = None,
+    ) -> int:
+        self._allow(namespace, write=True)
+        return await self._service.consolidate_memories(
+            namespace, consolidation_strategy, consolidated_by=consolidated_by, task_id=task_id
+        )

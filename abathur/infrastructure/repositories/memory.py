@@ -1,0 +1,173 @@
+"""MemoryRepository: the SQL of versioned memory rows.
+
+Every query here is served by an index (``tests/unit/test_memory_query_plans.py``
+checks the plans on both backends):
+
+- one key's rows: the UNIQUE (namespace, key, version) index;
+- a subtree's current live versions: ``idx_memory_namespace_prefix``, a range
+  scan over the namespace (see ``namespaces.in_subtree``), each candidate
+  checked against newer versions of its key through the unique index;
+- keys with several live versions: ``idx_memory_is_deleted`` (live rows only);
+- stale episodic memories: ``idx_memory_type_updated`` (live rows only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, false, func, select, text, true, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from abathur.errors import ConflictError
+from abathur.infrastructure.models import MemoryEntry
+from abathur.infrastructure.namespaces import in_subtree
+
+LIVE = MemoryEntry.is_deleted == false()
+
+
+def key_lock_id(namespace: str, key: str) -> int:
+    """A signed 64-bit advisory lock id for one memory key.
+
+    Namespaces never contain NUL, so ``namespace NUL key`` names the key
+    unambiguously; a hash collision only serialises two unrelated keys.
+    """
+    digest = hashlib.blake2b(namespace.encode() + b"\x00" + key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _newer_version_exists() -> Any:
+    newer = aliased(MemoryEntry)
+    return exists().where(
+        newer.namespace == MemoryEntry.namespace,
+        newer.key == MemoryEntry.key,
+        newer.version > MemoryEntry.version,
+    )
+
+
+class MemoryRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def lock_key(self, namespace: str, key: str) -> None:
+        """Serialise writers of one key until the transaction ends.
+
+        SQLite needs nothing: write transactions begin IMMEDIATE and so run one
+        at a time. PostgreSQL takes a transaction-scoped advisory lock, which
+        also covers a key that has no row yet.
+        """
+        connection = await self.session.connection()
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:lock_id)"),
+                {"lock_id": key_lock_id(namespace, key)},
+            )
+
+    async def latest(self, namespace: str, key: str) -> MemoryEntry | None:
+        """The highest version of the key, deleted or not."""
+        query = (
+            select(MemoryEntry)
+            .where(MemoryEntry.namespace == namespace, MemoryEntry.key == key)
+            .order_by(MemoryEntry.version.desc())
+            .limit(1)
+        )
+        return await self.session.scalar(query)
+
+    async def version(self, namespace: str, key: str, version: int) -> MemoryEntry | None:
+        query = select(MemoryEntry).where(
+            MemoryEntry.namespace == namespace,
+            MemoryEntry.key == key,
+            MemoryEntry.version == version,
+        )
+        return await self.session.scalar(query)
+
+    async def history(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
+        query = (
+            select(MemoryEntry)
+            .where(MemoryEntry.namespace == namespace, MemoryEntry.key == key)
+            .order_by(MemoryEntry.version)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def live_versions(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
+        """The rows of the key not deleted or superseded, ascending by version."""
+        query = (
+            select(MemoryEntry)
+            .where(MemoryEntry.namespace == namespace, MemoryEntry.key == key, LIVE)
+            .order_by(MemoryEntry.version)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def insert(self, row: MemoryEntry) -> MemoryEntry:
+        self.session.add(row)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            message = str(exc.orig).lower()
+            if "unique" in message or "duplicate" in message:
+                raise ConflictError(
+                    f"version {row.version} of {row.namespace!r}/{row.key!r} was written "
+                    "concurrently"
+                ) from exc
+            raise
+        return row
+
+    async def mark_deleted(
+        self, namespace: str, key: str, *, below_version: int | None = None
+    ) -> int:
+        """Set ``is_deleted`` on the key's live rows (only those below a version, if given)."""
+        conditions = [MemoryEntry.namespace == namespace, MemoryEntry.key == key, LIVE]
+        if below_version is not None:
+            conditions.append(MemoryEntry.version < below_version)
+        result = await self.session.execute(
+            update(MemoryEntry)
+            .where(*conditions)
+            .values(is_deleted=true())
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def search(self, root: str, memory_type: str | None, limit: int) -> Sequence[MemoryEntry]:
+        """The current live version of every key in the subtree of ``root``, newest first."""
+        conditions = [in_subtree(MemoryEntry.namespace, root), LIVE, ~_newer_version_exists()]
+        if memory_type is not None:
+            conditions.append(MemoryEntry.memory_type == memory_type)
+        query = (
+            select(MemoryEntry)
+            .where(*conditions)
+            .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def keys_with_several_live_versions(self, root: str) -> list[tuple[str, str]]:
+        query = (
+            select(MemoryEntry.namespace, MemoryEntry.key)
+            .where(in_subtree(MemoryEntry.namespace, root), LIVE)
+            .group_by(MemoryEntry.namespace, MemoryEntry.key)
+            .having(func.count() > 1)
+            .order_by(MemoryEntry.namespace, MemoryEntry.key)
+        )
+        return [(ns, key) for ns, key in (await self.session.execute(query)).all()]
+
+    async def stale_current_versions(
+        self, memory_type: str, cutoff: datetime
+    ) -> list[tuple[str, str]]:
+        """Keys whose current version is live, of ``memory_type``, last written before cutoff."""
+        query = (
+            select(MemoryEntry.namespace, MemoryEntry.key)
+            .where(
+                and_(
+                    MemoryEntry.memory_type == memory_type,
+                    LIVE,
+                    MemoryEntry.updated_at < cutoff,
+                    ~_newer_version_exists(),
+                )
+            )
+            .order_by(MemoryEntry.namespace, MemoryEntry.key)
+        )
+        return [(ns, key) for ns, key in (await self.session.execute(query)).all()]
