@@ -213,6 +213,13 @@ class Database:
         self.engine = create_engine(self.url, **engine_options)
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._serial: asyncio.Lock | None = asyncio.Lock() if self.is_memory else None
+        # SQLite has one writer at a time. Queueing this process's writers on an
+        # asyncio lock (FIFO, no sleeping) keeps them off SQLite's busy handler,
+        # whose back-off sleeps would dominate latency under contention. Other
+        # processes still meet the busy timeout and the retry in run().
+        self._writer: asyncio.Lock | None = (
+            asyncio.Lock() if self.is_sqlite and not self.is_memory else None
+        )
 
     # ------------------------------------------------------------ identity
 
@@ -297,7 +304,13 @@ class Database:
         IMMEDIATE``): the busy timeout then applies at the start, and a
         transaction that read a row can always write it.
         """
-        async with self._exclusive(), self._sessionmaker() as session, session.begin():
+        writer = self._writer if write and self._writer is not None else nullcontext()
+        async with (
+            self._exclusive(),
+            writer,
+            self._sessionmaker() as session,
+            session.begin(),
+        ):
             if write and self.is_sqlite:
                 await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
             yield session
