@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
 SESSION_STATUSES: tuple[SessionStatus, ...] = (
@@ -33,6 +33,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # No new events or state once a session has ended.
 CLOSED_STATUSES = frozenset({"terminated", "archived"})
 TEMP_PREFIX = "temp:"
+
 
 class Input(BaseModel):
     """Strict: a wrong type is an error, never silently converted."""
@@ -89,7 +90,8 @@ class SessionRecord(Record):
     project_id: str | None
     status: SessionStatus
     state: dict[str, Any]
-    metadata: dict[str, Any] | None = Field(validation_alias="metadata_")
+    # ``metadata_`` on the model (``metadata`` is taken by SQLAlchemy's Base).
+    metadata: dict[str, Any] | None = Field(validation_alias=AliasChoices("metadata_", "metadata"))
     created_at: datetime
     last_update_time: datetime
     terminated_at: datetime | None

@@ -127,4 +127,3 @@ def downgrade() -> None:
         )
 
     op.drop_table("session_events")
-

@@ -1,0 +1,189 @@
+"""SessionRepository: the SQL of sessions and their event logs.
+
+Writers call ``lock()`` first: ``SELECT ... FOR UPDATE`` on PostgreSQL; on
+SQLite the write transaction already holds the database's write lock from
+``BEGIN IMMEDIATE`` (SQLAlchemy renders no FOR UPDATE there). Everything that reads the row
+and writes it back happens after that lock, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, insert, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from abathur.domain.sessions import NewSession, SessionQuery
+from abathur.errors import AlreadyExistsError, NotFoundError
+from abathur.infrastructure.models import Session, SessionEvent
+from abathur.infrastructure.types import utcnow
+
+# The WHERE clause of idx_sessions_status_updated, repeated in the query so
+# that SQLite, which matches partial-index terms literally, can use the index.
+LIVE_STATUSES = ("active", "paused")
+
+
+def _later(previous: datetime) -> datetime:
+    """Now, or just after ``previous`` if the clock has not moved past it."""
+    now = utcnow()
+    return now if now > previous else previous + timedelta(microseconds=1)
+
+
+class SessionRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    # ------------------------------------------------------------ sessions
+
+    async def create(self, new: NewSession) -> Session:
+        now = utcnow()
+        row = Session(
+            id=new.id,
+            app_name=new.app_name,
+            user_id=new.user_id,
+            project_id=new.project_id,
+            status="created",
+            state=new.state,
+            metadata_={},
+            created_at=now,
+            last_update_time=now,
+        )
+        self.session.add(row)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
+        return row
+
+    async def get(self, session_id: str) -> Session | None:
+        return await self.session.scalar(select(Session).where(Session.id == session_id))
+
+    async def get_with_last_seq(self, session_id: str) -> tuple[Session, int] | None:
+        """The session and the seq of its newest event, read in one statement."""
+        last = (
+            select(func.max(SessionEvent.seq))
+            .where(SessionEvent.session_id == Session.id)
+            .scalar_subquery()
+        )
+        found = (
+            await self.session.execute(select(Session, last).where(Session.id == session_id))
+        ).one_or_none()
+        return None if found is None else (found[0], int(found[1] or 0))
+
+    async def lock(self, session_id: str) -> Session:
+        """The session row, locked against other writers until the transaction ends."""
+        # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE already took the write lock.
+        row = await self.session.scalar(
+            select(Session).where(Session.id == session_id).with_for_update()
+        )
+        if row is None:
+            raise NotFoundError(f"session {session_id!r} not found")
+        return row
+
+    async def save(self, row: Session, **changes: Any) -> None:
+        """Write ``changes`` to a locked row and advance its ``last_update_time``."""
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.last_update_time = _later(row.last_update_time)
+        await self.session.flush()
+
+    async def delete(self, session_id: str) -> bool:
+        """Delete the session; its events go with it, other references become NULL."""
+        result = await self.session.execute(
+            delete(Session).where(Session.id == session_id).returning(Session.id)
+        )
+        return result.scalar() is not None
+
+    async def list_active(self, user_id: str | None) -> Sequence[Session]:
+        query = (
+            select(Session)
+            .where(Session.status == "active", Session.status.in_(LIVE_STATUSES))
+            .order_by(Session.last_update_time.desc())
+        )
+        if user_id is not None:
+            query = query.where(Session.user_id == user_id)
+        return (await self.session.scalars(query)).all()
+
+    async def page(self, q: SessionQuery) -> Sequence[Session]:
+        """A page of sessions, newest first; ``q.before`` is the id of the
+        previous page's last session (keyset paging: stable under inserts)."""
+        conditions: list[ColumnElement[bool]] = []
+        if q.app_name is not None:
+            conditions.append(Session.app_name == q.app_name)
+        if q.user_id is not None:
+            conditions.append(Session.user_id == q.user_id)
+        if q.project_id is not None:
+            conditions.append(Session.project_id == q.project_id)
+        if q.status is not None:
+            conditions.append(Session.status == q.status)
+            if q.status in LIVE_STATUSES:
+                conditions.append(Session.status.in_(LIVE_STATUSES))
+        if q.before is not None:
+            cursor = (
+                await self.session.execute(
+                    select(Session.created_at, Session.id).where(Session.id == q.before)
+                )
+            ).one_or_none()
+            if cursor is None:
+                raise NotFoundError(f"cursor session {q.before!r} not found")
+            conditions.append(tuple_(Session.created_at, Session.id) < tuple_(*cursor))
+        query = (
+            select(Session)
+            .where(*conditions)
+            .order_by(Session.created_at.desc(), Session.id.desc())
+            .limit(q.limit)
+        )
+        return (await self.session.scalars(query)).all()
+
+    # ------------------------------------------------------------ events
+
+    async def last_seq(self, session_id: str) -> int:
+        query = select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == session_id)
+        return int(await self.session.scalar(query) or 0)
+
+    async def add_events(
+        self, session_id: str, events: Sequence[Any], first_seq: int, created_at: datetime
+    ) -> None:
+        if not events:
+            return
+        await self.session.execute(
+            insert(SessionEvent),
+            [
+                {
+                    "session_id": session_id,
+                    "seq": first_seq + i,
+                    "event": event,
+                    "created_at": created_at,
+                }
+                for i, event in enumerate(events)
+            ],
+        )
+
+    async def events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int | None = None,
+        after: datetime | None = None,
+        last: int | None = None,
+        limit: int | None = None,
+    ) -> Sequence[SessionEvent]:
+        """Events in seq order: those after ``after_seq`` and stored after
+        ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N."""
+        query = select(SessionEvent).where(SessionEvent.session_id == session_id)
+        if after_seq is not None:
+            query = query.where(SessionEvent.seq > after_seq)
+        if after is not None:
+            query = query.where(SessionEvent.created_at > after)
+        if last is not None:
+            newest = (
+                await self.session.scalars(query.order_by(SessionEvent.seq.desc()).limit(last))
+            ).all()
+            return newest[::-1]
+        query = query.order_by(SessionEvent.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        return (await self.session.scalars(query)).all()
