@@ -1,0 +1,164 @@
+"""What every command shares: the database to open, running async work, output, errors.
+
+Commands are thin: they parse arguments, call one service through
+``run_with_db`` and print the result with ``emit``. Errors that bad input can
+cause (abathur's own, ``ValueError``, ``OSError``, driver errors) become one
+line on stderr and exit code 1; click reports usage errors itself (exit 2).
+Anything else is a bug: one line too, unless ``ABATHUR_DEBUG=1`` asks for the
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from pydantic_core import to_jsonable_python
+from sqlalchemy.exc import SQLAlchemyError
+
+from abathur.errors import AbathurError, DatabaseError
+from abathur.infrastructure.database import Database
+
+T = TypeVar("T")
+
+DEBUG_ENV = "ABATHUR_DEBUG"
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """The root options, handed to every command through ``click.Context.obj``."""
+
+    db_url: str
+    db_url_given: bool
+    """True when ``--db`` was on the command line (not the environment or default)."""
+
+
+def one_line(message: str) -> str:
+    """A message squeezed onto one line (driver errors often span several)."""
+    return " ".join(message.split()) or "unknown error"
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one-line text shown for ``exc``."""
+    if isinstance(exc, SQLAlchemyError):
+        orig = getattr(exc, "orig", None)
+        return one_line(f"database error: {orig if orig is not None else exc}")
+    if isinstance(exc, AbathurError | ValueError | OSError):
+        return one_line(str(exc) or type(exc).__name__)
+    return one_line(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)")
+
+
+class AbathurGroup(click.Group):
+    """A click group that turns every error into one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; non-click exceptions become ``click.ClickException``."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise click.ClickException(describe_error(exc)) from exc
+
+
+def app(ctx: click.Context) -> AppContext:
+    """The root options of the running command."""
+    obj = ctx.find_object(AppContext)
+    if obj is None:  # pragma: no cover - the root group always sets it
+        raise click.UsageError("abathur commands must run under the abathur group")
+    return obj
+
+
+async def ensure_schema(db: Database) -> None:
+    """Migrate an empty database; refuse one at another revision than the code's head."""
+    from alembic.script import ScriptDirectory
+
+    from abathur.infrastructure.database import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    current = await db.current_revision()
+    if current is None:
+        await db.initialize()
+    elif current != head:
+        raise DatabaseError(
+            f"the database is at revision {current} but this abathur expects {head}: "
+            "run `abathur db upgrade` (or downgrade) first"
+        )
+
+
+def run_with_db(
+    ctx: click.Context,
+    work: Callable[[Database], Awaitable[T]],
+    *,
+    prepare: bool = True,
+    url: str | None = None,
+) -> T:
+    """Open the database, run ``work(db)`` on a fresh event loop, close it again.
+
+    With ``prepare`` (every command outside ``abathur db``) an empty database
+    is migrated first and one at an older or newer revision is refused.
+    """
+    target = url if url is not None else app(ctx).db_url
+
+    async def go() -> T:
+        db = Database(target)
+        try:
+            if prepare:
+                await ensure_schema(db)
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def to_json(data: Any) -> str:
+    """``data`` as indented JSON: datetimes in ISO 8601, pydantic models as dicts."""
+    return json.dumps(
+        to_jsonable_python(data, fallback=str, bytes_mode="base64"),
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+    """Print ``data`` as JSON on stdout, or hand it to ``human`` to print readably."""
+    if as_json:
+        click.echo(to_json(data))
+    else:
+        human(data)
+
+
+def compact(value: Any) -> str:
+    """A JSON value on one line, for tables."""
+    return json.dumps(to_jsonable_python(value, fallback=str), ensure_ascii=False)
+
+
+def when(value: Any) -> str:
+    """A timestamp for humans: ISO 8601 to the second, or ``-``."""
+    if value is None:
+        return "-"
+    text = value.isoformat(timespec="seconds") if hasattr(value, "isoformat") else str(value)
+    return str(text)
+
+
+def parse_json_argument(text: str, what: str) -> Any:
+    """A JSON command-line argument, or a one-line BadParameter naming ``what``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not valid JSON ({exc.msg} at column {exc.colno})", param_hint=what
+        ) from exc
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+)

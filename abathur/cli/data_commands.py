@@ -1,0 +1,418 @@
+"""``abathur session``, ``memory``, ``audit`` and ``docs``: the stored data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from click._termui_impl import ProgressBar
+
+from abathur.cli.context import (
+    compact,
+    emit,
+    json_option,
+    parse_json_argument,
+    run_with_db,
+    to_json,
+    when,
+)
+from abathur.domain.documents import SyncResult
+from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.document_service import DocumentIndexService
+
+# ------------------------------------------------------------------ session
+
+
+@click.group("session")
+def session_group() -> None:
+    """Read sessions and their events."""
+
+
+@session_group.command("list")
+@click.option("--user", "user_id", help="Only sessions of this user.")
+@click.option("--status", help="Only sessions in this status (created, active, paused, ...).")
+@click.option("--app", "app_name", help="Only sessions of this application.")
+@click.option("--project", "project_id", help="Only sessions of this project.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@click.pass_context
+def session_list(
+    ctx: click.Context,
+    user_id: str | None,
+    status: str | None,
+    app_name: str | None,
+    project_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List sessions, newest first."""
+
+    async def work(db: Database) -> list[dict[str, Any]]:
+        return await db.sessions.list_sessions(
+            app_name=app_name, user_id=user_id, project_id=project_id, status=status, limit=limit
+        )
+
+    sessions = run_with_db(ctx, work)
+
+    def human(rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            click.echo("no sessions")
+        for row in rows:
+            click.echo(
+                f"{row['id']}  {row['status']:<10}  user={row['user_id']}  "
+                f"app={row['app_name']}  created {when(row.get('created_at'))}"
+            )
+
+    emit(sessions, as_json, human)
+
+
+EVENT_HEADER_FIELDS = ("event_id", "timestamp", "author", "type")
+
+
+def describe_event(event: Any) -> str:
+    """One event on one line: time, author, type, then its other fields as JSON."""
+    if not isinstance(event, dict):
+        return compact(event)
+    head = " ".join(
+        str(event[field]) for field in ("timestamp", "author", "type") if event.get(field)
+    )
+    rest = {k: v for k, v in event.items() if k not in EVENT_HEADER_FIELDS}
+    return f"{head}  {compact(rest)}" if rest else head or compact(event)
+
+
+def print_session(session: dict[str, Any]) -> None:
+    """A session and its events, readably."""
+    click.echo(f"session {session['id']}  ({session['status']})")
+    click.echo(f"  app:     {session['app_name']}")
+    click.echo(f"  user:    {session['user_id']}")
+    if session.get("project_id"):
+        click.echo(f"  project: {session['project_id']}")
+    click.echo(f"  created: {when(session.get('created_at'))}")
+    click.echo(f"  updated: {when(session.get('last_update_time'))}")
+    if session.get("terminated_at"):
+        click.echo(f"  ended:   {when(session['terminated_at'])}")
+    click.echo("  state:")
+    state = session.get("state") or {}
+    if not state:
+        click.echo("    (empty)")
+    for key, value in state.items():
+        click.echo(f"    {key} = {compact(value)}")
+    events = session.get("events") or []
+    click.echo(f"  events ({len(events)}):")
+    for number, event in enumerate(events, start=1):
+        click.echo(f"    {number}. {describe_event(event)}")
+
+
+@session_group.command("show")
+@click.argument("session_id")
+@click.option("--events", "recent_events", type=click.IntRange(min=0),
+              help="Only the N most recent events.")  # fmt: skip
+@json_option
+@click.pass_context
+def session_show(
+    ctx: click.Context, session_id: str, recent_events: int | None, as_json: bool
+) -> None:
+    """Show one session with its state and events."""
+
+    async def work(db: Database) -> dict[str, Any] | None:
+        return await db.sessions.get_session(session_id, recent_events=recent_events)
+
+    session = run_with_db(ctx, work)
+    if session is None:
+        raise NotFoundError(f"session {session_id!r} not found")
+    emit(session, as_json, print_session)
+
+
+# ------------------------------------------------------------------ memory
+
+
+@click.group("memory")
+def memory_group() -> None:
+    """Read and write versioned long-term memory."""
+
+
+def print_memory(entry: dict[str, Any]) -> None:
+    """One memory version, readably."""
+    deleted = "  [deleted]" if entry.get("is_deleted") else ""
+    by = entry.get("updated_by") or entry.get("created_by") or "-"
+    click.echo(
+        f"{entry['namespace']} / {entry['key']}  v{entry['version']}  "
+        f"({entry['memory_type']}){deleted}  by {by} at {when(entry.get('updated_at'))}"
+    )
+    click.echo(f"  {compact(entry['value'])}")
+
+
+def print_memories(entries: list[dict[str, Any]]) -> None:
+    """Memory versions one after the other, or a note that there are none."""
+    if not entries:
+        click.echo("no memories")
+    for entry in entries:
+        print_memory(entry)
+
+
+@memory_group.command("get")
+@click.argument("namespace")
+@click.argument("key")
+@click.option("--version", type=int, help="That exact version (deleted ones included).")
+@json_option
+@click.pass_context
+def memory_get(
+    ctx: click.Context, namespace: str, key: str, version: int | None, as_json: bool
+) -> None:
+    """Show the current (or a given) version of a memory."""
+    entry = run_with_db(ctx, lambda db: db.memory.get_memory(namespace, key, version))
+    if entry is None:
+        which = f" version {version}" if version is not None else ""
+        raise NotFoundError(f"memory {namespace!r}/{key!r}{which} not found")
+    emit(entry, as_json, print_memory)
+
+
+@memory_group.command("put")
+@click.argument("namespace")
+@click.argument("key")
+@click.argument("value")
+@click.option("--type", "memory_type", help="semantic, episodic or procedural (for a new key).")
+@click.option("--by", "actor", required=True, help="Who writes it (created_by / updated_by).")
+@click.option("--task", "task_id", required=True, help="The task the audit row names.")
+@click.option("--metadata", help="JSON object stored with a new key.")
+@click.pass_context
+def memory_put(
+    ctx: click.Context,
+    namespace: str,
+    key: str,
+    value: str,
+    memory_type: str | None,
+    actor: str,
+    task_id: str,
+    metadata: str | None,
+) -> None:
+    """Store VALUE (a JSON object) under NAMESPACE/KEY.
+
+    A key with no live version is added (version 1, or the next number after
+    a deleted one) and needs --type. A live key gets a new version with
+    update_memory: its type and metadata carry forward, so --type, if given,
+    must match and --metadata is refused.
+    """
+    parsed = parse_json_argument(value, "VALUE")
+    meta = None if metadata is None else parse_json_argument(metadata, "--metadata")
+
+    async def work(db: Database) -> tuple[str, dict[str, Any] | None]:
+        current = await db.memory.get_memory(namespace, key)
+        if current is None:
+            if memory_type is None:
+                raise click.UsageError(f"{namespace}/{key} is new: --type is required")
+            try:
+                await db.memory.add_memory(
+                    namespace, key, parsed, memory_type, actor, task_id, meta
+                )
+                return "added", await db.memory.get_memory(namespace, key)
+            except AlreadyExistsError:
+                pass  # created meanwhile by someone else: update it instead
+            current = await db.memory.get_memory(namespace, key)
+        if (
+            current is not None
+            and memory_type is not None
+            and memory_type != current["memory_type"]
+        ):
+            raise ConflictError(
+                f"{namespace}/{key} is {current['memory_type']}; an update cannot change its type"
+            )
+        if meta is not None:
+            raise ConflictError(f"{namespace}/{key} exists; --metadata applies to new keys only")
+        await db.memory.update_memory(namespace, key, parsed, actor, task_id)
+        return "updated", await db.memory.get_memory(namespace, key)
+
+    action, entry = run_with_db(ctx, work)
+    version = entry["version"] if entry else "?"
+    click.echo(f"{action} {namespace}/{key}: version {version}")
+
+
+@memory_group.command("history")
+@click.argument("namespace")
+@click.argument("key")
+@json_option
+@click.pass_context
+def memory_history(ctx: click.Context, namespace: str, key: str, as_json: bool) -> None:
+    """Every version of a memory, oldest first, deleted ones included."""
+    entries = run_with_db(ctx, lambda db: db.memory.get_memory_history(namespace, key))
+    if not entries:
+        raise NotFoundError(f"memory {namespace!r}/{key!r} not found")
+    emit(entries, as_json, print_memories)
+
+
+@memory_group.command("search")
+@click.argument("prefix")
+@click.option("--type", "memory_type", help="Only this memory type.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@click.pass_context
+def memory_search(
+    ctx: click.Context, prefix: str, memory_type: str | None, limit: int, as_json: bool
+) -> None:
+    """Current versions of live memories in the namespace subtree PREFIX."""
+    entries = run_with_db(ctx, lambda db: db.memory.search_memories(prefix, memory_type, limit))
+    emit(entries, as_json, print_memories)
+
+
+@memory_group.command("delete")
+@click.argument("namespace")
+@click.argument("key")
+@click.option("--by", "actor", required=True, help="Who deletes it.")
+@click.option("--task", "task_id", required=True, help="The task the audit row names.")
+@click.pass_context
+def memory_delete(ctx: click.Context, namespace: str, key: str, actor: str, task_id: str) -> None:
+    """Soft-delete a memory: its versions stay in the history."""
+    run_with_db(ctx, lambda db: db.memory.delete_memory(namespace, key, actor, task_id))
+    click.echo(f"deleted {namespace}/{key}")
+
+
+@memory_group.command("restore")
+@click.argument("namespace")
+@click.argument("key")
+@click.argument("version", type=int)
+@click.option("--by", "actor", required=True, help="Who restores it.")
+@click.option("--task", "task_id", required=True, help="The task the audit row names.")
+@click.pass_context
+def memory_restore(
+    ctx: click.Context, namespace: str, key: str, version: int, actor: str, task_id: str
+) -> None:
+    """Write VERSION's value again as a new version (also undeletes)."""
+
+    async def work(db: Database) -> dict[str, Any] | None:
+        await db.memory.restore_memory(namespace, key, version, actor, task_id)
+        return await db.memory.get_memory(namespace, key)
+
+    entry = run_with_db(ctx, work)
+    new_version = entry["version"] if entry else "?"
+    click.echo(f"restored {namespace}/{key} version {version} as version {new_version}")
+
+
+@memory_group.command("consolidate")
+@click.argument("namespace")
+@click.option("--strategy", required=True, help="latest_wins, merge or llm_based.")
+@click.option("--by", "actor", help="Who consolidates (default: the system actor).")
+@click.option("--task", "task_id", help="The task the audit rows name (default: the system task).")
+@click.pass_context
+def memory_consolidate(
+    ctx: click.Context, namespace: str, strategy: str, actor: str | None, task_id: str | None
+) -> None:
+    """Resolve keys with several live versions in the subtree of NAMESPACE."""
+
+    async def work(db: Database) -> int:
+        options: dict[str, Any] = {"task_id": task_id}
+        if actor is not None:
+            options["consolidated_by"] = actor
+        return await db.memory.consolidate_memories(namespace, strategy, **options)
+
+    count = run_with_db(ctx, work)
+    click.echo(f"consolidated {count} key(s) in {namespace}")
+
+
+# ------------------------------------------------------------------ audit
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Read the audit trail."""
+
+
+def print_audit(rows: list[Any]) -> None:
+    """Audit rows, newest first, one per line."""
+    if not rows:
+        click.echo("no audit entries")
+    for row in rows:
+        target = ""
+        if row.memory_namespace:
+            target = f"  {row.memory_namespace}"
+            if row.memory_entry_id is not None:
+                target += f" (entry {row.memory_entry_id})"
+        operation = f" [{row.memory_operation_type}]" if row.memory_operation_type else ""
+        click.echo(
+            f"{when(row.timestamp)}  {row.action_type}{operation}  task={row.task_id}{target}"
+        )
+
+
+@audit_group.command("tail")
+@click.option("--namespace", help="Only memory operations in this namespace subtree.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@json_option
+@click.pass_context
+def audit_tail(ctx: click.Context, namespace: str | None, limit: int, as_json: bool) -> None:
+    """The newest audit entries."""
+    rows = run_with_db(ctx, lambda db: db.tasks.audit_tail(namespace, limit))
+    emit(rows, as_json, print_audit)
+
+
+# ------------------------------------------------------------------ docs
+
+
+@click.group("docs")
+def docs_group() -> None:
+    """The document index."""
+
+
+def print_sync(result: SyncResult) -> None:
+    """A sync's counts, then every missing file and problem."""
+    click.echo(
+        f"{result.directory}: {result.added} added, {result.changed} changed, "
+        f"{result.unchanged} unchanged, {result.missing} missing, "
+        f"{len(result.problems)} problem(s)"
+    )
+    for path in result.missing_files:
+        click.echo(f"  missing: {path}")
+    for problem in result.problems:
+        click.echo(f"  problem: {problem.file_path}: {problem.reason}")
+
+
+@docs_group.command("sync")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--pattern", default="**/*.md", show_default=True, help="Glob of files to index.")
+@json_option
+@click.pass_context
+def docs_sync(ctx: click.Context, directory: Path, pattern: str, as_json: bool) -> None:
+    """Index the files under DIRECTORY: new ones pending, changed ones stale,
+    vanished ones flagged missing. Progress goes to stderr (not with --json)."""
+    stderr = sys.stderr
+    bar: ProgressBar[int] | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if as_json or total == 0:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="syncing documents", file=stderr)
+            bar.render_progress()
+        bar.update(done - bar.pos)
+
+    async def work(db: Database) -> SyncResult:
+        return await DocumentIndexService(db).sync_directory(directory, pattern, progress=progress)
+
+    try:
+        result = run_with_db(ctx, work)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    if as_json:
+        click.echo(to_json(result.model_dump()))
+    else:
+        print_sync(result)
+
+
+@docs_group.command("pending")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@click.pass_context
+def docs_pending(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Documents waiting for an embedding (pending, then stale)."""
+    rows = run_with_db(ctx, lambda db: DocumentIndexService(db).pending_documents(limit))
+
+    def human(documents: list[Any]) -> None:
+        if not documents:
+            click.echo("no pending documents")
+        for doc in documents:
+            click.echo(f"{doc.id}  {doc.sync_status:<7}  {doc.title}  {doc.file_path}")
+
+    emit(rows, as_json, human)
