@@ -1,0 +1,136 @@
+"""Concurrent writers of one memory key: no gap, no duplicate, no lost write, no error."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from abathur.errors import AlreadyExistsError
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.models import AuditEntry
+from tests.conftest import DbFactory
+
+
+async def test_fifty_concurrent_updates_make_versions_1_to_51(
+    db: Database, task_id: str, make_db: DbFactory
+) -> None:
+    other = await make_db(share_with=db)  # a second engine: writers race across pools too
+    await db.memory.add_memory("user:alice", "counter", {"n": 0}, "semantic", "a", task_id)
+
+    async def bump(i: int) -> int:
+        handle = db if i % 2 else other
+        return await handle.memory.update_memory(
+            "user:alice", "counter", {"n": i}, f"writer{i}", task_id
+        )
+
+    ids = await asyncio.gather(*(bump(i) for i in range(1, 51)))
+    assert len(set(ids)) == 50
+    history = await db.memory.get_memory_history("user:alice", "counter")
+    assert [h["version"] for h in history] == list(range(1, 52))
+    assert sorted(h["value"]["n"] for h in history) == list(range(51))
+    async with db.transaction(write=False) as session:
+        audited = await session.scalar(select(func.count()).select_from(AuditEntry))
+    assert audited == 51
+
+
+async def test_concurrent_add_of_one_new_key_has_exactly_one_winner(
+    db: Database, task_id: str, make_db: DbFactory
+) -> None:
+    other = await make_db(share_with=db)
+
+    async def add(i: int) -> int | str:
+        handle = db if i % 2 else other
+        try:
+            return await handle.memory.add_memory(
+                "user:alice", "new", {"by": i}, "semantic", f"w{i}", task_id
+            )
+        except AlreadyExistsError:
+            return "exists"
+
+    outcomes = await asyncio.gather(*(add(i) for i in range(20)))
+    winners = [o for o in outcomes if o != "exists"]
+    assert len(winners) == 1
+    assert outcomes.count("exists") == 19
+    history = await db.memory.get_memory_history("user:alice", "new")
+    assert [(h["id"], h["version"]) for h in history] == [(winners[0], 1)]
+
+
+async def test_concurrent_delete_and_readd_keep_versions_dense(db: Database, task_id: str) -> None:
+    await db.memory.add_memory("user:a", "k", {}, "semantic", "a", task_id)
+
+    async def churn(i: int) -> None:
+        try:
+            if i % 3 == 0:
+                await db.memory.delete_memory("user:a", "k", "a", task_id)
+            elif i % 3 == 1:
+                await db.memory.add_memory("user:a", "k", {"i": i}, "semantic", "a", task_id)
+            else:
+                await db.memory.update_memory("user:a", "k", {"i": i}, "a", task_id)
+        except ValueError:  # not found / already exists, depending on the interleaving
+            pass
+
+    await asyncio.gather(*(churn(i) for i in range(30)))
+    history = await db.memory.get_memory_history("user:a", "k")
+    assert [h["version"] for h in history] == list(range(1, len(history) + 1))
+    # a deleted top version means every version is deleted
+    if history[-1]["is_deleted"]:
+        assert all(h["is_deleted"] for h in history)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from abathur.infrastructure.database import Database
+
+    async def main(path, task_id, name, count):
+        db = Database(Path(path))
+        try:
+            for i in range(count):
+                await db.memory.update_memory(
+                    "user:shared", "k", {"by": name, "i": i}, name, task_id
+                )
+        finally:
+            await db.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    """
+)
+
+
+@pytest.mark.slow
+async def test_several_processes_lose_no_version(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with Database(path) as db:
+        task_id = (await db.tasks.create_task("multi-process")).id
+        await db.memory.add_memory("user:shared", "k", {"i": -1}, "semantic", "main", task_id)
+    processes, per_process = 4, 15
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITER,
+            str(path),
+            task_id,
+            f"p{n}",
+            str(per_process),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        for n in range(processes)
+    ]
+    for child in children:
+        _out, err = await asyncio.wait_for(child.communicate(), timeout=120)
+        assert child.returncode == 0, err.decode()
+    async with Database(path) as db:
+        history = await db.memory.get_memory_history("user:shared", "k")
+    assert [h["version"] for h in history] == list(range(1, processes * per_process + 2))
+    written = sorted((h["value"].get("by"), h["value"]["i"]) for h in history[1:])
+    assert written == sorted((f"p{n}", i) for n in range(processes) for i in range(per_process))
