@@ -21,7 +21,7 @@ import click
 from pydantic_core import to_jsonable_python
 from sqlalchemy.exc import SQLAlchemyError
 
-from abathur.errors import AbathurError, DatabaseError
+from abathur.errors import AbathurError, DatabaseError, ValidationError
 from abathur.infrastructure.database import Database
 
 T = TypeVar("T")
@@ -150,13 +150,11 @@ def when(value: Any) -> str:
 
 
 def parse_json_argument(text: str, what: str) -> Any:
-    """A JSON command-line argument, or a one-line BadParameter naming ``what``."""
+    """A JSON command-line argument; ValidationError (one line) naming ``what`` if invalid."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(
-            f"not valid JSON ({exc.msg} at column {exc.colno})", param_hint=what
-        ) from exc
+        raise ValidationError(f"{what} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
 
 
 json_option = click.option(

@@ -19,9 +19,10 @@ from abathur.cli.context import (
     when,
 )
 from abathur.domain.documents import SyncResult
-from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError
+from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.document_service import DocumentIndexService
+from abathur.infrastructure.namespaces import parse_namespace
 
 # ------------------------------------------------------------------ session
 
@@ -203,7 +204,7 @@ def memory_put(
         current = await db.memory.get_memory(namespace, key)
         if current is None:
             if memory_type is None:
-                raise click.UsageError(f"{namespace}/{key} is new: --type is required")
+                raise ValidationError(f"{namespace}/{key} is new: --type is required")
             try:
                 await db.memory.add_memory(
                     namespace, key, parsed, memory_type, actor, task_id, meta
@@ -342,6 +343,8 @@ def print_audit(rows: list[Any]) -> None:
 @click.pass_context
 def audit_tail(ctx: click.Context, namespace: str | None, limit: int, as_json: bool) -> None:
     """The newest audit entries."""
+    if namespace is not None:
+        parse_namespace(namespace, allow_prefix_only=True)
     rows = run_with_db(ctx, lambda db: db.tasks.audit_tail(namespace, limit))
     emit(rows, as_json, print_audit)
 
