@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from abathur.errors import DatabaseError, MigrationError
+from abathur.infrastructure.sqlite_driver import lean_dbapi
 from abathur.infrastructure.types import dumps
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ def create_engine(url: URL, **options: Any) -> AsyncEngine:
             # One private connection for the object's whole life; Database
             # serialises transactions on it.
             options.setdefault("poolclass", StaticPool)
+        if url.drivername == "sqlite+aiosqlite" and "module" not in options:
+            module = lean_dbapi()
+            if module is not None:
+                options["module"] = module
         engine = create_async_engine(url, **options)
         _attach_sqlite_hooks(engine, file_backed=not is_memory_url(url))
         return engine

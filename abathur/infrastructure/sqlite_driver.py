@@ -1,0 +1,116 @@
+"""A leaner aiosqlite adapter for SQLAlchemy: one thread hop per statement.
+
+aiosqlite runs SQLite in a worker thread; every call crosses to it and back.
+SQLAlchemy's stock adapter makes four crossings per statement (open cursor,
+execute, fetch, close) and one per COMMIT or ROLLBACK even when there is no
+transaction to end (the pool's reset on return). This adapter runs open,
+execute, fetch and close in one crossing and skips COMMIT/ROLLBACK when SQLite
+says no transaction is open. Results are identical; only the round trips go.
+
+It uses ``aiosqlite.Connection._execute`` (run a function in the worker
+thread). If a future aiosqlite drops it, ``lean_dbapi()`` returns None and the
+engine falls back to SQLAlchemy's stock adapter.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import immutabledict
+
+
+class LeanCursor(AsyncAdapt_aiosqlite_cursor):
+    __slots__ = ("_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection):
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._rows = collections.deque()
+        self._soft_closed_memoized = immutabledict()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid
+
+    async def _async_soft_close(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    async def _run(self, operation: str, parameters: Any, many: bool) -> None:
+        raw: sqlite3.Connection = self._connection._conn
+
+        def statement() -> tuple[Any, int, int | None, list[Any]]:
+            cursor = raw.cursor()
+            try:
+                if many:
+                    cursor.executemany(operation, parameters)
+                elif parameters is None:
+                    cursor.execute(operation)
+                else:
+                    cursor.execute(operation, parameters)
+                rows = cursor.fetchall() if cursor.description else []
+                return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+            finally:
+                cursor.close()
+
+        async with self._adapt_connection._execute_mutex:
+            result = await self._connection._execute(statement)
+        self._description, self._rowcount, self._lastrowid, rows = result
+        self._rows = collections.deque(rows)
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> None:
+        await self._run(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> None:
+        await self._run(operation, seq_of_parameters, many=True)
+
+
+class LeanConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = LeanCursor  # type: ignore[assignment]
+
+    def _in_transaction(self) -> bool:
+        connection = self._connection
+        return bool(connection._connection) and bool(connection.in_transaction)
+
+    def commit(self) -> None:
+        if self._in_transaction():
+            super().commit()
+
+    def rollback(self) -> None:
+        if self._in_transaction():
+            super().rollback()
+
+
+class LeanDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    def connect(self, *arg: Any, **kw: Any) -> LeanConnection:
+        stock = super().connect(*arg, **kw)
+        return LeanConnection(self, stock._connection)
+
+
+def lean_dbapi() -> LeanDBAPI | None:
+    """The lean adapter, or None when this aiosqlite lacks what it needs."""
+    if not hasattr(aiosqlite.Connection, "_execute"):  # pragma: no cover - depends on aiosqlite
+        return None
+    return LeanDBAPI(aiosqlite, sqlite3)

@@ -1,0 +1,1030 @@
+"""``make bench``: abathur's services against plain sqlite3 and plain aiosqlite.
+
+One run, one machine, the same file-backed SQLite settings (WAL,
+synchronous=NORMAL) for all three. Every figure in the report is computed
+here from this run's samples: p50 and p99 latency in microseconds and the
+ratio of abathur's p50 to each baseline's p50.
+
+Writes ``docs/performance_milestone2.json`` (every figure),
+``docs/performance_milestone2.png`` (latency against session length and
+table size) and ``docs/performance_validation_milestone2.md`` (the report).
+``--quick`` runs a few iterations of everything (the smoke test uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from abathur.infrastructure.database import Database
+from benchmarks.baselines import AsyncBaseline, SyncBaseline, dumps, now
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+IMPLS = ("abathur", "aiosqlite", "sqlite3")
+TASK_ID = "bench-task"
+SEARCH_ROOT = "user:bench"
+EVENT = {"type": "assistant_message", "author": "agent", "text": "x" * 240}
+MEMORY_VALUE = {"fact": "the user prefers short answers", "confidence": 0.9, "tags": ["style"]}
+
+
+@dataclass
+class Figure:
+    op: str
+    impl: str
+    samples_us: list[float] = field(repr=False)
+    wall_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.samples_us)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "impl": self.impl,
+            "n": len(self.samples_us),
+            "p50_us": round(self.quantile(0.50), 1),
+            "p99_us": round(self.quantile(0.99), 1),
+            "wall_s": None if self.wall_s is None else round(self.wall_s, 4),
+            **self.extra,
+        }
+
+
+# ------------------------------------------------------------------ timing
+
+
+async def time_async(
+    fn: Callable[..., Awaitable[Any]], calls: Iterable[tuple[Any, ...]]
+) -> list[float]:
+    samples = []
+    for args in calls:
+        start = time.perf_counter_ns()
+        await fn(*args)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return samples
+
+
+def time_sync(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> list[float]:
+    samples = []
+    for args in calls:
+        start = time.perf_counter_ns()
+        fn(*args)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return samples
+
+
+# ------------------------------------------------------------------ data
+
+
+def prefill(
+    path: Path,
+    sessions: dict[str, int],
+    memories: int = 0,
+    in_root: int = 0,
+    history_keys: int = 0,
+    history_versions: int = 10,
+) -> None:
+    """Identical starting data for every implementation, written with plain sqlite3."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    stamp = now()
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT OR IGNORE INTO tasks (id, prompt, agent_type, priority, status, input_data, "
+        "submitted_at, last_updated_at) VALUES (?, 'bench', 'general', 5, 'running', '{}', ?, ?)",
+        (TASK_ID, stamp, stamp),
+    )
+    for session_id, length in sessions.items():
+        conn.execute(
+            "INSERT INTO sessions (id, app_name, user_id, status, state, metadata, created_at, "
+            "last_update_time) VALUES (?, 'bench', 'u', 'active', '{}', '{}', ?, ?)",
+            (session_id, stamp, stamp),
+        )
+        conn.executemany(
+            "INSERT INTO session_events (session_id, seq, event, created_at) VALUES (?, ?, ?, ?)",
+            ((session_id, seq, dumps({**EVENT, "n": seq}), stamp) for seq in range(1, length + 1)),
+        )
+    rows: list[tuple[Any, ...]] = []
+    for i in range(memories):
+        ns = SEARCH_ROOT if i < in_root else f"user:other{i % 97}:notes"
+        rows.append((ns, f"k{i}", dumps({**MEMORY_VALUE, "i": i}), 1))
+    for k in range(history_keys):
+        rows.extend(
+            ("user:bench:history", f"h{k}", dumps({"v": v}), v)
+            for v in range(1, history_versions + 1)
+        )
+    conn.executemany(
+        "INSERT INTO memory_entries (namespace, key, value, memory_type, version, is_deleted, "
+        "metadata, created_by, updated_by, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'semantic', ?, 0, '{}', 'bench', 'bench', ?, ?)",
+        ((*r, stamp, stamp) for r in rows),
+    )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+async def migrated_file(path: Path) -> None:
+    async with Database(path):
+        pass
+
+
+class Contestants:
+    """The three implementations, each on its own copy of the same database file."""
+
+    def __init__(self, base: Path, workdir: Path, tag: str):
+        self.paths = {impl: workdir / f"{tag}-{impl}.db" for impl in IMPLS}
+        for path in self.paths.values():
+            shutil.copyfile(base, path)
+        self.db: Database | None = None
+        self.aio: AsyncBaseline | None = None
+        self.sync: SyncBaseline | None = None
+
+    async def __aenter__(self) -> Contestants:
+        self.db = Database(self.paths["abathur"])
+        await self.db.initialize()
+        self.aio = await AsyncBaseline.open(str(self.paths["aiosqlite"]))
+        self.sync = SyncBaseline(str(self.paths["sqlite3"]))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.db and self.aio and self.sync
+        await self.db.close()
+        await self.aio.close()
+        self.sync.close()
+
+
+# ------------------------------------------------------------------ the cases
+
+
+class Bench:
+    def __init__(self, workdir: Path, iterations: int, quick: bool):
+        self.workdir = workdir
+        self.n = iterations
+        self.quick = quick
+        self.figures: list[Figure] = []
+        self.statements: dict[str, Any] = {}
+        self.lengths = (10, 100, 1000) if quick else (10, 1000, 10000)
+        self.table_sizes = (200, 1000) if quick else (2000, 100000)
+        self.search_hits = 20 if quick else 100
+
+    def record(self, op: str, impl: str, samples: list[float], **kw: Any) -> None:
+        self.figures.append(Figure(op, impl, samples, **kw))
+
+    async def base_file(self, name: str, **fill: Any) -> Path:
+        path = self.workdir / f"{name}.base.db"
+        await migrated_file(path)
+        prefill(path, **fill)
+        return path
+
+    def watch(self, db: Database) -> None:
+        """Record every statement abathur sends, for the EXPLAIN evidence."""
+
+        @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+        def _record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+            if not many and statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+                self.statements.setdefault(statement, params)
+
+    async def sessions(self) -> None:
+        n = self.n
+        base = await self.base_file("sessions", sessions={})
+        async with Contestants(base, self.workdir, "create") as c:
+            assert c.db and c.aio and c.sync
+            self.watch(c.db)
+            ids = [[f"{impl}-{i}" for i in range(n)] for impl in IMPLS]
+            self.record(
+                "session create",
+                "abathur",
+                await time_async(c.db.sessions.create_session, ((i, "bench", "u") for i in ids[0])),
+            )
+            self.record(
+                "session create",
+                "aiosqlite",
+                await time_async(c.aio.create_session, ((i, "bench", "u") for i in ids[1])),
+            )
+            self.record(
+                "session create",
+                "sqlite3",
+                time_sync(c.sync.create_session, ((i, "bench", "u") for i in ids[2])),
+            )
+
+        for length in self.lengths:
+            spread = 10
+            base = await self.base_file(
+                f"append{length}", sessions={f"s{j}": length for j in range(spread)}
+            )
+            async with Contestants(base, self.workdir, f"append{length}") as c:
+                assert c.db and c.aio and c.sync
+                self.watch(c.db)
+
+                def calls(impl: str) -> Iterable[tuple[Any, ...]]:
+                    return (
+                        (f"s{i % spread}", {**EVENT, "i": i}, {"session:last": i}) for i in range(n)
+                    )
+
+                op = f"append_event @ {length} events"
+                self.record(
+                    op,
+                    "abathur",
+                    await time_async(
+                        lambda s, e, d: c.db.sessions.append_event(s, e, state_delta=d),
+                        calls("abathur"),
+                    ),
+                    extra={"length": length},
+                )
+                self.record(
+                    op,
+                    "aiosqlite",
+                    await time_async(c.aio.append_event, calls("aiosqlite")),
+                    extra={"length": length},
+                )
+                self.record(
+                    op,
+                    "sqlite3",
+                    time_sync(c.sync.append_event, calls("sqlite3")),
+                    extra={"length": length},
+                )
+
+        base = await self.base_file("get", sessions={"g": 100})
+        async with Contestants(base, self.workdir, "get") as c:
+            assert c.db and c.aio and c.sync
+            self.watch(c.db)
+            got = await c.db.sessions.get_session("g")
+            assert got is not None and len(got["events"]) == 100
+            op = "get_session (100 events)"
+            self.record(
+                op,
+                "abathur",
+                await time_async(c.db.sessions.get_session, (("g",) for _ in range(n))),
+            )
+            self.record(
+                op, "aiosqlite", await time_async(c.aio.get_session, (("g",) for _ in range(n)))
+            )
+            self.record(op, "sqlite3", time_sync(c.sync.get_session, (("g",) for _ in range(n))))
+
+            op = "50 concurrent get_session"
+            for impl, getter in (
+                ("abathur", c.db.sessions.get_session),
+                ("aiosqlite", c.aio.get_session),
+            ):
+                samples: list[float] = []
+                start = time.perf_counter()
+                await asyncio.gather(*(self._timed(getter, samples, "g") for _ in range(50)))
+                self.record(op, impl, samples, wall_s=time.perf_counter() - start)
+
+    async def _timed(
+        self, fn: Callable[..., Awaitable[Any]], samples: list[float], *args: Any
+    ) -> None:
+        start = time.perf_counter_ns()
+        await fn(*args)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+
+    async def concurrency(self) -> None:
+        appends = 5 if self.quick else 20
+        for count in (50, 200):
+            ids = [f"c{j}" for j in range(count)]
+            base = await self.base_file(f"conc{count}", sessions=dict.fromkeys(ids, 0))
+            async with Contestants(base, self.workdir, f"conc{count}") as c:
+                assert c.db and c.aio and c.sync
+                op = f"{count} sessions x {appends} concurrent appends"
+
+                async def writer(
+                    append: Callable[..., Awaitable[Any]], sid: str, samples: list[float]
+                ) -> None:
+                    for i in range(appends):
+                        start = time.perf_counter_ns()
+                        await append(sid, {**EVENT, "i": i}, {f"session:k{i}": i})
+                        samples.append((time.perf_counter_ns() - start) / 1000)
+
+                contenders: list[tuple[str, Callable[..., Awaitable[Any]]]] = [
+                    ("abathur", lambda s, e, d: c.db.sessions.append_event(s, e, state_delta=d)),
+                    ("aiosqlite", c.aio.append_event),
+                ]
+                for impl, append in contenders:
+                    samples = []
+                    start = time.perf_counter()
+                    await asyncio.gather(*(writer(append, sid, samples) for sid in ids))
+                    wall = time.perf_counter() - start
+                    lost = count * appends - _count_events(c.paths[impl])
+                    self.record(op, impl, samples, wall_s=wall, extra={"lost_events": lost})
+                samples = []
+                start = time.perf_counter()
+                for sid in ids:  # a synchronous caller has no concurrency to offer
+                    for i in range(appends):
+                        t = time.perf_counter_ns()
+                        c.sync.append_event(sid, {**EVENT, "i": i}, {f"session:k{i}": i})
+                        samples.append((time.perf_counter_ns() - t) / 1000)
+                wall = time.perf_counter() - start
+                lost = count * appends - _count_events(c.paths["sqlite3"])
+                self.record(op, "sqlite3", samples, wall_s=wall, extra={"lost_events": lost})
+
+    async def memory(self) -> None:
+        n = self.n
+        hist_keys = 10
+        base = await self.base_file("memory", sessions={}, history_keys=hist_keys)
+        async with Contestants(base, self.workdir, "memory") as c:
+            assert c.db and c.aio and c.sync
+            self.watch(c.db)
+            mem = c.db.memory
+            contenders_add: list[tuple[str, Callable[..., Any], bool]] = [
+                (
+                    "abathur",
+                    lambda ns, k, v: mem.add_memory(ns, k, v, "semantic", "bench", TASK_ID),
+                    True,
+                ),
+                ("aiosqlite", lambda ns, k, v: c.aio.add_memory(ns, k, v, "bench", TASK_ID), True),
+                ("sqlite3", lambda ns, k, v: c.sync.add_memory(ns, k, v, "bench", TASK_ID), False),
+            ]
+            for impl, add, is_async in contenders_add:
+                calls = (("user:bench:add", f"a{i}", MEMORY_VALUE) for i in range(n))
+                samples = await time_async(add, calls) if is_async else time_sync(add, calls)
+                self.record("memory add (version 1 + audit)", impl, samples)
+
+            updaters: list[tuple[str, Callable[..., Any], bool]] = [
+                ("abathur", lambda ns, k, v: mem.update_memory(ns, k, v, "bench", TASK_ID), True),
+                (
+                    "aiosqlite",
+                    lambda ns, k, v: c.aio.update_memory(ns, k, v, "bench", TASK_ID),
+                    True,
+                ),
+                (
+                    "sqlite3",
+                    lambda ns, k, v: c.sync.update_memory(ns, k, v, "bench", TASK_ID),
+                    False,
+                ),
+            ]
+            for impl, upd, is_async in updaters:
+                calls = (
+                    ("user:bench:add", f"a{i % 10}", {**MEMORY_VALUE, "i": i}) for i in range(n)
+                )
+                samples = await time_async(upd, calls) if is_async else time_sync(upd, calls)
+                self.record("memory update (new version + audit)", impl, samples)
+
+            readers: list[tuple[str, str, Callable[..., Any], tuple[Any, ...], bool]] = [
+                ("memory get latest", "abathur", mem.get_memory, ("user:bench:add", "a3"), True),
+                (
+                    "memory get latest",
+                    "aiosqlite",
+                    c.aio.get_memory,
+                    ("user:bench:add", "a3"),
+                    True,
+                ),
+                (
+                    "memory get latest",
+                    "sqlite3",
+                    c.sync.get_memory,
+                    ("user:bench:add", "a3"),
+                    False,
+                ),
+                (
+                    "memory get version",
+                    "abathur",
+                    mem.get_memory,
+                    ("user:bench:add", "a3", 1),
+                    True,
+                ),
+                (
+                    "memory get version",
+                    "aiosqlite",
+                    c.aio.get_memory,
+                    ("user:bench:add", "a3", 1),
+                    True,
+                ),
+                (
+                    "memory get version",
+                    "sqlite3",
+                    c.sync.get_memory,
+                    ("user:bench:add", "a3", 1),
+                    False,
+                ),
+                (
+                    "memory history (10 versions)",
+                    "abathur",
+                    mem.get_memory_history,
+                    ("user:bench:history", "h1"),
+                    True,
+                ),
+                (
+                    "memory history (10 versions)",
+                    "aiosqlite",
+                    c.aio.history,
+                    ("user:bench:history", "h1"),
+                    True,
+                ),
+                (
+                    "memory history (10 versions)",
+                    "sqlite3",
+                    c.sync.history,
+                    ("user:bench:history", "h1"),
+                    False,
+                ),
+            ]
+            for op, impl, fn, args, is_async in readers:
+                calls = (args for _ in range(n))
+                samples = await time_async(fn, calls) if is_async else time_sync(fn, calls)
+                self.record(op, impl, samples)
+            history = await mem.get_memory_history("user:bench:history", "h1")
+            assert [h["version"] for h in history] == list(range(1, 11))
+
+        for size in self.table_sizes:
+            base = await self.base_file(
+                f"search{size}", sessions={}, memories=size, in_root=self.search_hits
+            )
+            async with Contestants(base, self.workdir, f"search{size}") as c:
+                assert c.db and c.aio and c.sync
+                self.watch(c.db)
+                hits = self.search_hits
+                found = await c.db.memory.search_memories(SEARCH_ROOT, limit=hits)
+                assert len(found) == hits, len(found)
+                op = f"search {hits} of {size} memories"
+                calls = [(SEARCH_ROOT, None, hits)] * n
+                self.record(
+                    op,
+                    "abathur",
+                    await time_async(c.db.memory.search_memories, calls),
+                    extra={"table_size": size},
+                )
+                self.record(
+                    op,
+                    "aiosqlite",
+                    await time_async(c.aio.search, ((SEARCH_ROOT, hits) for _ in range(n))),
+                    extra={"table_size": size},
+                )
+                self.record(
+                    op,
+                    "sqlite3",
+                    time_sync(c.sync.search, ((SEARCH_ROOT, hits) for _ in range(n))),
+                    extra={"table_size": size},
+                )
+
+    async def explain(self) -> list[dict[str, Any]]:
+        """EXPLAIN QUERY PLAN of every distinct statement abathur sent during the run."""
+        base = await self.base_file(
+            "explain", sessions={"g": 10}, memories=500, in_root=50, history_keys=2
+        )
+        evidence = []
+        async with Database(base) as db:
+            for statement, params in sorted(self.statements.items()):
+                plan = await db.explain_query_plan(statement, list(params or ()))
+                evidence.append(
+                    {
+                        "statement": " ".join(statement.split()),
+                        "plan": plan,
+                        "full_scan": [
+                            p for p in plan if p.startswith("SCAN ") and "INDEX" not in p
+                        ],
+                    }
+                )
+        return evidence
+
+    async def profile(self) -> dict[str, Any]:
+        """Where abathur's append_event spends its time (main thread; SQLite runs in
+        aiosqlite's worker thread, so its time shows up as the event loop waiting)."""
+        base = await self.base_file("profile", sessions={"p": 100})
+        async with Database(base) as db:
+            for i in range(20):
+                await db.sessions.append_event("p", {**EVENT, "i": i}, state_delta={"session:k": i})
+            profiler = cProfile.Profile()
+            count = 50 if self.quick else 500
+            profiler.enable()
+            for i in range(count):
+                await db.sessions.append_event("p", {**EVENT, "i": i}, state_delta={"session:k": i})
+            profiler.disable()
+        stats = pstats.Stats(profiler, stream=io.StringIO())
+        groups: dict[str, float] = defaultdict(float)
+        total = 0.0
+        for (filename, _line, func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+            total += tottime
+            groups[_group(filename, func)] += tottime
+        per_call = {
+            k: round(v / count * 1e6, 1) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])
+        }
+        return {
+            "calls": count,
+            "us_per_call_by_group": per_call,
+            "total_us_per_call": round(total / count * 1e6, 1),
+        }
+
+    async def postgres(self, url: str) -> list[dict[str, Any]]:
+        """abathur's operations on PostgreSQL (no raw baseline: asyncpg is the driver)."""
+        from sqlalchemy import text
+
+        from abathur.infrastructure.database import create_engine, to_url
+
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(to_url(url))
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        results = []
+        try:
+            db = Database(url, connect_args={"server_settings": {"search_path": schema}})
+            await db.initialize()
+            try:
+                n = self.n
+                task = await db.tasks.create_task("bench", id=TASK_ID)
+                s = db.sessions
+                results.append(
+                    Figure(
+                        "session create",
+                        "abathur-pg",
+                        await time_async(
+                            s.create_session, ((f"p{i}", "bench", "u") for i in range(n))
+                        ),
+                    )
+                )
+                results.append(
+                    Figure(
+                        "append_event",
+                        "abathur-pg",
+                        await time_async(
+                            lambda sid, i: s.append_event(
+                                sid, {**EVENT, "i": i}, state_delta={"session:k": i}
+                            ),
+                            ((f"p{i % 10}", i) for i in range(n)),
+                        ),
+                    )
+                )
+                results.append(
+                    Figure(
+                        "get_session",
+                        "abathur-pg",
+                        await time_async(s.get_session, (("p1",) for _ in range(n))),
+                    )
+                )
+                m = db.memory
+                results.append(
+                    Figure(
+                        "memory add",
+                        "abathur-pg",
+                        await time_async(
+                            lambda i: m.add_memory(
+                                "user:bench", f"k{i}", MEMORY_VALUE, "semantic", "b", task.id
+                            ),
+                            ((i,) for i in range(n)),
+                        ),
+                    )
+                )
+                results.append(
+                    Figure(
+                        "memory update",
+                        "abathur-pg",
+                        await time_async(
+                            lambda i: m.update_memory(
+                                "user:bench", f"k{i % 10}", MEMORY_VALUE, "b", task.id
+                            ),
+                            ((i,) for i in range(n)),
+                        ),
+                    )
+                )
+                results.append(
+                    Figure(
+                        "memory get latest",
+                        "abathur-pg",
+                        await time_async(m.get_memory, (("user:bench", "k3") for _ in range(n))),
+                    )
+                )
+                results.append(
+                    Figure(
+                        "search",
+                        "abathur-pg",
+                        await time_async(
+                            m.search_memories, (("user:bench", None, 100) for _ in range(n))
+                        ),
+                    )
+                )
+                samples: list[float] = []
+                start = time.perf_counter()
+                for j in range(50):
+                    await s.create_session(f"conc{j}", "bench", "u")
+
+                async def writer(sid: str) -> None:
+                    for i in range(20):
+                        await self._timed(
+                            lambda: s.append_event(
+                                sid, {**EVENT, "i": i}, state_delta={"session:x": i}
+                            ),
+                            samples,
+                        )
+
+                start = time.perf_counter()
+                await asyncio.gather(*(writer(f"conc{j}") for j in range(50)))
+                wall = time.perf_counter() - start
+                stored = [
+                    len((await s.get_session(f"conc{j}") or {}).get("events", []))
+                    for j in range(50)
+                ]
+                results.append(
+                    Figure(
+                        "50 sessions x 20 concurrent appends",
+                        "abathur-pg",
+                        samples,
+                        wall_s=wall,
+                        extra={"lost_events": 50 * 20 - sum(stored)},
+                    )
+                )
+            finally:
+                await db.close()
+        finally:
+            async with admin.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            await admin.dispose()
+        return [f.summary() for f in results]
+
+
+def _count_events(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM session_events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _group(filename: str, func: str) -> str:
+    if "site-packages/sqlalchemy" in filename:
+        return "sqlalchemy"
+    if "aiosqlite" in filename or "sqlite3" in filename:
+        return "aiosqlite (main thread side)"
+    if "/abathur/" in filename:
+        return "abathur"
+    if "pydantic" in filename:
+        return "pydantic"
+    if (
+        "asyncio" in filename
+        or "selectors" in filename
+        or func in ("<method 'poll' of 'select.epoll' objects>",)
+    ):
+        return "event loop (incl. waiting for SQLite in aiosqlite's thread)"
+    if "json" in filename:
+        return "json"
+    if "greenlet" in filename or "greenlet" in func:
+        return "greenlet"
+    return "other"
+
+
+# ------------------------------------------------------------------ report
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "sqlalchemy": package_version("sqlalchemy"),
+        "aiosqlite": package_version("aiosqlite"),
+        "asyncpg": _maybe_version("asyncpg"),
+    }
+
+
+def _maybe_version(name: str) -> str | None:
+    try:
+        return package_version(name)
+    except Exception:
+        return None
+
+
+def ratios(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_op: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for f in figures:
+        by_op[f["op"]][f["impl"]] = f
+    rows = []
+    for op, impls in by_op.items():
+        a = impls.get("abathur")
+        if a is None:
+            continue
+        row = {
+            "op": op,
+            "abathur": a,
+            "aiosqlite": impls.get("aiosqlite"),
+            "sqlite3": impls.get("sqlite3"),
+        }
+        for base in ("aiosqlite", "sqlite3"):
+            b = impls.get(base)
+            row[f"x_{base}"] = round(a["p50_us"] / b["p50_us"], 2) if b and b["p50_us"] else None
+        rows.append(row)
+    return rows
+
+
+def targets(
+    figures: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    lengths: tuple[int, ...],
+    sizes: tuple[int, ...],
+    hits: int,
+) -> list[dict[str, Any]]:
+    get = {(f["op"], f["impl"]): f for f in figures}
+    out: list[dict[str, Any]] = []
+
+    def check(name: str, measured: str, ok: bool) -> None:
+        out.append({"target": name, "measured": measured, "met": ok})
+
+    for row in rows:
+        if row["x_aiosqlite"] is not None and "concurrent" not in row["op"]:
+            check(
+                f"{row['op']}: p50 within 2x of plain aiosqlite",
+                f"{row['x_aiosqlite']}x",
+                row["x_aiosqlite"] <= 2.0,
+            )
+    short, long = (
+        get[(f"append_event @ {n} events", "abathur")]["p50_us"] for n in (lengths[0], lengths[-1])
+    )
+    check(
+        f"append_event p50 at {lengths[-1]} events within 1.5x of at {lengths[0]}",
+        f"{long:.0f} us vs {short:.0f} us = {long / short:.2f}x",
+        long / short <= 1.5,
+    )
+    small, big = (get[(f"search {hits} of {n} memories", "abathur")]["p50_us"] for n in sizes)
+    check(
+        f"search at {sizes[1]} memories within 2x of at {sizes[0]}",
+        f"{big:.0f} us vs {small:.0f} us = {big / small:.2f}x",
+        big / small <= 2.0,
+    )
+    conc = next(f for f in figures if f["op"].startswith("200 sessions") and f["impl"] == "abathur")
+    check(
+        "200 concurrent sessions x appends: p99 under 50 ms, nothing lost",
+        f"p99 {conc['p99_us'] / 1000:.1f} ms, lost {conc['lost_events']}",
+        conc["p99_us"] < 50_000 and conc["lost_events"] == 0,
+    )
+    spec = [
+        ("spec: session creation < 10 ms", "session create", 10_000, "p50_us"),
+        (
+            "spec: event append < 20 ms (with state delta)",
+            f"append_event @ {lengths[-1]} events",
+            20_000,
+            "p50_us",
+        ),
+        (
+            "spec: session operations p99 < 20 ms",
+            f"append_event @ {lengths[-1]} events",
+            20_000,
+            "p99_us",
+        ),
+        ("spec: memory retrieval (current version) < 20 ms", "memory get latest", 20_000, "p50_us"),
+        (
+            "spec: namespace query (100 memories) < 50 ms",
+            f"search {hits} of {sizes[-1]} memories",
+            50_000,
+            "p50_us",
+        ),
+        (
+            "spec: memory operations p99 < 50 ms",
+            "memory update (new version + audit)",
+            50_000,
+            "p99_us",
+        ),
+        (
+            "spec: version history (10 versions) < 30 ms",
+            "memory history (10 versions)",
+            30_000,
+            "p50_us",
+        ),
+    ]
+    for name, op, limit, key in spec:
+        value = get[(op, "abathur")][key]
+        check(name, f"{value / 1000:.2f} ms ({key[:3]})", value < limit)
+    reads = get[("50 concurrent get_session", "abathur")]
+    check(
+        "spec: 50 concurrent session reads < 1 s total",
+        f"{reads['wall_s'] * 1000:.1f} ms",
+        reads["wall_s"] < 1.0,
+    )
+    return out
+
+
+def plot(figures: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for impl, style in (("abathur", "o-"), ("aiosqlite", "s--"), ("sqlite3", "^:")):
+        pts = sorted(
+            (f["length"], f["p50_us"]) for f in figures if f["impl"] == impl and "length" in f
+        )
+        left.plot([p[0] for p in pts], [p[1] for p in pts], style, label=impl)
+        pts = sorted(
+            (f["table_size"], f["p50_us"])
+            for f in figures
+            if f["impl"] == impl and "table_size" in f
+        )
+        right.plot([p[0] for p in pts], [p[1] for p in pts], style, label=impl)
+    left.set(
+        xscale="log",
+        xlabel="events already in the session",
+        ylabel="p50 latency (us)",
+        title="append_event with a 1-key state delta",
+    )
+    right.set(
+        xscale="log",
+        xlabel="rows in memory_entries",
+        ylabel="p50 latency (us)",
+        title="namespace search returning 100 memories",
+    )
+    for ax in (left, right):
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def fmt(f: dict[str, Any] | None, key: str) -> str:
+    return "" if f is None else f"{f[key]:,.0f}"
+
+
+def render(result: dict[str, Any], png: str | None) -> str:
+    m = result["machine"]
+    lines = [
+        "# Performance validation, Milestone 2",
+        "",
+        "Generated by `make bench` (`benchmarks/run.py`) from one run; every number below is",
+        "computed from that run's samples (`docs/performance_milestone2.json`). Do not edit by hand.",
+        "",
+        "## Machine",
+        "",
+        f"- date: {m['date']}; {m['platform']}; CPU: {m['cpu']} ({m['cores']} cores)",
+        f"- Python {m['python']}, SQLite {m['sqlite']}, SQLAlchemy {m['sqlalchemy']}, "
+        f"aiosqlite {m['aiosqlite']}, asyncpg {m['asyncpg']}",
+        f"- iterations per operation: {result['iterations']}; file-backed SQLite, WAL, "
+        "synchronous=NORMAL, for all three implementations",
+        "",
+        "## Method",
+        "",
+        "Each operation runs through abathur's services (`db.sessions`, `db.memory`) and as",
+        "hand-written SQL doing the same work on plain `aiosqlite` (the limit for an async",
+        "caller) and plain `sqlite3` (the limit for a synchronous caller): the same statements,",
+        "`BEGIN IMMEDIATE` for writes, the state merge in Python inside the transaction, one",
+        "audit row per memory write (`benchmarks/baselines.py`). Each implementation has its",
+        "own copy of the same prefilled database file. Latencies are per call, in microseconds;",
+        "the ratio is abathur's p50 over the baseline's p50.",
+        "",
+        "## Figures (SQLite)",
+        "",
+        "| operation | abathur p50 | p99 | aiosqlite p50 | p99 | sqlite3 p50 | p99 | x aiosqlite | x sqlite3 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["ratios"]:
+        lines.append(
+            f"| {r['op']} | {fmt(r['abathur'], 'p50_us')} | {fmt(r['abathur'], 'p99_us')} | "
+            f"{fmt(r['aiosqlite'], 'p50_us')} | {fmt(r['aiosqlite'], 'p99_us')} | "
+            f"{fmt(r['sqlite3'], 'p50_us')} | {fmt(r['sqlite3'], 'p99_us')} | "
+            f"{r['x_aiosqlite'] if r['x_aiosqlite'] is not None else ''} | "
+            f"{r['x_sqlite3'] if r['x_sqlite3'] is not None else ''} |"
+        )
+    lines += ["", "Concurrent runs (wall time for the whole batch, events lost):", ""]
+    lines += ["| run | implementation | wall | p50 | p99 | lost |", "|---|---|---:|---:|---:|---:|"]
+    for f in result["figures"]:
+        if f["wall_s"] is not None:
+            lines.append(
+                f"| {f['op']} | {f['impl']} | {f['wall_s'] * 1000:,.1f} ms | {f['p50_us']:,.0f} us | "
+                f"{f['p99_us']:,.0f} us | {f.get('lost_events', '')} |"
+            )
+    if png:
+        lines += ["", f"![latency against session length and table size]({png})"]
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for t in result["targets"]:
+        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    prof = result["profile"]
+    lines += [
+        "",
+        "## Where abathur's time goes",
+        "",
+        f"cProfile of {prof['calls']} `append_event` calls (main thread), microseconds per call "
+        f"by package (total {prof['total_us_per_call']} us):",
+        "",
+        "| package | us per call |",
+        "|---|---:|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in prof["us_per_call_by_group"].items()]
+    if result.get("postgres"):
+        lines += [
+            "",
+            "## PostgreSQL",
+            "",
+            f"Server: `{result['postgres_server']}`",
+            "",
+            "| operation | p50 us | p99 us | wall | lost |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for f in result["postgres"]:
+            wall = "" if f["wall_s"] is None else f"{f['wall_s'] * 1000:,.1f} ms"
+            lines.append(
+                f"| {f['op']} | {f['p50_us']:,.0f} | {f['p99_us']:,.0f} | {wall} | "
+                f"{f.get('lost_events', '')} |"
+            )
+    else:
+        lines += [
+            "",
+            "## PostgreSQL",
+            "",
+            "Not measured in this run: set `ABATHUR_BENCH_POSTGRES_URL` to include it.",
+        ]
+    lines += [
+        "",
+        "## Index usage (EXPLAIN QUERY PLAN of every statement abathur sent)",
+        "",
+        "Each distinct SELECT/UPDATE/DELETE recorded during the run above, explained on a",
+        "populated database. A `SCAN <table>` without an index would be a full table scan.",
+        "",
+    ]
+    scans = [e for e in result["explain"] if e["full_scan"]]
+    lines.append(f"Statements: {len(result['explain'])}; with a full table scan: {len(scans)}.")
+    lines.append("")
+    for e in result["explain"]:
+        stmt = e["statement"] if len(e["statement"]) < 300 else e["statement"][:297] + "..."
+        lines += [f"- `{stmt}`", *[f"  - {p}" for p in e["plan"]]]
+    return "\n".join(lines) + "\n"
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="abathur-bench-") as tmp:
+        bench = Bench(Path(tmp), args.iterations, args.quick)
+        await bench.sessions()
+        await bench.memory()
+        await bench.concurrency()
+        explain = await bench.explain()
+        profile = await bench.profile()
+        figures = [f.summary() for f in bench.figures]
+        result: dict[str, Any] = {
+            "machine": machine(),
+            "iterations": args.iterations,
+            "figures": figures,
+            "ratios": ratios(figures),
+            "targets": targets(
+                figures, ratios(figures), bench.lengths, bench.table_sizes, bench.search_hits
+            ),
+            "profile": profile,
+            "explain": explain,
+        }
+        pg_url = os.environ.get("ABATHUR_BENCH_POSTGRES_URL")
+        if pg_url:
+            from abathur.infrastructure.database import to_url
+
+            result["postgres"] = await bench.postgres(pg_url)
+            result["postgres_server"] = to_url(pg_url).render_as_string(hide_password=True)
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="a few iterations of everything")
+    parser.add_argument("--out", type=Path, default=DOCS, help="where to write the results")
+    args = parser.parse_args(argv)
+    if args.iterations is None:
+        args.iterations = 20 if args.quick else 400
+    result = asyncio.run(main_async(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "performance_milestone2.json").write_text(json.dumps(result, indent=1) + "\n")
+    png = (
+        "performance_milestone2.png"
+        if plot(result["figures"], args.out / "performance_milestone2.png")
+        else None
+    )
+    (args.out / "performance_validation_milestone2.md").write_text(render(result, png))
+    for t in result["targets"]:
+        print(f"{'ok  ' if t['met'] else 'MISS'} {t['target']}: {t['measured']}")
+    print(f"report: {args.out / 'performance_validation_milestone2.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
