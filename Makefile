@@ -17,11 +17,17 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check abathur tests alembic
+	$(BIN)/ruff check abathur tests alembic benchmarks
 	$(BIN)/mypy abathur
 
 demo: install
 	$(BIN)/python -m abathur.demo
+
+# Not part of `make test`: timings belong in a benchmark, not in assertions.
+# Rewrites docs/performance_validation_milestone2.md and its JSON and PNG.
+bench: install
+	$(BIN)/pip install -q 'matplotlib>=3.7'
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -46,6 +46,7 @@ DOCS = ROOT / "docs"
 IMPLS = ("abathur", "aiosqlite", "sqlite3")
 TASK_ID = "bench-task"
 SEARCH_ROOT = "user:bench"
+SPREAD = 10  # sessions per length, so a run barely lengthens any one of them
 EVENT = {"type": "assistant_message", "author": "agent", "text": "x" * 240}
 MEMORY_VALUE = {"fact": "the user prefers short answers", "confidence": 0.9, "tags": ["style"]}
 
@@ -232,9 +233,8 @@ class Bench:
             )
 
         for length in self.lengths:
-            spread = 10
             base = await self.base_file(
-                f"append{length}", sessions={f"s{j}": length for j in range(spread)}
+                f"append{length}", sessions={f"s{j}": length for j in range(SPREAD)}
             )
             async with Contestants(base, self.workdir, f"append{length}") as c:
                 assert c.db and c.aio and c.sync
@@ -242,7 +242,7 @@ class Bench:
 
                 def calls(impl: str) -> Iterable[tuple[Any, ...]]:
                     return (
-                        (f"s{i % spread}", {**EVENT, "i": i}, {"session:last": i}) for i in range(n)
+                        (f"s{i % SPREAD}", {**EVENT, "i": i}, {"session:last": i}) for i in range(n)
                     )
 
                 op = f"append_event @ {length} events"
@@ -623,10 +623,7 @@ class Bench:
                 async def writer(sid: str) -> None:
                     for i in range(20):
                         await self._timed(
-                            lambda: s.append_event(
-                                sid, {**EVENT, "i": i}, state_delta={"session:x": i}
-                            ),
-                            samples,
+                            s.append_event, samples, sid, {**EVENT, "i": i}, {"session:x": i}
                         )
 
                 start = time.perf_counter()
