@@ -38,6 +38,7 @@ from abathur.infrastructure.types import dumps
 if TYPE_CHECKING:
     from alembic.config import Config
 
+    from abathur.infrastructure.document_service import DocumentIndexService
     from abathur.infrastructure.memory_service import MemoryService
     from abathur.infrastructure.session_service import SessionService
     from abathur.infrastructure.task_service import TaskService
@@ -413,7 +414,8 @@ class Database:
 
     @cached_property
     def memory(self) -> MemoryService:
-        from abathur.infrastructure.memory_service import MemoryService
+        from abathur.infrastructure.document_service import DocumentIndexService
+    from abathur.infrastructure.memory_service import MemoryService
 
         return MemoryService(self)
 
@@ -422,3 +424,9 @@ class Database:
         from abathur.infrastructure.task_service import TaskService
 
         return TaskService(self)
+
+    @cached_property
+    def documents(self) -> DocumentIndexService:
+        from abathur.infrastructure.document_service import DocumentIndexService
+
+        return DocumentIndexService(self)
