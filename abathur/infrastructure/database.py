@@ -414,8 +414,7 @@ class Database:
 
     @cached_property
     def memory(self) -> MemoryService:
-        from abathur.infrastructure.document_service import DocumentIndexService
-    from abathur.infrastructure.memory_service import MemoryService
+        from abathur.infrastructure.memory_service import MemoryService
 
         return MemoryService(self)
 

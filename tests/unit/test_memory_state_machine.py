@@ -109,11 +109,15 @@ class MemoryMachine(RuleBasedStateMachine):
         )
         return len(versions)
 
+    def pick(self, data: st.DataObject) -> tuple[str, str]:
+        """Mostly a key the model knows, so that updates and reads hit real rows."""
+        if self.model and data.draw(st.integers(0, 4)) > 0:
+            return data.draw(st.sampled_from(sorted(self.model)))
+        return data.draw(st.sampled_from(NAMESPACES)), data.draw(st.sampled_from(KEYS))
+
     # ------------------------------------------------------------ writes
 
-    @rule(
-        ns=st.sampled_from(NAMESPACES), key=st.sampled_from(KEYS), value=VALUES, memory_type=TYPES
-    )
+    @rule(data=st.data(), value=VALUES, memory_type=TYPES)
     def add(self, ns: str, key: str, value: dict[str, Any], memory_type: str) -> None:
         memory = self.db.memory
         if self.live(ns, key):
@@ -123,8 +127,9 @@ class MemoryMachine(RuleBasedStateMachine):
         self.run(memory.add_memory(ns, key, value, memory_type, "m", self.task_id))
         self.writes.append(("create", ns, key, self.append(ns, key, value, memory_type)))
 
-    @rule(ns=st.sampled_from(NAMESPACES), key=st.sampled_from(KEYS), value=VALUES)
-    def update(self, ns: str, key: str, value: dict[str, Any]) -> None:
+    @rule(data=st.data(), value=VALUES)
+    def update(self, data: st.DataObject, value: dict[str, Any]) -> None:
+        ns, key = self.pick(data)
         memory = self.db.memory
         if not self.live(ns, key):
             with pytest.raises(NotFoundError):
@@ -134,8 +139,11 @@ class MemoryMachine(RuleBasedStateMachine):
         memory_type = self.model[(ns, key)][-1]["memory_type"]
         self.writes.append(("update", ns, key, self.append(ns, key, value, memory_type)))
 
-    @rule(ns=st.sampled_from(NAMESPACES), key=st.sampled_from(KEYS))
-    def delete(self, ns: str, key: str) -> None:
+    @rule(
+        data=st.data(),
+    )
+    def delete(self, data: st.DataObject) -> None:
+        ns, key = self.pick(data)
         memory = self.db.memory
         if not self.live(ns, key):
             with pytest.raises(NotFoundError):
@@ -147,8 +155,9 @@ class MemoryMachine(RuleBasedStateMachine):
             v["deleted"] = True
         self.writes.append(("delete", ns, key, len(versions)))
 
-    @rule(ns=st.sampled_from(NAMESPACES), key=st.sampled_from(KEYS), version=st.integers(1, 4))
-    def restore(self, ns: str, key: str, version: int) -> None:
+    @rule(data=st.data(), version=st.integers(1, 4))
+    def restore(self, data: st.DataObject, version: int) -> None:
+        ns, key = self.pick(data)
         memory = self.db.memory
         versions = self.model.get((ns, key), [])
         if version > len(versions):
@@ -181,11 +190,11 @@ class MemoryMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ reads
 
     @rule(
-        ns=st.sampled_from(NAMESPACES),
-        key=st.sampled_from(KEYS),
+        data=st.data(),
         version=st.none() | st.integers(1, 4),
     )
-    def get(self, ns: str, key: str, version: int | None) -> None:
+    def get(self, data: st.DataObject, version: int | None) -> None:
+        ns, key = self.pick(data)
         got = self.run(self.db.memory.get_memory(ns, key, version))
         versions = self.model.get((ns, key), [])
         if version is None:
@@ -205,8 +214,9 @@ class MemoryMachine(RuleBasedStateMachine):
             expected["deleted"],
         )
 
-    @rule(ns=st.sampled_from(NAMESPACES), key=st.sampled_from(KEYS))
-    def history(self, ns: str, key: str) -> None:
+    @rule(data=st.data())
+    def history(self, data: st.DataObject) -> None:
+        ns, key = self.pick(data)
         got = self.run(self.db.memory.get_memory_history(ns, key))
         expected = self.model.get((ns, key), [])
         assert [(h["version"], h["value"], h["is_deleted"]) for h in got] == [
