@@ -117,7 +117,12 @@ class MemoryMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ writes
 
-    @rule(data=st.data(), value=VALUES, memory_type=TYPES)
+    @rule(
+        ns=st.sampled_from(NAMESPACES),
+        key=st.sampled_from(KEYS),
+        value=VALUES,
+        memory_type=TYPES,
+    )
     def add(self, ns: str, key: str, value: dict[str, Any], memory_type: str) -> None:
         memory = self.db.memory
         if self.live(ns, key):
