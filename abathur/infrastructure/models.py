@@ -206,6 +206,13 @@ Index(
     AuditEntry.timestamp.desc(),
     **partial("memory_entry_id IS NOT NULL"),
 )
+# Revision 0004: the audit trail of a namespace subtree (``audit tail --namespace``).
+Index(
+    "idx_audit_memory_namespace",
+    AuditEntry.memory_namespace,
+    AuditEntry.timestamp.desc(),
+    **partial("memory_namespace IS NOT NULL"),
+)
 
 
 class Metric(Base):

@@ -212,7 +212,8 @@ def _adopt_orphans() -> None:
         sa.text(
             "INSERT INTO sessions (id, app_name, user_id, status, events, state, metadata, "
             "created_at, last_update_time, archived_at) "
-            f"SELECT r.session_id, 'unknown', 'unknown', 'archived', '[]', '{{}}', '{PLACEHOLDER}', "
+            "SELECT r.session_id, 'unknown', 'unknown', 'archived', '[]', '{}', "
+            f"'{PLACEHOLDER}', "
             "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP "
             f"FROM ({referenced}) AS r"
         )
