@@ -15,13 +15,14 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from pydantic_core import to_jsonable_python
 from sqlalchemy.exc import SQLAlchemyError
 
-from abathur.errors import AbathurError, DatabaseError, ValidationError
+from abathur.errors import AbathurError, DatabaseError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 
 T = TypeVar("T")
@@ -93,6 +94,18 @@ async def ensure_schema(db: Database) -> None:
         )
 
 
+async def _check_sqlite_directory(db: Database) -> None:
+    """A clear error for an SQLite file in a directory that does not exist.
+
+    (Also spares aiosqlite a failed connect, whose worker thread outlives the
+    event loop and complains about it.)
+    """
+    if db.is_sqlite and not db.is_memory and db.url.database:
+        parent = Path(db.url.database).parent
+        if not await asyncio.to_thread(parent.is_dir):
+            raise NotFoundError(f"directory {str(parent)!r} of the database file does not exist")
+
+
 def run_with_db(
     ctx: click.Context,
     work: Callable[[Database], Awaitable[T]],
@@ -110,6 +123,7 @@ def run_with_db(
     async def go() -> T:
         db = Database(target)
         try:
+            await _check_sqlite_directory(db)
             if prepare:
                 await ensure_schema(db)
             return await work(db)

@@ -21,7 +21,6 @@ from abathur.cli.context import (
 from abathur.domain.documents import SyncResult
 from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.document_service import DocumentIndexService
 from abathur.infrastructure.namespaces import parse_namespace
 
 # ------------------------------------------------------------------ session
@@ -391,7 +390,7 @@ def docs_sync(ctx: click.Context, directory: Path, pattern: str, as_json: bool) 
         bar.update(done - bar.pos)
 
     async def work(db: Database) -> SyncResult:
-        return await DocumentIndexService(db).sync_directory(directory, pattern, progress=progress)
+        return await db.documents.sync_directory(directory, pattern, progress=progress)
 
     try:
         result = run_with_db(ctx, work)
@@ -410,7 +409,7 @@ def docs_sync(ctx: click.Context, directory: Path, pattern: str, as_json: bool) 
 @click.pass_context
 def docs_pending(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Documents waiting for an embedding (pending, then stale)."""
-    rows = run_with_db(ctx, lambda db: DocumentIndexService(db).pending_documents(limit))
+    rows = run_with_db(ctx, lambda db: db.documents.pending_documents(limit))
 
     def human(documents: list[Any]) -> None:
         if not documents:

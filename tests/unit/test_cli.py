@@ -466,4 +466,6 @@ def test_unknown_command_is_a_usage_error(db_path: Path) -> None:
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
-    fails(tmp_path / "no" / "such" / "dir.db", "session", "list", expect="database error")
+    missing = tmp_path / "no" / "such"
+    fails(missing / "dir.db", "session", "list", expect="does not exist")
+    assert not missing.exists()
