@@ -127,6 +127,7 @@ def _resolve_directory(path: str | Path) -> Path:
 
 
 def scan_batch(paths: Sequence[Path]) -> list[ScannedDocument | SyncProblem]:
+    """``scan_file`` of each path, in order (run in a worker thread)."""
     return [scan_file(p) for p in paths]
 
 

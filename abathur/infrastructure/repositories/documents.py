@@ -34,9 +34,11 @@ class DocumentIndexRepository:
         self.session = session
 
     async def get(self, document_id: int) -> DocumentIndex | None:
+        """The row with this id, or None."""
         return await self.session.get(DocumentIndex, document_id)
 
     async def by_paths(self, paths: Iterable[str]) -> dict[str, DocumentIndex]:
+        """The existing rows among ``paths``, keyed by file path."""
         wanted = list(paths)
         if not wanted:
             return {}
@@ -44,10 +46,12 @@ class DocumentIndexRepository:
         return {row.file_path: row for row in await self.session.scalars(query)}
 
     async def under(self, root: str) -> Sequence[DocumentIndex]:
+        """Every row below the directory ``root``, by path."""
         query = select(DocumentIndex).where(under_directory(root)).order_by(DocumentIndex.file_path)
         return (await self.session.scalars(query)).all()
 
     async def add(self, scanned: ScannedDocument, now: datetime) -> DocumentIndex:
+        """Insert a new ``pending`` row for a scanned file."""
         row = DocumentIndex(
             file_path=scanned.file_path,
             title=scanned.title,
@@ -72,6 +76,7 @@ class DocumentIndexRepository:
         await self.session.flush()
 
     async def mark_missing(self, row: DocumentIndex, now: datetime) -> None:
+        """The file is gone: ``stale`` with ``{"missing": true}``; the row stays."""
         row.sync_status = "stale"
         row.metadata_ = {**(row.metadata_ or {}), "missing": True}
         row.updated_at = now
@@ -80,6 +85,7 @@ class DocumentIndexRepository:
     async def mark_synced(
         self, row: DocumentIndex, embedding_model: str, embedding: bytes, now: datetime
     ) -> None:
+        """Store the embedding: ``synced`` as of ``now``."""
         row.embedding_model = embedding_model
         row.embedding_blob = embedding
         row.sync_status = "synced"
