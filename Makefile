@@ -21,7 +21,7 @@ lint: install
 	$(BIN)/mypy abathur
 
 demo: install
-	$(BIN)/python -m abathur.demo
+	$(BIN)/abathur demo
 
 # Not part of `make test`: timings belong in a benchmark, not in assertions.
 # Rewrites docs/performance_validation_milestone2.md and its JSON and PNG.
