@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, tuple_
+from sqlalchemy import ColumnElement, delete, func, insert, literal_column, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,9 +21,11 @@ from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Session, SessionEvent
 from abathur.infrastructure.types import utcnow
 
-# The WHERE clause of idx_sessions_status_updated, repeated in the query so
-# that SQLite, which matches partial-index terms literally, can use the index.
+# The WHERE clause of idx_sessions_status_updated, repeated in the queries with
+# literal values: SQLite uses a partial index only when the query contains the
+# index's own term, and a bound parameter does not match it.
 LIVE_STATUSES = ("active", "paused")
+IN_LIVE_STATUSES = Session.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES])
 
 
 def _later(previous: datetime) -> datetime:
@@ -100,7 +102,7 @@ class SessionRepository:
     async def list_active(self, user_id: str | None) -> Sequence[Session]:
         query = (
             select(Session)
-            .where(Session.status == "active", Session.status.in_(LIVE_STATUSES))
+            .where(Session.status == "active", IN_LIVE_STATUSES)
             .order_by(Session.last_update_time.desc())
         )
         if user_id is not None:
@@ -120,7 +122,7 @@ class SessionRepository:
         if q.status is not None:
             conditions.append(Session.status == q.status)
             if q.status in LIVE_STATUSES:
-                conditions.append(Session.status.in_(LIVE_STATUSES))
+                conditions.append(IN_LIVE_STATUSES)
         if q.before is not None:
             cursor = (
                 await self.session.execute(
@@ -129,7 +131,7 @@ class SessionRepository:
             ).one_or_none()
             if cursor is None:
                 raise NotFoundError(f"cursor session {q.before!r} not found")
-            conditions.append(tuple_(Session.created_at, Session.id) < tuple_(*cursor))
+            conditions.append(tuple_(Session.created_at, Session.id) < tuple(cursor))
         query = (
             select(Session)
             .where(*conditions)
