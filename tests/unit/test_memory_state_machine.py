@@ -230,16 +230,19 @@ class MemoryMachine(RuleBasedStateMachine):
 
     @rule(root=st.sampled_from(ROOTS), memory_type=st.none() | TYPES)
     def search(self, root: str, memory_type: str | None) -> None:
+        self.check_search(root, memory_type)
+
+    def check_search(self, root: str, memory_type: str | None) -> None:
         got = self.run(self.db.memory.search_memories(root, memory_type, limit=1000))
-        assert sorted(
-            (r["namespace"], r["key"], r["version"], r["is_deleted"]) for r in got
-        ) == sorted(
+        expected = sorted(
             (ns, key, len(versions), False)
             for (ns, key), versions in self.model.items()
             if in_subtree(ns, root)
             and not versions[-1]["deleted"]
             and memory_type in (None, versions[-1]["memory_type"])
         )
+        found = sorted((r["namespace"], r["key"], r["version"], r["is_deleted"]) for r in got)
+        assert found == expected, root
         stamps = [r["updated_at"] for r in got]
         assert stamps == sorted(stamps, reverse=True)
 
@@ -287,6 +290,11 @@ class MemoryMachine(RuleBasedStateMachine):
             (op, ns, data["key"], data["version"]) for op, ns, data, entry_id in audit
         ) == sorted(self.writes)
         assert all(entry_id is not None for *_, entry_id in audit)
+
+    @invariant()
+    def search_returns_the_live_keys_of_each_subtree(self) -> None:
+        for root in ("user", "user:a", "session"):
+            self.check_search(root, None)
 
 
 SETTINGS = settings(
