@@ -231,14 +231,17 @@ class Database:
 
     @property
     def dialect(self) -> str:
+        """The dialect name: "sqlite" or "postgresql"."""
         return self.engine.dialect.name
 
     @property
     def is_sqlite(self) -> bool:
+        """True on SQLite (file or memory)."""
         return self.dialect == "sqlite"
 
     @property
     def is_memory(self) -> bool:
+        """True for a private in-memory SQLite database."""
         return is_memory_url(self.url)
 
     def __repr__(self) -> str:
@@ -251,6 +254,7 @@ class Database:
         await self.upgrade("head")
 
     async def close(self) -> None:
+        """Dispose of the engine and its pooled connections."""
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:
@@ -263,16 +267,19 @@ class Database:
     # ------------------------------------------------------------ migrations
 
     async def upgrade(self, revision: str = "head") -> None:
+        """Migrate the schema up to ``revision`` (default: the newest)."""
         from alembic import command
 
         await self._migrate(lambda config: command.upgrade(config, revision))
 
     async def downgrade(self, revision: str) -> None:
+        """Migrate the schema down to ``revision`` (``"base"`` drops every table)."""
         from alembic import command
 
         await self._migrate(lambda config: command.downgrade(config, revision))
 
     async def current_revision(self) -> str | None:
+        """The database's Alembic revision, or None for an empty database."""
         from alembic.runtime.migration import MigrationContext
 
         def read(connection: Connection) -> str | None:
@@ -408,24 +415,28 @@ class Database:
 
     @cached_property
     def sessions(self) -> SessionService:
+        """This database's SessionService."""
         from abathur.infrastructure.session_service import SessionService
 
         return SessionService(self)
 
     @cached_property
     def memory(self) -> MemoryService:
+        """This database's MemoryService (unscoped, no resolver)."""
         from abathur.infrastructure.memory_service import MemoryService
 
         return MemoryService(self)
 
     @cached_property
     def tasks(self) -> TaskService:
+        """This database's TaskService: tasks, agents, checkpoints, audit rows."""
         from abathur.infrastructure.task_service import TaskService
 
         return TaskService(self)
 
     @cached_property
     def documents(self) -> DocumentIndexService:
+        """This database's DocumentIndexService."""
         from abathur.infrastructure.document_service import DocumentIndexService
 
         return DocumentIndexService(self)

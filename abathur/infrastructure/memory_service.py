@@ -808,10 +808,12 @@ class ScopedMemory:
     async def get_memory(
         self, namespace: str, key: str, version: int | None = None
     ) -> dict[str, Any] | None:
+        """As ``MemoryService.get_memory``; the namespace must be readable in this scope."""
         self._allow(namespace, write=False)
         return await self._service.get_memory(namespace, key, version)
 
     async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
+        """As ``MemoryService.get_memory_history``; the namespace must be readable in this scope."""
         self._allow(namespace, write=False)
         return await self._service.get_memory_history(namespace, key)
 
@@ -834,6 +836,7 @@ class ScopedMemory:
         task_id: str,
         metadata: dict[str, Any] | None = None,
     ) -> int:
+        """As ``MemoryService.add_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.add_memory(
             namespace, key, value, memory_type, created_by, task_id, metadata
@@ -842,22 +845,27 @@ class ScopedMemory:
     async def update_memory(
         self, namespace: str, key: str, value: dict[str, Any], updated_by: str, task_id: str
     ) -> int:
+        """As ``MemoryService.update_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.update_memory(namespace, key, value, updated_by, task_id)
 
     async def delete_memory(self, namespace: str, key: str, deleted_by: str, task_id: str) -> None:
+        """As ``MemoryService.delete_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         await self._service.delete_memory(namespace, key, deleted_by, task_id)
 
     async def restore_memory(
         self, namespace: str, key: str, version: int, restored_by: str, task_id: str
     ) -> int:
+        """As ``MemoryService.restore_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.restore_memory(namespace, key, version, restored_by, task_id)
 
     async def publish_memory(
         self, from_ns: str, to_ns: str, key: str, published_by: str, task_id: str
     ) -> int:
+        """As ``MemoryService.publish_memory``; ``from_ns`` must be readable and
+        ``to_ns`` writable in this scope."""
         self._allow(from_ns, write=False)
         self._allow(to_ns, write=True)
         return await self._service.publish_memory(from_ns, to_ns, key, published_by, task_id)
@@ -870,6 +878,8 @@ class ScopedMemory:
         consolidated_by: str = SYSTEM_ACTOR,
         task_id: str | None = None,
     ) -> int:
+        """As ``MemoryService.consolidate_memories``; the namespace must be
+        writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.consolidate_memories(
             namespace, consolidation_strategy, consolidated_by=consolidated_by, task_id=task_id

@@ -35,6 +35,8 @@ from abathur.infrastructure.types import check_json
 
 
 class TaskService:
+    """Tasks, agents, checkpoints and free-form audit rows (Milestone 1 tables)."""
+
     def __init__(self, db: Database):
         self._db = db
 
@@ -51,6 +53,8 @@ class TaskService:
         return await self._db.run(work)
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
+        """The task with this id, or None."""
+
         async def work(session: AsyncSession) -> TaskRecord | None:
             row = await TaskRepository(session).get(task_id)
             return None if row is None else TaskRecord.model_validate(row)
@@ -58,6 +62,8 @@ class TaskService:
         return await self._db.run(work, write=False)
 
     async def list_session_tasks(self, session_id: str) -> list[TaskRecord]:
+        """The tasks linked to ``session_id``, newest first."""
+
         async def work(session: AsyncSession) -> list[TaskRecord]:
             rows = await TaskRepository(session).list_for_session(session_id)
             return [TaskRecord.model_validate(r) for r in rows]
@@ -67,6 +73,7 @@ class TaskService:
     async def create_agent(
         self, name: str, specialization: str, model: str, task_id: str, **fields: Any
     ) -> AgentRecord:
+        """Create an agent working on ``task_id``; returns the stored row."""
         new = validated(
             NewAgent,
             name=name,
@@ -84,6 +91,8 @@ class TaskService:
         return await self._db.run(work)
 
     async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        """The agent with this id, or None."""
+
         async def work(session: AsyncSession) -> AgentRecord | None:
             row = await AgentRepository(session).get(agent_id)
             return None if row is None else AgentRecord.model_validate(row)
@@ -93,6 +102,7 @@ class TaskService:
     async def save_checkpoint(
         self, task_id: str, iteration: int, state: Any, *, session_id: str | None = None
     ) -> CheckpointRecord:
+        """Store ``state`` as iteration ``iteration`` of ``task_id``; returns the stored row."""
         check_json(state, "checkpoint state")
 
         async def work(session: AsyncSession) -> CheckpointRecord:
@@ -102,6 +112,8 @@ class TaskService:
         return await self._db.run(work)
 
     async def latest_checkpoint(self, task_id: str) -> CheckpointRecord | None:
+        """The checkpoint of ``task_id`` with the highest iteration, or None."""
+
         async def work(session: AsyncSession) -> CheckpointRecord | None:
             row = await CheckpointRepository(session).latest(task_id)
             return None if row is None else CheckpointRecord.model_validate(row)
@@ -121,6 +133,8 @@ class TaskService:
         return await self._db.run(work)
 
     async def audit_for_task(self, task_id: str, limit: int = 100) -> list[AuditRecord]:
+        """The newest ``limit`` audit rows of ``task_id``."""
+
         async def work(session: AsyncSession) -> list[AuditRecord]:
             rows = await AuditRepository(session).for_task(task_id, limit)
             return [AuditRecord.model_validate(r) for r in rows]
