@@ -26,7 +26,9 @@ SESSION_STATUSES: tuple[SessionStatus, ...] = (
 TRANSITIONS: dict[str, frozenset[str]] = {
     "created": frozenset({"active", "terminated"}),
     "active": frozenset({"paused", "terminated"}),
-    "paused": frozenset({"active"}),
+    # Beyond the literal lifecycle: a paused session can be ended
+    # without waking it first (terminate_session must work on any open session).
+    "paused": frozenset({"active", "terminated"}),
     "terminated": frozenset({"archived"}),
     "archived": frozenset(),
 }

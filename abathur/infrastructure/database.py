@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import StaticPool
 
-from abathur.errors import DatabaseError, MigrationError
+from abathur.errors import DatabaseError, MigrationError, ValidationError
 from abathur.infrastructure.sqlite_driver import lean_dbapi
 from abathur.infrastructure.types import dumps
 
@@ -85,8 +85,29 @@ def is_memory_url(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+def _refuse_nul(_conn: Any, _cursor: Any, _sql: str, params: Any, _ctx: Any, many: bool) -> None:
+    """No text sent to the database may contain NUL, on any backend.
+
+    PostgreSQL cannot store it at all (a driver error deep in a transaction);
+    SQLite can, which would make the same call succeed on one backend and fail
+    on the other. Checked once here, at the boundary, for every statement.
+    """
+    rows = params if many else (params,)
+    for row in rows:
+        values = row.values() if isinstance(row, dict) else row or ()
+        for value in values:
+            if isinstance(value, str) and "\x00" in value:
+                raise ValidationError(f"text may not contain the NUL character: {value!r}")
+
+
 def create_engine(url: URL, **options: Any) -> AsyncEngine:
     """An AsyncEngine with abathur's connection settings attached to it alone."""
+    engine = _create_engine(url, **options)
+    event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
+    return engine
+
+
+def _create_engine(url: URL, **options: Any) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if is_memory_url(url):
             # One private connection for the object's whole life; Database

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from abathur.errors import DatabaseError
+from abathur.errors import DatabaseError, ValidationError
 from abathur.infrastructure import database as database_module
 from abathur.infrastructure.database import Database, is_retryable, to_url
 
@@ -150,3 +150,13 @@ async def test_run_retries_lock_contention_then_gives_up(
 
         with pytest.raises(DatabaseError, match="still busy"):
             await db.run(always_locked)
+
+
+async def test_nul_in_any_text_is_refused_the_same_on_every_backend(db: Database) -> None:
+    with pytest.raises(ValidationError, match="NUL"):
+        await db.sessions.create_session("a\x00b", "app", "u")
+    with pytest.raises(ValidationError, match="NUL"):
+        await db.sessions.get_session("a\x00b")
+    with pytest.raises(ValidationError, match="NUL"):
+        await db.tasks.create_task("prompt\x00")
+    assert await db.sessions.list_sessions() == []

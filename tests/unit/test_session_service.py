@@ -278,6 +278,7 @@ LEGAL = [
     ["terminated"],
     ["active", "paused", "active", "paused", "active", "terminated", "archived"],
     ["active", "terminated", "archived"],
+    ["active", "paused", "terminated", "archived"],
 ]
 ILLEGAL = [
     ([], "paused"),
@@ -287,7 +288,7 @@ ILLEGAL = [
     (["active"], "archived"),
     (["active"], "active"),
     (["active", "paused"], "paused"),
-    (["active", "paused"], "terminated"),
+    (["active", "paused"], "archived"),
     (["terminated"], "active"),
     (["terminated"], "terminated"),
     (["terminated", "archived"], "terminated"),
@@ -379,9 +380,12 @@ async def test_terminate_errors(sessions: SessionService) -> None:
     await sessions.create_session("s2", "app", "alice", initial_state={"temp:a": 1})
     await sessions.update_status("s2", "active")
     await sessions.update_status("s2", "paused")
+    await sessions.terminate_session("s2")  # a paused session can be ended directly
+    assert (await session(sessions, "s2"))["state"] == {}
+    await sessions.update_status("s2", "archived")
     with pytest.raises(InvalidTransitionError):
         await sessions.terminate_session("s2")
-    assert (await session(sessions, "s2"))["state"] == {"temp:a": 1}
+    assert (await session(sessions, "s2"))["status"] == "archived"
 
 
 # ------------------------------------------------------------------ listings
