@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,13 +28,21 @@ async def _flush_new(session: AsyncSession, row: Any, what: str) -> None:
         raise
 
 
+_EXISTS: dict[str, Select[Any]] = {}
+
+
+def _exists_query(model: type[Any]) -> Select[Any]:
+    """``SELECT pk FROM table WHERE pk = :key``, built once per table."""
+    table = model.__table__
+    if table.name not in _EXISTS:
+        key = table.primary_key.columns[0]
+        _EXISTS[table.name] = select(key).where(key == bindparam("key"))
+    return _EXISTS[table.name]
+
+
 async def require(session: AsyncSession, model: type[Any], key: Any, what: str) -> None:
     """Raise NotFoundError unless the row with primary key ``key`` exists."""
-    found = await session.scalar(
-        select(model.__table__.primary_key.columns[0]).where(
-            model.__table__.primary_key.columns[0] == key
-        )
-    )
+    found = await session.scalar(_exists_query(model), {"key": key})
     if found is None:
         raise NotFoundError(f"{what} {key!r} not found")
 

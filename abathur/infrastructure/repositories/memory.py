@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, select, text, true, update
+from sqlalchemy import and_, bindparam, exists, false, func, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -28,6 +28,13 @@ from abathur.infrastructure.models import MemoryEntry
 from abathur.infrastructure.namespaces import in_subtree
 
 LIVE = MemoryEntry.is_deleted == false()
+
+# The hot single-key reads, built once: constructing a statement per call costs
+# about as much as running it.
+_ONE_KEY = (MemoryEntry.namespace == bindparam("namespace"), MemoryEntry.key == bindparam("key"))
+LATEST = select(MemoryEntry).where(*_ONE_KEY).order_by(MemoryEntry.version.desc()).limit(1)
+VERSION = select(MemoryEntry).where(*_ONE_KEY, MemoryEntry.version == bindparam("version"))
+HISTORY = select(MemoryEntry).where(*_ONE_KEY).order_by(MemoryEntry.version)
 
 
 def key_lock_id(namespace: str, key: str) -> int:
@@ -69,29 +76,15 @@ class MemoryRepository:
 
     async def latest(self, namespace: str, key: str) -> MemoryEntry | None:
         """The highest version of the key, deleted or not."""
-        query = (
-            select(MemoryEntry)
-            .where(MemoryEntry.namespace == namespace, MemoryEntry.key == key)
-            .order_by(MemoryEntry.version.desc())
-            .limit(1)
-        )
-        return await self.session.scalar(query)
+        return await self.session.scalar(LATEST, {"namespace": namespace, "key": key})
 
     async def version(self, namespace: str, key: str, version: int) -> MemoryEntry | None:
-        query = select(MemoryEntry).where(
-            MemoryEntry.namespace == namespace,
-            MemoryEntry.key == key,
-            MemoryEntry.version == version,
+        return await self.session.scalar(
+            VERSION, {"namespace": namespace, "key": key, "version": version}
         )
-        return await self.session.scalar(query)
 
     async def history(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
-        query = (
-            select(MemoryEntry)
-            .where(MemoryEntry.namespace == namespace, MemoryEntry.key == key)
-            .order_by(MemoryEntry.version)
-        )
-        return (await self.session.scalars(query)).all()
+        return (await self.session.scalars(HISTORY, {"namespace": namespace, "key": key})).all()
 
     async def live_versions(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
         """The rows of the key not deleted or superseded, ascending by version."""

@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, literal_column, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +35,20 @@ from abathur.infrastructure.types import utcnow
 # index's own term, and a bound parameter does not match it.
 LIVE_STATUSES = ("active", "paused")
 IN_LIVE_STATUSES = Session.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES])
+
+
+# The statements every append and read runs, built once: constructing a
+# statement per call costs about as much as running it.
+GET = select(Session).where(Session.id == bindparam("id"))
+# SQLite renders no FOR UPDATE: BEGIN IMMEDIATE already took the write lock.
+LOCK = GET.with_for_update()
+LAST_SEQ = select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
+GET_WITH_LAST_SEQ = select(
+    Session,
+    select(func.max(SessionEvent.seq))
+    .where(SessionEvent.session_id == Session.id)
+    .scalar_subquery(),
+).where(Session.id == bindparam("id"))
 
 
 def _later(previous: datetime) -> datetime:
@@ -61,26 +84,16 @@ class SessionRepository:
         return row
 
     async def get(self, session_id: str) -> Session | None:
-        return await self.session.scalar(select(Session).where(Session.id == session_id))
+        return await self.session.scalar(GET, {"id": session_id})
 
     async def get_with_last_seq(self, session_id: str) -> tuple[Session, int] | None:
         """The session and the seq of its newest event, read in one statement."""
-        last = (
-            select(func.max(SessionEvent.seq))
-            .where(SessionEvent.session_id == Session.id)
-            .scalar_subquery()
-        )
-        found = (
-            await self.session.execute(select(Session, last).where(Session.id == session_id))
-        ).one_or_none()
+        found = (await self.session.execute(GET_WITH_LAST_SEQ, {"id": session_id})).one_or_none()
         return None if found is None else (found[0], int(found[1] or 0))
 
     async def lock(self, session_id: str) -> Session:
         """The session row, locked against other writers until the transaction ends."""
-        # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE already took the write lock.
-        row = await self.session.scalar(
-            select(Session).where(Session.id == session_id).with_for_update()
-        )
+        row = await self.session.scalar(LOCK, {"id": session_id})
         if row is None:
             raise NotFoundError(f"session {session_id!r} not found")
         return row
@@ -143,8 +156,7 @@ class SessionRepository:
     # ------------------------------------------------------------ events
 
     async def last_seq(self, session_id: str) -> int:
-        query = select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == session_id)
-        return int(await self.session.scalar(query) or 0)
+        return int(await self.session.scalar(LAST_SEQ, {"id": session_id}) or 0)
 
     async def add_events(
         self, session_id: str, events: Sequence[Any], first_seq: int, created_at: datetime
