@@ -26,6 +26,7 @@ from sqlalchemy.orm import aliased
 from abathur.errors import ConflictError
 from abathur.infrastructure.models import MemoryEntry
 from abathur.infrastructure.namespaces import in_subtree
+from abathur.infrastructure.repositories.core import insert_row
 
 LIVE = MemoryEntry.is_deleted == false()
 
@@ -96,9 +97,8 @@ class MemoryRepository:
         return (await self.session.scalars(query)).all()
 
     async def insert(self, row: MemoryEntry) -> MemoryEntry:
-        self.session.add(row)
         try:
-            await self.session.flush()
+            await insert_row(self.session, row)
         except IntegrityError as exc:
             message = str(exc.orig).lower()
             if "unique" in message or "duplicate" in message:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Table,
     bindparam,
     delete,
     func,
@@ -24,10 +25,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from abathur.domain.sessions import NewSession, SessionQuery
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Session, SessionEvent
+from abathur.infrastructure.repositories.core import insert_row
 from abathur.infrastructure.types import utcnow
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -43,6 +46,7 @@ GET = select(Session).where(Session.id == bindparam("id"))
 # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE already took the write lock.
 LOCK = GET.with_for_update()
 LAST_SEQ = select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
+SESSIONS: Table = Session.__table__  # type: ignore[assignment]
 GET_WITH_LAST_SEQ = select(
     Session,
     select(func.max(SessionEvent.seq))
@@ -76,9 +80,8 @@ class SessionRepository:
             created_at=now,
             last_update_time=now,
         )
-        self.session.add(row)
         try:
-            await self.session.flush()
+            await insert_row(self.session, row)
         except IntegrityError as exc:
             raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
         return row
@@ -100,10 +103,14 @@ class SessionRepository:
 
     async def save(self, row: Session, **changes: Any) -> None:
         """Write ``changes`` to a locked row and advance its ``last_update_time``."""
+        changes["last_update_time"] = _later(row.last_update_time)
+        await self.session.execute(
+            SESSIONS.update().where(SESSIONS.c.id == row.id).values(**changes)
+        )
         for name, value in changes.items():
-            setattr(row, name, value)
-        row.last_update_time = _later(row.last_update_time)
-        await self.session.flush()
+            # The row now matches the database: record the values without
+            # marking it dirty, or the unit of work would write them again.
+            set_committed_value(row, name, value)
 
     async def delete(self, session_id: str) -> bool:
         """Delete the session; its events go with it, other references become NULL."""
