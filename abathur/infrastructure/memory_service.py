@@ -48,7 +48,7 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import MemoryEntry, Task
 from abathur.infrastructure.namespaces import is_in_subtree, parse_namespace
 from abathur.infrastructure.repositories.core import AuditRepository, TaskRepository, require
-from abathur.infrastructure.repositories.memory import MemoryRepository
+from abathur.infrastructure.repositories.memory import MemoryRepository, MemoryVersion
 from abathur.infrastructure.types import utcnow
 
 M = TypeVar("M", bound=BaseModel)
@@ -96,7 +96,7 @@ DEFAULT_MEMORIES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
 )
 
 
-def memory_dict(row: MemoryEntry) -> dict[str, Any]:
+def memory_dict(row: MemoryEntry | MemoryVersion) -> dict[str, Any]:
     return {
         "id": row.id,
         "namespace": row.namespace,
@@ -747,7 +747,7 @@ class MemoryService:
         return await self._db.run(work)
 
 
-def _next_version(latest: MemoryEntry, *, value: dict[str, Any], updated_by: str) -> MemoryEntry:
+def _next_version(latest: MemoryVersion, *, value: dict[str, Any], updated_by: str) -> MemoryEntry:
     return MemoryEntry(
         namespace=latest.namespace,
         key=latest.key,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, bindparam, literal, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.errors import ValidationError
@@ -70,11 +70,25 @@ def check_key(key: Any) -> str:
     return key
 
 
-def in_subtree(column: ColumnElement[Any] | Any, root: str) -> ColumnElement[bool]:
-    """SQL: ``column`` is ``root`` or lies below it, by whole segments."""
+def subtree_bounds(root: str) -> dict[str, str]:
+    """The parameters of ``in_subtree``: the root, and the range holding its descendants."""
+    return {"root": root, "lower": root + SEPARATOR, "upper": root + chr(ord(SEPARATOR) + 1)}
+
+
+def in_subtree(column: ColumnElement[Any] | Any, root: str | None = None) -> ColumnElement[bool]:
+    """SQL: ``column`` is ``root`` or lies below it, by whole segments.
+
+    Without ``root`` the bounds are bind parameters (``root``, ``lower``,
+    ``upper``) for a statement built once and run with ``subtree_bounds()``.
+    """
+    bound: dict[str, ColumnElement[Any]]
+    if root is None:
+        bound = {name: bindparam(name) for name in ("root", "lower", "upper")}
+    else:
+        bound = {name: literal(value) for name, value in subtree_bounds(root).items()}
     return or_(
-        column == root,
-        and_(column >= root + SEPARATOR, column < root + chr(ord(SEPARATOR) + 1)),
+        column == bound["root"],
+        and_(column >= bound["lower"], column < bound["upper"]),
     )
 
 

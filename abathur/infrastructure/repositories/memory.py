@@ -18,24 +18,31 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, false, func, select, text, true, update
+from sqlalchemy import Row, and_, bindparam, exists, false, func, select, text, true, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from abathur.errors import ConflictError
 from abathur.infrastructure.models import MemoryEntry
-from abathur.infrastructure.namespaces import in_subtree
+from abathur.infrastructure.namespaces import in_subtree, subtree_bounds
 from abathur.infrastructure.repositories.core import insert_row
 
 LIVE = MemoryEntry.is_deleted == false()
 
-# The hot single-key reads, built once: constructing a statement per call costs
-# about as much as running it.
+# Reads return plain rows whose fields carry the model's attribute names
+# (``row.metadata_``), not ORM objects: building an ORM instance per row costs
+# more than fetching it. The hot statements are built once; constructing a
+# statement per call costs about as much as running it.
+MemoryVersion = Row[Any]
+VERSION_FIELDS = tuple(
+    getattr(MemoryEntry, prop.key).label(prop.key) for prop in sa_inspect(MemoryEntry).column_attrs
+)
 _ONE_KEY = (MemoryEntry.namespace == bindparam("namespace"), MemoryEntry.key == bindparam("key"))
-LATEST = select(MemoryEntry).where(*_ONE_KEY).order_by(MemoryEntry.version.desc()).limit(1)
-VERSION = select(MemoryEntry).where(*_ONE_KEY, MemoryEntry.version == bindparam("version"))
-HISTORY = select(MemoryEntry).where(*_ONE_KEY).order_by(MemoryEntry.version)
+LATEST = select(*VERSION_FIELDS).where(*_ONE_KEY).order_by(MemoryEntry.version.desc()).limit(1)
+VERSION = select(*VERSION_FIELDS).where(*_ONE_KEY, MemoryEntry.version == bindparam("version"))
+HISTORY = select(*VERSION_FIELDS).where(*_ONE_KEY).order_by(MemoryEntry.version)
 
 
 def key_lock_id(namespace: str, key: str) -> int:
@@ -57,6 +64,16 @@ def _newer_version_exists() -> Any:
     )
 
 
+# The current live version of every key in a subtree, newest first.
+SEARCH = (
+    select(*VERSION_FIELDS)
+    .where(in_subtree(MemoryEntry.namespace), LIVE, ~_newer_version_exists())
+    .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+    .limit(bindparam("limit"))
+)
+SEARCH_OF_TYPE = SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type"))
+
+
 class MemoryRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
@@ -75,17 +92,16 @@ class MemoryRepository:
                 {"lock_id": key_lock_id(namespace, key)},
             )
 
-    async def latest(self, namespace: str, key: str) -> MemoryEntry | None:
+    async def latest(self, namespace: str, key: str) -> MemoryVersion | None:
         """The highest version of the key, deleted or not."""
-        return await self.session.scalar(LATEST, {"namespace": namespace, "key": key})
+        return (await self.session.execute(LATEST, {"namespace": namespace, "key": key})).first()
 
-    async def version(self, namespace: str, key: str, version: int) -> MemoryEntry | None:
-        return await self.session.scalar(
-            VERSION, {"namespace": namespace, "key": key, "version": version}
-        )
+    async def version(self, namespace: str, key: str, version: int) -> MemoryVersion | None:
+        params = {"namespace": namespace, "key": key, "version": version}
+        return (await self.session.execute(VERSION, params)).first()
 
-    async def history(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
-        return (await self.session.scalars(HISTORY, {"namespace": namespace, "key": key})).all()
+    async def history(self, namespace: str, key: str) -> Sequence[MemoryVersion]:
+        return (await self.session.execute(HISTORY, {"namespace": namespace, "key": key})).all()
 
     async def live_versions(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
         """The rows of the key not deleted or superseded, ascending by version."""
@@ -124,18 +140,15 @@ class MemoryRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def search(self, root: str, memory_type: str | None, limit: int) -> Sequence[MemoryEntry]:
+    async def search(
+        self, root: str, memory_type: str | None, limit: int
+    ) -> Sequence[MemoryVersion]:
         """The current live version of every key in the subtree of ``root``, newest first."""
-        conditions = [in_subtree(MemoryEntry.namespace, root), LIVE, ~_newer_version_exists()]
-        if memory_type is not None:
-            conditions.append(MemoryEntry.memory_type == memory_type)
-        query = (
-            select(MemoryEntry)
-            .where(*conditions)
-            .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
-            .limit(limit)
-        )
-        return (await self.session.scalars(query)).all()
+        params: dict[str, Any] = {**subtree_bounds(root), "limit": limit}
+        if memory_type is None:
+            return (await self.session.execute(SEARCH, params)).all()
+        params["memory_type"] = memory_type
+        return (await self.session.execute(SEARCH_OF_TYPE, params)).all()
 
     async def keys_with_several_live_versions(self, root: str) -> list[tuple[str, str]]:
         query = (
