@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Row,
     Table,
     bindparam,
     delete,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -47,6 +49,16 @@ GET = select(Session).where(Session.id == bindparam("id"))
 LOCK = GET.with_for_update()
 LAST_SEQ = select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
 SESSIONS: Table = Session.__table__  # type: ignore[assignment]
+EventRow = Row[Any]
+EVENT_FIELDS = tuple(
+    getattr(SessionEvent, prop.key).label(prop.key)
+    for prop in sa_inspect(SessionEvent).column_attrs
+)
+ALL_EVENTS = (
+    select(*EVENT_FIELDS)
+    .where(SessionEvent.session_id == bindparam("id"))
+    .order_by(SessionEvent.seq)
+)
 GET_WITH_LAST_SEQ = select(
     Session,
     select(func.max(SessionEvent.seq))
@@ -191,20 +203,23 @@ class SessionRepository:
         after: datetime | None = None,
         last: int | None = None,
         limit: int | None = None,
-    ) -> Sequence[SessionEvent]:
+    ) -> Sequence[EventRow]:
         """Events in seq order: those after ``after_seq`` and stored after
-        ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N."""
-        query = select(SessionEvent).where(SessionEvent.session_id == session_id)
+        ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N.
+        Plain rows with the model's attribute names, not ORM objects."""
+        if (after_seq, after, last, limit) == (None, None, None, None):
+            return (await self.session.execute(ALL_EVENTS, {"id": session_id})).all()
+        query = select(*EVENT_FIELDS).where(SessionEvent.session_id == session_id)
         if after_seq is not None:
             query = query.where(SessionEvent.seq > after_seq)
         if after is not None:
             query = query.where(SessionEvent.created_at > after)
         if last is not None:
             newest = (
-                await self.session.scalars(query.order_by(SessionEvent.seq.desc()).limit(last))
+                await self.session.execute(query.order_by(SessionEvent.seq.desc()).limit(last))
             ).all()
             return newest[::-1]
         query = query.order_by(SessionEvent.seq)
         if limit is not None:
             query = query.limit(limit)
-        return (await self.session.scalars(query)).all()
+        return (await self.session.execute(query)).all()
