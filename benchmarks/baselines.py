@@ -95,6 +95,27 @@ def memory_row(row: tuple[Any, ...]) -> dict[str, Any]:
     record["value"] = json.loads(record["value"])
     record["metadata"] = json.loads(record["metadata"] or "{}")
     record["is_deleted"] = bool(record["is_deleted"])
+    record["created_at"] = aware(record["created_at"])
+    record["updated_at"] = aware(record["updated_at"])
+    return record
+
+
+def aware(stamp: str | None) -> datetime | None:
+    """A stored UTC timestamp as an aware datetime, as abathur returns it."""
+    return None if stamp is None else datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+
+
+def session_row(row: tuple[Any, ...], events: list[Any]) -> dict[str, Any]:
+    keys = (
+        "id", "app_name", "user_id", "project_id", "status", "state", "metadata",
+        "created_at", "last_update_time", "terminated_at", "archived_at",
+    )  # fmt: skip
+    record = dict(zip(keys, row, strict=True))
+    record["state"] = json.loads(record["state"])
+    record["metadata"] = json.loads(record["metadata"] or "{}")
+    for stamp in ("created_at", "last_update_time", "terminated_at", "archived_at"):
+        record[stamp] = aware(record[stamp])
+    record["events"] = events
     return record
 
 
@@ -140,7 +161,7 @@ class SyncBaseline:
         row = c.execute(GET_SESSION, (session_id,)).fetchone()
         events = [json.loads(e) for (e,) in c.execute(GET_EVENTS, (session_id,))]
         c.execute("COMMIT")
-        return {"id": row[0], "state": json.loads(row[5]), "events": events}
+        return session_row(row, events)
 
     def _write_memory(
         self, ns: str, key: str, value: dict[str, Any], by: str, task_id: str, create: bool
@@ -251,7 +272,7 @@ class AsyncBaseline:
             row = await self._one(GET_SESSION, (session_id,))
             events = [json.loads(e) for (e,) in await self._all(GET_EVENTS, (session_id,))]
             await self.conn.execute("COMMIT")
-        return {"id": row[0], "state": json.loads(row[5]), "events": events}
+        return session_row(row, events)
 
     async def _write_memory(
         self, ns: str, key: str, value: dict[str, Any], by: str, task_id: str, create: bool

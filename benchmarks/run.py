@@ -46,6 +46,7 @@ DOCS = ROOT / "docs"
 IMPLS = ("abathur", "aiosqlite", "sqlite3")
 TASK_ID = "bench-task"
 SEARCH_ROOT = "user:bench"
+WARMUP = 20  # calls of each case not counted
 SPREAD = 10  # sessions per length, so a run barely lengthens any one of them
 EVENT = {"type": "assistant_message", "author": "agent", "text": "x" * 240}
 MEMORY_VALUE = {"fact": "the user prefers short answers", "confidence": 0.9, "tags": ["style"]}
@@ -78,6 +79,11 @@ class Figure:
 # ------------------------------------------------------------------ timing
 
 
+def warm(samples: list[float]) -> list[float]:
+    """Drop the first calls of a case (caches, statement compilation): the warm-up."""
+    return samples[min(WARMUP, len(samples) // 4) :]
+
+
 async def time_async(
     fn: Callable[..., Awaitable[Any]], calls: Iterable[tuple[Any, ...]]
 ) -> list[float]:
@@ -86,7 +92,7 @@ async def time_async(
         start = time.perf_counter_ns()
         await fn(*args)
         samples.append((time.perf_counter_ns() - start) / 1000)
-    return samples
+    return warm(samples)
 
 
 def time_sync(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> list[float]:
@@ -95,7 +101,7 @@ def time_sync(fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> list[
         start = time.perf_counter_ns()
         fn(*args)
         samples.append((time.perf_counter_ns() - start) / 1000)
-    return samples
+    return warm(samples)
 
 
 # ------------------------------------------------------------------ data
@@ -880,7 +886,8 @@ def render(result: dict[str, Any], png: str | None) -> str:
         f"- date: {m['date']}; {m['platform']}; CPU: {m['cpu']} ({m['cores']} cores)",
         f"- Python {m['python']}, SQLite {m['sqlite']}, SQLAlchemy {m['sqlalchemy']}, "
         f"aiosqlite {m['aiosqlite']}, asyncpg {m['asyncpg']}",
-        f"- iterations per operation: {result['iterations']}; file-backed SQLite, WAL, "
+        f"- iterations per operation: {result['iterations']}, the first "
+        f"{WARMUP} of each a warm-up not counted; file-backed SQLite, WAL, "
         "synchronous=NORMAL, for all three implementations",
         "",
         "## Method",
@@ -889,7 +896,8 @@ def render(result: dict[str, Any], png: str | None) -> str:
         "hand-written SQL doing the same work on plain `aiosqlite` (the limit for an async",
         "caller) and plain `sqlite3` (the limit for a synchronous caller): the same statements,",
         "`BEGIN IMMEDIATE` for writes, the state merge in Python inside the transaction, one",
-        "audit row per memory write (`benchmarks/baselines.py`). Each implementation has its",
+        "audit row per memory write, JSON parsed and timestamps returned as aware datetimes",
+        "(`benchmarks/baselines.py`). Each implementation has its",
         "own copy of the same prefilled database file. Latencies are per call, in microseconds;",
         "the ratio is abathur's p50 over the baseline's p50.",
         "",
