@@ -349,17 +349,43 @@ class Database:
                 await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
             yield session
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A bare connection inside one read transaction, for Core statements.
+
+        Lighter than a session (no unit of work, no identity map): the hot
+        read paths use it through ``read()``.
+        """
+        async with self._exclusive(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
         """Run ``work`` in one transaction, retrying it whole on lock contention."""
+
+        async def attempt() -> T:
+            async with self.transaction(write=write) as session:
+                return await work(session)
+
+        return await self._retrying(attempt)
+
+    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run Core-only reads on a bare connection in one transaction (see ``reading``)."""
+
+        async def attempt() -> T:
+            async with self.reading() as conn:
+                return await work(conn)
+
+        return await self._retrying(attempt)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = RETRY_FIRST_DELAY
-        for attempt in range(RETRY_ATTEMPTS):
+        for number in range(RETRY_ATTEMPTS):
             try:
-                async with self.transaction(write=write) as session:
-                    return await work(session)
+                return await attempt()
             except DBAPIError as exc:
                 if not is_retryable(exc):
                     raise
-                if attempt == RETRY_ATTEMPTS - 1:
+                if number == RETRY_ATTEMPTS - 1:
                     raise DatabaseError(
                         f"database still busy after {RETRY_ATTEMPTS} attempts: {exc.orig}"
                     ) from exc

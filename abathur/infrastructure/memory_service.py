@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from abathur.domain import validated
 from abathur.domain.core import MemoryOperation, NewAuditEntry, NewTask
@@ -197,7 +197,7 @@ class MemoryService:
         (deleted or not; its ``is_deleted`` says which). ``None`` when absent."""
         ref = _check(VersionRef, namespace=namespace, key=key, version=version)
 
-        async def work(session: AsyncSession) -> dict[str, Any] | None:
+        async def work(session: AsyncConnection) -> dict[str, Any] | None:
             repo = MemoryRepository(session)
             if ref.version is not None:
                 row = await repo.version(ref.namespace, ref.key, ref.version)
@@ -207,17 +207,17 @@ class MemoryService:
                     row = None
             return None if row is None else memory_dict(row)
 
-        return await self._db.run(work, write=False)
+        return await self._db.read(work)
 
     async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
         """Every version of the key, ascending, deleted ones included; ``[]`` if unknown."""
         ref = _check(KeyRef, namespace=namespace, key=key)
 
-        async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        async def work(session: AsyncConnection) -> list[dict[str, Any]]:
             rows = await MemoryRepository(session).history(ref.namespace, ref.key)
             return [memory_dict(r) for r in rows]
 
-        return await self._db.run(work, write=False)
+        return await self._db.read(work)
 
     async def search_memories(
         self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
@@ -234,13 +234,13 @@ class MemoryService:
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
         )
 
-        async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        async def work(session: AsyncConnection) -> list[dict[str, Any]]:
             rows = await MemoryRepository(session).search(
                 query.namespace_prefix, query.memory_type, query.limit
             )
             return [memory_dict(r) for r in rows]
 
-        return await self._db.run(work, write=False)
+        return await self._db.read(work)
 
     # ------------------------------------------------------------ writes
 

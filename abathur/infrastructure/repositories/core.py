@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Insert, Select, bindparam, func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from abathur.domain.core import NewAgent, NewAuditEntry, NewTask
 from abathur.errors import AlreadyExistsError, NotFoundError
@@ -19,7 +19,7 @@ from abathur.infrastructure.types import utcnow
 _INSERTS: dict[type[Any], tuple[Insert, list[tuple[str, str]]]] = {}
 
 
-async def insert_row(session: AsyncSession, row: Any) -> None:
+async def insert_row(session: AsyncSession | AsyncConnection, row: Any) -> None:
     """INSERT the attributes set on ``row`` and take its primary key from RETURNING.
 
     One Core statement, built once per model: the unit of work (``add`` +

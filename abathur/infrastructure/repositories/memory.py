@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Row, and_, bindparam, exists, false, func, select, text, true, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from abathur.errors import ConflictError
@@ -75,7 +75,9 @@ SEARCH_OF_TYPE = SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type"
 
 
 class MemoryRepository:
-    def __init__(self, session: AsyncSession):
+    """The reads that return plain rows also run on a bare connection (``Database.read``)."""
+
+    def __init__(self, session: AsyncSession | AsyncConnection):
         self.session = session
 
     async def lock_key(self, namespace: str, key: str) -> None:
