@@ -16,9 +16,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from abathur.domain import validated
@@ -50,8 +49,6 @@ from abathur.infrastructure.namespaces import is_in_subtree, parse_namespace
 from abathur.infrastructure.repositories.core import AuditRepository, TaskRepository, require
 from abathur.infrastructure.repositories.memory import MemoryRepository, MemoryVersion
 from abathur.infrastructure.types import utcnow
-
-M = TypeVar("M", bound=BaseModel)
 
 Resolver = Callable[[list[dict[str, Any]]], Awaitable[Any]]
 """``llm_based`` consolidation: receives a key's live versions (oldest first) and
@@ -124,10 +121,6 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _check(schema: type[M], **fields: Any) -> M:
-    return validated(schema, **fields)
-
-
 async def _audit(
     session: AsyncSession,
     *,
@@ -195,7 +188,7 @@ class MemoryService:
     ) -> dict[str, Any] | None:
         """The current version of a live key, or with ``version`` that exact row
         (deleted or not; its ``is_deleted`` says which). ``None`` when absent."""
-        ref = _check(VersionRef, namespace=namespace, key=key, version=version)
+        ref = validated(VersionRef, namespace=namespace, key=key, version=version)
 
         async def work(session: AsyncConnection) -> dict[str, Any] | None:
             repo = MemoryRepository(session)
@@ -211,7 +204,7 @@ class MemoryService:
 
     async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
         """Every version of the key, ascending, deleted ones included; ``[]`` if unknown."""
-        ref = _check(KeyRef, namespace=namespace, key=key)
+        ref = validated(KeyRef, namespace=namespace, key=key)
 
         async def work(session: AsyncConnection) -> list[dict[str, Any]]:
             rows = await MemoryRepository(session).history(ref.namespace, ref.key)
@@ -230,7 +223,7 @@ class MemoryService:
         whole ``user:`` tree; ``temp`` and unknown prefixes are rejected.
         Newest ``updated_at`` first, at most ``limit`` (1..1000) results.
         """
-        query = _check(
+        query = validated(
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
         )
 
@@ -258,7 +251,7 @@ class MemoryService:
 
         A live key raises AlreadyExistsError.
         """
-        new = _check(
+        new = validated(
             NewMemory,
             namespace=namespace,
             key=key,
@@ -313,7 +306,7 @@ class MemoryService:
     ) -> int:
         """A new version of a live key with ``value``; memory type, metadata,
         ``created_by`` and ``created_at`` carry forward. Returns the new row id."""
-        change = _check(
+        change = validated(
             MemoryUpdate,
             namespace=namespace,
             key=key,
@@ -350,7 +343,7 @@ class MemoryService:
 
         A missing or already deleted key raises NotFoundError.
         """
-        deletion = _check(
+        deletion = validated(
             MemoryDeletion, namespace=namespace, key=key, deleted_by=deleted_by, task_id=task_id
         )
 
@@ -387,7 +380,7 @@ class MemoryService:
         Audited as an ``update`` with action type ``memory_restore``. Returns
         the new row id.
         """
-        restore = _check(
+        restore = validated(
             MemoryRestore,
             namespace=namespace,
             key=key,
@@ -449,7 +442,7 @@ class MemoryService:
         The target key gets a new version (version 1 if it never existed); the
         draft stays. Audited as ``publish``. Returns the new row id.
         """
-        publish = _check(
+        publish = validated(
             MemoryPublish,
             from_namespace=from_ns,
             to_namespace=to_ns,
@@ -548,7 +541,7 @@ class MemoryService:
                 f"unknown consolidation strategy {consolidation_strategy!r}; "
                 f"use one of {', '.join(CONSOLIDATION_STRATEGIES)}"
             )
-        request = _check(
+        request = validated(
             Consolidation,
             namespace=namespace,
             strategy=consolidation_strategy,
