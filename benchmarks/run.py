@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import inspect
 import io
 import json
 import math
@@ -215,27 +216,40 @@ class Bench:
             if not many and statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
                 self.statements.setdefault(statement, params)
 
+    async def compare(
+        self,
+        op: str,
+        contenders: list[tuple[str, Callable[..., Any]]],
+        calls: list[tuple[Any, ...]],
+        **extra: Any,
+    ) -> None:
+        """Time every contender on the same calls, interleaved call by call so
+        that whatever else the machine does weighs on all of them alike."""
+        samples: dict[str, list[float]] = {impl: [] for impl, _ in contenders}
+        for args in calls:
+            for impl, fn in contenders:
+                start = time.perf_counter_ns()
+                result = fn(*args)
+                if inspect.isawaitable(result):
+                    await result
+                samples[impl].append((time.perf_counter_ns() - start) / 1000)
+        for impl, _ in contenders:
+            self.record(op, impl, warm(samples[impl]), extra=extra)
+
     async def sessions(self) -> None:
         n = self.n
         base = await self.base_file("sessions", sessions={})
         async with Contestants(base, self.workdir, "create") as c:
             assert c.db and c.aio and c.sync
             self.watch(c.db)
-            ids = [[f"{impl}-{i}" for i in range(n)] for impl in IMPLS]
-            self.record(
+            await self.compare(
                 "session create",
-                "abathur",
-                await time_async(c.db.sessions.create_session, ((i, "bench", "u") for i in ids[0])),
-            )
-            self.record(
-                "session create",
-                "aiosqlite",
-                await time_async(c.aio.create_session, ((i, "bench", "u") for i in ids[1])),
-            )
-            self.record(
-                "session create",
-                "sqlite3",
-                time_sync(c.sync.create_session, ((i, "bench", "u") for i in ids[2])),
+                [
+                    ("abathur", c.db.sessions.create_session),
+                    ("aiosqlite", c.aio.create_session),
+                    ("sqlite3", c.sync.create_session),
+                ],
+                [(f"s{i}", "bench", "u") for i in range(n)],
             )
 
         for length in self.lengths:
@@ -245,33 +259,16 @@ class Bench:
             async with Contestants(base, self.workdir, f"append{length}") as c:
                 assert c.db and c.aio and c.sync
                 self.watch(c.db)
-
-                def calls(impl: str) -> Iterable[tuple[Any, ...]]:
-                    return (
-                        (f"s{i % SPREAD}", {**EVENT, "i": i}, {"session:last": i}) for i in range(n)
-                    )
-
-                op = f"append_event @ {length} events"
-                self.record(
-                    op,
-                    "abathur",
-                    await time_async(
-                        lambda s, e, d: c.db.sessions.append_event(s, e, state_delta=d),
-                        calls("abathur"),
-                    ),
-                    extra={"length": length},
-                )
-                self.record(
-                    op,
-                    "aiosqlite",
-                    await time_async(c.aio.append_event, calls("aiosqlite")),
-                    extra={"length": length},
-                )
-                self.record(
-                    op,
-                    "sqlite3",
-                    time_sync(c.sync.append_event, calls("sqlite3")),
-                    extra={"length": length},
+                db = c.db
+                await self.compare(
+                    f"append_event @ {length} events",
+                    [
+                        ("abathur", lambda s, e, d: db.sessions.append_event(s, e, state_delta=d)),
+                        ("aiosqlite", c.aio.append_event),
+                        ("sqlite3", c.sync.append_event),
+                    ],
+                    [(f"s{i % SPREAD}", {**EVENT, "i": i}, {"session:last": i}) for i in range(n)],
+                    length=length,
                 )
 
         base = await self.base_file("get", sessions={"g": 100})
@@ -280,16 +277,15 @@ class Bench:
             self.watch(c.db)
             got = await c.db.sessions.get_session("g")
             assert got is not None and len(got["events"]) == 100
-            op = "get_session (100 events)"
-            self.record(
-                op,
-                "abathur",
-                await time_async(c.db.sessions.get_session, (("g",) for _ in range(n))),
+            await self.compare(
+                "get_session (100 events)",
+                [
+                    ("abathur", c.db.sessions.get_session),
+                    ("aiosqlite", c.aio.get_session),
+                    ("sqlite3", c.sync.get_session),
+                ],
+                [("g",)] * n,
             )
-            self.record(
-                op, "aiosqlite", await time_async(c.aio.get_session, (("g",) for _ in range(n)))
-            )
-            self.record(op, "sqlite3", time_sync(c.sync.get_session, (("g",) for _ in range(n))))
 
             op = "50 concurrent get_session"
             for impl, getter in (
@@ -349,109 +345,54 @@ class Bench:
 
     async def memory(self) -> None:
         n = self.n
-        hist_keys = 10
-        base = await self.base_file("memory", sessions={}, history_keys=hist_keys)
+        base = await self.base_file("memory", sessions={}, history_keys=10)
         async with Contestants(base, self.workdir, "memory") as c:
             assert c.db and c.aio and c.sync
             self.watch(c.db)
-            mem = c.db.memory
-            contenders_add: list[tuple[str, Callable[..., Any], bool]] = [
-                (
-                    "abathur",
-                    lambda ns, k, v: mem.add_memory(ns, k, v, "semantic", "bench", TASK_ID),
-                    True,
-                ),
-                ("aiosqlite", lambda ns, k, v: c.aio.add_memory(ns, k, v, "bench", TASK_ID), True),
-                ("sqlite3", lambda ns, k, v: c.sync.add_memory(ns, k, v, "bench", TASK_ID), False),
-            ]
-            for impl, add, is_async in contenders_add:
-                calls = (("user:bench:add", f"a{i}", MEMORY_VALUE) for i in range(n))
-                samples = await time_async(add, calls) if is_async else time_sync(add, calls)
-                self.record("memory add (version 1 + audit)", impl, samples)
-
-            updaters: list[tuple[str, Callable[..., Any], bool]] = [
-                ("abathur", lambda ns, k, v: mem.update_memory(ns, k, v, "bench", TASK_ID), True),
-                (
-                    "aiosqlite",
-                    lambda ns, k, v: c.aio.update_memory(ns, k, v, "bench", TASK_ID),
-                    True,
-                ),
-                (
-                    "sqlite3",
-                    lambda ns, k, v: c.sync.update_memory(ns, k, v, "bench", TASK_ID),
-                    False,
-                ),
-            ]
-            for impl, upd, is_async in updaters:
-                calls = (
-                    ("user:bench:add", f"a{i % 10}", {**MEMORY_VALUE, "i": i}) for i in range(n)
-                )
-                samples = await time_async(upd, calls) if is_async else time_sync(upd, calls)
-                self.record("memory update (new version + audit)", impl, samples)
-
-            readers: list[tuple[str, str, Callable[..., Any], tuple[Any, ...], bool]] = [
-                ("memory get latest", "abathur", mem.get_memory, ("user:bench:add", "a3"), True),
-                (
-                    "memory get latest",
-                    "aiosqlite",
-                    c.aio.get_memory,
-                    ("user:bench:add", "a3"),
-                    True,
-                ),
-                (
-                    "memory get latest",
-                    "sqlite3",
-                    c.sync.get_memory,
-                    ("user:bench:add", "a3"),
-                    False,
-                ),
-                (
-                    "memory get version",
-                    "abathur",
-                    mem.get_memory,
-                    ("user:bench:add", "a3", 1),
-                    True,
-                ),
-                (
-                    "memory get version",
-                    "aiosqlite",
-                    c.aio.get_memory,
-                    ("user:bench:add", "a3", 1),
-                    True,
-                ),
-                (
-                    "memory get version",
-                    "sqlite3",
-                    c.sync.get_memory,
-                    ("user:bench:add", "a3", 1),
-                    False,
-                ),
-                (
-                    "memory history (10 versions)",
-                    "abathur",
-                    mem.get_memory_history,
-                    ("user:bench:history", "h1"),
-                    True,
-                ),
-                (
-                    "memory history (10 versions)",
-                    "aiosqlite",
-                    c.aio.history,
-                    ("user:bench:history", "h1"),
-                    True,
-                ),
-                (
-                    "memory history (10 versions)",
-                    "sqlite3",
-                    c.sync.history,
-                    ("user:bench:history", "h1"),
-                    False,
-                ),
-            ]
-            for op, impl, fn, args, is_async in readers:
-                calls = (args for _ in range(n))
-                samples = await time_async(fn, calls) if is_async else time_sync(fn, calls)
-                self.record(op, impl, samples)
+            mem, aio, sync = c.db.memory, c.aio, c.sync
+            await self.compare(
+                "memory add (version 1 + audit)",
+                [
+                    ("abathur", lambda k: mem.add_memory(SEARCH_ROOT, k, MEMORY_VALUE, "semantic",
+                                                         "bench", TASK_ID)),
+                    ("aiosqlite", lambda k: aio.add_memory(SEARCH_ROOT, k, MEMORY_VALUE, "bench",
+                                                           TASK_ID)),
+                    ("sqlite3", lambda k: sync.add_memory(SEARCH_ROOT, k, MEMORY_VALUE, "bench",
+                                                          TASK_ID)),
+                ],
+                [(f"a{i}",) for i in range(n)],
+            )  # fmt: skip
+            await self.compare(
+                "memory update (new version + audit)",
+                [
+                    (
+                        "abathur",
+                        lambda k, v: mem.update_memory(SEARCH_ROOT, k, v, "bench", TASK_ID),
+                    ),
+                    (
+                        "aiosqlite",
+                        lambda k, v: aio.update_memory(SEARCH_ROOT, k, v, "bench", TASK_ID),
+                    ),
+                    (
+                        "sqlite3",
+                        lambda k, v: sync.update_memory(SEARCH_ROOT, k, v, "bench", TASK_ID),
+                    ),
+                ],
+                [(f"a{i % 10}", {**MEMORY_VALUE, "i": i}) for i in range(n)],
+            )
+            readers: list[tuple[str, list[tuple[str, Callable[..., Any]]], tuple[Any, ...]]] = [
+                ("memory get latest",
+                 [("abathur", mem.get_memory), ("aiosqlite", aio.get_memory),
+                  ("sqlite3", sync.get_memory)], (SEARCH_ROOT, "a3")),
+                ("memory get version",
+                 [("abathur", mem.get_memory), ("aiosqlite", aio.get_memory),
+                  ("sqlite3", sync.get_memory)], (SEARCH_ROOT, "a3", 1)),
+                ("memory history (10 versions)",
+                 [("abathur", mem.get_memory_history), ("aiosqlite", aio.history),
+                  ("sqlite3", sync.history)], ("user:bench:history", "h1")),
+            ]  # fmt: skip
+            for op, contenders, args in readers:
+                await self.compare(op, contenders, [args] * n)
             history = await mem.get_memory_history("user:bench:history", "h1")
             assert [h["version"] for h in history] == list(range(1, 11))
 
@@ -462,28 +403,18 @@ class Bench:
             async with Contestants(base, self.workdir, f"search{size}") as c:
                 assert c.db and c.aio and c.sync
                 self.watch(c.db)
-                hits = self.search_hits
-                found = await c.db.memory.search_memories(SEARCH_ROOT, limit=hits)
+                hits, mem = self.search_hits, c.db.memory
+                found = await mem.search_memories(SEARCH_ROOT, limit=hits)
                 assert len(found) == hits, len(found)
-                op = f"search {hits} of {size} memories"
-                calls = [(SEARCH_ROOT, None, hits)] * n
-                self.record(
-                    op,
-                    "abathur",
-                    await time_async(c.db.memory.search_memories, calls),
-                    extra={"table_size": size},
-                )
-                self.record(
-                    op,
-                    "aiosqlite",
-                    await time_async(c.aio.search, ((SEARCH_ROOT, hits) for _ in range(n))),
-                    extra={"table_size": size},
-                )
-                self.record(
-                    op,
-                    "sqlite3",
-                    time_sync(c.sync.search, ((SEARCH_ROOT, hits) for _ in range(n))),
-                    extra={"table_size": size},
+                await self.compare(
+                    f"search {hits} of {size} memories",
+                    [
+                        ("abathur", lambda: mem.search_memories(SEARCH_ROOT, limit=hits)),
+                        ("aiosqlite", lambda: c.aio.search(SEARCH_ROOT, hits)),
+                        ("sqlite3", lambda: c.sync.search(SEARCH_ROOT, hits)),
+                    ],
+                    [()] * n,
+                    table_size=size,
                 )
 
     async def explain(self) -> list[dict[str, Any]]:
