@@ -123,23 +123,25 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 
 async def _audit(
     session: AsyncSession,
+    entry: MemoryEntry | MemoryVersion,
     *,
     task_id: str,
     operation: MemoryOperation,
     action_type: str,
-    namespace: str,
-    entry_id: int,
-    data: dict[str, Any],
+    **data: Any,
 ) -> None:
+    """The one audit row of a memory write. ``entry`` is the version written
+    (for a delete, the latest one); ``action_data`` holds its key and version
+    and ``data``."""
     await AuditRepository(session).append(
         NewAuditEntry(
             task_id=task_id,
             action_type=action_type,
-            action_data=data,
+            action_data={"key": entry.key, "version": entry.version, **data},
             result="success",
             memory_operation_type=operation,
-            memory_namespace=namespace,
-            memory_entry_id=entry_id,
+            memory_namespace=entry.namespace,
+            memory_entry_id=entry.id,
         )
     )
 
@@ -290,12 +292,11 @@ class MemoryService:
             )
             await _audit(
                 session,
+                row,
                 task_id=new.task_id,
                 operation="create",
                 action_type="memory_create",
-                namespace=new.namespace,
-                entry_id=row.id,
-                data={"key": new.key, "version": row.version, "created_by": new.created_by},
+                created_by=new.created_by,
             )
             return row.id
 
@@ -327,12 +328,11 @@ class MemoryService:
             )
             await _audit(
                 session,
+                row,
                 task_id=change.task_id,
                 operation="update",
                 action_type="memory_update",
-                namespace=change.namespace,
-                entry_id=row.id,
-                data={"key": change.key, "version": row.version, "updated_by": change.updated_by},
+                updated_by=change.updated_by,
             )
             return row.id
 
@@ -357,16 +357,11 @@ class MemoryService:
             await repo.mark_deleted(deletion.namespace, deletion.key)
             await _audit(
                 session,
+                latest,
                 task_id=deletion.task_id,
                 operation="delete",
                 action_type="memory_delete",
-                namespace=deletion.namespace,
-                entry_id=latest.id,
-                data={
-                    "key": deletion.key,
-                    "version": latest.version,
-                    "deleted_by": deletion.deleted_by,
-                },
+                deleted_by=deletion.deleted_by,
             )
 
         await self._db.run(work)
@@ -418,17 +413,12 @@ class MemoryService:
             )
             await _audit(
                 session,
+                row,
                 task_id=restore.task_id,
                 operation="update",
                 action_type="memory_restore",
-                namespace=restore.namespace,
-                entry_id=row.id,
-                data={
-                    "key": restore.key,
-                    "version": row.version,
-                    "restored_from_version": restore.version,
-                    "updated_by": restore.restored_by,
-                },
+                restored_from_version=restore.version,
+                updated_by=restore.restored_by,
             )
             return row.id
 
@@ -496,18 +486,13 @@ class MemoryService:
             )
             await _audit(
                 session,
+                row,
                 task_id=publish.task_id,
                 operation="publish",
                 action_type="memory_publish",
-                namespace=publish.to_namespace,
-                entry_id=row.id,
-                data={
-                    "key": publish.key,
-                    "version": row.version,
-                    "from_namespace": publish.from_namespace,
-                    "from_version": source.version,
-                    "published_by": publish.published_by,
-                },
+                from_namespace=publish.from_namespace,
+                from_version=source.version,
+                published_by=publish.published_by,
             )
             return row.id
 
@@ -611,18 +596,13 @@ class MemoryService:
                 await repo.mark_deleted(ns, key, below_version=row.version)
                 await _audit(
                     session,
+                    row,
                     task_id=audit_task,
                     operation="consolidate",
                     action_type="memory_consolidate",
-                    namespace=ns,
-                    entry_id=row.id,
-                    data={
-                        "key": key,
-                        "version": row.version,
-                        "strategy": request.strategy,
-                        "consolidated_from": ids,
-                        "updated_by": request.consolidated_by,
-                    },
+                    strategy=request.strategy,
+                    consolidated_from=ids,
+                    updated_by=request.consolidated_by,
                 )
                 count += 1
             return count
@@ -675,17 +655,12 @@ class MemoryService:
                 await repo.mark_deleted(ns, key)
                 await _audit(
                     session,
+                    latest,
                     task_id=audit_task,
                     operation="delete",
                     action_type="memory_expire",
-                    namespace=ns,
-                    entry_id=latest.id,
-                    data={
-                        "key": key,
-                        "version": latest.version,
-                        "deleted_by": expired_by,
-                        "older_than_seconds": older_than.total_seconds(),
-                    },
+                    deleted_by=expired_by,
+                    older_than_seconds=older_than.total_seconds(),
                 )
                 count += 1
             return count
@@ -727,12 +702,11 @@ class MemoryService:
                 )
                 await _audit(
                     session,
+                    row,
                     task_id=audit_task,
                     operation="create",
                     action_type="memory_create",
-                    namespace=ns,
-                    entry_id=row.id,
-                    data={"key": key, "version": row.version, "created_by": SYSTEM_ACTOR},
+                    created_by=SYSTEM_ACTOR,
                 )
                 written += 1
             return written
