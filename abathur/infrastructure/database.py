@@ -350,14 +350,19 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        """A bare connection inside one read transaction, for Core statements.
+    async def connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A bare connection inside one transaction, for Core statements.
 
         Lighter than a session (no unit of work, no identity map): the hot
-        read paths use it through ``read()``.
+        paths use it through ``read()`` and ``write()``. Writes take the same
+        locks as ``transaction(write=True)``.
         """
-        async with self._exclusive(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        writer = self._writer if write and self._writer is not None else nullcontext()
+        async with self._exclusive(), writer, self.engine.connect() as conn:
+            if write and self.is_sqlite:
+                conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                yield conn
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
         """Run ``work`` in one transaction, retrying it whole on lock contention."""
@@ -369,10 +374,19 @@ class Database:
         return await self._retrying(attempt)
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run Core-only reads on a bare connection in one transaction (see ``reading``)."""
+        """Run Core-only reads on a bare connection in one transaction."""
+        return await self._on_connection(work, write=False)
 
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run Core-only writes on a bare connection in one write transaction,
+        retrying it whole on lock contention, like ``run()``."""
+        return await self._on_connection(work, write=True)
+
+    async def _on_connection(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, write: bool
+    ) -> T:
         async def attempt() -> T:
-            async with self.reading() as conn:
+            async with self.connection(write=write) as conn:
                 return await work(conn)
 
         return await self._retrying(attempt)

@@ -46,7 +46,12 @@ from abathur.errors import (
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import MemoryEntry, Task
 from abathur.infrastructure.namespaces import is_in_subtree, parse_namespace
-from abathur.infrastructure.repositories.core import AuditRepository, TaskRepository, require
+from abathur.infrastructure.repositories.core import (
+    AuditRepository,
+    Executor,
+    TaskRepository,
+    require,
+)
 from abathur.infrastructure.repositories.memory import MemoryRepository, MemoryVersion
 from abathur.infrastructure.types import utcnow
 
@@ -122,7 +127,7 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _audit(
-    session: AsyncSession,
+    session: Executor,
     entry: MemoryEntry | MemoryVersion,
     *,
     task_id: str,
@@ -264,7 +269,7 @@ class MemoryService:
             metadata=metadata,
         )
 
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncConnection) -> int:
             await require(session, Task, new.task_id, "task")
             repo = MemoryRepository(session)
             await repo.lock_key(new.namespace, new.key)
@@ -300,7 +305,7 @@ class MemoryService:
             )
             return row.id
 
-        return await self._db.run(work)
+        return await self._db.write(work)
 
     async def update_memory(
         self, namespace: str, key: str, value: dict[str, Any], updated_by: str, task_id: str
@@ -316,7 +321,7 @@ class MemoryService:
             task_id=task_id,
         )
 
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncConnection) -> int:
             await require(session, Task, change.task_id, "task")
             repo = MemoryRepository(session)
             await repo.lock_key(change.namespace, change.key)
@@ -336,7 +341,7 @@ class MemoryService:
             )
             return row.id
 
-        return await self._db.run(work)
+        return await self._db.write(work)
 
     async def delete_memory(self, namespace: str, key: str, deleted_by: str, task_id: str) -> None:
         """Soft delete: ``is_deleted`` on every version; nothing is removed.
@@ -347,7 +352,7 @@ class MemoryService:
             MemoryDeletion, namespace=namespace, key=key, deleted_by=deleted_by, task_id=task_id
         )
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncConnection) -> None:
             await require(session, Task, deletion.task_id, "task")
             repo = MemoryRepository(session)
             await repo.lock_key(deletion.namespace, deletion.key)
@@ -364,7 +369,7 @@ class MemoryService:
                 deleted_by=deletion.deleted_by,
             )
 
-        await self._db.run(work)
+        await self._db.write(work)
 
     async def restore_memory(
         self, namespace: str, key: str, version: int, restored_by: str, task_id: str
@@ -384,7 +389,7 @@ class MemoryService:
             task_id=task_id,
         )
 
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncConnection) -> int:
             await require(session, Task, restore.task_id, "task")
             repo = MemoryRepository(session)
             await repo.lock_key(restore.namespace, restore.key)
@@ -422,7 +427,7 @@ class MemoryService:
             )
             return row.id
 
-        return await self._db.run(work)
+        return await self._db.write(work)
 
     async def publish_memory(
         self, from_ns: str, to_ns: str, key: str, published_by: str, task_id: str
@@ -451,7 +456,7 @@ class MemoryService:
                 f"publish copies into a user: or project: namespace, not {publish.to_namespace!r}"
             )
 
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncConnection) -> int:
             await require(session, Task, publish.task_id, "task")
             repo = MemoryRepository(session)
             await repo.lock_key(publish.to_namespace, publish.key)
@@ -496,7 +501,7 @@ class MemoryService:
             )
             return row.id
 
-        return await self._db.run(work)
+        return await self._db.write(work)
 
     # ------------------------------------------------------------ consolidation
 

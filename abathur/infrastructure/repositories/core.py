@@ -16,10 +16,21 @@ from abathur.infrastructure.models import Agent, AuditEntry, Checkpoint, Session
 from abathur.infrastructure.namespaces import in_subtree
 from abathur.infrastructure.types import utcnow
 
+# What repositories run statements on: a session (ORM work) or a bare
+# connection (Core statements only; see Database.read/write).
+Executor = AsyncSession | AsyncConnection
+
+
+def dialect_name(executor: Executor) -> str:
+    bind = executor.bind if isinstance(executor, AsyncSession) else executor
+    assert bind is not None
+    return bind.dialect.name
+
+
 _INSERTS: dict[type[Any], tuple[Insert, list[tuple[str, str]]]] = {}
 
 
-async def insert_row(session: AsyncSession | AsyncConnection, row: Any) -> None:
+async def insert_row(session: Executor, row: Any) -> None:
     """INSERT the attributes set on ``row`` and take its primary key from RETURNING.
 
     One Core statement, built once per model: the unit of work (``add`` +
@@ -66,7 +77,7 @@ def _exists_query(model: type[Any]) -> Select[Any]:
     return _EXISTS[table.name]
 
 
-async def require(session: AsyncSession, model: type[Any], key: Any, what: str) -> None:
+async def require(session: Executor, model: type[Any], key: Any, what: str) -> None:
     """Raise NotFoundError unless the row with primary key ``key`` exists."""
     found = await session.scalar(_exists_query(model), {"key": key})
     if found is None:
@@ -148,7 +159,7 @@ class CheckpointRepository:
 
 
 class AuditRepository:
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: Executor):
         self.session = session
 
     async def append(self, entry: NewAuditEntry) -> AuditEntry:

@@ -21,13 +21,12 @@ from typing import Any
 from sqlalchemy import Row, and_, bindparam, exists, false, func, select, text, true, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from abathur.errors import ConflictError
 from abathur.infrastructure.models import MemoryEntry
 from abathur.infrastructure.namespaces import in_subtree, subtree_bounds
-from abathur.infrastructure.repositories.core import insert_row
+from abathur.infrastructure.repositories.core import Executor, dialect_name, insert_row
 
 LIVE = MemoryEntry.is_deleted == false()
 
@@ -77,7 +76,7 @@ SEARCH_OF_TYPE = SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type"
 class MemoryRepository:
     """The reads that return plain rows also run on a bare connection (``Database.read``)."""
 
-    def __init__(self, session: AsyncSession | AsyncConnection):
+    def __init__(self, session: Executor):
         self.session = session
 
     async def lock_key(self, namespace: str, key: str) -> None:
@@ -87,9 +86,8 @@ class MemoryRepository:
         at a time. PostgreSQL takes a transaction-scoped advisory lock, which
         also covers a key that has no row yet.
         """
-        connection = await self.session.connection()
-        if connection.dialect.name == "postgresql":
-            await connection.execute(
+        if dialect_name(self.session) == "postgresql":
+            await self.session.execute(
                 text("SELECT pg_advisory_xact_lock(:lock_id)"),
                 {"lock_id": key_lock_id(namespace, key)},
             )
