@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from abathur.domain import validated
 from abathur.domain.sessions import (
@@ -40,8 +40,7 @@ from abathur.errors import (
     ValidationError,
 )
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.models import Session
-from abathur.infrastructure.repositories.sessions import SessionRepository
+from abathur.infrastructure.repositories.sessions import SessionRepository, SessionRow
 from abathur.infrastructure.types import check_json, utcnow
 
 
@@ -50,7 +49,7 @@ def _require_aware(value: datetime | None, what: str) -> None:
         raise ValidationError(f"{what} must be a timezone-aware datetime")
 
 
-def _check_transition(row: Session, status: str) -> None:
+def _check_transition(row: SessionRow, status: str) -> None:
     if status not in TRANSITIONS[row.status]:
         allowed = ", ".join(sorted(TRANSITIONS[row.status])) or "none"
         raise InvalidTransitionError(
@@ -59,7 +58,7 @@ def _check_transition(row: Session, status: str) -> None:
         )
 
 
-def _check_open(row: Session) -> None:
+def _check_open(row: SessionRow) -> None:
     if row.status in CLOSED_STATUSES:
         raise ConflictError(f"session {row.id!r} is {row.status}: it accepts no more writes")
 
@@ -89,10 +88,10 @@ class SessionService:
         )
         check_json(new.state, "initial_state")
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncConnection) -> None:
             await SessionRepository(session).create(new)
 
-        await self._db.run(work)
+        await self._db.write(work)
 
     async def get_session(
         self,
@@ -149,7 +148,7 @@ class SessionService:
                 f"invalid session status {status!r}; valid: {', '.join(SESSION_STATUSES)}"
             )
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncConnection) -> None:
             repo = SessionRepository(session)
             row = await repo.lock(session_id)
             _check_transition(row, status)
@@ -160,7 +159,7 @@ class SessionService:
                 changes["archived_at"] = utcnow()
             await repo.save(row, **changes)
 
-        await self._db.run(work)
+        await self._db.write(work)
 
     async def get_state(self, session_id: str, key: str) -> Any | None:
         """The value under ``key``, or None when the key is not set."""
@@ -178,13 +177,13 @@ class SessionService:
         write = validated(StateWrite, session_id=session_id, key=key)
         check_json(value, f"state value of {key!r}")
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncConnection) -> None:
             repo = SessionRepository(session)
             row = await repo.lock(write.session_id)
             _check_open(row)
             await repo.save(row, state={**row.state, write.key: value})
 
-        await self._db.run(work)
+        await self._db.write(work)
 
     async def list_active_sessions(self, user_id: str | None = None) -> list[dict[str, Any]]:
         """Active sessions, most recently updated first (without their events)."""
@@ -198,14 +197,14 @@ class SessionService:
     async def terminate_session(self, session_id: str) -> None:
         """Status ``terminated``, ``terminated_at`` set, every ``temp:`` key dropped."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncConnection) -> None:
             repo = SessionRepository(session)
             row = await repo.lock(session_id)
             _check_transition(row, "terminated")
             kept = {k: v for k, v in row.state.items() if not k.startswith(TEMP_PREFIX)}
             await repo.save(row, status="terminated", terminated_at=utcnow(), state=kept)
 
-        await self._db.run(work)
+        await self._db.write(work)
 
     # ------------------------------------------------------------ beyond the spec
 
@@ -234,7 +233,7 @@ class SessionService:
         check_json(stamped, "event")
         check_json(batch.state_delta, "state_delta")
 
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncConnection) -> int:
             repo = SessionRepository(session)
             row = await repo.lock(batch.session_id)
             _check_open(row)
@@ -249,7 +248,7 @@ class SessionService:
             await repo.save(row, state=state)
             return last + len(stamped)
 
-        return await self._db.run(work)
+        return await self._db.write(work)
 
     async def list_events(
         self, session_id: str, *, after_seq: int | None = None, limit: int = 100
@@ -299,8 +298,8 @@ class SessionService:
         """Delete the session and its events; tasks, agents and checkpoints that
         referred to it keep their rows with ``session_id`` NULL."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncConnection) -> None:
             if not await SessionRepository(session).delete(session_id):
                 raise NotFoundError(f"session {session_id!r} not found")
 
-        await self._db.run(work)
+        await self._db.write(work)

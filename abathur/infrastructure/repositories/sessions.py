@@ -26,13 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from abathur.domain.sessions import NewSession, SessionQuery
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Session, SessionEvent
-from abathur.infrastructure.repositories.core import insert_row
+from abathur.infrastructure.repositories.core import Executor, insert_row
 from abathur.infrastructure.types import utcnow
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -46,10 +44,16 @@ IN_LIVE_STATUSES = Session.status.in_([literal_column(f"'{s}'") for s in LIVE_ST
 # statement per call costs about as much as running it.
 GET = select(Session).where(Session.id == bindparam("id"))
 # SQLite renders no FOR UPDATE: BEGIN IMMEDIATE already took the write lock.
-LOCK = GET.with_for_update()
+SESSION_FIELDS = tuple(
+    getattr(Session, prop.key).label(prop.key) for prop in sa_inspect(Session).column_attrs
+)
+# The row a writer works on, as a plain row; SQLite renders no FOR UPDATE:
+# BEGIN IMMEDIATE already took the write lock.
+LOCK = select(*SESSION_FIELDS).where(Session.id == bindparam("id")).with_for_update()
 LAST_SEQ = select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
 SESSIONS: Table = Session.__table__  # type: ignore[assignment]
 EventRow = Row[Any]
+SessionRow = Row[Any]
 EVENT_FIELDS = tuple(
     getattr(SessionEvent, prop.key).label(prop.key)
     for prop in sa_inspect(SessionEvent).column_attrs
@@ -74,7 +78,9 @@ def _later(previous: datetime) -> datetime:
 
 
 class SessionRepository:
-    def __init__(self, session: AsyncSession):
+    """Writes and event reads also run on a bare connection (``Database.write``)."""
+
+    def __init__(self, session: Executor):
         self.session = session
 
     # ------------------------------------------------------------ sessions
@@ -106,23 +112,19 @@ class SessionRepository:
         found = (await self.session.execute(GET_WITH_LAST_SEQ, {"id": session_id})).one_or_none()
         return None if found is None else (found[0], int(found[1] or 0))
 
-    async def lock(self, session_id: str) -> Session:
+    async def lock(self, session_id: str) -> SessionRow:
         """The session row, locked against other writers until the transaction ends."""
-        row = await self.session.scalar(LOCK, {"id": session_id})
+        row = (await self.session.execute(LOCK, {"id": session_id})).first()
         if row is None:
             raise NotFoundError(f"session {session_id!r} not found")
         return row
 
-    async def save(self, row: Session, **changes: Any) -> None:
+    async def save(self, row: SessionRow, **changes: Any) -> None:
         """Write ``changes`` to a locked row and advance its ``last_update_time``."""
         changes["last_update_time"] = _later(row.last_update_time)
         await self.session.execute(
             SESSIONS.update().where(SESSIONS.c.id == row.id).values(**changes)
         )
-        for name, value in changes.items():
-            # The row now matches the database: record the values without
-            # marking it dirty, or the unit of work would write them again.
-            set_committed_value(row, name, value)
 
     async def delete(self, session_id: str) -> bool:
         """Delete the session; its events go with it, other references become NULL."""
