@@ -53,7 +53,7 @@ async def insert_row(session: Executor, row: Any) -> None:
         setattr(row, column.key, value)
 
 
-async def _flush_new(session: AsyncSession, row: Any, what: str) -> None:
+async def flush_new(session: AsyncSession, row: Any, what: str) -> None:
     """Flush an INSERT, translating a duplicate key into AlreadyExistsError."""
     session.add(row)
     try:
@@ -100,7 +100,7 @@ class TaskRepository:
             submitted_at=now,
             last_updated_at=now,
         )
-        await _flush_new(self.session, row, f"task {task_id!r}")
+        await flush_new(self.session, row, f"task {task_id!r}")
         return row
 
     async def get(self, task_id: str) -> Task | None:
@@ -123,7 +123,7 @@ class AgentRepository:
         if new.session_id is not None:
             await require(self.session, Session, new.session_id, "session")
         row = Agent(id=agent_id, **new.model_dump(exclude={"id"}), spawned_at=utcnow())
-        await _flush_new(self.session, row, f"agent {agent_id!r}")
+        await flush_new(self.session, row, f"agent {agent_id!r}")
         return row
 
     async def get(self, agent_id: str) -> Agent | None:
@@ -145,7 +145,7 @@ class CheckpointRepository:
             session_id=session_id,
             created_at=utcnow(),
         )
-        await _flush_new(self.session, row, f"checkpoint {task_id!r}/{iteration}")
+        await flush_new(self.session, row, f"checkpoint {task_id!r}/{iteration}")
         return row
 
     async def latest(self, task_id: str) -> Checkpoint | None:

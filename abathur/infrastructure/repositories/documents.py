@@ -12,7 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.domain.documents import ScannedDocument
 from abathur.infrastructure.models import DocumentIndex
-from abathur.infrastructure.repositories.core import _flush_new
+from abathur.infrastructure.repositories.core import flush_new
 
 # Literals, not bound parameters: a partial index is only usable when the
 # query's WHERE visibly implies the index's WHERE.
@@ -62,7 +62,7 @@ class DocumentIndexRepository:
             created_at=now,
             updated_at=now,
         )
-        await _flush_new(self.session, row, f"document {scanned.file_path!r}")
+        await flush_new(self.session, row, f"document {scanned.file_path!r}")
         return row
 
     async def mark_stale(self, row: DocumentIndex, scanned: ScannedDocument, now: datetime) -> None:
