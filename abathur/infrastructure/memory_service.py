@@ -151,6 +151,17 @@ async def _audit(
     )
 
 
+async def _begin_write(
+    session: Executor, task_id: str, namespace: str, key: str
+) -> tuple[MemoryRepository, MemoryVersion | None]:
+    """What every write of one key starts with: the task must exist, the key's
+    writers are serialised, and its newest version (deleted or not) is read."""
+    await require(session, Task, task_id, "task")
+    repo = MemoryRepository(session)
+    await repo.lock_key(namespace, key)
+    return repo, await repo.latest(namespace, key)
+
+
 async def _audit_task(session: AsyncSession, task_id: str | None) -> str:
     """The task that audit rows name: ``task_id`` (which must exist) or the system task.
 
@@ -270,10 +281,7 @@ class MemoryService:
         )
 
         async def work(session: AsyncConnection) -> int:
-            await require(session, Task, new.task_id, "task")
-            repo = MemoryRepository(session)
-            await repo.lock_key(new.namespace, new.key)
-            latest = await repo.latest(new.namespace, new.key)
+            repo, latest = await _begin_write(session, new.task_id, new.namespace, new.key)
             if latest is not None and not latest.is_deleted:
                 raise AlreadyExistsError(
                     f"memory {new.namespace!r}/{new.key!r} already exists "
@@ -322,10 +330,7 @@ class MemoryService:
         )
 
         async def work(session: AsyncConnection) -> int:
-            await require(session, Task, change.task_id, "task")
-            repo = MemoryRepository(session)
-            await repo.lock_key(change.namespace, change.key)
-            latest = await repo.latest(change.namespace, change.key)
+            repo, latest = await _begin_write(session, change.task_id, change.namespace, change.key)
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
             row = await repo.insert(
@@ -353,10 +358,9 @@ class MemoryService:
         )
 
         async def work(session: AsyncConnection) -> None:
-            await require(session, Task, deletion.task_id, "task")
-            repo = MemoryRepository(session)
-            await repo.lock_key(deletion.namespace, deletion.key)
-            latest = await repo.latest(deletion.namespace, deletion.key)
+            repo, latest = await _begin_write(
+                session, deletion.task_id, deletion.namespace, deletion.key
+            )
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {deletion.namespace!r}/{deletion.key!r} not found")
             await repo.mark_deleted(deletion.namespace, deletion.key)
@@ -390,11 +394,10 @@ class MemoryService:
         )
 
         async def work(session: AsyncConnection) -> int:
-            await require(session, Task, restore.task_id, "task")
-            repo = MemoryRepository(session)
-            await repo.lock_key(restore.namespace, restore.key)
+            repo, latest = await _begin_write(
+                session, restore.task_id, restore.namespace, restore.key
+            )
             source = await repo.version(restore.namespace, restore.key, restore.version)
-            latest = await repo.latest(restore.namespace, restore.key)
             if source is None or latest is None:
                 raise NotFoundError(
                     f"memory {restore.namespace!r}/{restore.key!r} has no version {restore.version}"
