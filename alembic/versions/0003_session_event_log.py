@@ -34,11 +34,11 @@ down_revision = "0002_milestone2_memory"
 branch_labels = None
 depends_on = None
 
-# json_each gives scalars as SQL values; this turns each element back into JSON text.
-SQLITE_ELEMENT_AS_JSON = (
-    "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' "
-    "WHEN 'object' THEN j.value WHEN 'array' THEN j.value ELSE json_quote(j.value) END"
-)
+# Each element's own JSON text. json_each's value column would turn numbers into
+# SQL doubles (0.30000000000000004 -> 0.3, big integers -> 1.2e+29); the ->
+# operator (SQLite 3.38+) returns the element's text exactly as stored.
+SQLITE_ELEMENT_AS_JSON = "s.events -> j.fullkey"
+SQLITE_ARROW = (3, 38, 0)
 
 
 def upgrade() -> None:
@@ -75,6 +75,17 @@ def upgrade() -> None:
             "fix or remove them before upgrading"
         )
     if sqlite:
+        version = op.get_bind().exec_driver_sql("SELECT sqlite_version()").scalar()
+        if (
+            tuple(int(p) for p in str(version).split(".")[:3]) < SQLITE_ARROW
+            and op.get_bind()
+            .exec_driver_sql("SELECT 1 FROM sessions WHERE events <> '[]' LIMIT 1")
+            .first()
+        ):
+            raise MigrationError(
+                f"SQLite {version} cannot copy events without changing their numbers; "
+                "upgrade to SQLite 3.38 or newer before this revision"
+            )
         op.execute(
             "INSERT INTO session_events (session_id, seq, event, created_at) "
             f"SELECT s.id, j.key + 1, {SQLITE_ELEMENT_AS_JSON}, s.last_update_time "

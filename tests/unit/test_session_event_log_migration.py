@@ -23,7 +23,21 @@ ARRAYS: dict[str, list[Any]] = {
     "empty": [],
     "one": [{"type": "start", "nested": {"a": [1, 2, None]}}],
     "long": LONG,
-    "mixed": [{"a": 1}, "text", 3, 2.5, True, False, None, [1, "x"], {"u": "é ✓"}],
+    "mixed": [
+        {"a": 1},
+        "text",
+        3,
+        2.5,
+        True,
+        False,
+        None,
+        [1, "x"],
+        {"u": "é ✓"},
+        0.30000000000000004,
+        123456789012345678901234567890,
+        -1.5e-300,
+        {"k": 0.1 + 0.2},
+    ],
 }
 
 
