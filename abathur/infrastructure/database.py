@@ -345,8 +345,9 @@ class Database:
             self._sessionmaker() as session,
             session.begin(),
         ):
-            if write and self.is_sqlite:
-                await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            options = self._transaction_options(write)
+            if options:
+                await session.connection(execution_options=options)
             yield session
 
     @asynccontextmanager
@@ -359,10 +360,25 @@ class Database:
         """
         writer = self._writer if write and self._writer is not None else nullcontext()
         async with self._exclusive(), writer, self.engine.connect() as conn:
-            if write and self.is_sqlite:
-                conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            options = self._transaction_options(write)
+            if options:
+                conn = await conn.execution_options(**options)
             async with conn.begin():
                 yield conn
+
+    def _transaction_options(self, write: bool) -> dict[str, str]:
+        """How a transaction begins.
+
+        SQLite: writers take the write lock at BEGIN (``BEGIN IMMEDIATE``); a
+        reader's BEGIN gives it a snapshot already (WAL). PostgreSQL: writers
+        lock what they change; a reader gets ``REPEATABLE READ`` so that its
+        statements see one snapshot (a session row and its events agree), which
+        READ COMMITTED would not guarantee. Read-only transactions never fail
+        serialization under it.
+        """
+        if self.is_sqlite:
+            return {"sqlite_begin": "IMMEDIATE"} if write else {}
+        return {} if write else {"isolation_level": "REPEATABLE READ"}
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
         """Run ``work`` in one transaction, retrying it whole on lock contention."""
