@@ -7,23 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from abathur.infrastructure.namespaces import MAX_KEY_LENGTH, check_key, parse_namespace
-from abathur.infrastructure.types import dumps, loads
+from abathur.infrastructure.types import check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
 ConsolidationStrategy = Literal["latest_wins", "merge", "llm_based"]
 CONSOLIDATION_STRATEGIES: tuple[str, ...] = ("latest_wins", "merge", "llm_based")
 MAX_SEARCH_LIMIT = 1000
 MAX_ACTOR_LENGTH = 256
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def json_object(value: dict[str, Any], what: str = "value") -> dict[str, Any]:
@@ -35,11 +25,7 @@ def json_object(value: dict[str, Any], what: str = "value") -> dict[str, Any]:
     """
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
-    text = dumps(value)
-    if loads(text) != value:
-        raise ValueError(f"{what} does not survive a JSON round trip unchanged")
-    if _has_nul(value):
-        raise ValueError(f"{what} contains a NUL character, which JSON storage cannot hold")
+    check_json(value, what)
     return value
 
 

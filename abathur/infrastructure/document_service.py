@@ -288,7 +288,9 @@ class DocumentIndexService:
 
         async def work(session: AsyncSession) -> DocumentRecord:
             repo = DocumentIndexRepository(session)
-            row = await repo.get(document_id)
+            # Locked: a sync that changes the hash meanwhile must not be
+            # overwritten with an embedding of the old content.
+            row = await repo.get(document_id, lock=True)
             if row is None:
                 raise NotFoundError(f"document {document_id} not found")
             if content_hash is not None and row.content_hash != content_hash:

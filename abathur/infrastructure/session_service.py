@@ -58,6 +58,14 @@ def _check_transition(row: SessionRow, status: str) -> None:
         )
 
 
+def _text(value: Any, what: str) -> str:
+    """A non-empty string argument, or a ValidationError naming it: a number or
+    None must not reach the database, where the backends would disagree."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{what} must be a non-empty string, not {value!r}")
+    return value
+
+
 def _check_open(row: SessionRow) -> None:
     if row.status in CLOSED_STATUSES:
         raise ConflictError(f"session {row.id!r} is {row.status}: it accepts no more writes")
@@ -106,6 +114,7 @@ class SessionService:
         ``after`` only events stored after that instant. ``last_seq`` is the
         seq of the newest event in the whole log, for ``expected_seq``.
         """
+        _text(session_id, "session_id")
         query = validated(EventQuery, recent_events=recent_events, after=after)
         _require_aware(query.after, "after")
 
@@ -143,6 +152,7 @@ class SessionService:
 
     async def update_status(self, session_id: str, status: str) -> None:
         """Move the session along its lifecycle; an illegal move changes nothing."""
+        _text(session_id, "session_id")
         if status not in SESSION_STATUSES:
             raise ValidationError(
                 f"invalid session status {status!r}; valid: {', '.join(SESSION_STATUSES)}"
@@ -163,6 +173,8 @@ class SessionService:
 
     async def get_state(self, session_id: str, key: str) -> Any | None:
         """The value under ``key``, or None when the key is not set."""
+        _text(session_id, "session_id")
+        _text(key, "key")
 
         async def work(session: AsyncSession) -> Any | None:
             row = await SessionRepository(session).get(session_id)
@@ -187,6 +199,8 @@ class SessionService:
 
     async def list_active_sessions(self, user_id: str | None = None) -> list[dict[str, Any]]:
         """Active sessions, most recently updated first (without their events)."""
+        if user_id is not None:
+            _text(user_id, "user_id")
 
         async def work(session: AsyncSession) -> list[dict[str, Any]]:
             rows = await SessionRepository(session).list_active(user_id)
@@ -196,6 +210,7 @@ class SessionService:
 
     async def terminate_session(self, session_id: str) -> None:
         """Status ``terminated``, ``terminated_at`` set, every ``temp:`` key dropped."""
+        _text(session_id, "session_id")
 
         async def work(session: AsyncConnection) -> None:
             repo = SessionRepository(session)
@@ -255,6 +270,7 @@ class SessionService:
     ) -> list[dict[str, Any]]:
         """A page of the log in seq order: ``{"seq", "event", "created_at"}`` dicts.
         Pass the last ``seq`` of a page as ``after_seq`` to get the next."""
+        _text(session_id, "session_id")
         query = validated(EventQuery, after_seq=after_seq, limit=limit)
 
         async def work(session: AsyncSession) -> list[dict[str, Any]]:
@@ -297,6 +313,7 @@ class SessionService:
     async def delete_session(self, session_id: str) -> None:
         """Delete the session and its events; tasks, agents and checkpoints that
         referred to it keep their rows with ``session_id`` NULL."""
+        _text(session_id, "session_id")
 
         async def work(session: AsyncConnection) -> None:
             if not await SessionRepository(session).delete(session_id):

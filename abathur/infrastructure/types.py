@@ -50,11 +50,17 @@ def loads(text: str | bytes) -> Any:
 
 
 def check_json(value: Any, what: str) -> None:
-    """Raise ValidationError, naming ``what``, unless ``value`` is storable JSON."""
+    """Raise ValidationError, naming ``what``, unless ``value`` is storable JSON
+    that reads back equal: tuples and non-string keys, which JSON would silently
+    change (``{1: "a", "1": "b"}`` would even lose a key), are refused too."""
     try:
-        dumps(value)
+        text = dumps(value)
     except ValidationError as exc:
         raise ValidationError(f"{what} is {exc}") from exc
+    if loads(text) != value:
+        raise ValidationError(
+            f"{what} does not survive a JSON round trip unchanged (tuples, non-string keys)"
+        )
 
 
 class UTCDateTime(TypeDecorator[datetime]):

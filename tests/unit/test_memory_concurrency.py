@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from abathur.errors import AlreadyExistsError
+from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import AuditEntry
 from tests.conftest import DbFactory
@@ -71,7 +71,7 @@ async def test_concurrent_delete_and_readd_keep_versions_dense(db: Database, tas
                 await db.memory.add_memory("user:a", "k", {"i": i}, "semantic", "a", task_id)
             else:
                 await db.memory.update_memory("user:a", "k", {"i": i}, "a", task_id)
-        except ValueError:  # not found / already exists, depending on the interleaving
+        except (NotFoundError, AlreadyExistsError):  # depending on the interleaving
             pass
 
     await asyncio.gather(*(churn(i) for i in range(30)))

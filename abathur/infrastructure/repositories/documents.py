@@ -33,9 +33,10 @@ class DocumentIndexRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
 
-    async def get(self, document_id: int) -> DocumentIndex | None:
-        """The row with this id, or None."""
-        return await self.session.get(DocumentIndex, document_id)
+    async def get(self, document_id: int, *, lock: bool = False) -> DocumentIndex | None:
+        """The row with this id, or None; ``lock`` holds it against other writers
+        until the transaction ends (PostgreSQL; SQLite writers are serial)."""
+        return await self.session.get(DocumentIndex, document_id, with_for_update=lock)
 
     async def by_paths(self, paths: Iterable[str]) -> dict[str, DocumentIndex]:
         """The existing rows among ``paths``, keyed by file path."""
