@@ -53,14 +53,20 @@ async def insert_row(session: Executor, row: Any) -> None:
         setattr(row, column.key, value)
 
 
+def is_duplicate_key(exc: IntegrityError) -> bool:
+    """A UNIQUE or primary-key violation (SQLite: "UNIQUE constraint failed";
+    PostgreSQL: "duplicate key value"), not a CHECK or foreign-key one."""
+    message = str(exc.orig).lower()
+    return "unique" in message or "duplicate" in message
+
+
 async def flush_new(session: AsyncSession, row: Any, what: str) -> None:
     """Flush an INSERT, translating a duplicate key into AlreadyExistsError."""
     session.add(row)
     try:
         await session.flush()
     except IntegrityError as exc:
-        message = str(exc.orig).lower()
-        if "unique" in message or "duplicate" in message:
+        if is_duplicate_key(exc):
             raise AlreadyExistsError(f"{what} already exists") from exc
         raise
 

@@ -26,7 +26,12 @@ from sqlalchemy.orm import aliased
 from abathur.errors import ConflictError
 from abathur.infrastructure.models import MemoryEntry
 from abathur.infrastructure.namespaces import in_subtree, subtree_bounds
-from abathur.infrastructure.repositories.core import Executor, dialect_name, insert_row
+from abathur.infrastructure.repositories.core import (
+    Executor,
+    dialect_name,
+    insert_row,
+    is_duplicate_key,
+)
 
 LIVE = MemoryEntry.is_deleted == false()
 
@@ -116,8 +121,7 @@ class MemoryRepository:
         try:
             await insert_row(self.session, row)
         except IntegrityError as exc:
-            message = str(exc.orig).lower()
-            if "unique" in message or "duplicate" in message:
+            if is_duplicate_key(exc):
                 raise ConflictError(
                     f"version {row.version} of {row.namespace!r}/{row.key!r} was written "
                     "concurrently"

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from abathur.domain.sessions import NewSession, SessionQuery
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Session, SessionEvent
-from abathur.infrastructure.repositories.core import Executor, insert_row
+from abathur.infrastructure.repositories.core import Executor, insert_row, is_duplicate_key
 from abathur.infrastructure.types import utcnow
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -101,7 +101,9 @@ class SessionRepository:
         try:
             await insert_row(self.session, row)
         except IntegrityError as exc:
-            raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
+            if is_duplicate_key(exc):
+                raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
+            raise
         return row
 
     async def get(self, session_id: str) -> Session | None:
