@@ -428,13 +428,18 @@ class Database:
     async def integrity_check(self) -> str:
         """``"ok"``, or a description of every problem found.
 
-        SQLite: ``PRAGMA integrity_check``. PostgreSQL: constraints that were
+        SQLite: ``PRAGMA integrity_check``; a file too damaged for the check
+        to run is reported, not raised. PostgreSQL: constraints that were
         created NOT VALID and never validated.
         """
+        if self.is_sqlite:
+            try:
+                async with self.transaction(write=False) as session:
+                    result = await session.execute(text("PRAGMA integrity_check"))
+                    return "\n".join(str(r) for r in result.scalars().all())
+            except DBAPIError as exc:
+                return f"integrity check could not run: {exc.orig}"
         async with self.transaction(write=False) as session:
-            if self.is_sqlite:
-                rows = (await session.execute(text("PRAGMA integrity_check"))).scalars().all()
-                return "\n".join(str(r) for r in rows)
             rows = (
                 (
                     await session.execute(

@@ -92,21 +92,52 @@ async def test_health_checks_on_a_fresh_database(db: Database) -> None:
     assert await db.validate_foreign_keys() == []
 
 
-async def test_validate_foreign_keys_reports_orphans(tmp_path: Path) -> None:
-    async with Database(tmp_path / "fk.db") as db:
-        raw = await db.engine.raw_connection() if False else None  # noqa: F841
-        async with db.engine.connect() as conn:
+ORPHAN_AGENT = (
+    "INSERT INTO agents (id, name, specialization, model, task_id, state, spawned_at)"
+    " VALUES ('a', 'n', 's', 'm', 'no-such-task', 'idle', '2026-01-01')"
+)
+
+
+async def test_validate_foreign_keys_reports_orphans(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        if db.is_sqlite:  # foreign keys off, outside a transaction, on this connection only
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
             await driver.execute("PRAGMA foreign_keys=OFF")
-            await driver.execute(
-                "INSERT INTO agents (id, name, specialization, model, task_id, state, spawned_at)"
-                " VALUES ('a', 'n', 's', 'm', 'no-such-task', 'idle', '2026-01-01')"
-            )
+            await driver.execute(ORPHAN_AGENT)
             await driver.commit()
             await driver.execute("PRAGMA foreign_keys=ON")
-        violations = await db.validate_foreign_keys()
-        assert [(v["table"], v["parent"]) for v in violations] == [("agents", "tasks")]
+        else:  # a superuser may switch the foreign-key triggers off for a transaction
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))
+            await conn.execute(text(ORPHAN_AGENT))
+            await conn.commit()
+    violations = await db.validate_foreign_keys()
+    assert [(v["table"], v["parent"]) for v in violations] == [("agents", "tasks")]
+
+
+async def test_integrity_check_reports_damage(db: Database, tmp_path: Path) -> None:
+    if not db.is_sqlite:  # a constraint created NOT VALID and never validated
+        async with db.transaction() as session:
+            await session.execute(
+                text("ALTER TABLE tasks ADD CONSTRAINT ck_probe CHECK (priority > 0) NOT VALID")
+            )
+        assert "ck_probe" in await db.integrity_check()
+        return
+    path = tmp_path / "damaged.db"
+    async with Database(path) as damaged:
+        for i in range(300):
+            await damaged.tasks.create_task("x" * 200, id=f"t{i:04d}")
+        async with damaged.engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as raw:  # overwrite the header of the last b-tree page
+        raw.seek(path.stat().st_size - 4096)
+        raw.write(b"\x0d" + b"\xff" * 7)
+    reopened = Database(path)
+    try:
+        report = await reopened.integrity_check()
+    finally:
+        await reopened.close()
+    assert report != "ok" and "malformed" in report
 
 
 async def test_explain_query_plan_named_and_positional(db: Database) -> None:
