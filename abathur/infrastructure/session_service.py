@@ -252,6 +252,9 @@ class SessionService:
             repo = SessionRepository(session)
             row = await repo.lock(batch.session_id)
             _check_open(row)
+            # A statement of its own, after the lock: on PostgreSQL a subquery in
+            # the locking SELECT would see the snapshot from before the wait and
+            # hand two writers the same seq (test_session_concurrency catches it).
             last = await repo.last_seq(batch.session_id)
             if batch.expected_seq is not None and batch.expected_seq != last:
                 raise StaleSessionError(
