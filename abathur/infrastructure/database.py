@@ -15,7 +15,7 @@ import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,10 +29,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import StaticPool
 
 from abathur.errors import DatabaseError, MigrationError, ValidationError
-from abathur.infrastructure.sqlite_driver import lean_dbapi
+from abathur.infrastructure.sqlite_driver import LeanDBAPI, lean_dbapi, run_in_worker
 from abathur.infrastructure.types import dumps
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ RETRY_FIRST_DELAY = 0.005
 RETRY_MAX_DELAY = 0.5
 # PostgreSQL SQLSTATEs a retry cures: serialization failure, deadlock, lock not available.
 PG_RETRYABLE = {"40001", "40P01", "55P03"}
+# Connections a SQLite Database keeps open between units of work, per kind
+# (readers; writers, whose transactions begin IMMEDIATE).
+IDLE_CONNECTIONS = 4
 
 
 def default_url() -> str:
@@ -214,6 +218,35 @@ def _reflect_foreign_keys(connection: Connection) -> list[tuple[str, str, str, s
     ]
 
 
+def _with_orm_session(work: Callable[[OrmSession], T], conn: Connection) -> T:
+    """``work`` over an ORM session joined to ``conn``'s transaction, flushed at the end."""
+    session = OrmSession(bind=conn, expire_on_commit=False)
+    try:
+        result = work(session)
+        session.flush()
+        return result
+    finally:
+        session.close()
+
+
+async def _in_worker(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
+    """``fn(connection)`` in the SQLite connection's worker thread, in one crossing.
+
+    If the caller is cancelled, the unit still runs to its end (commit or
+    rollback) before the connection can serve anyone else.
+    """
+    sync = conn.sync_connection
+    assert sync is not None
+    driver = sync.connection.driver_connection
+    assert driver is not None
+    unit = asyncio.ensure_future(run_in_worker(driver, fn, sync))
+    try:
+        return await asyncio.shield(unit)
+    except asyncio.CancelledError:
+        await asyncio.wait([unit])
+        raise
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Contention that a retry of the whole transaction can cure."""
     if not isinstance(exc, DBAPIError):
@@ -247,6 +280,10 @@ class Database:
         self._writer: asyncio.Lock | None = (
             asyncio.Lock() if self.is_sqlite and not self.is_memory else None
         )
+        # Units of work run in aiosqlite's worker thread when the lean adapter
+        # is in use (always, unless this aiosqlite lacks what it needs).
+        self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
+        self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
 
     # ------------------------------------------------------------ identity
 
@@ -275,7 +312,10 @@ class Database:
         await self.upgrade("head")
 
     async def close(self) -> None:
-        """Dispose of the engine and its pooled connections."""
+        """Close this Database's connections and dispose of the engine."""
+        for idle in self._idle.values():
+            while idle:
+                await idle.pop().close()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:
@@ -350,22 +390,6 @@ class Database:
                 await session.connection(execution_options=options)
             yield session
 
-    @asynccontextmanager
-    async def connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A bare connection inside one transaction, for Core statements.
-
-        Lighter than a session (no unit of work, no identity map): the hot
-        paths use it through ``read()`` and ``write()``. Writes take the same
-        locks as ``transaction(write=True)``.
-        """
-        writer = self._writer if write and self._writer is not None else nullcontext()
-        async with self._exclusive(), writer, self.engine.connect() as conn:
-            options = self._transaction_options(write)
-            if options:
-                conn = await conn.execution_options(**options)
-            async with conn.begin():
-                yield conn
-
     def _transaction_options(self, write: bool) -> dict[str, str]:
         """How a transaction begins.
 
@@ -380,32 +404,68 @@ class Database:
             return {"sqlite_begin": "IMMEDIATE"} if write else {}
         return {} if write else {"isolation_level": "REPEATABLE READ"}
 
-    async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
-        """Run ``work`` in one transaction, retrying it whole on lock contention."""
+    # ------------------------------------------------------------ units of work
 
-        async def attempt() -> T:
-            async with self.transaction(write=write) as session:
-                return await work(session)
+    async def run(self, work: Callable[[OrmSession], T], *, write: bool = True) -> T:
+        """Run ``work(session)`` in one transaction, retrying it whole on lock contention.
 
-        return await self._retrying(attempt)
+        ``work`` is a plain function over a synchronous ORM ``Session``; see
+        ``read()`` for where it runs.
+        """
+        return await self._unit(partial(_with_orm_session, work), write=write)
 
-    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run Core-only reads on a bare connection in one transaction."""
-        return await self._on_connection(work, write=False)
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)``, a plain function of Core reads, in one transaction.
 
-    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run Core-only writes on a bare connection in one write transaction,
-        retrying it whole on lock contention, like ``run()``."""
-        return await self._on_connection(work, write=True)
+        On SQLite the whole unit runs in the connection's worker thread, in
+        one crossing: its statements call sqlite3 directly (see
+        ``sqlite_driver``). On PostgreSQL it runs through ``run_sync``.
+        """
+        return await self._unit(work, write=False)
 
-    async def _on_connection(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], *, write: bool
-    ) -> T:
-        async def attempt() -> T:
-            async with self.connection(write=write) as conn:
-                return await work(conn)
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)``, a plain function of Core statements, in one
+        write transaction, retrying it whole on lock contention, like ``run()``."""
+        return await self._unit(work, write=True)
 
-        return await self._retrying(attempt)
+    async def _unit(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        def transaction(conn: Connection) -> T:
+            with conn.begin():
+                return work(conn)
+
+        return await self._retrying(lambda: self._on_connection(transaction, write=write))
+
+    async def _on_connection(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        if not self._direct:
+            async with self.engine.connect() as conn:
+                options = self._transaction_options(write)
+                if options:
+                    conn = await conn.execution_options(**options)
+                return await conn.run_sync(fn)
+        writer = self._writer if write and self._writer is not None else nullcontext()
+        async with self._exclusive(), writer:
+            conn = await self._checkout(write)
+            try:
+                return await _in_worker(conn, fn)
+            finally:
+                await self._checkin(conn, write)
+
+    async def _checkout(self, write: bool) -> AsyncConnection:
+        """A connection of this Database's own: SQLAlchemy's pool checkout costs
+        as much as a whole indexed read, so idle connections are kept here."""
+        idle = self._idle[write]
+        if idle:
+            return idle.pop()
+        conn = await self.engine.connect()
+        options = self._transaction_options(write)
+        return await conn.execution_options(**options) if options else conn
+
+    async def _checkin(self, conn: AsyncConnection, write: bool) -> None:
+        idle = self._idle[write]
+        if len(idle) < IDLE_CONNECTIONS and not conn.closed and not conn.invalidated:
+            idle.append(conn)
+        else:
+            await conn.close()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = RETRY_FIRST_DELAY

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session as OrmSession
 
 from abathur.domain.documents import (
     DocumentRecord,
@@ -200,11 +200,11 @@ class DocumentIndexService:
         )
 
     @staticmethod
-    async def _apply(
-        session: AsyncSession, documents: list[ScannedDocument]
+    def _apply(
+        session: OrmSession, documents: list[ScannedDocument]
     ) -> tuple[list[str], list[str], int]:
         repo = DocumentIndexRepository(session)
-        existing = await repo.by_paths(d.file_path for d in documents)
+        existing = repo.by_paths(d.file_path for d in documents)
         now = utcnow()
         added: list[str] = []
         changed: list[str] = []
@@ -212,28 +212,28 @@ class DocumentIndexService:
         for doc in documents:
             row = existing.get(doc.file_path)
             if row is None:
-                await repo.add(doc, now)
+                repo.add(doc, now)
                 added.append(doc.file_path)
             elif row.content_hash != doc.content_hash or (row.metadata_ or {}).get("missing"):
-                await repo.mark_stale(row, doc, now)
+                repo.mark_stale(row, doc, now)
                 changed.append(doc.file_path)
             else:
                 unchanged += 1
         return added, changed, unchanged
 
     @staticmethod
-    async def _mark_missing(session: AsyncSession, paths: list[str]) -> None:
+    def _mark_missing(session: OrmSession, paths: list[str]) -> None:
         repo = DocumentIndexRepository(session)
         now = utcnow()
-        for row in (await repo.by_paths(paths)).values():
+        for row in (repo.by_paths(paths)).values():
             if not (row.metadata_ or {}).get("missing"):
-                await repo.mark_missing(row, now)
+                repo.mark_missing(row, now)
 
     async def get_document(self, document_id: int) -> DocumentRecord | None:
         """The row with this id, or None."""
 
-        async def work(session: AsyncSession) -> DocumentRecord | None:
-            row = await DocumentIndexRepository(session).get(document_id)
+        def work(session: OrmSession) -> DocumentRecord | None:
+            row = DocumentIndexRepository(session).get(document_id)
             return None if row is None else DocumentRecord.model_validate(row)
 
         return await self._db.run(work, write=False)
@@ -242,8 +242,8 @@ class DocumentIndexService:
         """Every row below ``directory`` (resolved like ``sync_directory`` does), by path."""
         root = (await asyncio.to_thread(_resolve_directory, directory)).as_posix()
 
-        async def work(session: AsyncSession) -> list[DocumentRecord]:
-            rows = await DocumentIndexRepository(session).under(root)
+        def work(session: OrmSession) -> list[DocumentRecord]:
+            rows = DocumentIndexRepository(session).under(root)
             return [DocumentRecord.model_validate(r) for r in rows]
 
         return await self._db.run(work, write=False)
@@ -257,10 +257,8 @@ class DocumentIndexService:
         if limit < 1:
             raise ValidationError("limit must be at least 1")
 
-        async def work(session: AsyncSession) -> list[DocumentRecord]:
-            rows = await DocumentIndexRepository(session).pending(
-                limit, include_missing=include_missing
-            )
+        def work(session: OrmSession) -> list[DocumentRecord]:
+            rows = DocumentIndexRepository(session).pending(limit, include_missing=include_missing)
             return [DocumentRecord.model_validate(r) for r in rows]
 
         return await self._db.run(work, write=False)
@@ -286,11 +284,11 @@ class DocumentIndexService:
             raise ValidationError("embedding must be bytes")
         blob = bytes(embedding)
 
-        async def work(session: AsyncSession) -> DocumentRecord:
+        def work(session: OrmSession) -> DocumentRecord:
             repo = DocumentIndexRepository(session)
             # Locked: a sync that changes the hash meanwhile must not be
             # overwritten with an embedding of the old content.
-            row = await repo.get(document_id, lock=True)
+            row = repo.get(document_id, lock=True)
             if row is None:
                 raise NotFoundError(f"document {document_id} not found")
             if content_hash is not None and row.content_hash != content_hash:
@@ -298,7 +296,7 @@ class DocumentIndexService:
                     f"document {document_id} changed since it was read "
                     f"(hash {row.content_hash[:12]}, expected {content_hash[:12]})"
                 )
-            await repo.mark_synced(row, embedding_model, blob, utcnow())
+            repo.mark_synced(row, embedding_model, blob, utcnow())
             return DocumentRecord.model_validate(row)
 
         return await self._db.run(work)

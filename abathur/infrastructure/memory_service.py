@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session as OrmSession
 
 from abathur.domain import validated
 from abathur.domain.core import MemoryOperation, NewAuditEntry, NewTask
@@ -126,7 +127,7 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-async def _audit(
+def _audit(
     session: Executor,
     entry: MemoryEntry | MemoryVersion,
     *,
@@ -138,7 +139,7 @@ async def _audit(
     """The one audit row of a memory write. ``entry`` is the version written
     (for a delete, the latest one); ``action_data`` holds its key and version
     and ``data``."""
-    await AuditRepository(session).append(
+    AuditRepository(session).append(
         NewAuditEntry(
             task_id=task_id,
             action_type=action_type,
@@ -151,18 +152,18 @@ async def _audit(
     )
 
 
-async def _begin_write(
+def _begin_write(
     session: Executor, task_id: str, namespace: str, key: str
 ) -> tuple[MemoryRepository, MemoryVersion | None]:
     """What every write of one key starts with: the task must exist, the key's
     writers are serialised, and its newest version (deleted or not) is read."""
-    await require(session, Task, task_id, "task")
+    require(session, Task, task_id, "task")
     repo = MemoryRepository(session)
-    await repo.lock_key(namespace, key)
-    return repo, await repo.latest(namespace, key)
+    repo.lock_key(namespace, key)
+    return repo, repo.latest(namespace, key)
 
 
-async def _audit_task(session: AsyncSession, task_id: str | None) -> str:
+def _audit_task(session: OrmSession, task_id: str | None) -> str:
     """The task that audit rows name: ``task_id`` (which must exist) or the system task.
 
     Maintenance (consolidation, expiry, seeding) may run outside any task; its
@@ -170,12 +171,12 @@ async def _audit_task(session: AsyncSession, task_id: str | None) -> str:
     first use with status ``completed`` so that no scheduler ever picks it up.
     """
     if task_id is not None:
-        await require(session, Task, task_id, "task")
+        require(session, Task, task_id, "task")
         return task_id
-    await MemoryRepository(session).lock_key("\x00tasks", SYSTEM_TASK_ID)
+    MemoryRepository(session).lock_key("\x00tasks", SYSTEM_TASK_ID)
     tasks = TaskRepository(session)
-    if not await tasks.exists(SYSTEM_TASK_ID):
-        await tasks.create(
+    if not tasks.exists(SYSTEM_TASK_ID):
+        tasks.create(
             NewTask(
                 prompt="abathur system maintenance",
                 status="completed",
@@ -208,12 +209,12 @@ class MemoryService:
         (deleted or not; its ``is_deleted`` says which). ``None`` when absent."""
         ref = validated(VersionRef, namespace=namespace, key=key, version=version)
 
-        async def work(session: AsyncConnection) -> dict[str, Any] | None:
+        def work(session: Connection) -> dict[str, Any] | None:
             repo = MemoryRepository(session)
             if ref.version is not None:
-                row = await repo.version(ref.namespace, ref.key, ref.version)
+                row = repo.version(ref.namespace, ref.key, ref.version)
             else:
-                row = await repo.latest(ref.namespace, ref.key)
+                row = repo.latest(ref.namespace, ref.key)
                 if row is not None and row.is_deleted:
                     row = None
             return None if row is None else memory_dict(row)
@@ -224,8 +225,8 @@ class MemoryService:
         """Every version of the key, ascending, deleted ones included; ``[]`` if unknown."""
         ref = validated(KeyRef, namespace=namespace, key=key)
 
-        async def work(session: AsyncConnection) -> list[dict[str, Any]]:
-            rows = await MemoryRepository(session).history(ref.namespace, ref.key)
+        def work(session: Connection) -> list[dict[str, Any]]:
+            rows = MemoryRepository(session).history(ref.namespace, ref.key)
             return [memory_dict(r) for r in rows]
 
         return await self._db.read(work)
@@ -245,8 +246,8 @@ class MemoryService:
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
         )
 
-        async def work(session: AsyncConnection) -> list[dict[str, Any]]:
-            rows = await MemoryRepository(session).search(
+        def work(session: Connection) -> list[dict[str, Any]]:
+            rows = MemoryRepository(session).search(
                 query.namespace_prefix, query.memory_type, query.limit
             )
             return [memory_dict(r) for r in rows]
@@ -280,15 +281,15 @@ class MemoryService:
             metadata=metadata,
         )
 
-        async def work(session: AsyncConnection) -> int:
-            repo, latest = await _begin_write(session, new.task_id, new.namespace, new.key)
+        def work(session: Connection) -> int:
+            repo, latest = _begin_write(session, new.task_id, new.namespace, new.key)
             if latest is not None and not latest.is_deleted:
                 raise AlreadyExistsError(
                     f"memory {new.namespace!r}/{new.key!r} already exists "
                     f"(version {latest.version}); use update_memory"
                 )
             now = utcnow()
-            row = await repo.insert(
+            row = repo.insert(
                 MemoryEntry(
                     namespace=new.namespace,
                     key=new.key,
@@ -303,7 +304,7 @@ class MemoryService:
                     updated_at=now,
                 )
             )
-            await _audit(
+            _audit(
                 session,
                 row,
                 task_id=new.task_id,
@@ -329,14 +330,14 @@ class MemoryService:
             task_id=task_id,
         )
 
-        async def work(session: AsyncConnection) -> int:
-            repo, latest = await _begin_write(session, change.task_id, change.namespace, change.key)
+        def work(session: Connection) -> int:
+            repo, latest = _begin_write(session, change.task_id, change.namespace, change.key)
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
-            row = await repo.insert(
+            row = repo.insert(
                 _next_version(latest, value=change.value, updated_by=change.updated_by)
             )
-            await _audit(
+            _audit(
                 session,
                 row,
                 task_id=change.task_id,
@@ -357,14 +358,12 @@ class MemoryService:
             MemoryDeletion, namespace=namespace, key=key, deleted_by=deleted_by, task_id=task_id
         )
 
-        async def work(session: AsyncConnection) -> None:
-            repo, latest = await _begin_write(
-                session, deletion.task_id, deletion.namespace, deletion.key
-            )
+        def work(session: Connection) -> None:
+            repo, latest = _begin_write(session, deletion.task_id, deletion.namespace, deletion.key)
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {deletion.namespace!r}/{deletion.key!r} not found")
-            await repo.mark_deleted(deletion.namespace, deletion.key)
-            await _audit(
+            repo.mark_deleted(deletion.namespace, deletion.key)
+            _audit(
                 session,
                 latest,
                 task_id=deletion.task_id,
@@ -393,18 +392,16 @@ class MemoryService:
             task_id=task_id,
         )
 
-        async def work(session: AsyncConnection) -> int:
-            repo, latest = await _begin_write(
-                session, restore.task_id, restore.namespace, restore.key
-            )
-            source = await repo.version(restore.namespace, restore.key, restore.version)
+        def work(session: Connection) -> int:
+            repo, latest = _begin_write(session, restore.task_id, restore.namespace, restore.key)
+            source = repo.version(restore.namespace, restore.key, restore.version)
             if source is None or latest is None:
                 raise NotFoundError(
                     f"memory {restore.namespace!r}/{restore.key!r} has no version {restore.version}"
                 )
             revived = bool(latest.is_deleted)
             now = utcnow()
-            row = await repo.insert(
+            row = repo.insert(
                 MemoryEntry(
                     namespace=restore.namespace,
                     key=restore.key,
@@ -419,7 +416,7 @@ class MemoryService:
                     updated_at=now,
                 )
             )
-            await _audit(
+            _audit(
                 session,
                 row,
                 task_id=restore.task_id,
@@ -459,14 +456,14 @@ class MemoryService:
                 f"publish copies into a user: or project: namespace, not {publish.to_namespace!r}"
             )
 
-        async def work(session: AsyncConnection) -> int:
-            await require(session, Task, publish.task_id, "task")
+        def work(session: Connection) -> int:
+            require(session, Task, publish.task_id, "task")
             repo = MemoryRepository(session)
-            await repo.lock_key(publish.to_namespace, publish.key)
-            source = await repo.latest(publish.from_namespace, publish.key)
+            repo.lock_key(publish.to_namespace, publish.key)
+            source = repo.latest(publish.from_namespace, publish.key)
             if source is None or source.is_deleted:
                 raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
-            target = await repo.latest(publish.to_namespace, publish.key)
+            target = repo.latest(publish.to_namespace, publish.key)
             target_live = target is not None and not target.is_deleted
             now = utcnow()
             metadata = dict(source.metadata_ or {})
@@ -475,7 +472,7 @@ class MemoryService:
                 "id": source.id,
                 "version": source.version,
             }
-            row = await repo.insert(
+            row = repo.insert(
                 MemoryEntry(
                     namespace=publish.to_namespace,
                     key=publish.key,
@@ -492,7 +489,7 @@ class MemoryService:
                     updated_at=now,
                 )
             )
-            await _audit(
+            _audit(
                 session,
                 row,
                 task_id=publish.task_id,
@@ -556,17 +553,17 @@ class MemoryService:
                     raise ValidationError(str(exc)) from exc
                 resolved[(ns, key)] = ([v["id"] for v in versions], value)
 
-        async def work(session: AsyncSession) -> int:
-            audit_task = await _audit_task(session, request.task_id)
+        def work(session: OrmSession) -> int:
+            audit_task = _audit_task(session, request.task_id)
             repo = MemoryRepository(session)
             if request.strategy == "llm_based":
                 keys = sorted(resolved)
             else:
-                keys = await repo.keys_with_several_live_versions(request.namespace)
+                keys = repo.keys_with_several_live_versions(request.namespace)
             count = 0
             for ns, key in keys:
-                await repo.lock_key(ns, key)
-                live = list(await repo.live_versions(ns, key))
+                repo.lock_key(ns, key)
+                live = list(repo.live_versions(ns, key))
                 if len(live) < 2:
                     continue
                 ids = [r.id for r in live]
@@ -580,13 +577,13 @@ class MemoryService:
                         value = deep_merge(value, r.value)
                 else:
                     value = copy.deepcopy(live[-1].value)
-                latest = await repo.latest(ns, key)
+                latest = repo.latest(ns, key)
                 assert latest is not None
                 newest = live[-1]
                 metadata = dict(newest.metadata_ or {})
                 metadata["consolidated_from"] = ids
                 metadata["consolidation_strategy"] = request.strategy
-                row = await repo.insert(
+                row = repo.insert(
                     MemoryEntry(
                         namespace=ns,
                         key=key,
@@ -601,8 +598,8 @@ class MemoryService:
                         updated_at=utcnow(),
                     )
                 )
-                await repo.mark_deleted(ns, key, below_version=row.version)
-                await _audit(
+                repo.mark_deleted(ns, key, below_version=row.version)
+                _audit(
                     session,
                     row,
                     task_id=audit_task,
@@ -618,11 +615,11 @@ class MemoryService:
         return await self._db.run(work)
 
     async def _conflicts(self, root: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        async def work(session: AsyncSession) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        def work(session: OrmSession) -> dict[tuple[str, str], list[dict[str, Any]]]:
             repo = MemoryRepository(session)
             found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for ns, key in await repo.keys_with_several_live_versions(root):
-                found[(ns, key)] = [memory_dict(r) for r in await repo.live_versions(ns, key)]
+            for ns, key in repo.keys_with_several_live_versions(root):
+                found[(ns, key)] = [memory_dict(r) for r in repo.live_versions(ns, key)]
             return found
 
         return await self._db.run(work, write=False)
@@ -646,13 +643,13 @@ class MemoryService:
             raise ValidationError("expired_by must be a non-empty string")
         cutoff = utcnow() - older_than
 
-        async def work(session: AsyncSession) -> int:
-            audit_task = await _audit_task(session, task_id)
+        def work(session: OrmSession) -> int:
+            audit_task = _audit_task(session, task_id)
             repo = MemoryRepository(session)
             count = 0
-            for ns, key in await repo.stale_current_versions("episodic", cutoff):
-                await repo.lock_key(ns, key)
-                latest = await repo.latest(ns, key)
+            for ns, key in repo.stale_current_versions("episodic", cutoff):
+                repo.lock_key(ns, key)
+                latest = repo.latest(ns, key)
                 if (
                     latest is None
                     or latest.is_deleted
@@ -660,8 +657,8 @@ class MemoryService:
                     or latest.updated_at >= cutoff
                 ):
                     continue
-                await repo.mark_deleted(ns, key)
-                await _audit(
+                repo.mark_deleted(ns, key)
+                _audit(
                     session,
                     latest,
                     task_id=audit_task,
@@ -683,17 +680,17 @@ class MemoryService:
         Idempotent: returns how many entries were written (0 on a second run).
         """
 
-        async def work(session: AsyncSession) -> int:
-            audit_task = await _audit_task(session, task_id)
+        def work(session: OrmSession) -> int:
+            audit_task = _audit_task(session, task_id)
             repo = MemoryRepository(session)
             written = 0
             for ns, key, memory_type, value in DEFAULT_MEMORIES:
-                await repo.lock_key(ns, key)
-                latest = await repo.latest(ns, key)
+                repo.lock_key(ns, key)
+                latest = repo.latest(ns, key)
                 if latest is not None and not latest.is_deleted:
                     continue
                 now = utcnow()
-                row = await repo.insert(
+                row = repo.insert(
                     MemoryEntry(
                         namespace=ns,
                         key=key,
@@ -708,7 +705,7 @@ class MemoryService:
                         updated_at=now,
                     )
                 )
-                await _audit(
+                _audit(
                     session,
                     row,
                     task_id=audit_task,

@@ -15,7 +15,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session as OrmSession
 
 from abathur.domain import validated
 from abathur.domain.sessions import (
@@ -96,8 +97,8 @@ class SessionService:
         )
         check_json(new.state, "initial_state")
 
-        async def work(session: AsyncConnection) -> None:
-            await SessionRepository(session).create(new)
+        def work(session: Connection) -> None:
+            SessionRepository(session).create(new)
 
         await self._db.write(work)
 
@@ -118,16 +119,16 @@ class SessionService:
         query = validated(EventQuery, recent_events=recent_events, after=after)
         _require_aware(query.after, "after")
 
-        async def work(session: AsyncSession) -> dict[str, Any] | None:
+        def work(session: OrmSession) -> dict[str, Any] | None:
             repo = SessionRepository(session)
-            found = await repo.get_with_last_seq(session_id)
+            found = repo.get_with_last_seq(session_id)
             if found is None:
                 return None
             row, last_seq = found
             if query.recent_events == 0:
                 events: list[Any] = []
             else:
-                rows = await repo.events(session_id, after=query.after, last=query.recent_events)
+                rows = repo.events(session_id, after=query.after, last=query.recent_events)
                 events = [r.event for r in rows]
             record = SessionRecord.model_validate(row).model_dump()
             return SessionWithEvents(**record, events=events, last_seq=last_seq).model_dump()
@@ -158,16 +159,16 @@ class SessionService:
                 f"invalid session status {status!r}; valid: {', '.join(SESSION_STATUSES)}"
             )
 
-        async def work(session: AsyncConnection) -> None:
+        def work(session: Connection) -> None:
             repo = SessionRepository(session)
-            row = await repo.lock(session_id)
+            row = repo.lock(session_id)
             _check_transition(row, status)
             changes: dict[str, Any] = {"status": status}
             if status == "terminated":
                 changes["terminated_at"] = utcnow()
             elif status == "archived":
                 changes["archived_at"] = utcnow()
-            await repo.save(row, **changes)
+            repo.save(row, **changes)
 
         await self._db.write(work)
 
@@ -176,8 +177,8 @@ class SessionService:
         _text(session_id, "session_id")
         _text(key, "key")
 
-        async def work(session: AsyncSession) -> Any | None:
-            row = await SessionRepository(session).get(session_id)
+        def work(session: OrmSession) -> Any | None:
+            row = SessionRepository(session).get(session_id)
             if row is None:
                 raise NotFoundError(f"session {session_id!r} not found")
             return row.state.get(key)
@@ -189,11 +190,11 @@ class SessionService:
         write = validated(StateWrite, session_id=session_id, key=key)
         check_json(value, f"state value of {key!r}")
 
-        async def work(session: AsyncConnection) -> None:
+        def work(session: Connection) -> None:
             repo = SessionRepository(session)
-            row = await repo.lock(write.session_id)
+            row = repo.lock(write.session_id)
             _check_open(row)
-            await repo.save(row, state={**row.state, write.key: value})
+            repo.save(row, state={**row.state, write.key: value})
 
         await self._db.write(work)
 
@@ -202,8 +203,8 @@ class SessionService:
         if user_id is not None:
             _text(user_id, "user_id")
 
-        async def work(session: AsyncSession) -> list[dict[str, Any]]:
-            rows = await SessionRepository(session).list_active(user_id)
+        def work(session: OrmSession) -> list[dict[str, Any]]:
+            rows = SessionRepository(session).list_active(user_id)
             return [SessionRecord.model_validate(r).model_dump() for r in rows]
 
         return await self._db.run(work, write=False)
@@ -212,12 +213,12 @@ class SessionService:
         """Status ``terminated``, ``terminated_at`` set, every ``temp:`` key dropped."""
         _text(session_id, "session_id")
 
-        async def work(session: AsyncConnection) -> None:
+        def work(session: Connection) -> None:
             repo = SessionRepository(session)
-            row = await repo.lock(session_id)
+            row = repo.lock(session_id)
             _check_transition(row, "terminated")
             kept = {k: v for k, v in row.state.items() if not k.startswith(TEMP_PREFIX)}
-            await repo.save(row, status="terminated", terminated_at=utcnow(), state=kept)
+            repo.save(row, status="terminated", terminated_at=utcnow(), state=kept)
 
         await self._db.write(work)
 
@@ -248,22 +249,22 @@ class SessionService:
         check_json(stamped, "event")
         check_json(batch.state_delta, "state_delta")
 
-        async def work(session: AsyncConnection) -> int:
+        def work(session: Connection) -> int:
             repo = SessionRepository(session)
-            row = await repo.lock(batch.session_id)
+            row = repo.lock(batch.session_id)
             _check_open(row)
             # A statement of its own, after the lock: on PostgreSQL a subquery in
             # the locking SELECT would see the snapshot from before the wait and
             # hand two writers the same seq (test_session_concurrency catches it).
-            last = await repo.last_seq(batch.session_id)
+            last = repo.last_seq(batch.session_id)
             if batch.expected_seq is not None and batch.expected_seq != last:
                 raise StaleSessionError(
                     f"session {batch.session_id!r} is at seq {last}, "
                     f"not the expected {batch.expected_seq}"
                 )
-            await repo.add_events(batch.session_id, stamped, last + 1, now)
+            repo.add_events(batch.session_id, stamped, last + 1, now)
             state = row.state if batch.state_delta is None else {**row.state, **batch.state_delta}
-            await repo.save(row, state=state)
+            repo.save(row, state=state)
             return last + len(stamped)
 
         return await self._db.write(work)
@@ -276,11 +277,11 @@ class SessionService:
         _text(session_id, "session_id")
         query = validated(EventQuery, after_seq=after_seq, limit=limit)
 
-        async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        def work(session: OrmSession) -> list[dict[str, Any]]:
             repo = SessionRepository(session)
-            if await repo.get(session_id) is None:
+            if repo.get(session_id) is None:
                 raise NotFoundError(f"session {session_id!r} not found")
-            rows = await repo.events(session_id, after_seq=query.after_seq, limit=query.limit)
+            rows = repo.events(session_id, after_seq=query.after_seq, limit=query.limit)
             return [EventRecord.model_validate(r).model_dump() for r in rows]
 
         return await self._db.run(work, write=False)
@@ -307,8 +308,8 @@ class SessionService:
             before=before,
         )
 
-        async def work(session: AsyncSession) -> list[dict[str, Any]]:
-            rows = await SessionRepository(session).page(query)
+        def work(session: OrmSession) -> list[dict[str, Any]]:
+            rows = SessionRepository(session).page(query)
             return [SessionRecord.model_validate(r).model_dump() for r in rows]
 
         return await self._db.run(work, write=False)
@@ -318,8 +319,8 @@ class SessionService:
         referred to it keep their rows with ``session_id`` NULL."""
         _text(session_id, "session_id")
 
-        async def work(session: AsyncConnection) -> None:
-            if not await SessionRepository(session).delete(session_id):
+        def work(session: Connection) -> None:
+            if not SessionRepository(session).delete(session_id):
                 raise NotFoundError(f"session {session_id!r} not found")
 
         await self._db.write(work)

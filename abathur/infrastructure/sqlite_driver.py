@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import threading
 from typing import Any
 
 import aiosqlite
@@ -25,6 +26,14 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.util import immutabledict
+
+# Set while a unit of work runs inside aiosqlite's worker thread
+# (``run_in_worker``): statements then call sqlite3 directly, no hop, no await.
+_worker = threading.local()
+
+
+def in_worker() -> bool:
+    return getattr(_worker, "active", False)
 
 
 class LeanCursor(AsyncAdapt_aiosqlite_cursor):
@@ -57,27 +66,48 @@ class LeanCursor(AsyncAdapt_aiosqlite_cursor):
     def close(self) -> None:
         self._rows.clear()
 
-    async def _run(self, operation: str, parameters: Any, many: bool) -> None:
-        raw: sqlite3.Connection = self._connection._conn
+    def _statement(
+        self, operation: str, parameters: Any, many: bool
+    ) -> tuple[Any, int, int | None, list[Any]]:
+        cursor = self._connection._conn.cursor()
+        try:
+            if many:
+                cursor.executemany(operation, parameters)
+            elif parameters is None:
+                cursor.execute(operation)
+            else:
+                cursor.execute(operation, parameters)
+            rows = cursor.fetchall() if cursor.description else []
+            return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+        finally:
+            cursor.close()
 
-        def statement() -> tuple[Any, int, int | None, list[Any]]:
-            cursor = raw.cursor()
-            try:
-                if many:
-                    cursor.executemany(operation, parameters)
-                elif parameters is None:
-                    cursor.execute(operation)
-                else:
-                    cursor.execute(operation, parameters)
-                rows = cursor.fetchall() if cursor.description else []
-                return cursor.description, cursor.rowcount, cursor.lastrowid, rows
-            finally:
-                cursor.close()
-
-        async with self._adapt_connection._execute_mutex:
-            result = await self._connection._execute(statement)
+    def _store(self, result: tuple[Any, int, int | None, list[Any]]) -> None:
         self._description, self._rowcount, self._lastrowid, rows = result
         self._rows = collections.deque(rows)
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        if in_worker():
+            try:
+                self._store(self._statement(operation, parameters, many=False))
+            except Exception as error:
+                self._adapt_connection._handle_exception(error)
+            return None
+        return super().execute(operation, parameters)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        if in_worker():
+            try:
+                self._store(self._statement(operation, seq_of_parameters, many=True))
+            except Exception as error:
+                self._adapt_connection._handle_exception(error)
+            return None
+        return super().executemany(operation, seq_of_parameters)
+
+    async def _run(self, operation: str, parameters: Any, many: bool) -> None:
+        async with self._adapt_connection._execute_mutex:
+            result = await self._connection._execute(self._statement, operation, parameters, many)
+        self._store(result)
 
     async def _execute_async(self, operation: Any, parameters: Any) -> None:
         await self._run(operation, parameters, many=False)
@@ -96,11 +126,17 @@ class LeanConnection(AsyncAdapt_aiosqlite_connection):
 
     def commit(self) -> None:
         if self._in_transaction():
-            super().commit()
+            if in_worker():
+                self._connection._conn.commit()
+            else:
+                super().commit()
 
     def rollback(self) -> None:
         if self._in_transaction():
-            super().rollback()
+            if in_worker():
+                self._connection._conn.rollback()
+            else:
+                super().rollback()
 
 
 class LeanDBAPI(AsyncAdapt_aiosqlite_dbapi):
@@ -114,3 +150,21 @@ def lean_dbapi() -> LeanDBAPI | None:
     if not hasattr(aiosqlite.Connection, "_execute"):  # pragma: no cover - depends on aiosqlite
         return None
     return LeanDBAPI(aiosqlite, sqlite3)
+
+
+async def run_in_worker(driver_connection: aiosqlite.Connection, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in the connection's worker thread, in one hop.
+
+    Statements that ``fn`` sends through SQLAlchemy on this connection call
+    sqlite3 directly (see ``LeanCursor.execute``): a whole unit of work costs
+    one crossing instead of one per statement.
+    """
+
+    def direct() -> Any:
+        _worker.active = True
+        try:
+            return fn(*args)
+        finally:
+            _worker.active = False
+
+    return await driver_connection._execute(direct)  # type: ignore[no-untyped-call]

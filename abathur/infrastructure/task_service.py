@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session as OrmSession
 
 from abathur.domain import validated
 from abathur.domain.core import (
@@ -46,8 +46,8 @@ class TaskService:
         check_json(new.input_data, "input_data")
         task_id = new.id or uuid.uuid4().hex
 
-        async def work(session: AsyncSession) -> TaskRecord:
-            row = await TaskRepository(session).create(new, task_id)
+        def work(session: OrmSession) -> TaskRecord:
+            row = TaskRepository(session).create(new, task_id)
             return TaskRecord.model_validate(row)
 
         return await self._db.run(work)
@@ -55,8 +55,8 @@ class TaskService:
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """The task with this id, or None."""
 
-        async def work(session: AsyncSession) -> TaskRecord | None:
-            row = await TaskRepository(session).get(task_id)
+        def work(session: OrmSession) -> TaskRecord | None:
+            row = TaskRepository(session).get(task_id)
             return None if row is None else TaskRecord.model_validate(row)
 
         return await self._db.run(work, write=False)
@@ -64,8 +64,8 @@ class TaskService:
     async def list_session_tasks(self, session_id: str) -> list[TaskRecord]:
         """The tasks linked to ``session_id``, newest first."""
 
-        async def work(session: AsyncSession) -> list[TaskRecord]:
-            rows = await TaskRepository(session).list_for_session(session_id)
+        def work(session: OrmSession) -> list[TaskRecord]:
+            rows = TaskRepository(session).list_for_session(session_id)
             return [TaskRecord.model_validate(r) for r in rows]
 
         return await self._db.run(work, write=False)
@@ -84,8 +84,8 @@ class TaskService:
         )
         agent_id = new.id or uuid.uuid4().hex
 
-        async def work(session: AsyncSession) -> AgentRecord:
-            row = await AgentRepository(session).create(new, agent_id)
+        def work(session: OrmSession) -> AgentRecord:
+            row = AgentRepository(session).create(new, agent_id)
             return AgentRecord.model_validate(row)
 
         return await self._db.run(work)
@@ -93,8 +93,8 @@ class TaskService:
     async def get_agent(self, agent_id: str) -> AgentRecord | None:
         """The agent with this id, or None."""
 
-        async def work(session: AsyncSession) -> AgentRecord | None:
-            row = await AgentRepository(session).get(agent_id)
+        def work(session: OrmSession) -> AgentRecord | None:
+            row = AgentRepository(session).get(agent_id)
             return None if row is None else AgentRecord.model_validate(row)
 
         return await self._db.run(work, write=False)
@@ -105,8 +105,8 @@ class TaskService:
         """Store ``state`` as iteration ``iteration`` of ``task_id``; returns the stored row."""
         check_json(state, "checkpoint state")
 
-        async def work(session: AsyncSession) -> CheckpointRecord:
-            row = await CheckpointRepository(session).save(task_id, iteration, state, session_id)
+        def work(session: OrmSession) -> CheckpointRecord:
+            row = CheckpointRepository(session).save(task_id, iteration, state, session_id)
             return CheckpointRecord.model_validate(row)
 
         return await self._db.run(work)
@@ -114,8 +114,8 @@ class TaskService:
     async def latest_checkpoint(self, task_id: str) -> CheckpointRecord | None:
         """The checkpoint of ``task_id`` with the highest iteration, or None."""
 
-        async def work(session: AsyncSession) -> CheckpointRecord | None:
-            row = await CheckpointRepository(session).latest(task_id)
+        def work(session: OrmSession) -> CheckpointRecord | None:
+            row = CheckpointRepository(session).latest(task_id)
             return None if row is None else CheckpointRecord.model_validate(row)
 
         return await self._db.run(work, write=False)
@@ -125,9 +125,9 @@ class TaskService:
         entry = validated(NewAuditEntry, task_id=task_id, action_type=action_type, **fields)
         check_json(entry.action_data, "action_data")
 
-        async def work(session: AsyncSession) -> AuditRecord:
-            await require(session, Task, task_id, "task")
-            row = await AuditRepository(session).append(entry)
+        def work(session: OrmSession) -> AuditRecord:
+            require(session, Task, task_id, "task")
+            row = AuditRepository(session).append(entry)
             return AuditRecord.model_validate(row)
 
         return await self._db.run(work)
@@ -135,8 +135,8 @@ class TaskService:
     async def audit_for_task(self, task_id: str, limit: int = 100) -> list[AuditRecord]:
         """The newest ``limit`` audit rows of ``task_id``."""
 
-        async def work(session: AsyncSession) -> list[AuditRecord]:
-            rows = await AuditRepository(session).for_task(task_id, limit)
+        def work(session: OrmSession) -> list[AuditRecord]:
+            rows = AuditRepository(session).for_task(task_id, limit)
             return [AuditRecord.model_validate(r) for r in rows]
 
         return await self._db.run(work, write=False)
@@ -146,8 +146,8 @@ class TaskService:
     ) -> list[AuditRecord]:
         """The newest audit rows, optionally only memory operations in a namespace subtree."""
 
-        async def work(session: AsyncSession) -> list[AuditRecord]:
-            rows = await AuditRepository(session).tail(namespace_prefix, limit)
+        def work(session: OrmSession) -> list[AuditRecord]:
+            rows = AuditRepository(session).tail(namespace_prefix, limit)
             return [AuditRecord.model_validate(r) for r in rows]
 
         return await self._db.run(work, write=False)

@@ -166,7 +166,7 @@ async def test_run_retries_lock_contention_then_gives_up(
     async with Database(tmp_path / "r.db") as db:
         calls = 0
 
-        async def flaky(_session: object) -> str:
+        def flaky(_session: object) -> str:
             nonlocal calls
             calls += 1
             if calls < 3:
@@ -176,7 +176,7 @@ async def test_run_retries_lock_contention_then_gives_up(
         assert await db.run(flaky) == "done"
         assert calls == 3
 
-        async def always_locked(_session: object) -> None:
+        def always_locked(_session: object) -> None:
             raise OperationalError("BEGIN", {}, Exception("database is locked"))
 
         with pytest.raises(DatabaseError, match="still busy"):

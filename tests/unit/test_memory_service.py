@@ -269,7 +269,7 @@ async def test_failed_audit_rolls_the_memory_change_back(
 ) -> None:
     from abathur.infrastructure.repositories.core import AuditRepository
 
-    async def broken(self: AuditRepository, entry: Any) -> None:
+    def broken(self: AuditRepository, entry: Any) -> None:
         raise RuntimeError("audit store down")
 
     monkeypatch.setattr(AuditRepository, "append", broken)

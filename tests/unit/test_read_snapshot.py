@@ -3,9 +3,12 @@ either wholly visible (event and state) or not at all."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
+from sqlalchemy.util import await_only
 
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.repositories.sessions import SessionRepository
@@ -18,12 +21,21 @@ async def test_get_session_never_shows_half_an_append(
     await db.sessions.append_event("s1", {"n": 0}, state_delta={"session:n": 0})
     original = SessionRepository.events
     interleaved = []
+    loop = asyncio.get_running_loop()
 
-    async def events_after_a_concurrent_append(self: SessionRepository, *a: Any, **k: Any) -> Any:
+    def meanwhile(work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` to its end from inside a unit of work: on SQLite the unit
+        runs in the connection's worker thread, on PostgreSQL in a greenlet."""
+        if db.is_sqlite:
+            asyncio.run_coroutine_threadsafe(work, loop).result(timeout=30)
+        else:
+            await_only(work)
+
+    def events_after_a_concurrent_append(self: SessionRepository, *a: Any, **k: Any) -> Any:
         if not interleaved:  # once: another writer commits between the two reads
             interleaved.append(True)
-            await db.sessions.append_event("s1", {"n": 1}, state_delta={"session:n": 1})
-        return await original(self, *a, **k)
+            meanwhile(db.sessions.append_event("s1", {"n": 1}, state_delta={"session:n": 1}))
+        return original(self, *a, **k)
 
     monkeypatch.setattr(SessionRepository, "events", events_after_a_concurrent_append)
     seen = await db.sessions.get_session("s1")

@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import Insert, Select, bindparam, func, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session as OrmSession
 
 from abathur.domain.core import NewAgent, NewAuditEntry, NewTask
 from abathur.errors import AlreadyExistsError, NotFoundError
@@ -18,11 +19,11 @@ from abathur.infrastructure.types import utcnow
 
 # What repositories run statements on: a session (ORM work) or a bare
 # connection (Core statements only; see Database.read/write).
-Executor = AsyncSession | AsyncConnection
+Executor = OrmSession | Connection
 
 
 def dialect_name(executor: Executor) -> str:
-    bind = executor.bind if isinstance(executor, AsyncSession) else executor
+    bind = executor.bind if isinstance(executor, OrmSession) else executor
     assert bind is not None
     return bind.dialect.name
 
@@ -30,7 +31,7 @@ def dialect_name(executor: Executor) -> str:
 _INSERTS: dict[type[Any], tuple[Insert, list[tuple[str, str]]]] = {}
 
 
-async def insert_row(session: Executor, row: Any) -> None:
+def insert_row(session: Executor, row: Any) -> None:
     """INSERT the attributes set on ``row`` and take its primary key from RETURNING.
 
     One Core statement, built once per model: the unit of work (``add`` +
@@ -48,7 +49,7 @@ async def insert_row(session: Executor, row: Any) -> None:
     statement, columns = _INSERTS[model]
     state = row.__dict__
     values = {column: state[attr] for attr, column in columns if state.get(attr) is not None}
-    key = (await session.execute(statement, values)).one()
+    key = (session.execute(statement, values)).one()
     for column, value in zip(sa_inspect(model).primary_key, key, strict=True):
         setattr(row, column.key, value)
 
@@ -60,11 +61,11 @@ def is_duplicate_key(exc: IntegrityError) -> bool:
     return "unique" in message or "duplicate" in message
 
 
-async def flush_new(session: AsyncSession, row: Any, what: str) -> None:
+def flush_new(session: OrmSession, row: Any, what: str) -> None:
     """Flush an INSERT, translating a duplicate key into AlreadyExistsError."""
     session.add(row)
     try:
-        await session.flush()
+        session.flush()
     except IntegrityError as exc:
         if is_duplicate_key(exc):
             raise AlreadyExistsError(f"{what} already exists") from exc
@@ -83,22 +84,22 @@ def _exists_query(model: type[Any]) -> Select[Any]:
     return _EXISTS[table.name]
 
 
-async def require(session: Executor, model: type[Any], key: Any, what: str) -> None:
+def require(session: Executor, model: type[Any], key: Any, what: str) -> None:
     """Raise NotFoundError unless the row with primary key ``key`` exists."""
-    found = await session.scalar(_exists_query(model), {"key": key})
+    found = session.scalar(_exists_query(model), {"key": key})
     if found is None:
         raise NotFoundError(f"{what} {key!r} not found")
 
 
 class TaskRepository:
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: OrmSession):
         self.session = session
 
-    async def create(self, new: NewTask, task_id: str) -> Task:
+    def create(self, new: NewTask, task_id: str) -> Task:
         if new.parent_task_id is not None:
-            await require(self.session, Task, new.parent_task_id, "parent task")
+            require(self.session, Task, new.parent_task_id, "parent task")
         if new.session_id is not None:
-            await require(self.session, Session, new.session_id, "session")
+            require(self.session, Session, new.session_id, "session")
         now = utcnow()
         row = Task(
             id=task_id,
@@ -106,44 +107,42 @@ class TaskRepository:
             submitted_at=now,
             last_updated_at=now,
         )
-        await flush_new(self.session, row, f"task {task_id!r}")
+        flush_new(self.session, row, f"task {task_id!r}")
         return row
 
-    async def get(self, task_id: str) -> Task | None:
-        return await self.session.get(Task, task_id)
+    def get(self, task_id: str) -> Task | None:
+        return self.session.get(Task, task_id)
 
-    async def exists(self, task_id: str) -> bool:
-        return await self.session.scalar(select(Task.id).where(Task.id == task_id)) is not None
+    def exists(self, task_id: str) -> bool:
+        return self.session.scalar(select(Task.id).where(Task.id == task_id)) is not None
 
-    async def list_for_session(self, session_id: str) -> Sequence[Task]:
+    def list_for_session(self, session_id: str) -> Sequence[Task]:
         query = select(Task).where(Task.session_id == session_id).order_by(Task.submitted_at.desc())
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()
 
 
 class AgentRepository:
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: OrmSession):
         self.session = session
 
-    async def create(self, new: NewAgent, agent_id: str) -> Agent:
-        await require(self.session, Task, new.task_id, "task")
+    def create(self, new: NewAgent, agent_id: str) -> Agent:
+        require(self.session, Task, new.task_id, "task")
         if new.session_id is not None:
-            await require(self.session, Session, new.session_id, "session")
+            require(self.session, Session, new.session_id, "session")
         row = Agent(id=agent_id, **new.model_dump(exclude={"id"}), spawned_at=utcnow())
-        await flush_new(self.session, row, f"agent {agent_id!r}")
+        flush_new(self.session, row, f"agent {agent_id!r}")
         return row
 
-    async def get(self, agent_id: str) -> Agent | None:
-        return await self.session.get(Agent, agent_id)
+    def get(self, agent_id: str) -> Agent | None:
+        return self.session.get(Agent, agent_id)
 
 
 class CheckpointRepository:
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: OrmSession):
         self.session = session
 
-    async def save(
-        self, task_id: str, iteration: int, state: Any, session_id: str | None
-    ) -> Checkpoint:
-        await require(self.session, Task, task_id, "task")
+    def save(self, task_id: str, iteration: int, state: Any, session_id: str | None) -> Checkpoint:
+        require(self.session, Task, task_id, "task")
         row = Checkpoint(
             task_id=task_id,
             iteration=iteration,
@@ -151,52 +150,50 @@ class CheckpointRepository:
             session_id=session_id,
             created_at=utcnow(),
         )
-        await flush_new(self.session, row, f"checkpoint {task_id!r}/{iteration}")
+        flush_new(self.session, row, f"checkpoint {task_id!r}/{iteration}")
         return row
 
-    async def latest(self, task_id: str) -> Checkpoint | None:
+    def latest(self, task_id: str) -> Checkpoint | None:
         query = (
             select(Checkpoint)
             .where(Checkpoint.task_id == task_id)
             .order_by(Checkpoint.iteration.desc())
             .limit(1)
         )
-        return await self.session.scalar(query)
+        return self.session.scalar(query)
 
 
 class AuditRepository:
     def __init__(self, session: Executor):
         self.session = session
 
-    async def append(self, entry: NewAuditEntry) -> AuditEntry:
+    def append(self, entry: NewAuditEntry) -> AuditEntry:
         row = AuditEntry(**entry.model_dump(), timestamp=utcnow())
-        await insert_row(self.session, row)
+        insert_row(self.session, row)
         return row
 
-    async def for_task(self, task_id: str, limit: int = 100) -> Sequence[AuditEntry]:
+    def for_task(self, task_id: str, limit: int = 100) -> Sequence[AuditEntry]:
         query = (
             select(AuditEntry)
             .where(AuditEntry.task_id == task_id)
             .order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
             .limit(limit)
         )
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()
 
-    async def for_memory_entry(self, entry_id: int) -> Sequence[AuditEntry]:
+    def for_memory_entry(self, entry_id: int) -> Sequence[AuditEntry]:
         query = (
             select(AuditEntry)
             .where(AuditEntry.memory_entry_id == entry_id)
             .order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
         )
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()
 
-    async def tail(
-        self, namespace_prefix: str | None = None, limit: int = 50
-    ) -> Sequence[AuditEntry]:
+    def tail(self, namespace_prefix: str | None = None, limit: int = 50) -> Sequence[AuditEntry]:
         query = select(AuditEntry).order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
         if namespace_prefix is not None:
             query = query.where(in_subtree(AuditEntry.memory_namespace, namespace_prefix))
-        return (await self.session.scalars(query.limit(limit))).all()
+        return (self.session.scalars(query.limit(limit))).all()
 
-    async def count(self) -> int:
-        return int(await self.session.scalar(select(func.count()).select_from(AuditEntry)) or 0)
+    def count(self) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(AuditEntry)) or 0)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, literal_column, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.domain.documents import ScannedDocument
@@ -30,28 +30,28 @@ def under_directory(root: str) -> ColumnElement[bool]:
 
 
 class DocumentIndexRepository:
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: OrmSession):
         self.session = session
 
-    async def get(self, document_id: int, *, lock: bool = False) -> DocumentIndex | None:
+    def get(self, document_id: int, *, lock: bool = False) -> DocumentIndex | None:
         """The row with this id, or None; ``lock`` holds it against other writers
         until the transaction ends (PostgreSQL; SQLite writers are serial)."""
-        return await self.session.get(DocumentIndex, document_id, with_for_update=lock)
+        return self.session.get(DocumentIndex, document_id, with_for_update=lock)
 
-    async def by_paths(self, paths: Iterable[str]) -> dict[str, DocumentIndex]:
+    def by_paths(self, paths: Iterable[str]) -> dict[str, DocumentIndex]:
         """The existing rows among ``paths``, keyed by file path."""
         wanted = list(paths)
         if not wanted:
             return {}
         query = select(DocumentIndex).where(DocumentIndex.file_path.in_(wanted))
-        return {row.file_path: row for row in await self.session.scalars(query)}
+        return {row.file_path: row for row in self.session.scalars(query)}
 
-    async def under(self, root: str) -> Sequence[DocumentIndex]:
+    def under(self, root: str) -> Sequence[DocumentIndex]:
         """Every row below the directory ``root``, by path."""
         query = select(DocumentIndex).where(under_directory(root)).order_by(DocumentIndex.file_path)
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()
 
-    async def add(self, scanned: ScannedDocument, now: datetime) -> DocumentIndex:
+    def add(self, scanned: ScannedDocument, now: datetime) -> DocumentIndex:
         """Insert a new ``pending`` row for a scanned file."""
         row = DocumentIndex(
             file_path=scanned.file_path,
@@ -63,10 +63,10 @@ class DocumentIndexRepository:
             created_at=now,
             updated_at=now,
         )
-        await flush_new(self.session, row, f"document {scanned.file_path!r}")
+        flush_new(self.session, row, f"document {scanned.file_path!r}")
         return row
 
-    async def mark_stale(self, row: DocumentIndex, scanned: ScannedDocument, now: datetime) -> None:
+    def mark_stale(self, row: DocumentIndex, scanned: ScannedDocument, now: datetime) -> None:
         """The file's content changed (or it came back): new hash, back in the queue."""
         row.content_hash = scanned.content_hash
         row.title = scanned.title
@@ -74,16 +74,16 @@ class DocumentIndexRepository:
         row.sync_status = "stale"
         row.metadata_ = {k: v for k, v in (row.metadata_ or {}).items() if k != "missing"}
         row.updated_at = now
-        await self.session.flush()
+        self.session.flush()
 
-    async def mark_missing(self, row: DocumentIndex, now: datetime) -> None:
+    def mark_missing(self, row: DocumentIndex, now: datetime) -> None:
         """The file is gone: ``stale`` with ``{"missing": true}``; the row stays."""
         row.sync_status = "stale"
         row.metadata_ = {**(row.metadata_ or {}), "missing": True}
         row.updated_at = now
-        await self.session.flush()
+        self.session.flush()
 
-    async def mark_synced(
+    def mark_synced(
         self, row: DocumentIndex, embedding_model: str, embedding: bytes, now: datetime
     ) -> None:
         """Store the embedding: ``synced`` as of ``now``."""
@@ -91,7 +91,7 @@ class DocumentIndexRepository:
         row.embedding_blob = embedding
         row.sync_status = "synced"
         row.last_synced_at = now
-        await self.session.flush()
+        self.session.flush()
 
     def _not_missing(self) -> ColumnElement[bool]:
         dialect = self.session.get_bind().dialect.name
@@ -111,9 +111,7 @@ class DocumentIndexRepository:
             DocumentIndex.id,
         ).limit(limit)
 
-    async def pending(
-        self, limit: int, *, include_missing: bool = False
-    ) -> Sequence[DocumentIndex]:
+    def pending(self, limit: int, *, include_missing: bool = False) -> Sequence[DocumentIndex]:
         """Rows waiting for an embedding: ``pending`` and ``stale``, oldest sync first."""
         query = self._pending_query(limit, include_missing)
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()

@@ -84,7 +84,7 @@ class MemoryRepository:
     def __init__(self, session: Executor):
         self.session = session
 
-    async def lock_key(self, namespace: str, key: str) -> None:
+    def lock_key(self, namespace: str, key: str) -> None:
         """Serialise writers of one key until the transaction ends.
 
         SQLite needs nothing: write transactions begin IMMEDIATE and so run one
@@ -92,34 +92,34 @@ class MemoryRepository:
         also covers a key that has no row yet.
         """
         if dialect_name(self.session) == "postgresql":
-            await self.session.execute(
+            self.session.execute(
                 text("SELECT pg_advisory_xact_lock(:lock_id)"),
                 {"lock_id": key_lock_id(namespace, key)},
             )
 
-    async def latest(self, namespace: str, key: str) -> MemoryVersion | None:
+    def latest(self, namespace: str, key: str) -> MemoryVersion | None:
         """The highest version of the key, deleted or not."""
-        return (await self.session.execute(LATEST, {"namespace": namespace, "key": key})).first()
+        return (self.session.execute(LATEST, {"namespace": namespace, "key": key})).first()
 
-    async def version(self, namespace: str, key: str, version: int) -> MemoryVersion | None:
+    def version(self, namespace: str, key: str, version: int) -> MemoryVersion | None:
         params = {"namespace": namespace, "key": key, "version": version}
-        return (await self.session.execute(VERSION, params)).first()
+        return (self.session.execute(VERSION, params)).first()
 
-    async def history(self, namespace: str, key: str) -> Sequence[MemoryVersion]:
-        return (await self.session.execute(HISTORY, {"namespace": namespace, "key": key})).all()
+    def history(self, namespace: str, key: str) -> Sequence[MemoryVersion]:
+        return (self.session.execute(HISTORY, {"namespace": namespace, "key": key})).all()
 
-    async def live_versions(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
+    def live_versions(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
         """The rows of the key not deleted or superseded, ascending by version."""
         query = (
             select(MemoryEntry)
             .where(MemoryEntry.namespace == namespace, MemoryEntry.key == key, LIVE)
             .order_by(MemoryEntry.version)
         )
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()
 
-    async def insert(self, row: MemoryEntry) -> MemoryEntry:
+    def insert(self, row: MemoryEntry) -> MemoryEntry:
         try:
-            await insert_row(self.session, row)
+            insert_row(self.session, row)
         except IntegrityError as exc:
             if is_duplicate_key(exc):
                 raise ConflictError(
@@ -129,14 +129,12 @@ class MemoryRepository:
             raise
         return row
 
-    async def mark_deleted(
-        self, namespace: str, key: str, *, below_version: int | None = None
-    ) -> int:
+    def mark_deleted(self, namespace: str, key: str, *, below_version: int | None = None) -> int:
         """Set ``is_deleted`` on the key's live rows (only those below a version, if given)."""
         conditions = [MemoryEntry.namespace == namespace, MemoryEntry.key == key, LIVE]
         if below_version is not None:
             conditions.append(MemoryEntry.version < below_version)
-        result = await self.session.execute(
+        result = self.session.execute(
             update(MemoryEntry)
             .where(*conditions)
             .values(is_deleted=true())
@@ -144,17 +142,15 @@ class MemoryRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def search(
-        self, root: str, memory_type: str | None, limit: int
-    ) -> Sequence[MemoryVersion]:
+    def search(self, root: str, memory_type: str | None, limit: int) -> Sequence[MemoryVersion]:
         """The current live version of every key in the subtree of ``root``, newest first."""
         params: dict[str, Any] = {**subtree_bounds(root), "limit": limit}
         if memory_type is None:
-            return (await self.session.execute(SEARCH, params)).all()
+            return (self.session.execute(SEARCH, params)).all()
         params["memory_type"] = memory_type
-        return (await self.session.execute(SEARCH_OF_TYPE, params)).all()
+        return (self.session.execute(SEARCH_OF_TYPE, params)).all()
 
-    async def keys_with_several_live_versions(self, root: str) -> list[tuple[str, str]]:
+    def keys_with_several_live_versions(self, root: str) -> list[tuple[str, str]]:
         query = (
             select(MemoryEntry.namespace, MemoryEntry.key)
             .where(in_subtree(MemoryEntry.namespace, root), LIVE)
@@ -162,11 +158,9 @@ class MemoryRepository:
             .having(func.count() > 1)
             .order_by(MemoryEntry.namespace, MemoryEntry.key)
         )
-        return [(ns, key) for ns, key in (await self.session.execute(query)).all()]
+        return [(ns, key) for ns, key in (self.session.execute(query)).all()]
 
-    async def stale_current_versions(
-        self, memory_type: str, cutoff: datetime
-    ) -> list[tuple[str, str]]:
+    def stale_current_versions(self, memory_type: str, cutoff: datetime) -> list[tuple[str, str]]:
         """Keys whose current version is live, of ``memory_type``, last written before cutoff."""
         query = (
             select(MemoryEntry.namespace, MemoryEntry.key)
@@ -180,4 +174,4 @@ class MemoryRepository:
             )
             .order_by(MemoryEntry.namespace, MemoryEntry.key)
         )
-        return [(ns, key) for ns, key in (await self.session.execute(query)).all()]
+        return [(ns, key) for ns, key in (self.session.execute(query)).all()]

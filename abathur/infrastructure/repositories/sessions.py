@@ -85,7 +85,7 @@ class SessionRepository:
 
     # ------------------------------------------------------------ sessions
 
-    async def create(self, new: NewSession) -> Session:
+    def create(self, new: NewSession) -> Session:
         now = utcnow()
         row = Session(
             id=new.id,
@@ -99,43 +99,41 @@ class SessionRepository:
             last_update_time=now,
         )
         try:
-            await insert_row(self.session, row)
+            insert_row(self.session, row)
         except IntegrityError as exc:
             if is_duplicate_key(exc):
                 raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
             raise
         return row
 
-    async def get(self, session_id: str) -> Session | None:
-        return await self.session.scalar(GET, {"id": session_id})
+    def get(self, session_id: str) -> Session | None:
+        return self.session.scalar(GET, {"id": session_id})
 
-    async def get_with_last_seq(self, session_id: str) -> tuple[Session, int] | None:
+    def get_with_last_seq(self, session_id: str) -> tuple[Session, int] | None:
         """The session and the seq of its newest event, read in one statement."""
-        found = (await self.session.execute(GET_WITH_LAST_SEQ, {"id": session_id})).one_or_none()
+        found = (self.session.execute(GET_WITH_LAST_SEQ, {"id": session_id})).one_or_none()
         return None if found is None else (found[0], int(found[1] or 0))
 
-    async def lock(self, session_id: str) -> SessionRow:
+    def lock(self, session_id: str) -> SessionRow:
         """The session row, locked against other writers until the transaction ends."""
-        row = (await self.session.execute(LOCK, {"id": session_id})).first()
+        row = (self.session.execute(LOCK, {"id": session_id})).first()
         if row is None:
             raise NotFoundError(f"session {session_id!r} not found")
         return row
 
-    async def save(self, row: SessionRow, **changes: Any) -> None:
+    def save(self, row: SessionRow, **changes: Any) -> None:
         """Write ``changes`` to a locked row and advance its ``last_update_time``."""
         changes["last_update_time"] = _later(row.last_update_time)
-        await self.session.execute(
-            SESSIONS.update().where(SESSIONS.c.id == row.id).values(**changes)
-        )
+        self.session.execute(SESSIONS.update().where(SESSIONS.c.id == row.id).values(**changes))
 
-    async def delete(self, session_id: str) -> bool:
+    def delete(self, session_id: str) -> bool:
         """Delete the session; its events go with it, other references become NULL."""
-        result = await self.session.execute(
+        result = self.session.execute(
             delete(Session).where(Session.id == session_id).returning(Session.id)
         )
         return result.scalar() is not None
 
-    async def list_active(self, user_id: str | None) -> Sequence[Session]:
+    def list_active(self, user_id: str | None) -> Sequence[Session]:
         query = (
             select(Session)
             .where(Session.status == "active", IN_LIVE_STATUSES)
@@ -143,9 +141,9 @@ class SessionRepository:
         )
         if user_id is not None:
             query = query.where(Session.user_id == user_id)
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()
 
-    async def page(self, q: SessionQuery) -> Sequence[Session]:
+    def page(self, q: SessionQuery) -> Sequence[Session]:
         """A page of sessions, newest first; ``q.before`` is the id of the
         previous page's last session (keyset paging: stable under inserts)."""
         conditions: list[ColumnElement[bool]] = []
@@ -161,7 +159,7 @@ class SessionRepository:
                 conditions.append(IN_LIVE_STATUSES)
         if q.before is not None:
             cursor = (
-                await self.session.execute(
+                self.session.execute(
                     select(Session.created_at, Session.id).where(Session.id == q.before)
                 )
             ).one_or_none()
@@ -174,19 +172,19 @@ class SessionRepository:
             .order_by(Session.created_at.desc(), Session.id.desc())
             .limit(q.limit)
         )
-        return (await self.session.scalars(query)).all()
+        return (self.session.scalars(query)).all()
 
     # ------------------------------------------------------------ events
 
-    async def last_seq(self, session_id: str) -> int:
-        return int(await self.session.scalar(LAST_SEQ, {"id": session_id}) or 0)
+    def last_seq(self, session_id: str) -> int:
+        return int(self.session.scalar(LAST_SEQ, {"id": session_id}) or 0)
 
-    async def add_events(
+    def add_events(
         self, session_id: str, events: Sequence[Any], first_seq: int, created_at: datetime
     ) -> None:
         if not events:
             return
-        await self.session.execute(
+        self.session.execute(
             insert(SessionEvent),
             [
                 {
@@ -199,7 +197,7 @@ class SessionRepository:
             ],
         )
 
-    async def events(
+    def events(
         self,
         session_id: str,
         *,
@@ -212,7 +210,7 @@ class SessionRepository:
         ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N.
         Plain rows with the model's attribute names, not ORM objects."""
         if (after_seq, after, last, limit) == (None, None, None, None):
-            return (await self.session.execute(ALL_EVENTS, {"id": session_id})).all()
+            return (self.session.execute(ALL_EVENTS, {"id": session_id})).all()
         query = select(*EVENT_FIELDS).where(SessionEvent.session_id == session_id)
         if after_seq is not None:
             query = query.where(SessionEvent.seq > after_seq)
@@ -220,10 +218,10 @@ class SessionRepository:
             query = query.where(SessionEvent.created_at > after)
         if last is not None:
             newest = (
-                await self.session.execute(query.order_by(SessionEvent.seq.desc()).limit(last))
+                self.session.execute(query.order_by(SessionEvent.seq.desc()).limit(last))
             ).all()
             return newest[::-1]
         query = query.order_by(SessionEvent.seq)
         if limit is not None:
             query = query.limit(limit)
-        return (await self.session.execute(query)).all()
+        return (self.session.execute(query)).all()
