@@ -33,7 +33,12 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import StaticPool
 
 from abathur.errors import DatabaseError, MigrationError, ValidationError
-from abathur.infrastructure.sqlite_driver import LeanDBAPI, lean_dbapi, run_in_worker
+from abathur.infrastructure.sqlite_driver import (
+    LeanDBAPI,
+    lean_dbapi,
+    run_in_worker,
+    worker_connection,
+)
 from abathur.infrastructure.types import dumps
 
 if TYPE_CHECKING:
@@ -146,7 +151,11 @@ def _attach_sqlite_hooks(engine: AsyncEngine, *, file_backed: bool) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        raw = worker_connection()
+        if raw is not None:  # inside a unit of work in the worker thread
+            raw.execute(f"BEGIN {mode}")
+        else:
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def script_location() -> Path:
@@ -233,18 +242,15 @@ async def _in_worker(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
     """``fn(connection)`` in the SQLite connection's worker thread, in one crossing.
 
     If the caller is cancelled, the unit still runs to its end (commit or
-    rollback) before the connection can serve anyone else.
+    rollback) in that thread; anything sent to the connection afterwards
+    queues behind it there, so nobody ever sees it half done.
     """
     sync = conn.sync_connection
     assert sync is not None
     driver = sync.connection.driver_connection
     assert driver is not None
-    unit = asyncio.ensure_future(run_in_worker(driver, fn, sync))
-    try:
-        return await asyncio.shield(unit)
-    except asyncio.CancelledError:
-        await asyncio.wait([unit])
-        raise
+    result: T = await run_in_worker(driver, fn, sync)
+    return result
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -414,26 +420,47 @@ class Database:
         """
         return await self._unit(partial(_with_orm_session, work), write=write)
 
-    async def read(self, work: Callable[[Connection], T]) -> T:
+    async def read(self, work: Callable[[Connection], T], *, one_statement: bool = False) -> T:
         """Run ``work(connection)``, a plain function of Core reads, in one transaction.
 
         On SQLite the whole unit runs in the connection's worker thread, in
         one crossing: its statements call sqlite3 directly (see
-        ``sqlite_driver``). On PostgreSQL it runs through ``run_sync``.
+        ``sqlite_driver`` and ``prepared``). On PostgreSQL it runs through
+        ``run_sync``. ``one_statement=True`` promises that ``work`` sends a
+        single statement: SQLite then runs it without BEGIN and COMMIT, since
+        one statement is atomic and reads one snapshot on its own.
         """
-        return await self._unit(work, write=False)
+        return await self._unit(work, write=False, one_statement=one_statement)
 
-    async def write(self, work: Callable[[Connection], T]) -> T:
+    async def write(self, work: Callable[[Connection], T], *, one_statement: bool = False) -> T:
         """Run ``work(connection)``, a plain function of Core statements, in one
-        write transaction, retrying it whole on lock contention, like ``run()``."""
-        return await self._unit(work, write=True)
+        write transaction, retrying it whole on lock contention, like ``run()``.
+        ``one_statement`` as for ``read()``."""
+        return await self._unit(work, write=True, one_statement=one_statement)
 
-    async def _unit(self, work: Callable[[Connection], T], *, write: bool) -> T:
+    async def _unit(
+        self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
+    ) -> T:
         def transaction(conn: Connection) -> T:
             with conn.begin():
                 return work(conn)
 
-        return await self._retrying(lambda: self._on_connection(transaction, write=write))
+        def statement(conn: Connection) -> T:
+            # Sent straight to sqlite3 (``prepared``), the statement commits on
+            # its own; one that went through SQLAlchemy began a transaction,
+            # which is ended here.
+            try:
+                result = work(conn)
+            except BaseException:
+                if conn.in_transaction():
+                    conn.rollback()
+                raise
+            if conn.in_transaction():
+                conn.commit()
+            return result
+
+        body = statement if one_statement and self._direct else transaction
+        return await self._retrying(lambda: self._on_connection(body, write=write))
 
     async def _on_connection(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         if not self._direct:

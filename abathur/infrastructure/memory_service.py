@@ -219,7 +219,7 @@ class MemoryService:
                     row = None
             return None if row is None else memory_dict(row)
 
-        return await self._db.read(work)
+        return await self._db.read(work, one_statement=True)
 
     async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
         """Every version of the key, ascending, deleted ones included; ``[]`` if unknown."""
@@ -229,7 +229,7 @@ class MemoryService:
             rows = MemoryRepository(session).history(ref.namespace, ref.key)
             return [memory_dict(r) for r in rows]
 
-        return await self._db.read(work)
+        return await self._db.read(work, one_statement=True)
 
     async def search_memories(
         self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
@@ -252,7 +252,7 @@ class MemoryService:
             )
             return [memory_dict(r) for r in rows]
 
-        return await self._db.read(work)
+        return await self._db.read(work, one_statement=True)
 
     # ------------------------------------------------------------ writes
 

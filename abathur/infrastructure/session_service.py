@@ -29,8 +29,6 @@ from abathur.domain.sessions import (
     EventRecord,
     NewSession,
     SessionQuery,
-    SessionRecord,
-    SessionWithEvents,
     StateWrite,
 )
 from abathur.errors import (
@@ -41,6 +39,7 @@ from abathur.errors import (
     ValidationError,
 )
 from abathur.infrastructure.database import Database
+from abathur.infrastructure.models import Session
 from abathur.infrastructure.repositories.sessions import SessionRepository, SessionRow
 from abathur.infrastructure.types import check_json, utcnow
 
@@ -65,6 +64,24 @@ def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{what} must be a non-empty string, not {value!r}")
     return value
+
+
+def session_dict(row: SessionRow | Session) -> dict[str, Any]:
+    """A session as the API returns it: the fields of ``SessionRecord`` (read
+    from the database, whose constraints already hold them to that shape)."""
+    return {
+        "id": row.id,
+        "app_name": row.app_name,
+        "user_id": row.user_id,
+        "project_id": row.project_id,
+        "status": row.status,
+        "state": row.state,
+        "metadata": row.metadata_,
+        "created_at": row.created_at,
+        "last_update_time": row.last_update_time,
+        "terminated_at": row.terminated_at,
+        "archived_at": row.archived_at,
+    }
 
 
 def _check_open(row: SessionRow) -> None:
@@ -100,7 +117,7 @@ class SessionService:
         def work(session: Connection) -> None:
             SessionRepository(session).create(new)
 
-        await self._db.write(work)
+        await self._db.write(work, one_statement=True)
 
     async def get_session(
         self,
@@ -119,21 +136,19 @@ class SessionService:
         query = validated(EventQuery, recent_events=recent_events, after=after)
         _require_aware(query.after, "after")
 
-        def work(session: OrmSession) -> dict[str, Any] | None:
+        def work(session: Connection) -> dict[str, Any] | None:
             repo = SessionRepository(session)
-            found = repo.get_with_last_seq(session_id)
-            if found is None:
+            row = repo.get_with_last_seq(session_id)
+            if row is None:
                 return None
-            row, last_seq = found
             if query.recent_events == 0:
                 events: list[Any] = []
             else:
                 rows = repo.events(session_id, after=query.after, last=query.recent_events)
                 events = [r.event for r in rows]
-            record = SessionRecord.model_validate(row).model_dump()
-            return SessionWithEvents(**record, events=events, last_seq=last_seq).model_dump()
+            return {**session_dict(row), "events": events, "last_seq": int(row.last_seq or 0)}
 
-        return await self._db.run(work, write=False)
+        return await self._db.read(work)
 
     async def append_event(
         self,
@@ -177,13 +192,13 @@ class SessionService:
         _text(session_id, "session_id")
         _text(key, "key")
 
-        def work(session: OrmSession) -> Any | None:
+        def work(session: Connection) -> Any | None:
             row = SessionRepository(session).get(session_id)
             if row is None:
                 raise NotFoundError(f"session {session_id!r} not found")
             return row.state.get(key)
 
-        return await self._db.run(work, write=False)
+        return await self._db.read(work, one_statement=True)
 
     async def set_state(self, session_id: str, key: str, value: Any) -> None:
         """Set one state key, keeping every other key (also those written concurrently)."""
@@ -205,7 +220,7 @@ class SessionService:
 
         def work(session: OrmSession) -> list[dict[str, Any]]:
             rows = SessionRepository(session).list_active(user_id)
-            return [SessionRecord.model_validate(r).model_dump() for r in rows]
+            return [session_dict(r) for r in rows]
 
         return await self._db.run(work, write=False)
 
@@ -277,14 +292,14 @@ class SessionService:
         _text(session_id, "session_id")
         query = validated(EventQuery, after_seq=after_seq, limit=limit)
 
-        def work(session: OrmSession) -> list[dict[str, Any]]:
+        def work(session: Connection) -> list[dict[str, Any]]:
             repo = SessionRepository(session)
             if repo.get(session_id) is None:
                 raise NotFoundError(f"session {session_id!r} not found")
             rows = repo.events(session_id, after_seq=query.after_seq, limit=query.limit)
             return [EventRecord.model_validate(r).model_dump() for r in rows]
 
-        return await self._db.run(work, write=False)
+        return await self._db.read(work)
 
     async def list_sessions(
         self,
@@ -310,7 +325,7 @@ class SessionService:
 
         def work(session: OrmSession) -> list[dict[str, Any]]:
             rows = SessionRepository(session).page(query)
-            return [SessionRecord.model_validate(r).model_dump() for r in rows]
+            return [session_dict(r) for r in rows]
 
         return await self._db.run(work, write=False)
 

@@ -33,7 +33,12 @@ _worker = threading.local()
 
 
 def in_worker() -> bool:
-    return getattr(_worker, "active", False)
+    return getattr(_worker, "raw", None) is not None
+
+
+def worker_connection() -> sqlite3.Connection | None:
+    """The sqlite3 connection of the unit of work running in this thread, if any."""
+    return getattr(_worker, "raw", None)
 
 
 class LeanCursor(AsyncAdapt_aiosqlite_cursor):
@@ -161,10 +166,10 @@ async def run_in_worker(driver_connection: aiosqlite.Connection, fn: Any, *args:
     """
 
     def direct() -> Any:
-        _worker.active = True
+        _worker.raw = driver_connection._conn
         try:
             return fn(*args)
         finally:
-            _worker.active = False
+            _worker.raw = None
 
     return await driver_connection._execute(direct)  # type: ignore[no-untyped-call]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Select, bindparam, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
@@ -15,11 +14,9 @@ from abathur.domain.core import NewAgent, NewAuditEntry, NewTask
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Agent, AuditEntry, Checkpoint, Session, Task
 from abathur.infrastructure.namespaces import in_subtree
+from abathur.infrastructure.prepared import Executor as Executor
+from abathur.infrastructure.prepared import Prepared
 from abathur.infrastructure.types import utcnow
-
-# What repositories run statements on: a session (ORM work) or a bare
-# connection (Core statements only; see Database.read/write).
-Executor = OrmSession | Connection
 
 
 def dialect_name(executor: Executor) -> str:
@@ -28,7 +25,7 @@ def dialect_name(executor: Executor) -> str:
     return bind.dialect.name
 
 
-_INSERTS: dict[type[Any], tuple[Insert, list[tuple[str, str]]]] = {}
+_INSERTS: dict[type[Any], tuple[Prepared, list[tuple[str, str]]]] = {}
 
 
 def insert_row(session: Executor, row: Any) -> None:
@@ -45,11 +42,13 @@ def insert_row(session: Executor, row: Any) -> None:
         mapper = sa_inspect(model)
         table = mapper.local_table
         columns = [(prop.key, prop.columns[0].name) for prop in mapper.column_attrs]
-        _INSERTS[model] = (table.insert().returning(*table.primary_key.columns), columns)
+        insert = table.insert().returning(*table.primary_key.columns)
+        _INSERTS[model] = (Prepared(insert), columns)
     statement, columns = _INSERTS[model]
     state = row.__dict__
     values = {column: state[attr] for attr, column in columns if state.get(attr) is not None}
-    key = (session.execute(statement, values)).one()
+    key = statement.first(session, values)
+    assert key is not None  # an INSERT ... RETURNING that succeeded returns its row
     for column, value in zip(sa_inspect(model).primary_key, key, strict=True):
         setattr(row, column.key, value)
 
@@ -72,21 +71,21 @@ def flush_new(session: OrmSession, row: Any, what: str) -> None:
         raise
 
 
-_EXISTS: dict[str, Select[Any]] = {}
+_EXISTS: dict[str, Prepared] = {}
 
 
-def _exists_query(model: type[Any]) -> Select[Any]:
+def _exists_query(model: type[Any]) -> Prepared:
     """``SELECT pk FROM table WHERE pk = :key``, built once per table."""
     table = model.__table__
     if table.name not in _EXISTS:
         key = table.primary_key.columns[0]
-        _EXISTS[table.name] = select(key).where(key == bindparam("key"))
+        _EXISTS[table.name] = Prepared(select(key).where(key == bindparam("key")))
     return _EXISTS[table.name]
 
 
 def require(session: Executor, model: type[Any], key: Any, what: str) -> None:
     """Raise NotFoundError unless the row with primary key ``key`` exists."""
-    found = session.scalar(_exists_query(model), {"key": key})
+    found = _exists_query(model).scalar(session, {"key": key})
     if found is None:
         raise NotFoundError(f"{what} {key!r} not found")
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, exists, false, func, select, text, true, update
+from sqlalchemy import and_, bindparam, exists, false, func, select, text, true, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -26,6 +26,7 @@ from sqlalchemy.orm import aliased
 from abathur.errors import ConflictError
 from abathur.infrastructure.models import MemoryEntry
 from abathur.infrastructure.namespaces import in_subtree, subtree_bounds
+from abathur.infrastructure.prepared import Prepared
 from abathur.infrastructure.repositories.core import (
     Executor,
     dialect_name,
@@ -39,14 +40,18 @@ LIVE = MemoryEntry.is_deleted == false()
 # (``row.metadata_``), not ORM objects: building an ORM instance per row costs
 # more than fetching it. The hot statements are built once; constructing a
 # statement per call costs about as much as running it.
-MemoryVersion = Row[Any]
+MemoryVersion = Any  # a named tuple (fast path) or a Row: both read as row.field
 VERSION_FIELDS = tuple(
     getattr(MemoryEntry, prop.key).label(prop.key) for prop in sa_inspect(MemoryEntry).column_attrs
 )
 _ONE_KEY = (MemoryEntry.namespace == bindparam("namespace"), MemoryEntry.key == bindparam("key"))
-LATEST = select(*VERSION_FIELDS).where(*_ONE_KEY).order_by(MemoryEntry.version.desc()).limit(1)
-VERSION = select(*VERSION_FIELDS).where(*_ONE_KEY, MemoryEntry.version == bindparam("version"))
-HISTORY = select(*VERSION_FIELDS).where(*_ONE_KEY).order_by(MemoryEntry.version)
+LATEST = Prepared(
+    select(*VERSION_FIELDS).where(*_ONE_KEY).order_by(MemoryEntry.version.desc()).limit(1)
+)
+VERSION = Prepared(
+    select(*VERSION_FIELDS).where(*_ONE_KEY, MemoryEntry.version == bindparam("version"))
+)
+HISTORY = Prepared(select(*VERSION_FIELDS).where(*_ONE_KEY).order_by(MemoryEntry.version))
 
 
 def key_lock_id(namespace: str, key: str) -> int:
@@ -75,7 +80,8 @@ SEARCH = (
     .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
     .limit(bindparam("limit"))
 )
-SEARCH_OF_TYPE = SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type"))
+SEARCH_OF_TYPE = Prepared(SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type")))
+SEARCH_ALL = Prepared(SEARCH)
 
 
 class MemoryRepository:
@@ -99,14 +105,14 @@ class MemoryRepository:
 
     def latest(self, namespace: str, key: str) -> MemoryVersion | None:
         """The highest version of the key, deleted or not."""
-        return (self.session.execute(LATEST, {"namespace": namespace, "key": key})).first()
+        return LATEST.first(self.session, {"namespace": namespace, "key": key})
 
     def version(self, namespace: str, key: str, version: int) -> MemoryVersion | None:
         params = {"namespace": namespace, "key": key, "version": version}
-        return (self.session.execute(VERSION, params)).first()
+        return VERSION.first(self.session, params)
 
     def history(self, namespace: str, key: str) -> Sequence[MemoryVersion]:
-        return (self.session.execute(HISTORY, {"namespace": namespace, "key": key})).all()
+        return HISTORY.all(self.session, {"namespace": namespace, "key": key})
 
     def live_versions(self, namespace: str, key: str) -> Sequence[MemoryEntry]:
         """The rows of the key not deleted or superseded, ascending by version."""
@@ -146,9 +152,9 @@ class MemoryRepository:
         """The current live version of every key in the subtree of ``root``, newest first."""
         params: dict[str, Any] = {**subtree_bounds(root), "limit": limit}
         if memory_type is None:
-            return (self.session.execute(SEARCH, params)).all()
+            return SEARCH_ALL.all(self.session, params)
         params["memory_type"] = memory_type
-        return (self.session.execute(SEARCH_OF_TYPE, params)).all()
+        return SEARCH_OF_TYPE.all(self.session, params)
 
     def keys_with_several_live_versions(self, root: str) -> list[tuple[str, str]]:
         query = (

@@ -14,12 +14,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     Table,
     bindparam,
     delete,
     func,
-    insert,
     literal_column,
     select,
     tuple_,
@@ -30,7 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from abathur.domain.sessions import NewSession, SessionQuery
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Session, SessionEvent
-from abathur.infrastructure.repositories.core import Executor, insert_row, is_duplicate_key
+from abathur.infrastructure.prepared import Prepared
+from abathur.infrastructure.repositories.core import Executor, is_duplicate_key
 from abathur.infrastructure.types import utcnow
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -40,35 +39,45 @@ LIVE_STATUSES = ("active", "paused")
 IN_LIVE_STATUSES = Session.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES])
 
 
-# The statements every append and read runs, built once: constructing a
-# statement per call costs about as much as running it.
-GET = select(Session).where(Session.id == bindparam("id"))
-# SQLite renders no FOR UPDATE: BEGIN IMMEDIATE already took the write lock.
+# The statements every append and read runs, built once (constructing a
+# statement per call costs about as much as running it) and run on the fast
+# path (``prepared``). Rows are plain named tuples with the model's attribute
+# names (``row.metadata_``), not ORM objects.
+SESSIONS: Table = Session.__table__  # type: ignore[assignment]
+EVENTS: Table = SessionEvent.__table__  # type: ignore[assignment]
 SESSION_FIELDS = tuple(
     getattr(Session, prop.key).label(prop.key) for prop in sa_inspect(Session).column_attrs
 )
-# The row a writer works on, as a plain row; SQLite renders no FOR UPDATE:
-# BEGIN IMMEDIATE already took the write lock.
-LOCK = select(*SESSION_FIELDS).where(Session.id == bindparam("id")).with_for_update()
-LAST_SEQ = select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
-SESSIONS: Table = Session.__table__  # type: ignore[assignment]
-EventRow = Row[Any]
-SessionRow = Row[Any]
+GET = Prepared(select(*SESSION_FIELDS).where(Session.id == bindparam("id")))
+# The row a writer works on. SQLite renders no FOR UPDATE: BEGIN IMMEDIATE
+# already took the write lock.
+LOCK = Prepared(select(*SESSION_FIELDS).where(Session.id == bindparam("id")).with_for_update())
+LAST_SEQ = Prepared(
+    select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
+)
+GET_WITH_LAST_SEQ = Prepared(
+    select(
+        *SESSION_FIELDS,
+        select(func.max(SessionEvent.seq))
+        .where(SessionEvent.session_id == Session.id)
+        .scalar_subquery()
+        .label("last_seq"),
+    ).where(Session.id == bindparam("id"))
+)
+CREATE = Prepared(SESSIONS.insert())
+SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
+ADD_EVENTS = Prepared(EVENTS.insert())
+EventRow = Any
+SessionRow = Any
 EVENT_FIELDS = tuple(
     getattr(SessionEvent, prop.key).label(prop.key)
     for prop in sa_inspect(SessionEvent).column_attrs
 )
-ALL_EVENTS = (
+ALL_EVENTS = Prepared(
     select(*EVENT_FIELDS)
     .where(SessionEvent.session_id == bindparam("id"))
     .order_by(SessionEvent.seq)
 )
-GET_WITH_LAST_SEQ = select(
-    Session,
-    select(func.max(SessionEvent.seq))
-    .where(SessionEvent.session_id == Session.id)
-    .scalar_subquery(),
-).where(Session.id == bindparam("id"))
 
 
 def _later(previous: datetime) -> datetime:
@@ -85,38 +94,37 @@ class SessionRepository:
 
     # ------------------------------------------------------------ sessions
 
-    def create(self, new: NewSession) -> Session:
+    def create(self, new: NewSession) -> None:
         now = utcnow()
-        row = Session(
-            id=new.id,
-            app_name=new.app_name,
-            user_id=new.user_id,
-            project_id=new.project_id,
-            status="created",
-            state=new.state,
-            metadata_={},
-            created_at=now,
-            last_update_time=now,
-        )
+        values = {
+            "id": new.id,
+            "app_name": new.app_name,
+            "user_id": new.user_id,
+            "project_id": new.project_id,
+            "status": "created",
+            "state": new.state,
+            "metadata": {},
+            "created_at": now,
+            "last_update_time": now,
+        }
         try:
-            insert_row(self.session, row)
+            CREATE.execute(self.session, values)
         except IntegrityError as exc:
             if is_duplicate_key(exc):
                 raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
             raise
-        return row
 
-    def get(self, session_id: str) -> Session | None:
-        return self.session.scalar(GET, {"id": session_id})
+    def get(self, session_id: str) -> SessionRow | None:
+        return GET.first(self.session, {"id": session_id})
 
-    def get_with_last_seq(self, session_id: str) -> tuple[Session, int] | None:
-        """The session and the seq of its newest event, read in one statement."""
-        found = (self.session.execute(GET_WITH_LAST_SEQ, {"id": session_id})).one_or_none()
-        return None if found is None else (found[0], int(found[1] or 0))
+    def get_with_last_seq(self, session_id: str) -> SessionRow | None:
+        """The session with ``last_seq``, the seq of its newest event (None when
+        there is none), read in one statement."""
+        return GET_WITH_LAST_SEQ.first(self.session, {"id": session_id})
 
     def lock(self, session_id: str) -> SessionRow:
         """The session row, locked against other writers until the transaction ends."""
-        row = (self.session.execute(LOCK, {"id": session_id})).first()
+        row = LOCK.first(self.session, {"id": session_id})
         if row is None:
             raise NotFoundError(f"session {session_id!r} not found")
         return row
@@ -124,7 +132,7 @@ class SessionRepository:
     def save(self, row: SessionRow, **changes: Any) -> None:
         """Write ``changes`` to a locked row and advance its ``last_update_time``."""
         changes["last_update_time"] = _later(row.last_update_time)
-        self.session.execute(SESSIONS.update().where(SESSIONS.c.id == row.id).values(**changes))
+        SAVE.execute(self.session, {"row_id": row.id, **changes})
 
     def delete(self, session_id: str) -> bool:
         """Delete the session; its events go with it, other references become NULL."""
@@ -177,15 +185,15 @@ class SessionRepository:
     # ------------------------------------------------------------ events
 
     def last_seq(self, session_id: str) -> int:
-        return int(self.session.scalar(LAST_SEQ, {"id": session_id}) or 0)
+        return int(LAST_SEQ.scalar(self.session, {"id": session_id}) or 0)
 
     def add_events(
         self, session_id: str, events: Sequence[Any], first_seq: int, created_at: datetime
     ) -> None:
         if not events:
             return
-        self.session.execute(
-            insert(SessionEvent),
+        ADD_EVENTS.execute_many(
+            self.session,
             [
                 {
                     "session_id": session_id,
@@ -210,7 +218,7 @@ class SessionRepository:
         ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N.
         Plain rows with the model's attribute names, not ORM objects."""
         if (after_seq, after, last, limit) == (None, None, None, None):
-            return (self.session.execute(ALL_EVENTS, {"id": session_id})).all()
+            return ALL_EVENTS.all(self.session, {"id": session_id})
         query = select(*EVENT_FIELDS).where(SessionEvent.session_id == session_id)
         if after_seq is not None:
             query = query.where(SessionEvent.seq > after_seq)
