@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import StaticPool
 
 from abathur.errors import DatabaseError, MigrationError, ValidationError
+from abathur.infrastructure.group_commit import GroupCommit
 from abathur.infrastructure.sqlite_driver import (
     LeanDBAPI,
     lean_dbapi,
@@ -227,12 +228,41 @@ def _reflect_foreign_keys(connection: Connection) -> list[tuple[str, str, str, s
     ]
 
 
+def _in_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
+    with conn.begin():
+        return work(conn)
+
+
+def _as_one_statement(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A unit of one statement, without BEGIN/COMMIT (SQLite, worker thread).
+
+    Sent straight to sqlite3 (``prepared``), the statement commits on its own;
+    one that went through SQLAlchemy began a transaction, which is ended here.
+    """
+    try:
+        result = work(conn)
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
+    return result
+
+
 def _with_orm_session(work: Callable[[OrmSession], T], conn: Connection) -> T:
-    """``work`` over an ORM session joined to ``conn``'s transaction, flushed at the end."""
-    session = OrmSession(bind=conn, expire_on_commit=False)
+    """``work`` over an ORM session inside ``conn``'s transaction.
+
+    The session works in a SAVEPOINT of its own: if its flush fails it rolls
+    back only that, never the transaction around it (which group commit may
+    share with other units).
+    """
+    session = OrmSession(
+        bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
     try:
         result = work(session)
-        session.flush()
+        session.commit()  # flushes and releases the savepoint; the outer transaction goes on
         return result
     finally:
         session.close()
@@ -290,6 +320,12 @@ class Database:
         # is in use (always, unless this aiosqlite lacks what it needs).
         self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
         self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
+        # Writers that queue on the writer lock commit together (group_commit).
+        self._group: GroupCommit | None = (
+            GroupCommit(self._writer, self._write_batch, is_retryable)
+            if self._writer is not None and self._direct
+            else None
+        )
 
     # ------------------------------------------------------------ identity
 
@@ -441,25 +477,11 @@ class Database:
     async def _unit(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
     ) -> T:
-        def transaction(conn: Connection) -> T:
-            with conn.begin():
-                return work(conn)
-
-        def statement(conn: Connection) -> T:
-            # Sent straight to sqlite3 (``prepared``), the statement commits on
-            # its own; one that went through SQLAlchemy began a transaction,
-            # which is ended here.
-            try:
-                result = work(conn)
-            except BaseException:
-                if conn.in_transaction():
-                    conn.rollback()
-                raise
-            if conn.in_transaction():
-                conn.commit()
-            return result
-
-        body = statement if one_statement and self._direct else transaction
+        body = partial(
+            _as_one_statement if one_statement and self._direct else _in_transaction, work
+        )
+        if write and self._group is not None:
+            return await self._group.submit(work, body)
         return await self._retrying(lambda: self._on_connection(body, write=write))
 
     async def _on_connection(self, fn: Callable[[Connection], T], *, write: bool) -> T:
@@ -471,11 +493,19 @@ class Database:
                 return await conn.run_sync(fn)
         writer = self._writer if write and self._writer is not None else nullcontext()
         async with self._exclusive(), writer:
-            conn = await self._checkout(write)
-            try:
-                return await _in_worker(conn, fn)
-            finally:
-                await self._checkin(conn, write)
+            return await self._in_worker(fn, write=write)
+
+    async def _in_worker(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        """``fn`` on one of this Database's SQLite connections, in its worker thread."""
+        conn = await self._checkout(write)
+        try:
+            return await _in_worker(conn, fn)
+        finally:
+            await self._checkin(conn, write)
+
+    async def _write_batch(self, body: Callable[[Connection], T]) -> T:
+        """Group commit's runner: the writer lock is already held."""
+        return await self._retrying(lambda: self._in_worker(body, write=True))
 
     async def _checkout(self, write: bool) -> AsyncConnection:
         """A connection of this Database's own: SQLAlchemy's pool checkout costs

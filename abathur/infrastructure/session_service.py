@@ -266,12 +266,8 @@ class SessionService:
 
         def work(session: Connection) -> int:
             repo = SessionRepository(session)
-            row = repo.lock(batch.session_id)
+            row, last = repo.lock_for_append(batch.session_id)
             _check_open(row)
-            # A statement of its own, after the lock: on PostgreSQL a subquery in
-            # the locking SELECT would see the snapshot from before the wait and
-            # hand two writers the same seq (test_session_concurrency catches it).
-            last = repo.last_seq(batch.session_id)
             if batch.expected_seq is not None and batch.expected_seq != last:
                 raise StaleSessionError(
                     f"session {batch.session_id!r} is at seq {last}, "

@@ -29,7 +29,7 @@ from abathur.domain.sessions import NewSession, SessionQuery
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Session, SessionEvent
 from abathur.infrastructure.prepared import Prepared
-from abathur.infrastructure.repositories.core import Executor, is_duplicate_key
+from abathur.infrastructure.repositories.core import Executor, dialect_name, is_duplicate_key
 from abathur.infrastructure.types import utcnow
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -49,9 +49,15 @@ SESSION_FIELDS = tuple(
     getattr(Session, prop.key).label(prop.key) for prop in sa_inspect(Session).column_attrs
 )
 GET = Prepared(select(*SESSION_FIELDS).where(Session.id == bindparam("id")))
-# The row a writer works on. SQLite renders no FOR UPDATE: BEGIN IMMEDIATE
-# already took the write lock.
-LOCK = Prepared(select(*SESSION_FIELDS).where(Session.id == bindparam("id")).with_for_update())
+# The fields a writer works on, locked. SQLite renders no FOR UPDATE: BEGIN
+# IMMEDIATE already took the write lock.
+LOCK_FIELDS = (
+    Session.id.label("id"),
+    Session.status.label("status"),
+    Session.state.label("state"),
+    Session.last_update_time.label("last_update_time"),
+)
+LOCK = Prepared(select(*LOCK_FIELDS).where(Session.id == bindparam("id")).with_for_update())
 LAST_SEQ = Prepared(
     select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
 )
@@ -65,6 +71,16 @@ GET_WITH_LAST_SEQ = Prepared(
     ).where(Session.id == bindparam("id"))
 )
 CREATE = Prepared(SESSIONS.insert())
+# SQLite only (see ``lock_for_append``).
+LOCK_WITH_LAST_SEQ = Prepared(
+    select(
+        *LOCK_FIELDS,
+        select(func.max(SessionEvent.seq))
+        .where(SessionEvent.session_id == Session.id)
+        .scalar_subquery()
+        .label("last_seq"),
+    ).where(Session.id == bindparam("id"))
+)
 SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
 ADD_EVENTS = Prepared(EVENTS.insert())
 EventRow = Any
@@ -128,6 +144,22 @@ class SessionRepository:
         if row is None:
             raise NotFoundError(f"session {session_id!r} not found")
         return row
+
+    def lock_for_append(self, session_id: str) -> tuple[SessionRow, int]:
+        """The locked session row and the seq of its newest event (0 if none).
+
+        SQLite reads both in one statement: the write lock taken at ``BEGIN
+        IMMEDIATE`` means nobody appends in between. PostgreSQL needs a
+        statement of its own after the lock: a subquery in the locking SELECT
+        would see the snapshot from before the lock wait and hand two writers
+        the same seq (test_session_concurrency catches it).
+        """
+        if dialect_name(self.session) == "sqlite":
+            row = LOCK_WITH_LAST_SEQ.first(self.session, {"id": session_id})
+            if row is None:
+                raise NotFoundError(f"session {session_id!r} not found")
+            return row, int(row.last_seq or 0)
+        return self.lock(session_id), self.last_seq(session_id)
 
     def save(self, row: SessionRow, **changes: Any) -> None:
         """Write ``changes`` to a locked row and advance its ``last_update_time``."""

@@ -1,0 +1,139 @@
+"""Group commit: the writers of one SQLite file that wait together commit together.
+
+SQLite has one writer at a time, so a process's writers queue on the
+Database's asyncio writer lock. Each writer first puts its unit of work in a
+shared queue; whoever gets the lock runs every unit queued so far, in one
+transaction and one crossing to the connection's worker thread, each unit in
+a SAVEPOINT of its own. A unit that fails is rolled back alone and its caller
+gets its exception; the rest commit together. A writer that gets the lock and
+finds its unit already done just returns the result. One writer alone runs
+exactly as before: its own transaction, no savepoint.
+
+Two hundred writers waiting behind one another then cost one BEGIN, one
+COMMIT and one thread crossing, not two hundred of each; what each caller
+sees is unchanged (its unit is atomic, and it returns once its unit is
+durable to the extent ``synchronous=NORMAL`` makes any commit).
+
+A batch that fails as a whole (a lock another process held past the busy
+timeout) is retried whole, like any unit of work: units are plain functions
+of their arguments, so running one again after a rollback is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+
+from abathur.infrastructure.sqlite_driver import worker_connection
+
+T = TypeVar("T")
+Outcome = tuple[bool, Any]  # (succeeded, result or exception)
+Body = Callable[[Connection], Any]
+
+
+@dataclass(eq=False)
+class _Request(Generic[T]):
+    work: Callable[[Connection], T]  # the unit itself, run in a shared transaction
+    alone: Callable[[Connection], T]  # the unit with its own transaction handling
+    future: asyncio.Future[T] = field(default_factory=lambda: _loop().create_future())
+
+
+class GroupCommit:
+    """Runs queued write units in shared transactions (see the module)."""
+
+    def __init__(
+        self,
+        lock: asyncio.Lock,
+        run: Callable[[Body], Awaitable[Any]],
+        retryable: Callable[[BaseException], bool],
+    ) -> None:
+        self._lock = lock
+        self._run = run  # runs a body on the writer connection, retrying contention
+        self._retryable = retryable  # errors that fail a whole batch, to be retried
+        self._queue: list[_Request[Any]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def submit(self, work: Callable[[Connection], T], alone: Callable[[Connection], T]) -> T:
+        """Run ``work`` with whatever else is queued, or ``alone`` (its own
+        transaction handling) if nobody else is writing; return its result."""
+        if self._committer is None and not self._lock.locked():
+            async with self._lock:  # nobody else is writing: no queue, no task
+                result: T = await self._run(alone)
+                return result
+        request: _Request[T] = _Request(work, alone)
+        self._queue.append(request)
+        if self._committer is None:
+            self._committer = asyncio.ensure_future(self._drain())
+        # A caller cancelled while it waits cancels its future: the committer
+        # then skips its unit if it has not started.
+        return await request.future
+
+    async def _drain(self) -> None:
+        """Commit batches until the queue is empty, one at a time under the lock."""
+        batch: list[_Request[Any]] = []
+        try:
+            async with self._lock:
+                while self._queue:
+                    batch = [r for r in self._queue if not r.future.done()]
+                    self._queue = []
+                    if batch:
+                        await self._commit(batch)
+                    batch = []
+        finally:
+            self._committer = None
+            for request in batch + self._queue:  # only if the committer itself was cancelled
+                if not request.future.done():
+                    request.future.set_exception(
+                        asyncio.CancelledError("the group commit was cancelled")
+                    )
+
+    async def _commit(self, batch: list[_Request[Any]]) -> None:
+        try:
+            if len(batch) == 1:
+                outcomes = [(True, await self._run(batch[0].alone))]
+            else:
+                outcomes = await self._run(partial(_run_batch, batch, self._retryable))
+        except Exception as exc:  # the batch as a whole failed: nothing committed
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        for request, (ok, value) in zip(batch, outcomes, strict=True):
+            if not request.future.done():
+                if ok:
+                    request.future.set_result(value)
+                else:
+                    request.future.set_exception(value)
+
+
+def _run_batch(
+    batch: list[_Request[Any]], retryable: Callable[[BaseException], bool], conn: Connection
+) -> list[Outcome]:
+    """In the worker thread: every unit of the batch in one transaction."""
+    raw = worker_connection()
+    assert raw is not None, "group commit runs only in the SQLite worker thread"
+    outcomes: list[Outcome] = []
+    with conn.begin():
+        for request in batch:
+            raw.execute("SAVEPOINT grouped_unit")
+            try:
+                result = request.work(conn)
+            except Exception as exc:
+                if retryable(exc):
+                    raise  # contention: the whole batch is retried
+                raw.execute("ROLLBACK TO grouped_unit")
+                raw.execute("RELEASE grouped_unit")
+                outcomes.append((False, exc))
+            else:
+                raw.execute("RELEASE grouped_unit")
+                outcomes.append((True, result))
+    return outcomes
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
