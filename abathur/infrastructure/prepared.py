@@ -62,7 +62,9 @@ class _Plan:
         self.row_type: Any = namedtuple(  # type: ignore[misc]
             "PreparedRow", [c.keyname for c in columns], rename=True
         )
-        self.results = [c.type._cached_result_processor(dialect, None) for c in columns]
+        processors = [c.type._cached_result_processor(dialect, None) for c in columns]
+        # Only the columns that need converting (JSON, timestamps, booleans).
+        self.results = [(i, p) for i, p in enumerate(processors) if p is not None]
 
     def args(self, params: Params) -> tuple[Any, ...]:
         values = []
@@ -73,11 +75,19 @@ class _Plan:
             values.append(process(value))
         return tuple(values)
 
-    def row(self, raw: tuple[Any, ...]) -> Any:
-        return self.row_type._make(
-            value if process is None or value is None else process(value)
-            for process, value in zip(self.results, raw, strict=True)
-        )
+    def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
+        make, results = self.row_type._make, self.results
+        if not results:
+            return [make(raw) for raw in fetched]
+        converted = []
+        for raw in fetched:
+            values = list(raw)
+            for index, process in results:
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            converted.append(make(values))
+        return converted
 
 
 class Prepared:
@@ -98,7 +108,7 @@ class Prepared:
             return list(executor.execute(self.statement, params).all())
         plan, cursor = self._run(raw, executor, params)
         try:
-            return [plan.row(r) for r in cursor.fetchall()]
+            return plan.rows(cursor.fetchall())
         finally:
             cursor.close()
 
@@ -112,7 +122,7 @@ class Prepared:
             found = cursor.fetchone()
         finally:
             cursor.close()
-        return None if found is None else plan.row(found)
+        return None if found is None else plan.rows([found])[0]
 
     def scalar(self, executor: Executor, params: Params) -> Any:
         """The first column of the first row, or None."""

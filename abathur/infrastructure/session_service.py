@@ -144,8 +144,7 @@ class SessionService:
             if query.recent_events == 0:
                 events: list[Any] = []
             else:
-                rows = repo.events(session_id, after=query.after, last=query.recent_events)
-                events = [r.event for r in rows]
+                events = repo.payloads(session_id, after=query.after, last=query.recent_events)
             return {**session_dict(row), "events": events, "last_seq": int(row.last_seq or 0)}
 
         return await self._db.read(work)

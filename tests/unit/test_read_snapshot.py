@@ -19,7 +19,7 @@ async def test_get_session_never_shows_half_an_append(
 ) -> None:
     await db.sessions.create_session("s1", "app", "u")
     await db.sessions.append_event("s1", {"n": 0}, state_delta={"session:n": 0})
-    original = SessionRepository.events
+    original = SessionRepository.payloads
     interleaved = []
     loop = asyncio.get_running_loop()
 
@@ -31,13 +31,13 @@ async def test_get_session_never_shows_half_an_append(
         else:
             await_only(work)
 
-    def events_after_a_concurrent_append(self: SessionRepository, *a: Any, **k: Any) -> Any:
+    def payloads_after_a_concurrent_append(self: SessionRepository, *a: Any, **k: Any) -> Any:
         if not interleaved:  # once: another writer commits between the two reads
             interleaved.append(True)
             meanwhile(db.sessions.append_event("s1", {"n": 1}, state_delta={"session:n": 1}))
         return original(self, *a, **k)
 
-    monkeypatch.setattr(SessionRepository, "events", events_after_a_concurrent_append)
+    monkeypatch.setattr(SessionRepository, "payloads", payloads_after_a_concurrent_append)
     seen = await db.sessions.get_session("s1")
     monkeypatch.undo()
 

@@ -89,8 +89,9 @@ EVENT_FIELDS = tuple(
     getattr(SessionEvent, prop.key).label(prop.key)
     for prop in sa_inspect(SessionEvent).column_attrs
 )
-ALL_EVENTS = Prepared(
-    select(*EVENT_FIELDS)
+# get_session's events: the documents alone, without the per-row timestamps.
+ALL_PAYLOADS = Prepared(
+    select(SessionEvent.event.label("event"))
     .where(SessionEvent.session_id == bindparam("id"))
     .order_by(SessionEvent.seq)
 )
@@ -237,6 +238,16 @@ class SessionRepository:
             ],
         )
 
+    def payloads(
+        self, session_id: str, *, after: datetime | None = None, last: int | None = None
+    ) -> list[Any]:
+        """The event documents alone, in seq order (filters as for ``events``)."""
+        if after is None and last is None:
+            rows = ALL_PAYLOADS.all(self.session, {"id": session_id})
+        else:
+            rows = list(self.events(session_id, after=after, last=last))
+        return [row.event for row in rows]
+
     def events(
         self,
         session_id: str,
@@ -249,8 +260,6 @@ class SessionRepository:
         """Events in seq order: those after ``after_seq`` and stored after
         ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N.
         Plain rows with the model's attribute names, not ORM objects."""
-        if (after_seq, after, last, limit) == (None, None, None, None):
-            return ALL_EVENTS.all(self.session, {"id": session_id})
         query = select(*EVENT_FIELDS).where(SessionEvent.session_id == session_id)
         if after_seq is not None:
             query = query.where(SessionEvent.seq > after_seq)
