@@ -1,18 +1,19 @@
 """Group commit: the writers of one SQLite file that wait together commit together.
 
-SQLite has one writer at a time, so a process's writers queue on the
-Database's asyncio writer lock. Each writer first puts its unit of work in a
-shared queue; whoever gets the lock runs every unit queued so far, in one
-transaction and one crossing to the connection's worker thread, each unit in
-a SAVEPOINT of its own. A unit that fails is rolled back alone and its caller
-gets its exception; the rest commit together. A writer that gets the lock and
-finds its unit already done just returns the result. One writer alone runs
-exactly as before: its own transaction, no savepoint.
+SQLite has one writer at a time, so a process's writers take turns on the
+Database's asyncio writer lock. A writer that finds nobody writing runs its
+unit at once, in its own transaction. Writers that arrive while someone is
+writing join a queue; one committer task then takes the lock and runs every
+queued unit in one transaction and one crossing to the connection's worker
+thread, each unit in a SAVEPOINT of its own, and repeats while units keep
+arriving. A unit that fails is rolled back alone and only its caller gets the
+exception; the rest commit together. A caller cancelled before its unit
+starts never runs it.
 
 Two hundred writers waiting behind one another then cost one BEGIN, one
 COMMIT and one thread crossing, not two hundred of each; what each caller
 sees is unchanged (its unit is atomic, and it returns once its unit is
-durable to the extent ``synchronous=NORMAL`` makes any commit).
+committed, as durable as ``synchronous=NORMAL`` makes any commit).
 
 A batch that fails as a whole (a lock another process held past the busy
 timeout) is retried whole, like any unit of work: units are plain functions
@@ -87,10 +88,7 @@ class GroupCommit:
         finally:
             self._committer = None
             for request in batch + self._queue:  # only if the committer itself was cancelled
-                if not request.future.done():
-                    request.future.set_exception(
-                        asyncio.CancelledError("the group commit was cancelled")
-                    )
+                request.future.cancel()
 
     async def _commit(self, batch: list[_Request[Any]]) -> None:
         try:
