@@ -1,4 +1,4 @@
-"""A leaner aiosqlite adapter for SQLAlchemy: one thread hop per statement.
+"""A leaner aiosqlite adapter for SQLAlchemy: one thread hop per unit of work.
 
 aiosqlite runs SQLite in a worker thread; every call crosses to it and back.
 SQLAlchemy's stock adapter makes four crossings per statement (open cursor,
@@ -6,6 +6,11 @@ execute, fetch, close) and one per COMMIT or ROLLBACK even when there is no
 transaction to end (the pool's reset on return). This adapter runs open,
 execute, fetch and close in one crossing and skips COMMIT/ROLLBACK when SQLite
 says no transaction is open. Results are identical; only the round trips go.
+
+``run_in_worker`` goes further: it runs a whole unit of work (a plain
+function over a synchronous SQLAlchemy connection) in the worker thread, and
+every statement, BEGIN, COMMIT and ROLLBACK the unit sends there calls sqlite3
+directly: one crossing for the whole unit.
 
 It uses ``aiosqlite.Connection._execute`` (run a function in the worker
 thread). If a future aiosqlite drops it, ``lean_dbapi()`` returns None and the
@@ -91,22 +96,21 @@ class LeanCursor(AsyncAdapt_aiosqlite_cursor):
         self._description, self._rowcount, self._lastrowid, rows = result
         self._rows = collections.deque(rows)
 
+    def _direct(self, operation: str, parameters: Any, many: bool) -> None:
+        """Inside a unit of work, in the worker thread: call sqlite3 right here."""
+        try:
+            self._store(self._statement(operation, parameters, many))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         if in_worker():
-            try:
-                self._store(self._statement(operation, parameters, many=False))
-            except Exception as error:
-                self._adapt_connection._handle_exception(error)
-            return None
+            return self._direct(operation, parameters, many=False)
         return super().execute(operation, parameters)
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
         if in_worker():
-            try:
-                self._store(self._statement(operation, seq_of_parameters, many=True))
-            except Exception as error:
-                self._adapt_connection._handle_exception(error)
-            return None
+            return self._direct(operation, seq_of_parameters, many=True)
         return super().executemany(operation, seq_of_parameters)
 
     async def _run(self, operation: str, parameters: Any, many: bool) -> None:

@@ -61,26 +61,22 @@ LOCK = Prepared(select(*LOCK_FIELDS).where(Session.id == bindparam("id")).with_f
 LAST_SEQ = Prepared(
     select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
 )
-GET_WITH_LAST_SEQ = Prepared(
-    select(
-        *SESSION_FIELDS,
+
+
+def _with_last_seq(*fields: Any) -> Prepared:
+    """``fields`` of session ``:id`` and ``last_seq``, the seq of its newest event."""
+    newest = (
         select(func.max(SessionEvent.seq))
         .where(SessionEvent.session_id == Session.id)
         .scalar_subquery()
-        .label("last_seq"),
-    ).where(Session.id == bindparam("id"))
-)
+        .label("last_seq")
+    )
+    return Prepared(select(*fields, newest).where(Session.id == bindparam("id")))
+
+
+GET_WITH_LAST_SEQ = _with_last_seq(*SESSION_FIELDS)
+LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
 CREATE = Prepared(SESSIONS.insert())
-# SQLite only (see ``lock_for_append``).
-LOCK_WITH_LAST_SEQ = Prepared(
-    select(
-        *LOCK_FIELDS,
-        select(func.max(SessionEvent.seq))
-        .where(SessionEvent.session_id == Session.id)
-        .scalar_subquery()
-        .label("last_seq"),
-    ).where(Session.id == bindparam("id"))
-)
 SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
 ADD_EVENTS = Prepared(EVENTS.insert())
 EventRow = Any
