@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import inspect
 import io
 import json
@@ -228,6 +229,7 @@ class Bench:
         """Time every contender on the same calls, interleaved call by call so
         that whatever else the machine does weighs on all of them alike."""
         samples: dict[str, list[float]] = {impl: [] for impl, _ in contenders}
+        gc.collect()
         for args in calls:
             for impl, fn in contenders:
                 start = time.perf_counter_ns()
@@ -295,6 +297,7 @@ class Bench:
                 ("aiosqlite", c.aio.get_session),
             ):
                 samples: list[float] = []
+                gc.collect()
                 start = time.perf_counter()
                 await asyncio.gather(*(self._timed(getter, samples, "g") for _ in range(50)))
                 self.record(op, impl, samples, wall_s=time.perf_counter() - start)
@@ -333,6 +336,7 @@ class Bench:
                 ]
                 for impl, append in contenders:
                     samples, starts = [], []
+                    gc.collect()
                     start = time.perf_counter()
                     await asyncio.gather(*(writer(append, sid, samples, starts) for sid in ids))
                     wall = time.perf_counter() - start
@@ -343,6 +347,7 @@ class Bench:
                     }
                     self.record(op, impl, samples, wall_s=wall, extra=extra)
                 samples = []
+                gc.collect()
                 start = time.perf_counter()
                 for sid in ids:  # a synchronous caller has no concurrency to offer
                     for i in range(appends):
@@ -873,7 +878,9 @@ def render(result: dict[str, Any], png: str | None) -> str:
         "audit row per memory write, JSON parsed and timestamps returned as aware datetimes",
         "(`benchmarks/baselines.py`). Each implementation has its",
         "own copy of the same prefilled database file. Latencies are per call, in microseconds;",
-        "the ratio is abathur's p50 over the baseline's p50.",
+        "the ratio is abathur's p50 over the baseline's p50. Every timed section starts after",
+        "`gc.collect()`, for every implementation alike, so that the garbage of the set-up",
+        "before it (migrations, prefill) is not collected inside it; the collector stays on.",
         "",
         "## Figures (SQLite)",
         "",

@@ -10,6 +10,7 @@ database reports contention that a retry can cure.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import weakref
@@ -60,6 +61,13 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA wal_autocheckpoint=1000",
 )
+LOG = logging.getLogger("abathur")
+# A file Database checkpoints its WAL in the background, off the commit path
+# (``Database._checkpoint``), after this many write units; SQLite's own
+# automatic checkpoint, which runs inside whichever COMMIT crosses 1000 pages
+# and makes every writer queued behind that COMMIT wait for its fsync, is off
+# on its connections.
+CHECKPOINT_EVERY = 500
 RETRY_ATTEMPTS = 12
 RETRY_FIRST_DELAY = 0.005
 RETRY_MAX_DELAY = 0.5
@@ -252,6 +260,22 @@ def _as_one_statement(work: Callable[[Connection], T], conn: Connection) -> T:
     return result
 
 
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    """Connect hook of file Databases, which checkpoint in the background."""
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0").close()
+
+
+def _checkpoint(conn: Connection) -> None:
+    """In the worker thread: copy committed WAL frames into the database file.
+
+    PASSIVE: it neither waits for nor blocks readers and writers; frames it
+    cannot copy yet (a reader still needs them) wait for the next run.
+    """
+    raw = worker_connection()
+    assert raw is not None
+    raw.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
+
 def _with_orm_session(work: Callable[[OrmSession], T], conn: Connection) -> T:
     """``work`` over an ORM session inside ``conn``'s transaction.
 
@@ -328,6 +352,12 @@ class Database:
         # is in use (always, unless this aiosqlite lacks what it needs).
         self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
         self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
+        # Background WAL checkpoints (file databases on the direct path only).
+        self._background_checkpoints = self._direct and self._writer is not None
+        if self._background_checkpoints:
+            event.listen(self.engine.sync_engine, "connect", _no_autocheckpoint)
+        self._writes_since_checkpoint = 0
+        self._checkpointing: asyncio.Task[None] | None = None
         # Writers that queue on the writer lock commit together (group_commit).
         self._group: GroupCommit | None = (
             GroupCommit(self._writer, self._write_batch, is_retryable)
@@ -363,6 +393,8 @@ class Database:
 
     async def close(self) -> None:
         """Close this Database's connections and dispose of the engine."""
+        if self._checkpointing is not None:
+            await asyncio.wait([self._checkpointing])
         for idle in self._idle.values():
             while idle:
                 await idle.pop().close()
@@ -488,9 +520,35 @@ class Database:
         body = partial(
             _as_one_statement if one_statement and self._direct else _in_transaction, work
         )
-        if write and self._group is not None:
-            return await self._group.submit(work, body)
-        return await self._retrying(lambda: self._on_connection(body, write=write))
+        if not write:
+            return await self._retrying(lambda: self._on_connection(body, write=False))
+        if self._group is not None:
+            result = await self._group.submit(work, body)
+        else:
+            result = await self._retrying(lambda: self._on_connection(body, write=True))
+        self._wrote()
+        return result
+
+    def _wrote(self) -> None:
+        """Count a committed write unit; start a background checkpoint when due."""
+        if not self._background_checkpoints:
+            return
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= CHECKPOINT_EVERY and self._checkpointing is None:
+            self._writes_since_checkpoint = 0
+            self._checkpointing = asyncio.ensure_future(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        """A PASSIVE checkpoint on a connection of its own, holding no lock of
+        this Database: writers and readers carry on while it copies and syncs."""
+        try:
+            async with self.engine.connect() as conn:
+                await _in_worker(conn, _checkpoint)
+        except Exception as exc:  # a missed checkpoint is retried after the next write
+            LOG.warning("background WAL checkpoint failed: %s", exc)
+            self._writes_since_checkpoint = CHECKPOINT_EVERY
+        finally:
+            self._checkpointing = None
 
     async def _on_connection(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         if not self._direct:

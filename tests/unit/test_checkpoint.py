@@ -1,0 +1,62 @@
+"""A file Database checkpoints its WAL in the background, not inside a COMMIT."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Connection
+
+from abathur.infrastructure import database as database_module
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.sqlite_driver import worker_connection
+
+
+def autocheckpoint(_conn: Connection) -> int:
+    raw = worker_connection()
+    assert raw is not None
+    return int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+def events_in_main_file(path: Path, scratch: Path) -> int:
+    """Rows of session_events in the database file alone, without its WAL."""
+    copy = scratch / "main-file-only.db"
+    shutil.copyfile(path, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT count(*) FROM session_events").fetchone()[0])
+    except sqlite3.OperationalError as exc:  # even the schema is still in the WAL
+        assert "no such table" in str(exc)
+        return 0
+    finally:
+        conn.close()
+
+
+async def test_commits_leave_checkpoints_to_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_module, "CHECKPOINT_EVERY", 25)
+    path = tmp_path / "c.db"
+    async with Database(path) as db:
+        assert await db.read(autocheckpoint) == 0  # no checkpoint inside a COMMIT
+        await db.sessions.create_session("s", "app", "u")
+        for n in range(10):
+            await db.sessions.append_event("s", {"n": n})
+        # Ten committed appends live in the WAL only: nothing checkpointed them.
+        assert events_in_main_file(path, tmp_path) == 0
+
+        for n in range(10, 30):  # the 25th write unit starts a background checkpoint
+            await db.sessions.append_event("s", {"n": n})
+        for _ in range(500):
+            if db._checkpointing is None:
+                break
+            await asyncio.sleep(0.01)
+        assert events_in_main_file(path, tmp_path) >= 24
+
+
+async def test_memory_databases_keep_sqlite_defaults() -> None:
+    async with Database(Path(":memory:")) as db:
+        assert await db.read(autocheckpoint) == 1000
