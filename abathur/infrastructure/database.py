@@ -10,6 +10,7 @@ database reports contention that a retry can cure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -37,6 +38,7 @@ from abathur.errors import DatabaseError, MigrationError, ValidationError
 from abathur.infrastructure.group_commit import GroupCommit
 from abathur.infrastructure.sqlite_driver import (
     LeanDBAPI,
+    execute_in_worker,
     lean_dbapi,
     run_in_worker,
     worker_connection,
@@ -162,9 +164,8 @@ def _attach_sqlite_hooks(engine: AsyncEngine, *, file_backed: bool) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        raw = worker_connection()
-        if raw is not None:  # inside a unit of work in the worker thread
-            raw.execute(f"BEGIN {mode}")
+        if worker_connection() is not None:  # inside a unit of work in the worker thread
+            execute_in_worker(f"BEGIN {mode}")
         else:
             connection.exec_driver_sql(f"BEGIN {mode}")
 
@@ -271,20 +272,23 @@ def _checkpoint(conn: Connection) -> None:
     PASSIVE: it neither waits for nor blocks readers and writers; frames it
     cannot copy yet (a reader still needs them) wait for the next run.
     """
-    raw = worker_connection()
-    assert raw is not None
-    raw.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+    execute_in_worker("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _with_orm_session(work: Callable[[OrmSession], T], conn: Connection) -> T:
     """``work`` over an ORM session inside ``conn``'s transaction.
 
-    The session works in a SAVEPOINT of its own: if its flush fails it rolls
-    back only that, never the transaction around it (which group commit may
-    share with other units).
+    On SQLite the session works in a SAVEPOINT of its own: if its flush fails
+    it rolls back only that, never the transaction around it, which group
+    commit may share with other units. PostgreSQL never shares a transaction
+    between units, so no savepoint is spent there.
     """
     session = OrmSession(
-        bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        bind=conn,
+        expire_on_commit=False,
+        join_transaction_mode=(
+            "create_savepoint" if conn.dialect.name == "sqlite" else "conditional_savepoint"
+        ),
     )
     try:
         result = work(session)
@@ -297,16 +301,30 @@ def _with_orm_session(work: Callable[[OrmSession], T], conn: Connection) -> T:
 async def _in_worker(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
     """``fn(connection)`` in the SQLite connection's worker thread, in one crossing.
 
-    If the caller is cancelled, the unit still runs to its end (commit or
-    rollback) in that thread; anything sent to the connection afterwards
-    queues behind it there, so nobody ever sees it half done.
+    A caller cancelled meanwhile cannot stop the unit, which runs to its end
+    (commit or rollback) in that thread: it waits for that end before it lets
+    go of the connection and of the Database's locks, so that no other unit
+    ever shares the connection or the write lock with it.
     """
     sync = conn.sync_connection
     assert sync is not None
     driver = sync.connection.driver_connection
     assert driver is not None
-    result: T = await run_in_worker(driver, fn, sync)
+    try:
+        result: T = await run_in_worker(driver, fn, sync)
+    except asyncio.CancelledError:
+        # The worker runs its queue in order: a no-op sent now returns once
+        # the unit is over. Further cancellations cannot cut this wait short.
+        finished = asyncio.ensure_future(run_in_worker(driver, _nothing))
+        while not finished.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(finished)
+        raise
     return result
+
+
+def _nothing() -> None:
+    return None
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -357,6 +375,7 @@ class Database:
         if self._background_checkpoints:
             event.listen(self.engine.sync_engine, "connect", _no_autocheckpoint)
         self._writes_since_checkpoint = 0
+        self._closed = False
         self._checkpointing: asyncio.Task[None] | None = None
         # Writers that queue on the writer lock commit together (group_commit).
         self._group: GroupCommit | None = (
@@ -392,9 +411,15 @@ class Database:
         await self.upgrade("head")
 
     async def close(self) -> None:
-        """Close this Database's connections and dispose of the engine."""
-        if self._checkpointing is not None:
-            await asyncio.wait([self._checkpointing])
+        """Close this Database's connections and dispose of the engine.
+
+        Queued writes and a running background checkpoint finish first;
+        connections still in use by a unit are closed when it ends.
+        """
+        self._closed = True
+        pending = [t for t in (self._checkpointing, self._group and self._group.committer) if t]
+        if pending:
+            await asyncio.wait(pending)
         for idle in self._idle.values():
             while idle:
                 await idle.pop().close()
@@ -585,10 +610,10 @@ class Database:
 
     async def _checkin(self, conn: AsyncConnection, write: bool) -> None:
         idle = self._idle[write]
-        if len(idle) < IDLE_CONNECTIONS and not conn.closed and not conn.invalidated:
-            idle.append(conn)
-        else:
+        if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
             await conn.close()
+        else:
+            idle.append(conn)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = RETRY_FIRST_DELAY

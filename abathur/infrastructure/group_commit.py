@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
-from abathur.infrastructure.sqlite_driver import worker_connection
+from abathur.infrastructure.sqlite_driver import execute_in_worker
 
 T = TypeVar("T")
 Outcome = tuple[bool, Any]  # (succeeded, result or exception)
@@ -59,6 +59,11 @@ class GroupCommit:
         self._queue: list[_Request[Any]] = []
         self._committer: asyncio.Task[None] | None = None
 
+    @property
+    def committer(self) -> asyncio.Task[None] | None:
+        """The task committing queued units, while there are any."""
+        return self._committer
+
     async def submit(self, work: Callable[[Connection], T], alone: Callable[[Connection], T]) -> T:
         """Run ``work`` with whatever else is queued, or ``alone`` (its own
         transaction handling) if nobody else is writing; return its result."""
@@ -78,8 +83,10 @@ class GroupCommit:
         """Commit batches until the queue is empty, one at a time under the lock."""
         batch: list[_Request[Any]] = []
         try:
-            async with self._lock:
-                while self._queue:
+            while self._queue:
+                # One batch per turn of the lock: anyone else waiting for it
+                # (``Database.transaction``) gets a turn between batches.
+                async with self._lock:
                     batch = [r for r in self._queue if not r.future.done()]
                     self._queue = []
                     if batch:
@@ -113,22 +120,23 @@ def _run_batch(
     batch: list[_Request[Any]], retryable: Callable[[BaseException], bool], conn: Connection
 ) -> list[Outcome]:
     """In the worker thread: every unit of the batch in one transaction."""
-    raw = worker_connection()
-    assert raw is not None, "group commit runs only in the SQLite worker thread"
     outcomes: list[Outcome] = []
     with conn.begin():
         for request in batch:
-            raw.execute("SAVEPOINT grouped_unit")
+            if request.future.done():  # its caller was cancelled (perhaps while a retry waited)
+                outcomes.append((False, None))
+                continue
+            execute_in_worker("SAVEPOINT grouped_unit")
             try:
                 result = request.work(conn)
             except Exception as exc:
                 if retryable(exc):
                     raise  # contention: the whole batch is retried
-                raw.execute("ROLLBACK TO grouped_unit")
-                raw.execute("RELEASE grouped_unit")
+                execute_in_worker("ROLLBACK TO grouped_unit")
+                execute_in_worker("RELEASE grouped_unit")
                 outcomes.append((False, exc))
             else:
-                raw.execute("RELEASE grouped_unit")
+                execute_in_worker("RELEASE grouped_unit")
                 outcomes.append((True, result))
     return outcomes
 

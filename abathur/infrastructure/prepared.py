@@ -14,6 +14,15 @@ else (PostgreSQL, the stock aiosqlite adapter) it is plain ``execute``.
 Rows come back as named tuples whose fields carry the statement's labels, so
 callers read ``row.state`` either way. sqlite3 errors become the SQLAlchemy
 exceptions the rest of the code expects (``IntegrityError`` and so on).
+Columns left out of an INSERT or UPDATE get their Python-side defaults, and an
+ORM session flushes its pending changes first, as SQLAlchemy would do.
+
+Limits, by design: listeners receive no cursor and no execution context, and
+a listener registered with ``retval=True`` cannot rewrite the statement;
+statements with expanding (``IN``) or literal-execute parameters are refused.
+Plans are cached per statement and set of columns, not per engine: the bind
+and result processors of abathur's column types do not depend on engine
+options.
 """
 
 from __future__ import annotations
@@ -40,6 +49,25 @@ def _identity(value: Any) -> Any:
     return value
 
 
+class _Computed:
+    """A column default computed afresh for every row (``default=utcnow``)."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute: Callable[[], Any]):
+        self.compute = compute
+
+
+def _python_default(default: Any, name: str) -> Any:
+    """The value, or a ``_Computed``, of a column's Python-side default."""
+    if default is not None and default.is_scalar:
+        return default.arg
+    if default is not None and default.is_callable:
+        # SQLAlchemy wraps the callable to take an execution context; ours ignore it.
+        return _Computed(lambda: default.arg(None))
+    raise ValueError(f"Prepared cannot compute the default of column {name!r}")
+
+
 class _Plan:
     """One compilation of a statement for SQLite: its SQL, how to build its
     positional parameters, and how to turn a fetched tuple into a row."""
@@ -52,10 +80,17 @@ class _Plan:
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("Prepared cannot run statements with expanding parameters")
         self.sql = compiled.string
+        # Columns left out of an INSERT or UPDATE whose default is computed in
+        # Python ("prefetch"): SQLAlchemy's execution context fills them in.
+        defaults = {c.key: c.default for c in compiled.insert_prefetch}
+        defaults |= {c.key: c.onupdate for c in compiled.update_prefetch}
         self.binds: list[tuple[str, Any, Callable[[Any], Any]]] = []
         for name in compiled.positiontup or ():
             bind = compiled.binds[name]
-            default = _MISSING if bind.required else bind.effective_value
+            if name in defaults:
+                default = _python_default(defaults[name], name)
+            else:
+                default = _MISSING if bind.required else bind.effective_value
             process = bind.type._cached_bind_processor(dialect) or _identity
             self.binds.append((name, default, process))
         columns = compiled._result_columns
@@ -72,6 +107,8 @@ class _Plan:
             value = params.get(name, default)
             if value is _MISSING:
                 raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
+            if isinstance(value, _Computed):
+                value = value.compute()
             values.append(process(value))
         return tuple(values)
 
@@ -179,7 +216,13 @@ class Prepared:
 
 
 def _connection(executor: Executor) -> Connection:
-    return executor.connection() if isinstance(executor, OrmSession) else executor
+    """The connection to send a statement on; an ORM session first flushes its
+    pending changes, as its autoflush would before a query of its own."""
+    if isinstance(executor, OrmSession):
+        if executor.autoflush:
+            executor.flush()
+        return executor.connection()
+    return executor
 
 
 def _fire(connection: Connection, sql: str, args: Any, *, many: bool) -> None:

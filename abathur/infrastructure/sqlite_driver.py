@@ -30,6 +30,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import immutabledict
 
 # Set while a unit of work runs inside aiosqlite's worker thread
@@ -44,6 +45,18 @@ def in_worker() -> bool:
 def worker_connection() -> sqlite3.Connection | None:
     """The sqlite3 connection of the unit of work running in this thread, if any."""
     return getattr(_worker, "raw", None)
+
+
+def execute_in_worker(sql: str) -> None:
+    """Run a statement without results (BEGIN, SAVEPOINT, a PRAGMA) on the
+    unit's sqlite3 connection; its errors become SQLAlchemy's, so that
+    "database is locked" is retried like any other."""
+    raw = worker_connection()
+    assert raw is not None, "only inside a unit of work in the worker thread"
+    try:
+        raw.execute(sql).close()
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
 class LeanCursor(AsyncAdapt_aiosqlite_cursor):

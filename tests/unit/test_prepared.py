@@ -121,3 +121,41 @@ async def test_statement_recorders_see_fast_path_statements(db: Database) -> Non
         event.remove(db.engine.sync_engine, "before_cursor_execute", record)
     assert any(s.lstrip().upper().startswith("INSERT INTO SESSIONS") for s in seen)
     assert any("FROM sessions" in s for s in seen)
+
+
+async def test_python_side_column_defaults_apply_on_the_fast_path(db: Database) -> None:
+    """A row that leaves out columns with ``default=`` gets those defaults, as
+    SQLAlchemy's execution context would give them (is_deleted False,
+    metadata {}, timestamps now)."""
+    from abathur.infrastructure.repositories.core import insert_row
+
+    def insert(conn: Connection) -> Any:
+        row = MemoryEntry(
+            namespace="user:u", key="d", value={"v": 1}, memory_type="semantic", version=1
+        )
+        insert_row(conn, row)
+        return row.id
+
+    entry_id = await db.write(insert)
+    got = await db.memory.get_memory("user:u", "d")
+    assert got is not None and got["id"] == entry_id
+    assert got["is_deleted"] is False and got["metadata"] == {}
+    assert got["created_at"].tzinfo is UTC and got["updated_at"].tzinfo is UTC
+
+
+async def test_an_orm_unit_sees_its_own_pending_rows(db: Database) -> None:
+    """Fast-path reads inside an ORM unit flush the session first, as its
+    autoflush would before a query of its own."""
+    from sqlalchemy.orm import Session as OrmSession
+
+    from abathur.infrastructure.models import Task
+    from abathur.infrastructure.repositories.core import require
+
+    def work(session: OrmSession) -> None:
+        now = datetime.now(UTC)
+        session.add(Task(id="t", prompt="p", status="pending", input_data={},
+                         submitted_at=now, last_updated_at=now))  # fmt: skip
+        require(session, Task, "t", "task")  # raises NotFoundError if not flushed
+
+    await db.run(work)
+    assert (await db.tasks.get_task("t")) is not None
