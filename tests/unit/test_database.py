@@ -191,3 +191,27 @@ async def test_nul_in_any_text_is_refused_the_same_on_every_backend(db: Database
     with pytest.raises(ValidationError, match="NUL"):
         await db.tasks.create_task("prompt\x00")
     assert await db.sessions.list_sessions() == []
+
+
+async def test_the_stock_aiosqlite_adapter_still_works(tmp_path: Path) -> None:
+    """Without the lean adapter (an aiosqlite without ``Connection._execute``),
+    units of work run through ``run_sync``, one crossing per statement, and
+    no group commit: slower, with the same results."""
+    import sqlite3
+
+    import aiosqlite
+    from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
+
+    stock = AsyncAdapt_aiosqlite_dbapi(aiosqlite, sqlite3)
+    async with Database(tmp_path / "stock.db", module=stock) as db:
+        assert not db._direct and db._group is None
+        await db.sessions.create_session("s", "app", "u")
+        await asyncio.gather(
+            *(db.sessions.append_event("s", {"n": n}, {f"k{n}": n}) for n in range(20))
+        )
+        got = await db.sessions.get_session("s")
+        assert got is not None and sorted(e["n"] for e in got["events"]) == list(range(20))
+        assert got["state"] == {f"k{n}": n for n in range(20)}
+        task = await db.tasks.create_task("p")
+        await db.memory.add_memory("user:u", "k", {"v": 1}, "semantic", "me", task.id)
+        assert (await db.memory.get_memory("user:u", "k")) is not None
