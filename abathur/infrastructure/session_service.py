@@ -260,7 +260,7 @@ class SessionService:
             {"event_id": uuid.uuid4().hex, "timestamp": now.isoformat(), **event}
             for event in batch.events
         ]
-        check_json(stamped, "event")
+        documents = [check_json(event, "event") for event in stamped]  # serialised once
         check_json(batch.state_delta, "state_delta")
 
         def work(session: Connection) -> int:
@@ -272,7 +272,7 @@ class SessionService:
                     f"session {batch.session_id!r} is at seq {last}, "
                     f"not the expected {batch.expected_seq}"
                 )
-            repo.add_events(batch.session_id, stamped, last + 1, now)
+            repo.add_events(batch.session_id, documents, last + 1, now)
             state = row.state if batch.state_delta is None else {**row.state, **batch.state_delta}
             repo.save(row, state=state)
             return last + len(stamped)

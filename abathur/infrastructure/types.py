@@ -28,6 +28,13 @@ def utcnow() -> datetime:
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+class JSONText(str):
+    """A document that ``check_json`` has already serialised: ``dumps`` (and
+    so every JSON column, on either backend) stores its text as it is."""
+
+    __slots__ = ()
+
+
 def dumps(value: Any) -> str:
     """Serialise to strict JSON, keeping unicode as is.
 
@@ -35,6 +42,8 @@ def dumps(value: Any) -> str:
     hold (sets, bytes, objects), NaN and Infinity (not JSON), lone surrogates
     (not UTF-8), and the NUL character (PostgreSQL's JSONB cannot store it).
     """
+    if type(value) is JSONText:
+        return str(value)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         text.encode("utf-8")
@@ -49,13 +58,14 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
-def check_json(value: Any, what: str) -> None:
+def check_json(value: Any, what: str) -> JSONText:
     """Raise ValidationError, naming ``what``, unless ``value`` is storable JSON
     that reads back equal: tuples and non-string keys, which JSON would silently
-    change (``{1: "a", "1": "b"}`` would even lose a key), are refused too."""
+    change (``{1: "a", "1": "b"}`` would even lose a key), are refused too.
+    Returns the serialised text, which a JSON column then stores as it is."""
     _check_shape(value, what)
     try:
-        dumps(value)
+        return JSONText(dumps(value))
     except ValidationError as exc:
         raise ValidationError(f"{what} is {exc}") from exc
 

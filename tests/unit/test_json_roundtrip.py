@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.types import dumps
+from abathur.infrastructure.types import check_json, dumps
 
 scalars = (
     st.none()
@@ -56,6 +56,31 @@ async def test_json_column_round_trip(db: Database, value: Any) -> None:
     if db.is_sqlite:  # TEXT keeps Python's own JSON rendering: exact equality
         assert stored.input_data == {"v": value}
     assert as_json_numbers(stored.input_data) == as_json_numbers({"v": value})
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(value=json_values)
+async def test_event_round_trip(db: Database, value: Any) -> None:
+    """Events are serialised once, by the check, and stored as that text."""
+    if await db.sessions.get_session("rt") is None:
+        await db.sessions.create_session("rt", "app", "u")
+    seq = await db.sessions.append_events("rt", [{"v": value}])
+    (stored,) = await db.sessions.list_events("rt", after_seq=seq - 1)
+    event = {k: v for k, v in stored["event"].items() if k not in ("event_id", "timestamp")}
+    if db.is_sqlite:
+        assert event == {"v": value}
+    assert as_json_numbers(event) == as_json_numbers({"v": value})
+
+
+def test_checked_documents_are_not_serialised_twice() -> None:
+    text = check_json({"a": [1, "é", None]}, "doc")
+    assert text == '{"a":[1,"é",null]}'
+    assert dumps(text) == text  # stored as it is, not as a JSON string
+    assert dumps(str(text)) == '"{\\"a\\":[1,\\"é\\",null]}"'
 
 
 @pytest.mark.parametrize(
