@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -37,11 +36,16 @@ Outcome = tuple[bool, Any]  # (succeeded, result or exception)
 Body = Callable[[Connection], Any]
 
 
-@dataclass(eq=False)
 class _Request(Generic[T]):
-    work: Callable[[Connection], T]  # the unit itself, run in a shared transaction
-    alone: Callable[[Connection], T]  # the unit with its own transaction handling
-    future: asyncio.Future[T] = field(default_factory=lambda: _loop().create_future())
+    """A queued unit: run ``work`` in a shared transaction, or ``alone`` (with
+    its own transaction handling) in a batch of one; ``future`` gets the outcome."""
+
+    __slots__ = ("alone", "future", "work")
+
+    def __init__(self, work: Callable[[Connection], T], alone: Callable[[Connection], T]):
+        self.work = work
+        self.alone = alone
+        self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
 
 class GroupCommit:
@@ -139,7 +143,3 @@ def _run_batch(
                 execute_in_worker("RELEASE grouped_unit")
                 outcomes.append((True, result))
     return outcomes
-
-
-def _loop() -> asyncio.AbstractEventLoop:
-    return asyncio.get_running_loop()
