@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
 SESSION_STATUSES: tuple[SessionStatus, ...] = (
@@ -81,30 +81,6 @@ class SessionQuery(Input):
 
 class Record(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
-
-
-class SessionRecord(Record):
-    """A session as ``get_session`` and the listings return it."""
-
-    id: str
-    app_name: str
-    user_id: str
-    project_id: str | None
-    status: SessionStatus
-    state: dict[str, Any]
-    # ``metadata_`` on the model (``metadata`` is taken by SQLAlchemy's Base).
-    metadata: dict[str, Any] | None = Field(validation_alias=AliasChoices("metadata_", "metadata"))
-    created_at: datetime
-    last_update_time: datetime
-    terminated_at: datetime | None
-    archived_at: datetime | None
-
-
-class SessionWithEvents(SessionRecord):
-    events: list[Any]
-    # The seq of the newest event (0 when there is none): pass it as
-    # ``expected_seq`` to append only if nobody else appended since.
-    last_seq: int
 
 
 class EventRecord(Record):

@@ -67,8 +67,8 @@ def _text(value: Any, what: str) -> str:
 
 
 def session_dict(row: SessionRow | Session) -> dict[str, Any]:
-    """A session as the API returns it: the fields of ``SessionRecord`` (read
-    from the database, whose constraints already hold them to that shape)."""
+    """A session as the API returns it (read from the database, whose
+    constraints already hold every field to its shape)."""
     return {
         "id": row.id,
         "app_name": row.app_name,

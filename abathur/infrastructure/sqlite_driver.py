@@ -39,7 +39,7 @@ _worker = threading.local()
 
 
 def in_worker() -> bool:
-    return getattr(_worker, "raw", None) is not None
+    return worker_connection() is not None
 
 
 def worker_connection() -> sqlite3.Connection | None:
@@ -147,18 +147,19 @@ class LeanConnection(AsyncAdapt_aiosqlite_connection):
         return bool(connection._connection) and bool(connection.in_transaction)
 
     def commit(self) -> None:
-        if self._in_transaction():
-            if in_worker():
-                self._connection._conn.commit()
-            else:
-                super().commit()
+        self._end("commit")
 
     def rollback(self) -> None:
+        self._end("rollback")
+
+    def _end(self, how: str) -> None:
+        """COMMIT or ROLLBACK, only when SQLite has a transaction open: sqlite3
+        directly inside a unit of work, one crossing from the event loop."""
         if self._in_transaction():
             if in_worker():
-                self._connection._conn.rollback()
+                getattr(self._connection._conn, how)()
             else:
-                super().rollback()
+                getattr(super(), how)()
 
 
 class LeanDBAPI(AsyncAdapt_aiosqlite_dbapi):

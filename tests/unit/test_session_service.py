@@ -27,6 +27,19 @@ SPEC_KEYS = {
 }  # fmt: skip
 
 
+async def page_through(sessions: SessionService, limit: int) -> list[str]:
+    """Every session id, newest first, read ``limit`` at a time with ``before``."""
+    paged: list[str] = []
+    before: str | None = None
+    for _ in range(100):
+        page = await sessions.list_sessions(limit=limit, before=before)
+        if not page:
+            return paged
+        paged += [s["id"] for s in page]
+        before = page[-1]["id"]
+    raise AssertionError("paging did not end")
+
+
 @pytest.fixture
 def sessions(db: Database) -> SessionService:
     return db.sessions
@@ -415,15 +428,7 @@ async def test_list_sessions_filters_and_keyset_pages(sessions: SessionService) 
     every = [s["id"] for s in await sessions.list_sessions()]
     assert every == [f"s{i}" for i in reversed(range(7))]
 
-    paged: list[str] = []
-    before: str | None = None
-    for _ in range(10):
-        page = await sessions.list_sessions(limit=3, before=before)
-        if not page:
-            break
-        paged += [s["id"] for s in page]
-        before = page[-1]["id"]
-    assert paged == every
+    assert await page_through(sessions, 3) == every
 
     async def ids(**kw: Any) -> list[str]:
         return [s["id"] for s in await sessions.list_sessions(**kw)]
@@ -451,15 +456,7 @@ async def test_list_sessions_pages_through_equal_creation_times(
         await sessions.create_session(f"s{i}", "app", "alice")
     async with db.transaction() as tx:
         await tx.execute(update(Session).values(created_at=datetime(2024, 1, 1, tzinfo=UTC)))
-    paged: list[str] = []
-    before: str | None = None
-    for _ in range(10):
-        page = await sessions.list_sessions(limit=2, before=before)
-        if not page:
-            break
-        paged += [s["id"] for s in page]
-        before = page[-1]["id"]
-    assert paged == ["s4", "s3", "s2", "s1", "s0"]
+    assert await page_through(sessions, 2) == ["s4", "s3", "s2", "s1", "s0"]
 
 
 # ------------------------------------------------------------------ delete
