@@ -324,10 +324,6 @@ def _ddl_type(column: Column[Any], dialect: Any) -> str:
     return str(column.type.compile(dialect=dialect))
 
 
-def _fk_rule(column: Column[Any]) -> list[tuple[str, str | None]]:
-    return [(fk.column.table.name, fk.ondelete) for fk in column.foreign_keys]
-
-
 def _entity(table: Table) -> list[str]:
     lines = [f"    {table.name} {{"]
     for column in table.columns:

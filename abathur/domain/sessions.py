@@ -58,7 +58,7 @@ class EventBatch(Input):
     expected_seq: int | None = Field(default=None, ge=0)
 
 
-class StateWrite(Input):
+class StateKey(Input):
     session_id: str = Field(min_length=1)
     key: str = Field(min_length=1)
 

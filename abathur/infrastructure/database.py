@@ -370,19 +370,20 @@ class Database:
         # is in use (always, unless this aiosqlite lacks what it needs).
         self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
         self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
-        # Background WAL checkpoints (file databases on the direct path only).
-        self._background_checkpoints = self._direct and self._writer is not None
-        if self._background_checkpoints:
-            event.listen(self.engine.sync_engine, "connect", _no_autocheckpoint)
-        self._writes_since_checkpoint = 0
         self._closed = False
-        self._checkpointing: asyncio.Task[None] | None = None
-        # Writers that queue on the writer lock commit together (group_commit).
+        # A file database on the direct path: writers that queue on the writer
+        # lock commit together (group_commit), and WAL checkpoints run in the
+        # background, off the commit path.
         self._group: GroupCommit | None = (
             GroupCommit(self._writer, self._write_batch, is_retryable)
             if self._writer is not None and self._direct
             else None
         )
+        self._background_checkpoints = self._group is not None
+        if self._background_checkpoints:
+            event.listen(self.engine.sync_engine, "connect", _no_autocheckpoint)
+        self._writes_since_checkpoint = 0
+        self._checkpointing: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ identity
 
@@ -576,15 +577,15 @@ class Database:
             self._checkpointing = None
 
     async def _on_connection(self, fn: Callable[[Connection], T], *, write: bool) -> T:
-        if not self._direct:
+        turn = self._writer if write else self._reader
+        async with self._exclusive(), turn or nullcontext():
+            if self._direct:
+                return await self._in_worker(fn, write=write)
             async with self.engine.connect() as conn:
                 options = self._transaction_options(write)
                 if options:
                     conn = await conn.execution_options(**options)
                 return await conn.run_sync(fn)
-        turn = self._writer if write else self._reader
-        async with self._exclusive(), turn or nullcontext():
-            return await self._in_worker(fn, write=write)
 
     async def _in_worker(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """``fn`` on one of this Database's SQLite connections, in its worker thread."""

@@ -457,13 +457,10 @@ class MemoryService:
             )
 
         def work(session: Connection) -> int:
-            require(session, Task, publish.task_id, "task")
-            repo = MemoryRepository(session)
-            repo.lock_key(publish.to_namespace, publish.key)
+            repo, target = _begin_write(session, publish.task_id, publish.to_namespace, publish.key)
             source = repo.latest(publish.from_namespace, publish.key)
             if source is None or source.is_deleted:
                 raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
-            target = repo.latest(publish.to_namespace, publish.key)
             target_live = target is not None and not target.is_deleted
             now = utcnow()
             metadata = dict(source.metadata_ or {})

@@ -1,10 +1,10 @@
 """SessionService: sessions, their event logs and their scoped state.
 
 The eight methods of the Milestone 2 spec, plus paging and batch operations.
-Every write is one transaction (``db.run``) that first locks the session row
-(see ``SessionRepository.lock``), so concurrent appenders and state writers
-never lose each other's work, and ``db.run`` retries the whole unit when
-SQLite reports a lock it could not wait out.
+Every write is one unit of work (``db.write``) that first locks the session
+row (see ``SessionRepository.lock``), so concurrent appenders and state
+writers never lose each other's work, and ``db.write`` retries the whole unit
+when SQLite reports a lock it could not wait out.
 
 Methods return plain dicts as the spec says: JSON parsed, datetimes aware UTC.
 """
@@ -29,7 +29,7 @@ from abathur.domain.sessions import (
     EventRecord,
     NewSession,
     SessionQuery,
-    StateWrite,
+    StateKey,
 )
 from abathur.errors import (
     ConflictError,
@@ -40,6 +40,7 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import Session
+from abathur.infrastructure.repositories.core import require
 from abathur.infrastructure.repositories.sessions import SessionRepository, SessionRow
 from abathur.infrastructure.types import check_json, utcnow
 
@@ -112,10 +113,10 @@ class SessionService:
             project_id=project_id,
             state={} if initial_state is None else initial_state,
         )
-        check_json(new.state, "initial_state")
+        state = check_json(new.state, "initial_state")  # stored as this text
 
         def work(session: Connection) -> None:
-            SessionRepository(session).create(new)
+            SessionRepository(session).create(new, state)
 
         await self._db.write(work, one_statement=True)
 
@@ -188,20 +189,19 @@ class SessionService:
 
     async def get_state(self, session_id: str, key: str) -> Any | None:
         """The value under ``key``, or None when the key is not set."""
-        _text(session_id, "session_id")
-        _text(key, "key")
+        ref = validated(StateKey, session_id=session_id, key=key)
 
         def work(session: Connection) -> Any | None:
-            row = SessionRepository(session).get(session_id)
+            row = SessionRepository(session).get(ref.session_id)
             if row is None:
-                raise NotFoundError(f"session {session_id!r} not found")
-            return row.state.get(key)
+                raise NotFoundError(f"session {ref.session_id!r} not found")
+            return row.state.get(ref.key)
 
         return await self._db.read(work, one_statement=True)
 
     async def set_state(self, session_id: str, key: str, value: Any) -> None:
         """Set one state key, keeping every other key (also those written concurrently)."""
-        write = validated(StateWrite, session_id=session_id, key=key)
+        write = validated(StateKey, session_id=session_id, key=key)
         check_json(value, f"state value of {key!r}")
 
         def work(session: Connection) -> None:
@@ -288,10 +288,10 @@ class SessionService:
         query = validated(EventQuery, after_seq=after_seq, limit=limit)
 
         def work(session: Connection) -> list[dict[str, Any]]:
-            repo = SessionRepository(session)
-            if repo.get(session_id) is None:
-                raise NotFoundError(f"session {session_id!r} not found")
-            rows = repo.events(session_id, after_seq=query.after_seq, limit=query.limit)
+            require(session, Session, session_id, "session")
+            rows = SessionRepository(session).events(
+                session_id, after_seq=query.after_seq, limit=query.limit
+            )
             return [EventRecord.model_validate(r).model_dump() for r in rows]
 
         return await self._db.read(work)

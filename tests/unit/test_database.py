@@ -193,7 +193,8 @@ async def test_nul_in_any_text_is_refused_the_same_on_every_backend(db: Database
     assert await db.sessions.list_sessions() == []
 
 
-async def test_the_stock_aiosqlite_adapter_still_works(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["stock.db", ":memory:"])
+async def test_the_stock_aiosqlite_adapter_still_works(tmp_path: Path, name: str) -> None:
     """Without the lean adapter (an aiosqlite without ``Connection._execute``),
     units of work run through ``run_sync``, one crossing per statement, and
     no group commit: slower, with the same results."""
@@ -203,7 +204,8 @@ async def test_the_stock_aiosqlite_adapter_still_works(tmp_path: Path) -> None:
     from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 
     stock = AsyncAdapt_aiosqlite_dbapi(aiosqlite, sqlite3)
-    async with Database(tmp_path / "stock.db", module=stock) as db:
+    path = Path(name) if name == ":memory:" else tmp_path / name
+    async with Database(path, module=stock) as db:
         assert not db._direct and db._group is None
         await db.sessions.create_session("s", "app", "u")
         await asyncio.gather(

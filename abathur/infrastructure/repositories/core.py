@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
@@ -33,7 +33,7 @@ def insert_row(session: Executor, row: Any) -> None:
 
     One Core statement, built once per model: the unit of work (``add`` +
     ``flush``) does the same with several times the Python overhead, and rows
-    written here (memory versions, audit entries, new sessions) are complete
+    written here (memory versions, audit entries, checkpoints) are complete
     when built. Unset (None) attributes are left to the column's default.
     ``row`` stays outside the ORM session.
     """
@@ -113,7 +113,7 @@ class TaskRepository:
         return self.session.get(Task, task_id)
 
     def exists(self, task_id: str) -> bool:
-        return self.session.scalar(select(Task.id).where(Task.id == task_id)) is not None
+        return _exists_query(Task).scalar(self.session, {"key": task_id}) is not None
 
     def list_for_session(self, session_id: str) -> Sequence[Task]:
         query = select(Task).where(Task.session_id == session_id).order_by(Task.submitted_at.desc())
@@ -180,19 +180,8 @@ class AuditRepository:
         )
         return (self.session.scalars(query)).all()
 
-    def for_memory_entry(self, entry_id: int) -> Sequence[AuditEntry]:
-        query = (
-            select(AuditEntry)
-            .where(AuditEntry.memory_entry_id == entry_id)
-            .order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
-        )
-        return (self.session.scalars(query)).all()
-
     def tail(self, namespace_prefix: str | None = None, limit: int = 50) -> Sequence[AuditEntry]:
         query = select(AuditEntry).order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
         if namespace_prefix is not None:
             query = query.where(in_subtree(AuditEntry.memory_namespace, namespace_prefix))
         return (self.session.scalars(query.limit(limit))).all()
-
-    def count(self) -> int:
-        return int(self.session.scalar(select(func.count()).select_from(AuditEntry)) or 0)

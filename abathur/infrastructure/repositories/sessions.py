@@ -107,7 +107,9 @@ class SessionRepository:
 
     # ------------------------------------------------------------ sessions
 
-    def create(self, new: NewSession) -> None:
+    def create(self, new: NewSession, state: Any) -> None:
+        """Insert the session in status ``created`` with ``state`` (a document,
+        or its text as ``check_json`` returned it)."""
         now = utcnow()
         values = {
             "id": new.id,
@@ -115,7 +117,7 @@ class SessionRepository:
             "user_id": new.user_id,
             "project_id": new.project_id,
             "status": "created",
-            "state": new.state,
+            "state": state,
             "metadata": {},
             "created_at": now,
             "last_update_time": now,
