@@ -29,8 +29,18 @@ TABLES = (
     "sessions", "session_events", "memory_entries", "audit", "tasks", "agents",
     "checkpoints", "document_index", "state", "metrics",
 )  # fmt: skip
-SQLITE_FULL_SCAN = re.compile(rf"^SCAN ({'|'.join(TABLES)})\b")
+# A table may appear under an alias (``memory_entries_1`` for a correlated
+# subquery of the same table): SQLite and PostgreSQL plans name the alias.
+SQLITE_FULL_SCAN = re.compile(rf"^SCAN ({'|'.join(TABLES)})(_\d+)?\b")
 PG_FULL_SCAN = re.compile(rf"Seq Scan on ({'|'.join(TABLES)})\b")
+
+
+def test_full_scan_patterns_catch_aliases_too() -> None:
+    assert SQLITE_FULL_SCAN.match("SCAN memory_entries")
+    assert SQLITE_FULL_SCAN.match("SCAN memory_entries_1")
+    assert not SQLITE_FULL_SCAN.match("SEARCH memory_entries_1 USING INDEX uq (namespace=?)")
+    assert PG_FULL_SCAN.search("Seq Scan on memory_entries memory_entries_1  (cost=0.00..1.01)")
+    assert not PG_FULL_SCAN.search("Index Scan using uq on memory_entries memory_entries_1")
 
 
 async def _resolver(versions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -173,13 +173,24 @@ async def test_consolidation_detects_and_resolves_conflicts(db: Database, task_i
 
 
 async def test_audit_trail_has_one_row_per_memory_write(db: Database, task_id: str) -> None:
+    """Every kind of memory write leaves exactly one audit row, naming the task,
+    the version written and the row written."""
     m = db.memory
-    await m.add_memory("project:x", "a", {"v": 1}, "procedural", "w", task_id)
-    await m.update_memory("project:x", "a", {"v": 2}, "w", task_id)
-    await m.update_memory("project:x", "a", {"v": 3}, "w", task_id)
+    written = [
+        await m.add_memory("project:x", "a", {"v": 1}, "procedural", "w", task_id),
+        await m.update_memory("project:x", "a", {"v": 2}, "w", task_id),
+        await m.update_memory("project:x", "a", {"v": 3}, "w", task_id),
+    ]
     await m.delete_memory("project:x", "a", "w", task_id)
-    await m.restore_memory("project:x", "a", 2, "w", task_id)
-    await m.consolidate_memories("project:x", "latest_wins", task_id=task_id)
+    written.append(None)  # delete writes no new row; its audit row names the key's newest
+    written.append(await m.restore_memory("project:x", "a", 2, "w", task_id))  # v4, live
+    written.append(await m.update_memory("project:x", "a", {"v": 5}, "w", task_id))  # v4, v5 live
+    assert await m.consolidate_memories("project:x", "latest_wins", task_id=task_id) == 1
+    consolidated = await m.get_memory("project:x", "a")
+    assert consolidated is not None and consolidated["version"] == 6
+    written.append(consolidated["id"])
+    await m.add_memory("session:s9", "a", {"v": "draft"}, "procedural", "w", task_id)
+    written.append(await m.publish_memory("session:s9", "project:x", "a", "w", task_id))
 
     rows = await _audit_rows(db, "project:x")
     assert [(r.action_type, r.memory_operation_type) for r in rows] == [
@@ -188,13 +199,21 @@ async def test_audit_trail_has_one_row_per_memory_write(db: Database, task_id: s
         ("memory_update", "update"),
         ("memory_delete", "delete"),
         ("memory_restore", "update"),
+        ("memory_update", "update"),
+        ("memory_consolidate", "consolidate"),
+        ("memory_publish", "publish"),
     ]
     assert all(r.task_id == task_id for r in rows)
-    versions = [r.action_data["version"] for r in rows]
-    assert versions == [1, 2, 3, 3, 4]
+    assert [r.action_data["version"] for r in rows] == [1, 2, 3, 3, 4, 5, 6, 7]
+    written[3] = written[2]  # the delete's row is version 3's
+    assert [r.memory_entry_id for r in rows] == written
     async with db.transaction(write=False) as session:
-        written = await session.scalar(select(func.count()).select_from(MemoryEntry))
-    assert written == 4  # every version kept: delete is soft, restore is a new version
+        versions = await session.scalar(
+            select(func.count())
+            .select_from(MemoryEntry)
+            .where(MemoryEntry.namespace == "project:x")
+        )
+    assert versions == 7  # every version kept: delete is soft, the rest write new versions
 
 
 async def test_scoped_access_control(db: Database, task_id: str) -> None:

@@ -241,13 +241,6 @@ def test_versioning_guide_names_every_audit_action_and_strategy() -> None:
     assert restore, "memory_versioning.md must say restore is audited as 'update'/'memory_restore'"
 
 
-def test_restore_is_really_audited_as_an_update() -> None:
-    """The guide's claim, checked against the source of restore_memory."""
-    source = (ROOT / "abathur" / "infrastructure" / "memory_service.py").read_text()
-    body = source.split("async def restore_memory", 1)[1].split("\n    async def ", 1)[0]
-    assert 'operation="update"' in body and 'action_type="memory_restore"' in body
-
-
 def test_runbook_names_every_revision() -> None:
     runbook = read("migrations.md")
     ids = revision_ids()

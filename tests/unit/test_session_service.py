@@ -585,3 +585,32 @@ async def test_plan_check_sees_a_full_scan(db: Database) -> None:
     else:
         plan = await _plan(db, "SELECT id FROM sessions WHERE state IS NULL", ())
         assert any("Seq Scan on sessions" in line for line in plan)
+
+
+async def test_session_writes_are_atomic(
+    sessions: SessionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event and its state delta are one transaction; so is termination
+    (status, terminated_at and the temp: keys): a failure in the last
+    statement leaves nothing of the first."""
+    from abathur.infrastructure.repositories.sessions import SessionRepository
+
+    await sessions.create_session("s", "app", "u", initial_state={"temp:t": 1, "k": 1})
+    await sessions.update_status("s", "active")
+    before = await sessions.get_session("s")
+
+    def save_fails(*_: Any, **__: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(SessionRepository, "save", save_fails)
+    for write in (
+        sessions.append_event("s", {"n": 1}, state_delta={"k": 2}),
+        sessions.append_events("s", [{"n": 2}, {"n": 3}], state_delta={"k": 3}),
+        sessions.set_state("s", "k", 4),
+        sessions.terminate_session("s"),
+    ):
+        with pytest.raises(RuntimeError, match="disk full"):
+            await write
+    monkeypatch.undo()
+    assert await sessions.get_session("s") == before
+    assert await sessions.list_events("s") == []
