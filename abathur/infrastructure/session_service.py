@@ -11,7 +11,7 @@ Methods return plain dicts as the spec says: JSON parsed, datetimes aware UTC.
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,16 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import Session
 from abathur.infrastructure.repositories.core import require
 from abathur.infrastructure.repositories.sessions import SessionRepository, SessionRow
-from abathur.infrastructure.types import check_json, utcnow
+from abathur.infrastructure.types import check_json, check_members, utcnow
+
+# uuid.uuid4(): clear the version and variant bits, then set version 4, RFC 4122.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _event_id() -> str:
+    """``uuid.uuid4().hex``, without building a UUID object (a third of the cost)."""
+    return "%032x" % (int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET)
 
 
 def _require_aware(value: datetime | None, what: str) -> None:
@@ -202,13 +211,13 @@ class SessionService:
     async def set_state(self, session_id: str, key: str, value: Any) -> None:
         """Set one state key, keeping every other key (also those written concurrently)."""
         write = validated(StateKey, session_id=session_id, key=key)
-        check_json(value, f"state value of {key!r}")
+        delta = {write.key: check_json(value, f"state value of {key!r}")}
 
         def work(session: Connection) -> None:
             repo = SessionRepository(session)
             row = repo.lock(write.session_id)
             _check_open(row)
-            repo.save(row, state={**row.state, write.key: value})
+            repo.merge_state(row, delta)
 
         await self._db.write(work)
 
@@ -231,7 +240,8 @@ class SessionService:
             repo = SessionRepository(session)
             row = repo.lock(session_id)
             _check_transition(row, "terminated")
-            kept = {k: v for k, v in row.state.items() if not k.startswith(TEMP_PREFIX)}
+            state = repo.state(session_id)
+            kept = {k: v for k, v in state.items() if not k.startswith(TEMP_PREFIX)}
             repo.save(row, status="terminated", terminated_at=utcnow(), state=kept)
 
         await self._db.write(work)
@@ -257,11 +267,11 @@ class SessionService:
         )
         now = utcnow()
         stamped = [
-            {"event_id": uuid.uuid4().hex, "timestamp": now.isoformat(), **event}
+            {"event_id": _event_id(), "timestamp": now.isoformat(), **event}
             for event in batch.events
         ]
         documents = [check_json(event, "event") for event in stamped]  # serialised once
-        check_json(batch.state_delta, "state_delta")
+        delta = check_members(batch.state_delta or {}, "state_delta")
 
         def work(session: Connection) -> int:
             repo = SessionRepository(session)
@@ -273,8 +283,7 @@ class SessionService:
                     f"not the expected {batch.expected_seq}"
                 )
             repo.add_events(batch.session_id, documents, last + 1, now)
-            state = row.state if batch.state_delta is None else {**row.state, **batch.state_delta}
-            repo.save(row, state=state)
+            repo.merge_state(row, delta)
             return last + len(stamped)
 
         return await self._db.write(work)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -35,20 +38,47 @@ class JSONText(str):
     __slots__ = ()
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder() -> Any:
+    """``json.dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
+    without its per-call set-up: the C encoder built once (it keeps no state
+    between calls, so both threads may share it). Without the C accelerator,
+    ``json.dumps`` itself."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
+    if c_make_encoder is None:  # pragma: no cover - CPython always has _json
+        return lambda value: (
+            json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
+        )
+    # No circular-reference markers: a cycle ends in RecursionError, refused below.
+    encoder = c_make_encoder(
+        None, _not_json, encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: encoder(value, 0)
+
+
+_encode = _encoder()
+
+
 def dumps(value: Any) -> str:
     """Serialise to strict JSON, keeping unicode as is.
 
     Refused with ValidationError, on every backend alike: values JSON cannot
     hold (sets, bytes, objects), NaN and Infinity (not JSON), lone surrogates
-    (not UTF-8), and the NUL character (PostgreSQL's JSONB cannot store it).
+    (not UTF-8), the NUL character (PostgreSQL's JSONB cannot store it) and
+    containers that contain themselves.
     """
     if type(value) is JSONText:
         return str(value)
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = "".join(_encode(value))
         text.encode("utf-8")
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise ValidationError(f"not strict JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ValidationError("not storable JSON: circular or too deeply nested") from exc
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise ValidationError("not storable JSON: strings may not contain the NUL character")
     return text
@@ -63,11 +93,18 @@ def check_json(value: Any, what: str) -> JSONText:
     that reads back equal: tuples and non-string keys, which JSON would silently
     change (``{1: "a", "1": "b"}`` would even lose a key), are refused too.
     Returns the serialised text, which a JSON column then stores as it is."""
-    _check_shape(value, what)
     try:
-        return JSONText(dumps(value))
+        text = JSONText(dumps(value))
     except ValidationError as exc:
         raise ValidationError(f"{what} is {exc}") from exc
+    _check_shape(value, what)  # after dumps, which refuses cycles this walk would follow
+    return text
+
+
+def check_members(value: dict[str, Any], what: str) -> dict[str, JSONText]:
+    """``check_json`` of each value of a JSON object, by key: what a merge of
+    those keys into a stored document binds."""
+    return {key: check_json(child, f"{what}[{key!r}]") for key, child in value.items()}
 
 
 def _check_shape(value: Any, what: str) -> None:
@@ -94,6 +131,18 @@ def _check_shape(value: Any, what: str) -> None:
             )
 
 
+class _SQLiteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME text in SQLAlchemy's default storage format
+    (``2026-01-31 12:00:00.000000``), written by ``isoformat``, which renders
+    the same text about three times faster than its ``%``-formatting."""
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        def process(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat(" ", "microseconds")
+
+        return process
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every backend.
 
@@ -104,12 +153,18 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return _SQLiteDateTime()  # type: ignore[no-untyped-call]
+        return super().load_dialect_impl(dialect)
+
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValidationError(f"naive datetime {value!r}: pass a timezone-aware value")
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value

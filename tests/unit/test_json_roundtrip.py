@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -92,3 +93,60 @@ async def test_values_json_cannot_hold_are_refused_before_the_database(
 ) -> None:
     with pytest.raises(ValidationError, match="input_data"):
         await db.tasks.create_task("bad", input_data=bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_dumps_is_strict_compact_json(value: Any) -> None:
+    """The prebuilt encoder writes exactly what ``json.dumps`` would."""
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert dumps(value) == expected
+
+
+def _cyclic_dict() -> Any:
+    loop: dict[str, Any] = {"a": 1}
+    loop["self"] = loop
+    return loop
+
+
+def _cyclic_list() -> Any:
+    loop: list[Any] = [1]
+    loop.append({"again": loop})
+    return loop
+
+
+@pytest.mark.parametrize("make", [_cyclic_dict, _cyclic_list])
+def test_containers_that_contain_themselves_are_refused(make: Any) -> None:
+    # The shape walk alone would follow the cycle forever.
+    with pytest.raises(ValidationError, match="state_delta is not storable JSON: circular"):
+        check_json(make(), "state_delta")
+
+
+state_keys = st.text(max_size=6).filter(lambda k: "\x00" not in k) | st.sampled_from(
+    ['a"b', "a\\b", "tab\there", "new\nline", "ü", "$.x", "a[0]", ""]
+)
+states = st.dictionaries(state_keys, json_values, max_size=5)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(initial=states, delta=states, key=state_keys.filter(bool), value=json_values)
+async def test_state_merges_replace_whole_keys(
+    db: Database, initial: dict[str, Any], delta: dict[str, Any], key: str, value: Any
+) -> None:
+    """The database merges a delta into the state (``json_set`` / ``||``): each
+    key's value is replaced whole (a nested object is not merged into, a null
+    is stored), every other key stays, whatever characters the keys hold."""
+    sid = f"merge-{uuid.uuid4().hex}"
+    await db.sessions.create_session(sid, "app", "u", initial_state=initial)
+    await db.sessions.append_event(sid, {"n": 1}, state_delta=delta)
+    await db.sessions.set_state(sid, key, value)
+    stored = await db.sessions.get_session(sid)
+    assert stored is not None
+    expected = {**initial, **delta, key: value}
+    if db.is_sqlite:
+        assert stored["state"] == expected
+    assert as_json_numbers(stored["state"]) == as_json_numbers(expected)

@@ -124,7 +124,9 @@ async def test_append_event_fills_id_and_timestamp_and_keeps_order(
     assert [e["n"] for e in got["events"]] == list(range(6))
     assert got["last_seq"] == 6
     first = got["events"][0]
-    assert uuid.UUID(hex=first["event_id"]).version == 4 and len(first["event_id"]) == 32
+    event_id = uuid.UUID(hex=first["event_id"])
+    assert event_id.version == 4 and event_id.variant == uuid.RFC_4122
+    assert event_id.hex == first["event_id"]
     stamp = datetime.fromisoformat(first["timestamp"])
     assert stamp.utcoffset() == timedelta(0) and stamp >= before - timedelta(seconds=1)
     assert len({e["event_id"] for e in got["events"]}) == 6
@@ -603,6 +605,7 @@ async def test_session_writes_are_atomic(
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(SessionRepository, "save", save_fails)
+    monkeypatch.setattr(SessionRepository, "merge_state", save_fails)
     for write in (
         sessions.append_event("s", {"n": 1}, state_delta={"k": 2}),
         sessions.append_events("s", [{"n": 2}, {"n": 3}], state_delta={"k": 3}),

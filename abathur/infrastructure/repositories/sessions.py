@@ -8,13 +8,15 @@ and writes it back happens after that lock, in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Table,
+    Text,
     bindparam,
     delete,
     func,
@@ -30,7 +32,7 @@ from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.models import Session, SessionEvent
 from abathur.infrastructure.prepared import Prepared
 from abathur.infrastructure.repositories.core import Executor, dialect_name, is_duplicate_key
-from abathur.infrastructure.types import utcnow
+from abathur.infrastructure.types import JSONText, dumps, loads, utcnow
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
 # literal values: SQLite uses a partial index only when the query contains the
@@ -50,14 +52,15 @@ SESSION_FIELDS = tuple(
 )
 GET = Prepared(select(*SESSION_FIELDS).where(Session.id == bindparam("id")))
 # The fields a writer works on, locked. SQLite renders no FOR UPDATE: BEGIN
-# IMMEDIATE already took the write lock.
+# IMMEDIATE already took the write lock. Not the state: writers merge keys
+# into it in the database (``merge_state``) without reading it.
 LOCK_FIELDS = (
     Session.id.label("id"),
     Session.status.label("status"),
-    Session.state.label("state"),
     Session.last_update_time.label("last_update_time"),
 )
 LOCK = Prepared(select(*LOCK_FIELDS).where(Session.id == bindparam("id")).with_for_update())
+GET_STATE = Prepared(select(Session.state).where(Session.id == bindparam("id")))
 LAST_SEQ = Prepared(
     select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
 )
@@ -91,6 +94,32 @@ ALL_PAYLOADS = Prepared(
     .where(SessionEvent.session_id == bindparam("id"))
     .order_by(SessionEvent.seq)
 )
+
+
+# State keys that SQLite's JSON path syntax (``$."key"``) addresses exactly:
+# none of the characters JSON escapes, which a path would not match.
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+_MERGES: dict[tuple[str, int], Prepared] = {}
+
+
+def _merge(dialect: str, keys: int) -> Prepared:
+    """``UPDATE sessions`` merging ``keys`` top-level keys into the state:
+    SQLite ``json_set(state, path_0, json(value_0), ...)``, PostgreSQL
+    ``state || delta``. Both replace each key's whole value and keep the rest."""
+    statement = _MERGES.get((dialect, keys))
+    if statement is None:
+        state = SESSIONS.c.state
+        if dialect == "sqlite":
+            pairs: list[Any] = []
+            for i in range(keys):
+                pairs += [bindparam(f"path_{i}", type_=Text), func.json(bindparam(f"value_{i}"))]
+            merged: Any = func.json_set(state, *pairs)
+        else:
+            merged = state.op("||")(bindparam("delta", type_=state.type))
+        statement = _MERGES[(dialect, keys)] = Prepared(
+            SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")).values(state=merged)
+        )
+    return statement
 
 
 def _later(previous: datetime) -> datetime:
@@ -164,6 +193,41 @@ class SessionRepository:
         """Write ``changes`` to a locked row and advance its ``last_update_time``."""
         changes["last_update_time"] = _later(row.last_update_time)
         SAVE.execute(self.session, {"row_id": row.id, **changes})
+
+    def state(self, session_id: str) -> dict[str, Any]:
+        """The session's state document (after ``lock``, the row exists)."""
+        state: dict[str, Any] = GET_STATE.scalar(self.session, {"id": session_id})
+        return state
+
+    def merge_state(self, row: SessionRow, delta: Mapping[str, JSONText]) -> None:
+        """Set ``delta``'s keys (values as ``check_json`` text) in a locked row's
+        state, keeping every other key, and advance its ``last_update_time``.
+
+        The database merges: the state is neither read nor rewritten whole
+        here, so a write costs the same whatever the state's size. A key SQLite's
+        JSON paths cannot name exactly (one with a quote, a backslash or a
+        control character) takes the slow way: read, merge, write.
+        """
+        if not delta:
+            self.save(row)
+            return
+        changes: dict[str, Any] = {
+            "row_id": row.id,
+            "last_update_time": _later(row.last_update_time),
+        }
+        dialect = dialect_name(self.session)
+        if dialect != "sqlite":
+            members = ",".join(f"{dumps(key)}:{value}" for key, value in delta.items())
+            changes["delta"] = JSONText(f"{{{members}}}")
+        elif all(_PLAIN_KEY.fullmatch(key) for key in delta):
+            for i, (key, value) in enumerate(delta.items()):
+                changes[f"path_{i}"] = f'$."{key}"'
+                changes[f"value_{i}"] = value
+        else:
+            merged = {**self.state(row.id), **{k: loads(v) for k, v in delta.items()}}
+            SAVE.execute(self.session, {**changes, "state": merged})
+            return
+        _merge(dialect, len(delta)).execute(self.session, changes)
 
     def delete(self, session_id: str) -> bool:
         """Delete the session; its events go with it, other references become NULL."""
