@@ -107,6 +107,9 @@ def check_members(value: dict[str, Any], what: str) -> dict[str, JSONText]:
     return {key: check_json(child, f"{what}[{key!r}]") for key, child in value.items()}
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _check_shape(value: Any, what: str) -> None:
     """What ``dumps`` would store changed: tuples (read back as lists) and keys
     that are not strings (read back as strings). Walks the containers only,
@@ -115,16 +118,15 @@ def _check_shape(value: Any, what: str) -> None:
     while pending:
         item = pending.pop()
         if isinstance(item, dict):
-            for key, child in item.items():
+            for key in item:
                 if not isinstance(key, str):
                     raise ValidationError(
                         f"{what} does not survive a JSON round trip unchanged "
                         f"(non-string key {key!r})"
                     )
-                if isinstance(child, dict | list | tuple):
-                    pending.append(child)
+            pending += [c for c in item.values() if isinstance(c, _CONTAINERS)]
         elif isinstance(item, list):
-            pending.extend(c for c in item if isinstance(c, dict | list | tuple))
+            pending += [c for c in item if isinstance(c, _CONTAINERS)]
         elif isinstance(item, tuple):
             raise ValidationError(
                 f"{what} does not survive a JSON round trip unchanged (tuple {item!r})"
