@@ -18,7 +18,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check abathur tests alembic benchmarks
-	$(BIN)/mypy abathur
+	$(BIN)/mypy abathur benchmarks
 
 demo: install
 	$(BIN)/abathur demo

@@ -4,8 +4,8 @@
 ``AsyncBaseline`` plain ``aiosqlite`` (the limit for an async caller). Both run
 the statements a correct implementation needs and nothing more: a write takes
 the write lock at BEGIN (``BEGIN IMMEDIATE``), reads the row it changes,
-inserts, updates and commits; the merge of a state delta happens in Python
-inside that transaction, as abathur does.
+inserts, updates and commits; a state delta is merged by SQLite
+(``json_set``) inside that transaction, as abathur does.
 """
 
 from __future__ import annotations
@@ -39,10 +39,19 @@ CREATE_SESSION = (
     "INSERT INTO sessions (id, app_name, user_id, status, state, metadata, created_at, "
     "last_update_time) VALUES (?, ?, ?, 'created', ?, '{}', ?, ?)"
 )
-LOCK_SESSION = "SELECT state, status FROM sessions WHERE id = ?"
+LOCK_SESSION = "SELECT status FROM sessions WHERE id = ?"
 NEXT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM session_events WHERE session_id = ?"
 INSERT_EVENT = "INSERT INTO session_events (session_id, seq, event, created_at) VALUES (?, ?, ?, ?)"
-UPDATE_SESSION = "UPDATE sessions SET state = ?, last_update_time = ? WHERE id = ?"
+
+
+def merge_state(delta: dict[str, Any], stamp: str, session_id: str) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE merging ``delta``'s keys into the state, and its parameters."""
+    pairs = ", ".join(["?, json(?)"] * len(delta))
+    sql = f"UPDATE sessions SET state = json_set(state, {pairs}), last_update_time = ? WHERE id = ?"
+    args = [a for key, value in delta.items() for a in (f'$."{key}"', dumps(value))]
+    return sql, (*args, stamp, session_id)
+
+
 GET_SESSION = (
     "SELECT id, app_name, user_id, project_id, status, state, metadata, created_at, "
     "last_update_time, terminated_at, archived_at FROM sessions WHERE id = ?"
@@ -143,13 +152,11 @@ class SyncBaseline:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            state_text, _status = c.execute(LOCK_SESSION, (session_id,)).fetchone()
+            (_status,) = c.execute(LOCK_SESSION, (session_id,)).fetchone()
             (seq,) = c.execute(NEXT_SEQ, (session_id,)).fetchone()
             stamp = now()
             c.execute(INSERT_EVENT, (session_id, seq, dumps(event), stamp))
-            state = json.loads(state_text)
-            state.update(delta)
-            c.execute(UPDATE_SESSION, (dumps(state), stamp, session_id))
+            c.execute(*merge_state(delta, stamp, session_id))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -254,13 +261,11 @@ class AsyncBaseline:
             c = self.conn
             await c.execute("BEGIN IMMEDIATE")
             try:
-                state_text, _status = await self._one(LOCK_SESSION, (session_id,))
+                (_status,) = await self._one(LOCK_SESSION, (session_id,))
                 (seq,) = await self._one(NEXT_SEQ, (session_id,))
                 stamp = now()
                 await c.execute(INSERT_EVENT, (session_id, seq, dumps(event), stamp))
-                state = json.loads(state_text)
-                state.update(delta)
-                await c.execute(UPDATE_SESSION, (dumps(state), stamp, session_id))
+                await c.execute(*merge_state(delta, stamp, session_id))
                 await c.execute("COMMIT")
             except BaseException:
                 await c.execute("ROLLBACK")

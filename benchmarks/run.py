@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import inspect
@@ -34,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -226,19 +228,33 @@ class Bench:
         calls: list[tuple[Any, ...]],
         **extra: Any,
     ) -> None:
-        """Time every contender on the same calls, interleaved call by call so
-        that whatever else the machine does weighs on all of them alike."""
-        samples: dict[str, list[float]] = {impl: [] for impl, _ in contenders}
+        """Time every contender on the same calls (see ``interleave``)."""
+        await self.interleave([(op, contenders, extra)], calls)
+
+    async def interleave(
+        self,
+        cases: list[tuple[str, list[tuple[str, Callable[..., Any]]], dict[str, Any]]],
+        calls: list[tuple[Any, ...]],
+    ) -> None:
+        """Time every contender of every case (operation) on the same calls,
+        interleaved call by call, so that whatever else the machine does weighs
+        on all of them alike: the implementations of one operation, and the
+        variants of one operation that a target compares (session lengths)."""
+        samples: dict[tuple[str, str], list[float]] = {
+            (op, impl): [] for op, contenders, _ in cases for impl, _ in contenders
+        }
         gc.collect()
         for args in calls:
-            for impl, fn in contenders:
-                start = time.perf_counter_ns()
-                result = fn(*args)
-                if inspect.isawaitable(result):
-                    await result
-                samples[impl].append((time.perf_counter_ns() - start) / 1000)
-        for impl, _ in contenders:
-            self.record(op, impl, warm(samples[impl]), extra=extra)
+            for op, contenders, _ in cases:
+                for impl, fn in contenders:
+                    start = time.perf_counter_ns()
+                    result = fn(*args)
+                    if inspect.isawaitable(result):
+                        await result
+                    samples[(op, impl)].append((time.perf_counter_ns() - start) / 1000)
+        for op, contenders, extra in cases:
+            for impl, _ in contenders:
+                self.record(op, impl, warm(samples[(op, impl)]), extra=extra)
 
     async def sessions(self) -> None:
         n = self.n
@@ -256,24 +272,29 @@ class Bench:
                 [(f"s{i}", "bench", "u") for i in range(n)],
             )
 
-        for length in self.lengths:
-            base = await self.base_file(
-                f"append{length}", sessions={f"s{j}": length for j in range(SPREAD)}
-            )
-            async with Contestants(base, self.workdir, f"append{length}") as c:
+        # The session lengths run interleaved, like the implementations: the
+        # target compares abathur at 10,000 events with abathur at 10.
+        async with contextlib.AsyncExitStack() as stack:
+            cases: list[tuple[str, list[tuple[str, Callable[..., Any]]], dict[str, Any]]] = []
+            for length in self.lengths:
+                base = await self.base_file(
+                    f"append{length}", sessions={f"s{j}": length for j in range(SPREAD)}
+                )
+                c = await stack.enter_async_context(
+                    Contestants(base, self.workdir, f"append{length}")
+                )
                 assert c.db and c.aio and c.sync
                 self.watch(c.db)
-                db = c.db
-                await self.compare(
-                    f"append_event @ {length} events",
-                    [
-                        ("abathur", lambda s, e, d: db.sessions.append_event(s, e, state_delta=d)),
-                        ("aiosqlite", c.aio.append_event),
-                        ("sqlite3", c.sync.append_event),
-                    ],
-                    [(f"s{i % SPREAD}", {**EVENT, "i": i}, {"session:last": i}) for i in range(n)],
-                    length=length,
-                )
+                contenders: list[tuple[str, Callable[..., Any]]] = [
+                    ("abathur", _appender(c.db)),
+                    ("aiosqlite", c.aio.append_event),
+                    ("sqlite3", c.sync.append_event),
+                ]
+                cases.append((f"append_event @ {length} events", contenders, {"length": length}))
+            await self.interleave(
+                cases,
+                [(f"s{i % SPREAD}", {**EVENT, "i": i}, {"session:last": i}) for i in range(n)],
+            )
 
         base = await self.base_file("get", sessions={"g": 100})
         async with Contestants(base, self.workdir, "get") as c:
@@ -331,11 +352,12 @@ class Bench:
                         starts.append(start / 1e6)
 
                 contenders: list[tuple[str, Callable[..., Awaitable[Any]]]] = [
-                    ("abathur", lambda s, e, d: c.db.sessions.append_event(s, e, state_delta=d)),
+                    ("abathur", _appender(c.db)),
                     ("aiosqlite", c.aio.append_event),
                 ]
                 for impl, append in contenders:
-                    samples, starts = [], []
+                    samples: list[float] = []
+                    starts: list[float] = []
                     gc.collect()
                     start = time.perf_counter()
                     await asyncio.gather(*(writer(append, sid, samples, starts) for sid in ids))
@@ -406,31 +428,35 @@ class Bench:
                  [("abathur", mem.get_memory_history), ("aiosqlite", aio.history),
                   ("sqlite3", sync.history)], ("user:bench:history", "h1")),
             ]  # fmt: skip
-            for op, contenders, args in readers:
-                await self.compare(op, contenders, [args] * n)
+            for op, readers_of_op, args in readers:
+                await self.compare(op, readers_of_op, [args] * n)
             history = await mem.get_memory_history("user:bench:history", "h1")
             assert [h["version"] for h in history] == list(range(1, 11))
 
-        for size in self.table_sizes:
-            base = await self.base_file(
-                f"search{size}", sessions={}, memories=size, in_root=self.search_hits
-            )
-            async with Contestants(base, self.workdir, f"search{size}") as c:
+        # Interleaved like the session lengths: the target compares the sizes.
+        async with contextlib.AsyncExitStack() as stack:
+            cases: list[tuple[str, list[tuple[str, Callable[..., Any]]], dict[str, Any]]] = []
+            hits = self.search_hits
+            for size in self.table_sizes:
+                base = await self.base_file(
+                    f"search{size}", sessions={}, memories=size, in_root=hits
+                )
+                c = await stack.enter_async_context(
+                    Contestants(base, self.workdir, f"search{size}")
+                )
                 assert c.db and c.aio and c.sync
                 self.watch(c.db)
-                hits, mem = self.search_hits, c.db.memory
-                found = await mem.search_memories(SEARCH_ROOT, limit=hits)
+                found = await c.db.memory.search_memories(SEARCH_ROOT, limit=hits)
                 assert len(found) == hits, len(found)
-                await self.compare(
-                    f"search {hits} of {size} memories",
-                    [
-                        ("abathur", lambda: mem.search_memories(SEARCH_ROOT, limit=hits)),
-                        ("aiosqlite", lambda: c.aio.search(SEARCH_ROOT, hits)),
-                        ("sqlite3", lambda: c.sync.search(SEARCH_ROOT, hits)),
-                    ],
-                    [()] * n,
-                    table_size=size,
+                contenders: list[tuple[str, Callable[..., Any]]] = [
+                    ("abathur", partial(c.db.memory.search_memories, SEARCH_ROOT, limit=hits)),
+                    ("aiosqlite", partial(c.aio.search, SEARCH_ROOT, hits)),
+                    ("sqlite3", partial(c.sync.search, SEARCH_ROOT, hits)),
+                ]
+                cases.append(
+                    (f"search {hits} of {size} memories", contenders, {"table_size": size})
                 )
+            await self.interleave(cases, [()] * n)
 
     async def explain(self) -> list[dict[str, Any]]:
         """EXPLAIN QUERY PLAN of every distinct statement abathur sent during the run."""
@@ -618,6 +644,15 @@ def _window(samples: list[float], starts: list[float]) -> float:
     all waited on the same stall (one round of a checkpoint or a GC pause)."""
     slowest = sorted(zip(samples, starts, strict=True))[-max(1, len(samples) // 100) :]
     return round(max(s for _, s in slowest) - min(s for _, s in slowest), 1)
+
+
+def _appender(db: Database) -> Callable[..., Awaitable[Any]]:
+    """abathur's append with the baselines' signature (session, event, delta)."""
+
+    async def append(session_id: str, event: dict[str, Any], delta: dict[str, Any]) -> None:
+        await db.sessions.append_event(session_id, event, state_delta=delta)
+
+    return append
 
 
 def _count_events(path: Path) -> int:
@@ -874,7 +909,7 @@ def render(result: dict[str, Any], png: str | None) -> str:
         "Each operation runs through abathur's services (`db.sessions`, `db.memory`) and as",
         "hand-written SQL doing the same work on plain `aiosqlite` (the limit for an async",
         "caller) and plain `sqlite3` (the limit for a synchronous caller): the same statements,",
-        "`BEGIN IMMEDIATE` for writes, the state merge in Python inside the transaction, one",
+        "`BEGIN IMMEDIATE` for writes, a state delta merged by SQLite's `json_set`, one",
         "audit row per memory write, JSON parsed and timestamps returned as aware datetimes",
         "(`benchmarks/baselines.py`). Each implementation has its",
         "own copy of the same prefilled database file. Latencies are per call, in microseconds;",

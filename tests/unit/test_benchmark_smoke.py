@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
-from benchmarks.run import IMPLS, main
+from benchmarks.run import EVENT, IMPLS, Contestants, main, migrated_file, prefill
 
 
 def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path) -> None:
@@ -25,3 +26,41 @@ def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path)
     }
     report = (tmp_path / "performance_validation_milestone2.md").read_text()
     assert "## Targets" in report and "## Index usage" in report
+
+
+def _stored(path: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """The session's state and its events without their generated id and time."""
+    conn = sqlite3.connect(path)
+    try:
+        (state,) = conn.execute("SELECT state FROM sessions WHERE id = 's'").fetchone()
+        events = [
+            {k: v for k, v in json.loads(e).items() if k not in ("event_id", "timestamp")}
+            for (e,) in conn.execute(
+                "SELECT event FROM session_events WHERE session_id = 's' ORDER BY seq"
+            )
+        ]
+    finally:
+        conn.close()
+    return json.loads(state), events
+
+
+async def test_baselines_do_the_same_work_as_abathur(tmp_path: Path) -> None:
+    """The ratios compare like with like: the hand-written baselines leave the
+    same state and events as abathur (nested values replaced whole, nulls kept)."""
+    base = tmp_path / "base.db"
+    await migrated_file(base)
+    prefill(base, sessions={"s": 0})
+    async with Contestants(base, tmp_path, "same") as c:
+        assert c.db and c.aio and c.sync
+        for i in range(4):
+            event = {**EVENT, "i": i}
+            delta = {f"session:k{i % 2}": {"i": i, "none": None}, "n": i, "gone": None}
+            await c.db.sessions.append_event("s", event, state_delta=delta)
+            await c.aio.append_event("s", event, delta)
+            c.sync.append_event("s", event, delta)
+    expected = (
+        {"session:k0": {"i": 2, "none": None}, "session:k1": {"i": 3, "none": None}, "n": 3,
+         "gone": None},
+        [{**EVENT, "i": i} for i in range(4)],
+    )  # fmt: skip
+    assert {impl: _stored(path) for impl, path in c.paths.items()} == dict.fromkeys(IMPLS, expected)
