@@ -70,6 +70,10 @@ LOG = logging.getLogger("abathur")
 # and makes every writer queued behind that COMMIT wait for its fsync, is off
 # on its connections.
 CHECKPOINT_EVERY = 500
+# A WAL of this many frames (16 MB of 4 KB pages; SQLite's own automatic
+# checkpoint restarts it at 1000) is checkpointed to its end under the writer
+# lock, so that it starts over (``Database._checkpoint``).
+WAL_RESTART_FRAMES = 4000
 RETRY_ATTEMPTS = 12
 RETRY_FIRST_DELAY = 0.005
 RETRY_MAX_DELAY = 0.5
@@ -266,13 +270,15 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA wal_autocheckpoint=0").close()
 
 
-def _checkpoint(conn: Connection) -> None:
-    """In the worker thread: copy committed WAL frames into the database file.
+def _checkpoint(conn: Connection) -> int:
+    """In the worker thread: copy committed WAL frames into the database file;
+    the number of frames the WAL holds.
 
     PASSIVE: it neither waits for nor blocks readers and writers; frames it
     cannot copy yet (a reader still needs them) wait for the next run.
     """
-    execute_in_worker("PRAGMA wal_checkpoint(PASSIVE)")
+    _busy, frames, _copied = execute_in_worker("PRAGMA wal_checkpoint(PASSIVE)")
+    return int(frames)
 
 
 def _with_orm_session(work: Callable[[OrmSession], T], conn: Connection) -> T:
@@ -566,10 +572,22 @@ class Database:
 
     async def _checkpoint(self) -> None:
         """A PASSIVE checkpoint on a connection of its own, holding no lock of
-        this Database: writers and readers carry on while it copies and syncs."""
+        this Database: writers and readers carry on while it copies and syncs.
+
+        SQLite starts the WAL over from its beginning only after a checkpoint
+        that copied every frame, and writers that never pause leave every
+        such checkpoint short of what they committed meanwhile: the WAL would
+        grow with every write, forever. So once it holds ``WAL_RESTART_FRAMES``
+        frames, a second pass takes the writer lock (between two batches of
+        group commit) and copies the rest; the next write restarts the WAL.
+        """
+        assert self._writer is not None  # file databases only
         try:
             async with self.engine.connect() as conn:
-                await _in_worker(conn, _checkpoint)
+                frames = await _in_worker(conn, _checkpoint)
+                if frames >= WAL_RESTART_FRAMES:
+                    async with self._writer:
+                        await _in_worker(conn, _checkpoint)
         except Exception as exc:  # a missed checkpoint is retried after the next write
             LOG.warning("background WAL checkpoint failed: %s", exc)
             self._writes_since_checkpoint = CHECKPOINT_EVERY

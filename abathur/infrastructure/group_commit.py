@@ -62,6 +62,7 @@ class GroupCommit:
         self._retryable = retryable  # errors that fail a whole batch, to be retried
         self._queue: list[_Request[Any]] = []
         self._committer: asyncio.Task[None] | None = None
+        self._solo = False  # a writer runs alone, or waits for the lock to do so
 
     @property
     def committer(self) -> asyncio.Task[None] | None:
@@ -71,10 +72,19 @@ class GroupCommit:
     async def submit(self, work: Callable[[Connection], T], alone: Callable[[Connection], T]) -> T:
         """Run ``work`` with whatever else is queued, or ``alone`` (its own
         transaction handling) if nobody else is writing; return its result."""
-        if self._committer is None and not self._lock.locked():
-            async with self._lock:  # nobody else is writing: no queue, no task
-                result: T = await self._run(alone)
-                return result
+        if self._committer is None and not self._solo and not self._lock.locked():
+            # Nobody else is writing: no queue, no task. Until this unit ends,
+            # later writers queue behind it: the lock may be passing to someone
+            # else who waited for it (``Database.transaction``, the checkpoint),
+            # and ``locked()`` says False meanwhile. Writers that judged by it
+            # alone would each wait there alone and run in single file for good.
+            self._solo = True
+            try:
+                async with self._lock:
+                    result: T = await self._run(alone)
+                    return result
+            finally:
+                self._solo = False
         request: _Request[T] = _Request(work, alone)
         self._queue.append(request)
         if self._committer is None:

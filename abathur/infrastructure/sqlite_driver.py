@@ -47,14 +47,18 @@ def worker_connection() -> sqlite3.Connection | None:
     return getattr(_worker, "raw", None)
 
 
-def execute_in_worker(sql: str) -> None:
-    """Run a statement without results (BEGIN, SAVEPOINT, a PRAGMA) on the
-    unit's sqlite3 connection; its errors become SQLAlchemy's, so that
-    "database is locked" is retried like any other."""
+def execute_in_worker(sql: str) -> Any:
+    """Run a statement without parameters (BEGIN, SAVEPOINT, a PRAGMA) on the
+    unit's sqlite3 connection; its first row, if it returns any. Its errors
+    become SQLAlchemy's, so that "database is locked" is retried like any other."""
     raw = worker_connection()
     assert raw is not None, "only inside a unit of work in the worker thread"
     try:
-        raw.execute(sql).close()
+        cursor = raw.execute(sql)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 

@@ -21,6 +21,10 @@ def autocheckpoint(_conn: Connection) -> int:
     return int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
 
 
+def size(path: Path) -> int:
+    return path.stat().st_size
+
+
 def events_in_main_file(path: Path, scratch: Path) -> int:
     """Rows of session_events in the database file alone, without its WAL."""
     copy = scratch / "main-file-only.db"
@@ -60,3 +64,27 @@ async def test_commits_leave_checkpoints_to_the_background(
 async def test_memory_databases_keep_sqlite_defaults() -> None:
     async with Database(Path(":memory:")) as db:
         assert await db.read(autocheckpoint) == 1000
+
+
+async def test_the_wal_stays_bounded_under_sustained_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite rewrites the WAL from its start only after a checkpoint that
+    copied every frame: writes that never pause must still get such
+    checkpoints, or the WAL grows with every write, forever."""
+    every = 50
+    monkeypatch.setattr(database_module, "CHECKPOINT_EVERY", every)
+    monkeypatch.setattr(database_module, "WAL_RESTART_FRAMES", 100)  # a few dozen writes
+    path = tmp_path / "w.db"
+    wal = Path(f"{path}-wal")
+    async with Database(path) as db:
+        await db.sessions.create_session("s", "app", "u")
+        start = size(wal)
+        for n in range(every - 1):
+            await db.sessions.append_event("s", {"n": n}, state_delta={"k": n})
+        per_write = (size(wal) - start) / (every - 1)
+        for n in range(30 * every):  # no pause: each write follows the last at once
+            await db.sessions.append_event("s", {"n": n}, state_delta={"k": n})
+        # Unbounded, the WAL would hold all 1,500 writes; allow six rounds of 50.
+        assert size(wal) < start + 6 * every * per_write
+        assert len((await db.sessions.get_session("s") or {})["events"]) == 31 * every - 1

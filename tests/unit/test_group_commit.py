@@ -226,3 +226,37 @@ async def test_results_go_to_their_own_callers(db: Database, writers: int) -> No
         )
     )
     assert seqs == [n + 1 for n in range(writers)]  # each caller's own last seq
+
+
+async def test_writers_keep_committing_together_after_another_lock_user(tmp_path: Path) -> None:
+    """Someone else waiting for the writer lock when a batch ends (a
+    ``transaction()`` user, the checkpoint's second pass) gets it between two
+    batches; the writers woken by that batch must queue again, not each run
+    alone one after the other from then on."""
+    async with Database(tmp_path / "convoy.db") as db:
+        writers, appends = 40, 10
+        for w in range(writers):
+            await db.sessions.create_session(f"s{w}", "app", "u")
+
+        async def writer(w: int) -> None:
+            for n in range(appends):
+                await db.sessions.append_event(f"s{w}", {"n": n})
+
+        begun = count_transactions(db)
+        running = [asyncio.ensure_future(writer(w)) for w in range(writers)]
+        assert db._group is not None
+        # Until the committer waits for the lock behind the first writer, then
+        # queue behind both: the lock passes to us when the batch ends.
+        for _ in range(10_000):
+            if getattr(db._writer, "_waiters", None):
+                break
+            await asyncio.sleep(0)
+        assert db._writer is not None and db._writer.locked()
+        async with db.transaction():
+            pass
+        await asyncio.gather(*running)
+        # Grouped: a few transactions per round of 40 appends; one each if the
+        # writers had fallen into single file.
+        assert begun[0] < writers * appends / 4, begun[0]
+        logs = [await db.sessions.list_events(f"s{w}") for w in range(writers)]
+        assert [len(log) for log in logs] == [appends] * writers
