@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import AuditEntry
 from tests.conftest import DbFactory
+from tests.processes import run_together
 
 
 async def test_fifty_concurrent_updates_make_versions_1_to_51(
@@ -62,46 +61,50 @@ async def test_concurrent_add_of_one_new_key_has_exactly_one_winner(
 
 async def test_concurrent_delete_and_readd_keep_versions_dense(db: Database, task_id: str) -> None:
     await db.memory.add_memory("user:a", "k", {}, "semantic", "a", task_id)
+    written: list[int] = []  # the i of every add or update that succeeded
+    deleted: list[int] = []
+    refused: list[int] = []
 
     async def churn(i: int) -> None:
         try:
             if i % 3 == 0:
                 await db.memory.delete_memory("user:a", "k", "a", task_id)
+                deleted.append(i)
             elif i % 3 == 1:
                 await db.memory.add_memory("user:a", "k", {"i": i}, "semantic", "a", task_id)
+                written.append(i)
             else:
                 await db.memory.update_memory("user:a", "k", {"i": i}, "a", task_id)
+                written.append(i)
         except (NotFoundError, AlreadyExistsError):  # depending on the interleaving
-            pass
+            refused.append(i)
 
     await asyncio.gather(*(churn(i) for i in range(30)))
+    assert len(written) + len(deleted) + len(refused) == 30
+    assert deleted  # the first delete to run finds the key live
     history = await db.memory.get_memory_history("user:a", "k")
     assert [h["version"] for h in history] == list(range(1, len(history) + 1))
+    # One version per successful add or update, each with its own value.
+    assert sorted(h["value"]["i"] for h in history[1:]) == sorted(written)
     # a deleted top version means every version is deleted
     if history[-1]["is_deleted"]:
         assert all(h["is_deleted"] for h in history)
 
 
-ROOT = Path(__file__).resolve().parents[2]
-WRITER = textwrap.dedent(
-    """
-    import asyncio, sys
+WRITER = """
     from pathlib import Path
     from abathur.infrastructure.database import Database
 
     async def main(path, task_id, name, count):
         db = Database(Path(path))
         try:
-            for i in range(count):
+            for i in range(int(count)):
                 await db.memory.update_memory(
                     "user:shared", "k", {"by": name, "i": i}, name, task_id
                 )
         finally:
             await db.close()
-
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
     """
-)
 
 
 @pytest.mark.slow
@@ -111,24 +114,14 @@ async def test_several_processes_lose_no_version(tmp_path: Path) -> None:
         task_id = (await db.tasks.create_task("multi-process")).id
         await db.memory.add_memory("user:shared", "k", {"i": -1}, "semantic", "main", task_id)
     processes, per_process = 4, 15
-    children = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            WRITER,
-            str(path),
-            task_id,
-            f"p{n}",
-            str(per_process),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-        )
-        for n in range(processes)
-    ]
-    for child in children:
-        _out, err = await asyncio.wait_for(child.communicate(), timeout=120)
-        assert child.returncode == 0, err.decode()
+    outcomes = await asyncio.to_thread(
+        run_together,
+        tmp_path,
+        WRITER,
+        [[str(path), task_id, f"p{n}", str(per_process)] for n in range(processes)],
+    )
+    for returncode, err in outcomes:
+        assert returncode == 0, err
     async with Database(path) as db:
         history = await db.memory.get_memory_history("user:shared", "k")
     assert [h["version"] for h in history] == list(range(1, processes * per_process + 2))

@@ -4,17 +4,13 @@ backends, and several OS processes appending to one SQLite file."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from abathur.infrastructure.database import Database
+from tests.processes import run_together
 
 SESSIONS = 50
 APPENDS = 20
@@ -69,66 +65,22 @@ async def test_concurrent_expected_seq_lets_exactly_one_writer_win(db: Database)
     assert got is not None and len(got["events"]) == 1
 
 
-WORKER = textwrap.dedent(
-    """
-    import asyncio, sys, time
+APPENDER = """
+    import asyncio
     from pathlib import Path
     from abathur.infrastructure.database import Database
 
-    async def main(path, worker, count, go):
+    async def main(path, worker, count):
+        worker, count = int(worker), int(count)
         db = Database(Path(path))
         try:
-            Path(f"{go}.ready{worker}").touch()
-            deadline = time.monotonic() + 30
-            while not Path(go).exists():
-                if time.monotonic() > deadline:
-                    raise SystemExit("never told to go")
-                await asyncio.sleep(0.01)
             await asyncio.gather(*(
                 db.sessions.append_event("shared", {"worker": worker, "i": i}, {f"w{worker}": i})
                 for i in range(count)
             ))
         finally:
             await db.close()
-
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
     """
-)
-
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_workers(tmp_path: Path, path: Path, workers: int, count: int) -> list[tuple[int, str]]:
-    """Start the worker processes, release them together, and wait for them."""
-    go = tmp_path / "go"
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(path), str(w), str(count), str(go)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for w in range(workers)
-    ]
-    try:
-        for _ in range(3000):
-            if all((tmp_path / f"go.ready{w}").exists() for w in range(workers)):
-                break
-            if any(p.poll() is not None for p in procs):
-                break
-            time.sleep(0.01)
-        go.touch()
-        errors = [p.communicate(timeout=60)[1] for p in procs]
-        return [(p.returncode, err) for p, err in zip(procs, errors, strict=True)]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
 
 
 @pytest.mark.slow
@@ -137,7 +89,12 @@ async def test_processes_appending_to_one_sqlite_file(tmp_path: Path) -> None:
     workers, count = 4, 50
     async with Database(path) as db:
         await db.sessions.create_session("shared", "app", "alice")
-        outcomes = await asyncio.to_thread(run_workers, tmp_path, path, workers, count)
+        outcomes = await asyncio.to_thread(
+            run_together,
+            tmp_path,
+            APPENDER,
+            [[str(path), str(w), str(count)] for w in range(workers)],
+        )
         for returncode, err in outcomes:
             assert returncode == 0, err
             assert "locked" not in err, err
