@@ -13,26 +13,15 @@ told to avoid them and any ``Seq Scan`` that remains fails the test.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import event
 
 from abathur.domain.memory import AccessContext
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 from abathur.infrastructure.types import utcnow
-
-TABLES = (
-    "sessions", "session_events", "memory_entries", "audit", "tasks", "agents",
-    "checkpoints", "document_index", "state", "metrics",
-)  # fmt: skip
-# A table may appear under an alias (``memory_entries_1`` for a correlated
-# subquery of the same table): SQLite and PostgreSQL plans name the alias.
-SQLITE_FULL_SCAN = re.compile(rf"^SCAN ({'|'.join(TABLES)})(_\d+)?\b")
-PG_FULL_SCAN = re.compile(rf"Seq Scan on ({'|'.join(TABLES)})\b")
+from tests.plans import PG_FULL_SCAN, SQLITE_FULL_SCAN, explain, full_scans, recording
 
 
 def test_full_scan_patterns_catch_aliases_too() -> None:
@@ -127,52 +116,15 @@ async def workload(db: Database, docs: Path) -> None:
 
 
 async def test_every_statement_uses_an_index(db: Database, tmp_path: Path) -> None:
-    recorded: dict[str, Any] = {}
-
-    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
-    def record(
-        _conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool
-    ) -> None:
-        head = statement.lstrip().split(None, 1)[0].upper()
-        if not many and head in ("SELECT", "UPDATE", "DELETE", "WITH"):
-            recorded.setdefault(statement, params)
-
-    await workload(db, tmp_path)
-    event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    with recording(db) as recorded:
+        await workload(db, tmp_path)
     assert len(recorded) > 30, "the workload should exercise many distinct statements"
 
     offenders = []
     for statement, params in recorded.items():
         if statement.lstrip().upper().startswith("SELECT PG_ADVISORY"):
             continue
-        plan = await _explain(db, statement, params)
-        pattern = SQLITE_FULL_SCAN if db.is_sqlite else PG_FULL_SCAN
-        scans = [
-            line
-            for line in plan
-            if pattern.search(line.strip()) and not _ordered_walk(statement, line)
-        ]
-        if scans:
+        plan = await explain(db, statement, params)
+        if scans := full_scans(db, statement, plan):
             offenders.append((" ".join(statement.split()), scans))
     assert offenders == [], "\n".join(f"{s}\n    {p}" for s, p in offenders)
-
-
-def _ordered_walk(statement: str, plan_line: str) -> bool:
-    """An index walked in order and stopped by LIMIT: 'the newest N rows'."""
-    upper = statement.upper()
-    return (
-        "USING" in plan_line
-        and "INDEX" in plan_line
-        and "ORDER BY" in upper
-        and (" LIMIT " in upper)
-    )
-
-
-async def _explain(db: Database, statement: str, params: Any) -> list[str]:
-    if db.is_sqlite:
-        return await db.explain_query_plan(statement, list(params or ()))
-    async with db.transaction(write=False) as session:
-        conn = await session.connection()
-        await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        result = await conn.exec_driver_sql("EXPLAIN " + statement, tuple(params or ()))
-        return [str(row[0]) for row in result]

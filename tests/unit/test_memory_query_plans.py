@@ -10,16 +10,14 @@ for tiny tables whatever the indexes, so the plan is taken with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event
-
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
+from tests.plans import explain, full_scans, recording
 
-TABLES = ("memory_entries", "audit")
+MEMORY_TABLES = ("memory_entries", "audit")
 
 
 async def _workload(db: Database, task_id: str) -> None:
@@ -46,45 +44,11 @@ async def _workload(db: Database, task_id: str) -> None:
 
 
 async def _captured(db: Database, task_id: str) -> list[tuple[str, Any]]:
-    statements: list[tuple[str, Any]] = []
-
-    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_rest: Any) -> None:
-        lowered = statement.lstrip().lower()
-        if any(t in lowered for t in TABLES) and not lowered.startswith("insert"):
-            statements.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
+    with recording(db) as recorded:
         await _workload(db, task_id)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-    unique: dict[str, Any] = {}
-    for statement, parameters in statements:
-        unique.setdefault(statement, parameters)
-    return list(unique.items())
-
-
-async def _plan(db: Database, sql: str, params: Sequence[Any]) -> list[str]:
-    if db.is_sqlite:
-        return await db.explain_query_plan(sql, tuple(params))
-    async with db.transaction(write=False) as session:
-        conn = await session.connection()
-        await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        result = await conn.exec_driver_sql("EXPLAIN " + sql, tuple(params))
-        return [str(row[0]) for row in result.all()]
-
-
-def _full_scans(db: Database, plan: list[str]) -> list[str]:
-    bad = []
-    for line in plan:
-        for table in TABLES:
-            if db.is_sqlite:
-                # Even "SCAN ... USING INDEX" walks a whole index: only SEARCH is a range.
-                if line.strip().startswith(f"SCAN {table}"):
-                    bad.append(line)
-            elif f"Seq Scan on {table}" in line:
-                bad.append(line)
-    return bad
+    return [
+        (sql, params) for sql, params in recorded.items() if any(t in sql for t in MEMORY_TABLES)
+    ]
 
 
 async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> None:
@@ -98,9 +62,9 @@ async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> N
 
     problems = {}
     for sql, params in statements:
-        plan = await _plan(db, sql, params)
+        plan = await explain(db, sql, params)
         assert plan, sql
-        if bad := _full_scans(db, plan):
+        if bad := full_scans(db, sql, plan):
             problems[sql] = (bad, plan)
     assert not problems, problems
 
@@ -110,7 +74,7 @@ async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_
     await memory.add_memory("user:alice", "k", {"a": 1}, "semantic", "me", task_id)
     statements = await _captured_search(db)
     (sql, params), *_ = statements
-    lines = await _plan(db, sql, params)
+    lines = await explain(db, sql, params)
     plan = "\n".join(lines)
     if db.is_sqlite:
         assert "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix (namespace>?" in plan
@@ -122,16 +86,8 @@ async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_
 
 
 async def _captured_search(db: Database) -> list[tuple[str, Any]]:
-    statements: list[tuple[str, Any]] = []
-
-    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_rest: Any) -> None:
-        if "memory_entries" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
+    with recording(db) as recorded:
         await MemoryService(db).search_memories("user:alice")
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+    statements = [(sql, params) for sql, params in recorded.items() if "memory_entries" in sql]
     assert len(statements) == 1
     return statements
