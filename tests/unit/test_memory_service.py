@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from abathur.errors import (
     AlreadyExistsError,
@@ -276,6 +276,57 @@ async def test_failed_audit_rolls_the_memory_change_back(
     with pytest.raises(RuntimeError, match="audit store down"):
         await add(db, task_id)
     assert await count(db, MemoryEntry) == 0
+
+
+async def _stored(db: Database) -> tuple[list[Any], int]:
+    """Every memory row, every column, and the number of audit rows."""
+    async with db.transaction(write=False) as session:
+        entries = list(
+            (await session.execute(text("SELECT * FROM memory_entries ORDER BY id"))).all()
+        )
+        return entries, await count(db, AuditEntry)
+
+
+@pytest.mark.parametrize(
+    "write", ["update", "delete", "restore", "publish", "consolidate", "expire"]
+)
+async def test_failed_audit_rolls_back_every_kind_of_write(
+    db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    """Each write and its audit row are one transaction: when the audit row
+    cannot be written, the memory tables are exactly as before."""
+    from abathur.infrastructure.repositories.core import AuditRepository
+
+    m = db.memory
+    await add(db, task_id)
+    await m.update_memory("user:alice", "k", {"v": 2}, "alice", task_id)
+    await add(db, task_id, ns="session:s1", key="draft")
+    await add(db, task_id, key="old", memory_type="episodic")
+    if write in ("restore", "consolidate"):
+        await m.delete_memory("user:alice", "k", "alice", task_id)
+        await m.restore_memory("user:alice", "k", 1, "alice", task_id)
+    if write == "consolidate":  # a restore then an update: two live versions
+        await m.update_memory("user:alice", "k", {"v": 4}, "alice", task_id)
+    calls = {
+        "update": lambda: m.update_memory("user:alice", "k", {"v": 9}, "bob", task_id),
+        "delete": lambda: m.delete_memory("user:alice", "k", "bob", task_id),
+        "restore": lambda: m.restore_memory("user:alice", "k", 2, "bob", task_id),
+        "publish": lambda: m.publish_memory("session:s1", "user:alice", "draft", "bob", task_id),
+        "consolidate": lambda: m.consolidate_memories("user:alice", "latest_wins", task_id=task_id),
+        "expire": lambda: m.expire_episodic(timedelta(0), task_id=task_id),
+    }
+    before = await _stored(db)
+
+    def broken(self: AuditRepository, entry: Any) -> None:
+        raise RuntimeError("audit store down")
+
+    monkeypatch.setattr(AuditRepository, "append", broken)
+    with pytest.raises(RuntimeError, match="audit store down"):
+        await calls[write]()
+    monkeypatch.undo()
+    assert await _stored(db) == before
+    await calls[write]()  # and with the audit store back, the write goes through
+    assert (await _stored(db))[1] > before[1]
 
 
 # ------------------------------------------------------------------ publish
