@@ -288,20 +288,15 @@ class MemoryService:
                     f"memory {new.namespace!r}/{new.key!r} already exists "
                     f"(version {latest.version}); use update_memory"
                 )
-            now = utcnow()
             row = repo.insert(
-                MemoryEntry(
+                _version_after(
+                    latest,
                     namespace=new.namespace,
                     key=new.key,
                     value=new.value,
                     memory_type=new.memory_type,
-                    version=1 if latest is None else latest.version + 1,
-                    is_deleted=False,
-                    metadata_=new.metadata if new.metadata is not None else {},
-                    created_by=new.created_by,
-                    updated_by=new.created_by,
-                    created_at=now,
-                    updated_at=now,
+                    metadata=new.metadata if new.metadata is not None else {},
+                    by=new.created_by,
                 )
             )
             _audit(
@@ -335,7 +330,15 @@ class MemoryService:
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
             row = repo.insert(
-                _next_version(latest, value=change.value, updated_by=change.updated_by)
+                _version_after(
+                    latest,
+                    namespace=latest.namespace,
+                    key=latest.key,
+                    value=change.value,
+                    memory_type=latest.memory_type,
+                    metadata=copy.deepcopy(latest.metadata_),
+                    by=change.updated_by,
+                )
             )
             _audit(
                 session,
@@ -399,21 +402,15 @@ class MemoryService:
                 raise NotFoundError(
                     f"memory {restore.namespace!r}/{restore.key!r} has no version {restore.version}"
                 )
-            revived = bool(latest.is_deleted)
-            now = utcnow()
             row = repo.insert(
-                MemoryEntry(
+                _version_after(
+                    latest,
                     namespace=restore.namespace,
                     key=restore.key,
                     value=copy.deepcopy(source.value),
                     memory_type=source.memory_type,
-                    version=latest.version + 1,
-                    is_deleted=False,
-                    metadata_=copy.deepcopy(source.metadata_),
-                    created_by=restore.restored_by if revived else latest.created_by,
-                    updated_by=restore.restored_by,
-                    created_at=now if revived else latest.created_at,
-                    updated_at=now,
+                    metadata=copy.deepcopy(source.metadata_),
+                    by=restore.restored_by,
                 )
             )
             _audit(
@@ -461,8 +458,6 @@ class MemoryService:
             source = repo.latest(publish.from_namespace, publish.key)
             if source is None or source.is_deleted:
                 raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
-            target_live = target is not None and not target.is_deleted
-            now = utcnow()
             metadata = dict(source.metadata_ or {})
             metadata["published_from"] = {
                 "namespace": publish.from_namespace,
@@ -470,20 +465,14 @@ class MemoryService:
                 "version": source.version,
             }
             row = repo.insert(
-                MemoryEntry(
+                _version_after(
+                    target,
                     namespace=publish.to_namespace,
                     key=publish.key,
                     value=copy.deepcopy(source.value),
                     memory_type=source.memory_type,
-                    version=1 if target is None else target.version + 1,
-                    is_deleted=False,
-                    metadata_=metadata,
-                    created_by=target.created_by
-                    if target_live and target
-                    else publish.published_by,
-                    updated_by=publish.published_by,
-                    created_at=target.created_at if target_live and target else now,
-                    updated_at=now,
+                    metadata=metadata,
+                    by=publish.published_by,
                 )
             )
             _audit(
@@ -581,18 +570,14 @@ class MemoryService:
                 metadata["consolidated_from"] = ids
                 metadata["consolidation_strategy"] = request.strategy
                 row = repo.insert(
-                    MemoryEntry(
+                    _version_after(
+                        latest,  # live: the top version of a key with live versions
                         namespace=ns,
                         key=key,
                         value=value,
                         memory_type=newest.memory_type,
-                        version=latest.version + 1,
-                        is_deleted=False,
-                        metadata_=metadata,
-                        created_by=newest.created_by,
-                        updated_by=request.consolidated_by,
-                        created_at=newest.created_at,
-                        updated_at=utcnow(),
+                        metadata=metadata,
+                        by=request.consolidated_by,
                     )
                 )
                 repo.mark_deleted(ns, key, below_version=row.version)
@@ -686,20 +671,15 @@ class MemoryService:
                 latest = repo.latest(ns, key)
                 if latest is not None and not latest.is_deleted:
                     continue
-                now = utcnow()
                 row = repo.insert(
-                    MemoryEntry(
+                    _version_after(
+                        latest,
                         namespace=ns,
                         key=key,
                         value=copy.deepcopy(value),
                         memory_type=memory_type,
-                        version=1 if latest is None else latest.version + 1,
-                        is_deleted=False,
-                        metadata_={"seeded": True},
-                        created_by=SYSTEM_ACTOR,
-                        updated_by=SYSTEM_ACTOR,
-                        created_at=now,
-                        updated_at=now,
+                        metadata={"seeded": True},
+                        by=SYSTEM_ACTOR,
                     )
                 )
                 _audit(
@@ -716,19 +696,33 @@ class MemoryService:
         return await self._db.run(work)
 
 
-def _next_version(latest: MemoryVersion, *, value: dict[str, Any], updated_by: str) -> MemoryEntry:
+def _version_after(
+    latest: MemoryVersion | MemoryEntry | None,
+    *,
+    namespace: str,
+    key: str,
+    value: Any,
+    memory_type: str,
+    metadata: dict[str, Any],
+    by: str,
+) -> MemoryEntry:
+    """The next version of a key, written by ``by`` now: numbered after
+    ``latest`` (1 for a key never written). A live key keeps its creator and
+    creation time; a new or deleted one starts them afresh."""
+    now = utcnow()
+    live = latest is not None and not latest.is_deleted
     return MemoryEntry(
-        namespace=latest.namespace,
-        key=latest.key,
+        namespace=namespace,
+        key=key,
         value=value,
-        memory_type=latest.memory_type,
-        version=latest.version + 1,
+        memory_type=memory_type,
+        version=1 if latest is None else latest.version + 1,
         is_deleted=False,
-        metadata_=copy.deepcopy(latest.metadata_),
-        created_by=latest.created_by,
-        updated_by=updated_by,
-        created_at=latest.created_at,
-        updated_at=utcnow(),
+        metadata_=metadata,
+        created_by=latest.created_by if live and latest else by,
+        updated_by=by,
+        created_at=latest.created_at if live and latest else now,
+        updated_at=now,
     )
 
 

@@ -329,6 +329,37 @@ async def test_failed_audit_rolls_back_every_kind_of_write(
     assert (await _stored(db))[1] > before[1]
 
 
+async def test_a_live_key_keeps_its_creator_through_every_kind_of_write(
+    db: Database, task_id: str
+) -> None:
+    """created_by / created_at belong to the key's life: every new version of a
+    live key keeps them; a new key, or one brought back after a delete, starts
+    them afresh."""
+    m = db.memory
+
+    async def creator(ns: str = "user:alice", key: str = "k") -> tuple[str, datetime]:
+        got = await m.get_memory(ns, key)
+        assert got is not None
+        return got["created_by"], got["created_at"]
+
+    await m.add_memory("user:alice", "k", {"v": 1}, "semantic", "ann", task_id)
+    born = await creator()
+    assert born[0] == "ann"
+    await m.update_memory("user:alice", "k", {"v": 2}, "bob", task_id)
+    await m.add_memory("session:s", "k", {"v": 3}, "semantic", "cid", task_id)
+    await m.publish_memory("session:s", "user:alice", "k", "dan", task_id)  # onto a live key
+    assert await creator() == born
+    await m.delete_memory("user:alice", "k", "eve", task_id)
+    await m.restore_memory("user:alice", "k", 1, "fay", task_id)  # brought back: a new life
+    reborn = await creator()
+    assert reborn[0] == "fay" and reborn[1] > born[1]
+    await m.update_memory("user:alice", "k", {"v": 4}, "gus", task_id)  # two live versions
+    assert await m.consolidate_memories("user:alice", "latest_wins", task_id=task_id) == 1
+    assert await creator() == reborn
+    await m.publish_memory("session:s", "user:new", "k", "hal", task_id)  # onto no key
+    assert (await creator("user:new"))[0] == "hal"
+
+
 # ------------------------------------------------------------------ publish
 
 
