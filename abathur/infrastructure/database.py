@@ -423,9 +423,13 @@ class Database:
         Queued writes and a running background checkpoint finish first;
         connections still in use by a unit are closed when it ends.
         """
-        self._closed = True
-        pending = [t for t in (self._checkpointing, self._group and self._group.committer) if t]
-        if pending:
+        self._closed = True  # from now on no write starts a checkpoint
+        if self._writer is not None:
+            async with self._writer:  # a unit writing alone, a batch, a transaction: ended
+                pass
+        while pending := [
+            t for t in (self._checkpointing, self._group and self._group.committer) if t
+        ]:
             await asyncio.wait(pending)
         for idle in self._idle.values():
             while idle:
@@ -503,6 +507,8 @@ class Database:
             if options:
                 await session.connection(execution_options=options)
             yield session
+        if write:  # committed: it counts toward the next checkpoint like any write
+            self._wrote()
 
     def _transaction_options(self, write: bool) -> dict[str, str]:
         """How a transaction begins.
@@ -563,7 +569,7 @@ class Database:
 
     def _wrote(self) -> None:
         """Count a committed write unit; start a background checkpoint when due."""
-        if not self._background_checkpoints:
+        if not self._background_checkpoints or self._closed:
             return
         self._writes_since_checkpoint += 1
         if self._writes_since_checkpoint >= CHECKPOINT_EVERY and self._checkpointing is None:

@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
-from abathur.infrastructure.sqlite_driver import execute_in_worker
+from abathur.infrastructure.sqlite_driver import execute_in_worker, future_safe
 
 T = TypeVar("T")
 Outcome = tuple[bool, Any]  # (succeeded, result or exception)
@@ -114,7 +114,7 @@ class GroupCommit:
     async def _commit(self, batch: list[_Request[Any]]) -> None:
         try:
             if len(batch) == 1:
-                outcomes = [(True, await self._run(batch[0].alone))]
+                outcomes = [(True, await self._run(partial(_run_alone, batch[0])))]
             else:
                 outcomes = await self._run(partial(_run_batch, batch, self._retryable))
         except Exception as exc:  # the batch as a whole failed: nothing committed
@@ -128,6 +128,13 @@ class GroupCommit:
                     request.future.set_result(value)
                 else:
                     request.future.set_exception(value)
+
+
+def _run_alone(request: _Request[T], conn: Connection) -> T | None:
+    """In the worker thread: a batch of one, in the unit's own transaction."""
+    if request.future.done():  # its caller was cancelled (perhaps while a retry waited)
+        return None
+    return request.alone(conn)
 
 
 def _run_batch(
@@ -148,7 +155,7 @@ def _run_batch(
                     raise  # contention: the whole batch is retried
                 execute_in_worker("ROLLBACK TO grouped_unit")
                 execute_in_worker("RELEASE grouped_unit")
-                outcomes.append((False, exc))
+                outcomes.append((False, future_safe(exc)))
             else:
                 execute_in_worker("RELEASE grouped_unit")
                 outcomes.append((True, result))

@@ -41,7 +41,7 @@ from abathur.errors import (
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import Session
 from abathur.infrastructure.repositories.core import require
-from abathur.infrastructure.repositories.sessions import SessionRepository, SessionRow
+from abathur.infrastructure.repositories.sessions import SessionRepository, SessionRow, later
 from abathur.infrastructure.types import check_json, check_members, utcnow
 
 # uuid.uuid4(): clear the version and variant bits, then set version 4, RFC 4122.
@@ -282,7 +282,10 @@ class SessionService:
                     f"session {batch.session_id!r} is at seq {last}, "
                     f"not the expected {batch.expected_seq}"
                 )
-            repo.add_events(batch.session_id, documents, last + 1, now)
+            # Stored after the lock, and after the session's last write: the
+            # log's seq order is its created_at order, even across processes
+            # (``get_session(after=...)`` relies on it).
+            repo.add_events(batch.session_id, documents, last + 1, later(row.last_update_time))
             repo.merge_state(row, delta)
             return last + len(stamped)
 

@@ -179,6 +179,18 @@ def lean_dbapi() -> LeanDBAPI | None:
     return LeanDBAPI(aiosqlite, sqlite3)
 
 
+def future_safe(exc: Exception) -> Exception:
+    """An exception an asyncio future can carry. A future refuses
+    StopIteration (the hand-over itself fails, and the caller would wait
+    forever), so it becomes a RuntimeError, as a coroutine would make it
+    (PEP 479)."""
+    if isinstance(exc, StopIteration):
+        error = RuntimeError(f"a unit of work raised StopIteration: {exc!r}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
 async def run_in_worker(driver_connection: aiosqlite.Connection, fn: Any, *args: Any) -> Any:
     """Run ``fn(*args)`` in the connection's worker thread, in one hop.
 
@@ -191,6 +203,8 @@ async def run_in_worker(driver_connection: aiosqlite.Connection, fn: Any, *args:
         _worker.raw = driver_connection._conn
         try:
             return fn(*args)
+        except StopIteration as exc:
+            raise future_safe(exc) from exc
         finally:
             _worker.raw = None
 

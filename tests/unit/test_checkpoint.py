@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from abathur.infrastructure import database as database_module
@@ -88,3 +89,47 @@ async def test_the_wal_stays_bounded_under_sustained_writes(
         # Unbounded, the WAL would hold all 1,500 writes; allow six rounds of 50.
         assert size(wal) < start + 6 * every * per_write
         assert len((await db.sessions.get_session("s") or {})["events"]) == 31 * every - 1
+
+
+async def test_writes_through_transaction_count_toward_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``transaction()`` is a write path too: with SQLite's own checkpoint off,
+    writes that never counted would grow the WAL without end."""
+    every = 50
+    monkeypatch.setattr(database_module, "CHECKPOINT_EVERY", every)
+    monkeypatch.setattr(database_module, "WAL_RESTART_FRAMES", 100)
+    path = tmp_path / "t.db"
+    wal = Path(f"{path}-wal")
+    async with Database(path) as db:
+        await db.sessions.create_session("s", "app", "u")
+        start = size(wal)
+        for n in range(every - 1):
+            async with db.transaction() as session:
+                await session.execute(text("UPDATE sessions SET metadata = :m"), {"m": f"[{n}]"})
+        per_write = (size(wal) - start) / (every - 1)
+        for n in range(30 * every):
+            async with db.transaction() as session:
+                await session.execute(text("UPDATE sessions SET metadata = :m"), {"m": f"[{n}]"})
+        assert size(wal) < start + 6 * every * per_write
+
+
+async def test_close_waits_for_a_write_in_flight_and_starts_no_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write still running when ``close()`` is called ends first; if it is
+    the one that makes a checkpoint due, none starts on the disposed engine
+    (it would leave a connection and its thread behind)."""
+    monkeypatch.setattr(database_module, "CHECKPOINT_EVERY", 2)
+    db = Database(tmp_path / "x.db")
+    await db.initialize()
+    await db.sessions.create_session("s", "app", "u")  # the first write; the next is due
+    write = asyncio.ensure_future(db.sessions.append_event("s", {"n": 1}))
+    await asyncio.sleep(0)  # the write is under way
+    await db.close()
+    assert write.done() and write.exception() is None
+    assert db._checkpointing is None
+    assert db.engine.pool.checkedin() == 0 and db.engine.pool.checkedout() == 0
+    async with Database(tmp_path / "x.db") as again:
+        got = await again.sessions.get_session("s")
+        assert got is not None and [e["n"] for e in got["events"]] == [1]

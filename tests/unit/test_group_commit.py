@@ -260,3 +260,73 @@ async def test_writers_keep_committing_together_after_another_lock_user(tmp_path
         assert begun[0] < writers * appends / 4, begun[0]
         logs = [await db.sessions.list_events(f"s{w}") for w in range(writers)]
         assert [len(log) for log in logs] == [appends] * writers
+
+
+def _next_of_nothing(_conn: Connection) -> Any:
+    return next(iter([]))  # a plain slip inside a unit: StopIteration
+
+
+async def test_a_unit_raising_stopiteration_fails_alone(db: Database) -> None:
+    """A future cannot carry StopIteration: handed over as it is, the caller
+    would wait forever holding the writer lock, and in a batch the committed
+    units' callers would be told they were cancelled. It arrives as a
+    RuntimeError, as a coroutine would make it."""
+    await db.sessions.create_session("s", "app", "u")
+    for run in (db.read, db.write):
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(run(_next_of_nothing), 10)
+    await asyncio.wait_for(db.sessions.append_event("s", {"n": -1}), 10)  # nothing stuck
+
+    if db._writer is not None:  # SQLite: the same inside a shared batch
+        async with db._writer:  # the next writers queue and go as one batch
+            outcomes = asyncio.gather(
+                db.sessions.append_event("s", {"n": 0}),
+                db.write(_next_of_nothing),
+                db.sessions.append_event("s", {"n": 1}),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(0.01)
+        first, broken, last = await asyncio.wait_for(outcomes, 10)
+        assert first is None and last is None
+        assert isinstance(broken, RuntimeError)
+    got = await db.sessions.get_session("s")
+    assert got is not None
+    assert [e["n"] for e in got["events"]] == ([-1, 0, 1] if db._writer else [-1])
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+async def test_a_queued_caller_cancelled_during_a_retry_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writers: int
+) -> None:
+    """The batch of one as well as the larger ones: a caller that gave up
+    while its batch waited to retry (another process held the lock) has its
+    unit skipped, not committed behind its back."""
+    pragmas = tuple(
+        "PRAGMA busy_timeout=20" if p.startswith("PRAGMA busy_timeout") else p
+        for p in database_module.SQLITE_PRAGMAS
+    )
+    monkeypatch.setattr(database_module, "SQLITE_PRAGMAS", pragmas)
+    path = tmp_path / "cancel.db"
+    async with Database(path) as db:
+        await db.sessions.create_session("s", "app", "u")
+        assert db._writer is not None
+        async with db._writer:  # the writers queue: the committer will run them
+            tasks = [
+                asyncio.ensure_future(db.sessions.append_event("s", {"n": n}))
+                for n in range(writers)
+            ]
+            await asyncio.sleep(0.01)
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            other.execute("BEGIN IMMEDIATE")  # another process takes SQLite's write lock
+        await asyncio.sleep(0.1)  # the committer meets "database is locked" and waits to retry
+        tasks[0].cancel()
+        await asyncio.sleep(0.05)
+        other.execute("COMMIT")
+        other.close()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(outcomes[0], asyncio.CancelledError)
+        committer = db._group.committer if db._group else None
+        if committer is not None:
+            await committer
+        got = await db.sessions.get_session("s")
+        assert got is not None and [e["n"] for e in got["events"]] == list(range(1, writers))

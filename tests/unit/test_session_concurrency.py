@@ -108,3 +108,25 @@ async def test_processes_appending_to_one_sqlite_file(tmp_path: Path) -> None:
         assert seqs == list(range(1, workers * count + 1))
         assert set(got["state"]) == {f"w{w}" for w in range(workers)}
         assert await db.integrity_check() == "ok"
+
+
+async def test_events_are_stamped_in_the_order_they_are_stored(tmp_path: Path) -> None:
+    """Two processes (here two Database objects) append to one session; the
+    first to call waits for the write lock. ``created_at`` is taken once the
+    lock is held, so it follows seq, and a poller reading ``after=`` the
+    newest time it saw never misses an event stored later."""
+    path = tmp_path / "order.db"
+    async with Database(path) as first, Database(path) as second:
+        await first.sessions.create_session("s", "app", "u")
+        assert first._writer is not None
+        async with first._writer:  # the first process is busy writing
+            waiting = asyncio.ensure_future(first.sessions.append_event("s", {"who": "first"}))
+            await asyncio.sleep(0.05)  # called, and waiting for the lock
+            await second.sessions.append_event("s", {"who": "second"})
+            seen = await second.sessions.list_events("s")
+        await waiting
+        stored = await second.sessions.list_events("s")
+        assert [e["event"]["who"] for e in stored] == ["second", "first"]
+        assert stored[0]["created_at"] < stored[1]["created_at"]
+        newer = await second.sessions.get_session("s", after=seen[-1]["created_at"])
+        assert newer is not None and [e["who"] for e in newer["events"]] == ["first"]

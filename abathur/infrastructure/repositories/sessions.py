@@ -122,7 +122,7 @@ def _merge(dialect: str, keys: int) -> Prepared:
     return statement
 
 
-def _later(previous: datetime) -> datetime:
+def later(previous: datetime) -> datetime:
     """Now, or just after ``previous`` if the clock has not moved past it."""
     now = utcnow()
     return now if now > previous else previous + timedelta(microseconds=1)
@@ -191,7 +191,7 @@ class SessionRepository:
 
     def save(self, row: SessionRow, **changes: Any) -> None:
         """Write ``changes`` to a locked row and advance its ``last_update_time``."""
-        changes["last_update_time"] = _later(row.last_update_time)
+        changes["last_update_time"] = later(row.last_update_time)
         SAVE.execute(self.session, {"row_id": row.id, **changes})
 
     def state(self, session_id: str) -> dict[str, Any]:
@@ -213,7 +213,7 @@ class SessionRepository:
             return
         changes: dict[str, Any] = {
             "row_id": row.id,
-            "last_update_time": _later(row.last_update_time),
+            "last_update_time": later(row.last_update_time),
         }
         dialect = dialect_name(self.session)
         if dialect != "sqlite":
