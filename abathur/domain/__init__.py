@@ -21,3 +21,18 @@ def validated(schema: type[M], /, **fields: Any) -> M:
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
         )
         raise ValidationError(problems) from exc
+
+
+def text_arg(value: Any, what: str) -> str:
+    """A non-empty string argument, or a ValidationError naming it: a number or
+    None must not reach the database, where the backends would disagree."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{what} must be a non-empty string, not {value!r}")
+    return value
+
+
+def count_arg(value: Any, what: str, *, least: int) -> int:
+    """An int argument of at least ``least`` (not a bool), or a ValidationError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValidationError(f"{what} must be an integer of at least {least}, not {value!r}")
+    return value

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
-from abathur.infrastructure.namespaces import MAX_KEY_LENGTH, check_key, parse_namespace
+from abathur.infrastructure.namespaces import check_key, parse_namespace
 from abathur.infrastructure.types import check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
@@ -54,11 +54,11 @@ def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 Namespace = Annotated[str, Field(strict=True), AfterValidator(_namespace)]
 SubtreeRoot = Annotated[str, Field(strict=True), AfterValidator(_subtree_root)]
-Key = Annotated[str, Field(strict=True, max_length=MAX_KEY_LENGTH), AfterValidator(_key)]
+Key = Annotated[str, Field(strict=True), AfterValidator(_key)]
 Actor = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ACTOR_LENGTH)]
 TaskId = Annotated[str, Field(strict=True, min_length=1)]
 JSONObject = Annotated[dict[str, Any], Field(strict=True), AfterValidator(_json)]
-Version = Annotated[StrictInt, Field(ge=1)]
+Version = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]  # an INTEGER column
 
 
 class _Input(BaseModel):

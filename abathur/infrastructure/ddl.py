@@ -14,9 +14,10 @@ from sqlalchemy.types import TypeEngine
 # SQLite's 64-bit rowid is INTEGER PRIMARY KEY; PostgreSQL needs BIGINT.
 BigIntId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 NOW = text("CURRENT_TIMESTAMP")
-# Namespaces are matched by byte-wise ranges (see namespaces.py); PostgreSQL's
-# default collation is not byte order, "C" is.
-NamespaceText: TypeEngine[str] = Text().with_variant(Text(collation="C"), "postgresql")
+# Namespaces and document paths are matched by byte-wise ranges (see
+# namespaces.py); PostgreSQL's default collation need not be byte order, "C" is.
+ByteOrderText: TypeEngine[str] = Text().with_variant(Text(collation="C"), "postgresql")
+NamespaceText = ByteOrderText  # the name revision 0002 uses
 
 
 def one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:

@@ -21,7 +21,8 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
 from sqlalchemy.orm import Session as OrmSession
 
@@ -31,12 +32,14 @@ from abathur.domain.documents import (
     SyncProblem,
     SyncResult,
 )
-from abathur.errors import ConflictError, NotFoundError, ValidationError
+from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.repositories.documents import DocumentIndexRepository
 from abathur.infrastructure.types import utcnow
 
 BATCH_SIZE = 200
+# Runs of one batch when a concurrent sync inserts the same files first.
+SYNC_ATTEMPTS = 5
 """Files per write transaction: big enough to be quick, small enough not to
 hold SQLite's write lock for long."""
 
@@ -119,6 +122,16 @@ def scan_file(path: Path) -> ScannedDocument | SyncProblem:
     )
 
 
+def _check_pattern(pattern: Any) -> None:
+    """A glob relative to the synced directory that cannot leave it."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValidationError(f"pattern must be a non-empty glob, not {pattern!r}")
+    if PurePath(pattern).is_absolute() or ".." in PurePath(pattern).parts:
+        raise ValidationError(
+            f"pattern {pattern!r} must stay inside the directory: no absolute path, no '..'"
+        )
+
+
 def _resolve_directory(path: str | Path) -> Path:
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
@@ -159,6 +172,7 @@ class DocumentIndexService:
         """
         if batch_size < 1:
             raise ValidationError("batch_size must be at least 1")
+        _check_pattern(pattern)
         root = await asyncio.to_thread(_resolve_directory, path)
         files = await asyncio.to_thread(lambda: sorted(root.glob(pattern)))
         total = len(files)
@@ -174,7 +188,7 @@ class DocumentIndexService:
             scanned = await asyncio.to_thread(scan_batch, batch)
             documents = [s for s in scanned if isinstance(s, ScannedDocument)]
             problems.extend(s for s in scanned if isinstance(s, SyncProblem))
-            new, updated, same = await self._db.run(partial(self._apply, documents=documents))
+            new, updated, same = await self._apply_batch(documents)
             added.extend(new)
             changed.extend(updated)
             unchanged += same
@@ -198,6 +212,20 @@ class DocumentIndexService:
             missing_files=missing,
             problems=problems,
         )
+
+    async def _apply_batch(
+        self, documents: list[ScannedDocument]
+    ) -> tuple[list[str], list[str], int]:
+        """``_apply`` in one transaction. Another sync of the same files may
+        insert one of them first (PostgreSQL runs syncs side by side): the
+        batch is rolled back and run again, and then sees that row."""
+        for attempt in range(1, SYNC_ATTEMPTS + 1):
+            try:
+                return await self._db.run(partial(self._apply, documents=documents))
+            except AlreadyExistsError:
+                if attempt == SYNC_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _apply(

@@ -163,6 +163,12 @@ def _begin_write(
     return repo, repo.latest(namespace, key)
 
 
+def _check_task_id(task_id: Any) -> None:
+    """The optional ``task_id`` of maintenance calls: None or a non-empty string."""
+    if task_id is not None and (not isinstance(task_id, str) or not task_id):
+        raise ValidationError(f"task_id must be a non-empty string or None, not {task_id!r}")
+
+
 def _audit_task(session: OrmSession, task_id: str | None) -> str:
     """The task that audit rows name: ``task_id`` (which must exist) or the system task.
 
@@ -623,7 +629,11 @@ class MemoryService:
             raise ValidationError("older_than must be a non-negative timedelta")
         if not isinstance(expired_by, str) or not expired_by:
             raise ValidationError("expired_by must be a non-empty string")
-        cutoff = utcnow() - older_than
+        _check_task_id(task_id)
+        try:
+            cutoff = utcnow() - older_than
+        except OverflowError as exc:
+            raise ValidationError(f"older_than={older_than} reaches before the year 1") from exc
 
         def work(session: OrmSession) -> int:
             audit_task = _audit_task(session, task_id)
@@ -661,6 +671,7 @@ class MemoryService:
         without one, the system task ``abathur-system`` (created on first use).
         Idempotent: returns how many entries were written (0 on a second run).
         """
+        _check_task_id(task_id)
 
         def work(session: OrmSession) -> int:
             audit_task = _audit_task(session, task_id)

@@ -33,7 +33,7 @@ from abathur.infrastructure.ddl import (
     LIVE_ROWS,
     NOW,
     BigIntId,
-    NamespaceText,
+    ByteOrderText,
     json_valid,
     one_of,
     partial,
@@ -180,7 +180,7 @@ class AuditEntry(Base):
     action_data: Mapped[Any | None] = mapped_column(JSONDocument)
     result: Mapped[str | None] = mapped_column(Text)
     memory_operation_type: Mapped[str | None] = mapped_column(Text)
-    memory_namespace: Mapped[str | None] = mapped_column(Text)
+    memory_namespace: Mapped[str | None] = mapped_column(ByteOrderText)  # ranges: revision 0005
     memory_entry_id: Mapped[int | None] = mapped_column(
         BigIntId, ForeignKey("memory_entries.id", ondelete="SET NULL")
     )
@@ -326,7 +326,7 @@ class MemoryEntry(Base):
     __tablename__ = "memory_entries"
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
-    namespace: Mapped[str] = mapped_column(NamespaceText)
+    namespace: Mapped[str] = mapped_column(ByteOrderText)
     key: Mapped[str] = mapped_column(Text)
     value: Mapped[Any] = mapped_column(JSONDocument)
     memory_type: Mapped[str] = mapped_column(Text)
@@ -385,7 +385,7 @@ class DocumentIndex(Base):
     __tablename__ = "document_index"
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
-    file_path: Mapped[str] = mapped_column(Text)
+    file_path: Mapped[str] = mapped_column(ByteOrderText)  # ranges: revision 0005
     title: Mapped[str] = mapped_column(Text)
     document_type: Mapped[str | None] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(Text)

@@ -19,17 +19,30 @@ from abathur.errors import ValidationError
 
 SEPARATOR = ":"
 PERSISTENT_PREFIXES = ("session", "user", "app", "project")
-MAX_NAMESPACE_LENGTH = 512
-MAX_KEY_LENGTH = 512
+# In UTF-8 bytes. Together they stay below PostgreSQL's limit for one btree
+# index entry (2704 bytes) of the unique (namespace, key, version) index.
+MAX_NAMESPACE_BYTES = 1024
+MAX_KEY_BYTES = 1024
+
+
+def _utf8_size(text: str, what: str) -> int:
+    """The UTF-8 length of ``text``; a lone surrogate (not text) is refused."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"{what} is not valid text: {exc.reason} at position {exc.start}"
+        ) from exc
 
 
 def parse_namespace(namespace: Any, *, allow_prefix_only: bool = False) -> list[str]:
     """The segments of a valid memory namespace; ValidationError names the problem."""
     if not isinstance(namespace, str):
         raise ValidationError(f"namespace must be a string, got {type(namespace).__name__}")
-    if len(namespace) > MAX_NAMESPACE_LENGTH:
+    size = _utf8_size(namespace, "namespace")
+    if size > MAX_NAMESPACE_BYTES:
         raise ValidationError(
-            f"namespace is {len(namespace)} characters long; the limit is {MAX_NAMESPACE_LENGTH}"
+            f"namespace is {size} bytes long in UTF-8; the limit is {MAX_NAMESPACE_BYTES}"
         )
     segments = namespace.split(SEPARATOR)
     prefix = segments[0]
@@ -57,14 +70,15 @@ def check_key(key: Any) -> str:
     """``key`` unchanged if it is a valid memory key; ValidationError names the problem.
 
     Any characters are allowed (``%`` and ``_`` are ordinary) except NUL, which
-    PostgreSQL text cannot hold.
+    PostgreSQL text cannot hold, and lone surrogates, which are not text.
     """
     if not isinstance(key, str):
         raise ValidationError(f"key must be a string, got {type(key).__name__}")
     if not key:
         raise ValidationError("key must not be empty")
-    if len(key) > MAX_KEY_LENGTH:
-        raise ValidationError(f"key is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}")
+    size = _utf8_size(key, "key")
+    if size > MAX_KEY_BYTES:
+        raise ValidationError(f"key is {size} bytes long in UTF-8; the limit is {MAX_KEY_BYTES}")
     if "\x00" in key:
         raise ValidationError("key contains a NUL character")
     return key

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
 
-from abathur.domain import validated
+from abathur.domain import text_arg, validated
 from abathur.domain.sessions import (
     CLOSED_STATUSES,
     SESSION_STATUSES,
@@ -66,14 +66,6 @@ def _check_transition(row: SessionRow, status: str) -> None:
             f"session {row.id!r} cannot go from {row.status!r} to {status!r} "
             f"(allowed from {row.status!r}: {allowed})"
         )
-
-
-def _text(value: Any, what: str) -> str:
-    """A non-empty string argument, or a ValidationError naming it: a number or
-    None must not reach the database, where the backends would disagree."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"{what} must be a non-empty string, not {value!r}")
-    return value
 
 
 def session_dict(row: SessionRow | Session) -> dict[str, Any]:
@@ -142,7 +134,7 @@ class SessionService:
         ``after`` only events stored after that instant. ``last_seq`` is the
         seq of the newest event in the whole log, for ``expected_seq``.
         """
-        _text(session_id, "session_id")
+        text_arg(session_id, "session_id")
         query = validated(EventQuery, recent_events=recent_events, after=after)
         _require_aware(query.after, "after")
 
@@ -177,7 +169,7 @@ class SessionService:
 
     async def update_status(self, session_id: str, status: str) -> None:
         """Move the session along its lifecycle; an illegal move changes nothing."""
-        _text(session_id, "session_id")
+        text_arg(session_id, "session_id")
         if status not in SESSION_STATUSES:
             raise ValidationError(
                 f"invalid session status {status!r}; valid: {', '.join(SESSION_STATUSES)}"
@@ -224,7 +216,7 @@ class SessionService:
     async def list_active_sessions(self, user_id: str | None = None) -> list[dict[str, Any]]:
         """Active sessions, most recently updated first (without their events)."""
         if user_id is not None:
-            _text(user_id, "user_id")
+            text_arg(user_id, "user_id")
 
         def work(session: OrmSession) -> list[dict[str, Any]]:
             rows = SessionRepository(session).list_active(user_id)
@@ -234,7 +226,7 @@ class SessionService:
 
     async def terminate_session(self, session_id: str) -> None:
         """Status ``terminated``, ``terminated_at`` set, every ``temp:`` key dropped."""
-        _text(session_id, "session_id")
+        text_arg(session_id, "session_id")
 
         def work(session: Connection) -> None:
             repo = SessionRepository(session)
@@ -296,7 +288,7 @@ class SessionService:
     ) -> list[dict[str, Any]]:
         """A page of the log in seq order: ``{"seq", "event", "created_at"}`` dicts.
         Pass the last ``seq`` of a page as ``after_seq`` to get the next."""
-        _text(session_id, "session_id")
+        text_arg(session_id, "session_id")
         query = validated(EventQuery, after_seq=after_seq, limit=limit)
 
         def work(session: Connection) -> list[dict[str, Any]]:
@@ -339,7 +331,7 @@ class SessionService:
     async def delete_session(self, session_id: str) -> None:
         """Delete the session and its events; tasks, agents and checkpoints that
         referred to it keep their rows with ``session_id`` NULL."""
-        _text(session_id, "session_id")
+        text_arg(session_id, "session_id")
 
         def work(session: Connection) -> None:
             if not SessionRepository(session).delete(session_id):

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session as OrmSession
 
-from abathur.domain import validated
+from abathur.domain import count_arg, text_arg, validated
 from abathur.domain.core import (
     AgentRecord,
     AuditRecord,
@@ -23,7 +23,7 @@ from abathur.domain.core import (
     TaskRecord,
 )
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.models import Task
+from abathur.infrastructure.models import Agent, MemoryEntry, Session, Task
 from abathur.infrastructure.repositories.core import (
     AgentRepository,
     AuditRepository,
@@ -54,6 +54,7 @@ class TaskService:
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """The task with this id, or None."""
+        text_arg(task_id, "task_id")
 
         def work(session: OrmSession) -> TaskRecord | None:
             row = TaskRepository(session).get(task_id)
@@ -63,6 +64,7 @@ class TaskService:
 
     async def list_session_tasks(self, session_id: str) -> list[TaskRecord]:
         """The tasks linked to ``session_id``, newest first."""
+        text_arg(session_id, "session_id")
 
         def work(session: OrmSession) -> list[TaskRecord]:
             rows = TaskRepository(session).list_for_session(session_id)
@@ -92,6 +94,7 @@ class TaskService:
 
     async def get_agent(self, agent_id: str) -> AgentRecord | None:
         """The agent with this id, or None."""
+        text_arg(agent_id, "agent_id")
 
         def work(session: OrmSession) -> AgentRecord | None:
             row = AgentRepository(session).get(agent_id)
@@ -103,9 +106,16 @@ class TaskService:
         self, task_id: str, iteration: int, state: Any, *, session_id: str | None = None
     ) -> CheckpointRecord:
         """Store ``state`` as iteration ``iteration`` of ``task_id``; returns the stored row."""
+        text_arg(task_id, "task_id")
+        count_arg(iteration, "iteration", least=0)
+        if session_id is not None:
+            text_arg(session_id, "session_id")
         check_json(state, "checkpoint state")
 
         def work(session: OrmSession) -> CheckpointRecord:
+            require(session, Task, task_id, "task")
+            if session_id is not None:
+                require(session, Session, session_id, "session")
             row = CheckpointRepository(session).save(task_id, iteration, state, session_id)
             return CheckpointRecord.model_validate(row)
 
@@ -113,6 +123,7 @@ class TaskService:
 
     async def latest_checkpoint(self, task_id: str) -> CheckpointRecord | None:
         """The checkpoint of ``task_id`` with the highest iteration, or None."""
+        text_arg(task_id, "task_id")
 
         def work(session: OrmSession) -> CheckpointRecord | None:
             row = CheckpointRepository(session).latest(task_id)
@@ -127,6 +138,10 @@ class TaskService:
 
         def work(session: OrmSession) -> AuditRecord:
             require(session, Task, task_id, "task")
+            if entry.agent_id is not None:
+                require(session, Agent, entry.agent_id, "agent")
+            if entry.memory_entry_id is not None:
+                require(session, MemoryEntry, entry.memory_entry_id, "memory entry")
             row = AuditRepository(session).append(entry)
             return AuditRecord.model_validate(row)
 
@@ -134,6 +149,8 @@ class TaskService:
 
     async def audit_for_task(self, task_id: str, limit: int = 100) -> list[AuditRecord]:
         """The newest ``limit`` audit rows of ``task_id``."""
+        text_arg(task_id, "task_id")
+        count_arg(limit, "limit", least=1)
 
         def work(session: OrmSession) -> list[AuditRecord]:
             rows = AuditRepository(session).for_task(task_id, limit)
@@ -145,6 +162,9 @@ class TaskService:
         self, namespace_prefix: str | None = None, limit: int = 50
     ) -> list[AuditRecord]:
         """The newest audit rows, optionally only memory operations in a namespace subtree."""
+        if namespace_prefix is not None:
+            text_arg(namespace_prefix, "namespace_prefix")
+        count_arg(limit, "limit", least=1)
 
         def work(session: OrmSession) -> list[AuditRecord]:
             rows = AuditRepository(session).tail(namespace_prefix, limit)

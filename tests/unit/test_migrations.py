@@ -329,3 +329,33 @@ async def test_foreign_keys_are_back_on_after_migrating(tmp_path: Path) -> None:
         await db.upgrade("head")
         async with db.engine.connect() as conn:
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+
+
+async def test_columns_matched_by_byte_ranges_use_byte_order(db: Database) -> None:
+    """Namespaces (memory and audit) and document paths are matched by byte-wise
+    ranges; on PostgreSQL their columns must collate as bytes ("C"), whatever
+    the database's default (under ICU en-US ';' sorts before ':', and a subtree
+    query would miss rows). SQLite compares bytes by default."""
+    async with db.transaction(write=False) as session:
+        if db.is_sqlite:  # no COLLATE clause anywhere: BINARY, SQLite's byte order
+            tables = await session.execute(
+                text(
+                    "SELECT sql FROM sqlite_master WHERE name IN "
+                    "('audit', 'document_index', 'memory_entries')"
+                )
+            )
+            assert [sql for (sql,) in tables if "COLLATE" in sql.upper()] == []
+            return
+        rows = await session.execute(
+            text(
+                "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND column_name IN "
+                "('namespace', 'memory_namespace', 'file_path') ORDER BY table_name"
+            )
+        )
+        collations = [tuple(r) for r in rows]
+    assert collations == [
+        ("audit", "memory_namespace", "C"),
+        ("document_index", "file_path", "C"),
+        ("memory_entries", "namespace", "C"),
+    ]

@@ -11,8 +11,8 @@ from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import MemoryEntry
 from abathur.infrastructure.namespaces import (
-    MAX_KEY_LENGTH,
-    MAX_NAMESPACE_LENGTH,
+    MAX_KEY_BYTES,
+    MAX_NAMESPACE_BYTES,
     check_key,
     in_subtree,
     is_in_subtree,
@@ -47,7 +47,7 @@ def test_valid_namespaces(namespace: str) -> None:
         ("user:x:", "empty segment"),
         ("", "must start with one of"),
         ("user:a\nb", "control character"),
-        ("user:" + "a" * MAX_NAMESPACE_LENGTH, "the limit is"),
+        ("user:" + "a" * MAX_NAMESPACE_BYTES, "the limit is"),
         (42, "must be a string"),
     ],
 )
@@ -66,7 +66,7 @@ def test_bare_prefix_only_when_allowed() -> None:
     ("key", "message"),
     [
         ("", "must not be empty"),
-        ("a" * (MAX_KEY_LENGTH + 1), "the limit is"),
+        ("a" * (MAX_KEY_BYTES + 1), "the limit is"),
         ("a\x00", "NUL"),
         (3, "must be a string"),
     ],
