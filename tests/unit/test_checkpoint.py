@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -67,12 +68,23 @@ async def test_memory_databases_keep_sqlite_defaults() -> None:
         assert await db.read(autocheckpoint) == 1000
 
 
+async def _append(db: Database, n: int) -> None:
+    await db.sessions.append_event("s", {"n": n}, state_delta={"k": n})
+
+
+async def _in_transaction(db: Database, n: int) -> None:
+    async with db.transaction() as session:
+        await session.execute(text("UPDATE sessions SET metadata = :m"), {"m": f"[{n}]"})
+
+
+@pytest.mark.parametrize("write", [_append, _in_transaction], ids=["append", "transaction"])
 async def test_the_wal_stays_bounded_under_sustained_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: Any
 ) -> None:
     """SQLite rewrites the WAL from its start only after a checkpoint that
     copied every frame: writes that never pause must still get such
-    checkpoints, or the WAL grows with every write, forever."""
+    checkpoints, or the WAL grows with every write, forever. Writes through
+    ``transaction()`` count too (SQLite's own checkpoint is off)."""
     every = 50
     monkeypatch.setattr(database_module, "CHECKPOINT_EVERY", every)
     monkeypatch.setattr(database_module, "WAL_RESTART_FRAMES", 100)  # a few dozen writes
@@ -82,35 +94,11 @@ async def test_the_wal_stays_bounded_under_sustained_writes(
         await db.sessions.create_session("s", "app", "u")
         start = size(wal)
         for n in range(every - 1):
-            await db.sessions.append_event("s", {"n": n}, state_delta={"k": n})
+            await write(db, n)
         per_write = (size(wal) - start) / (every - 1)
         for n in range(30 * every):  # no pause: each write follows the last at once
-            await db.sessions.append_event("s", {"n": n}, state_delta={"k": n})
+            await write(db, n)
         # Unbounded, the WAL would hold all 1,500 writes; allow six rounds of 50.
-        assert size(wal) < start + 6 * every * per_write
-        assert len((await db.sessions.get_session("s") or {})["events"]) == 31 * every - 1
-
-
-async def test_writes_through_transaction_count_toward_checkpoints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``transaction()`` is a write path too: with SQLite's own checkpoint off,
-    writes that never counted would grow the WAL without end."""
-    every = 50
-    monkeypatch.setattr(database_module, "CHECKPOINT_EVERY", every)
-    monkeypatch.setattr(database_module, "WAL_RESTART_FRAMES", 100)
-    path = tmp_path / "t.db"
-    wal = Path(f"{path}-wal")
-    async with Database(path) as db:
-        await db.sessions.create_session("s", "app", "u")
-        start = size(wal)
-        for n in range(every - 1):
-            async with db.transaction() as session:
-                await session.execute(text("UPDATE sessions SET metadata = :m"), {"m": f"[{n}]"})
-        per_write = (size(wal) - start) / (every - 1)
-        for n in range(30 * every):
-            async with db.transaction() as session:
-                await session.execute(text("UPDATE sessions SET metadata = :m"), {"m": f"[{n}]"})
         assert size(wal) < start + 6 * every * per_write
 
 

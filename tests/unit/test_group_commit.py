@@ -26,6 +26,15 @@ from abathur.infrastructure.repositories.core import AuditRepository
 from abathur.infrastructure.repositories.sessions import SessionRepository
 
 
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite waits 20 ms for a lock another process holds, not 5 s."""
+    pragmas = tuple(
+        "PRAGMA busy_timeout=20" if p.startswith("PRAGMA busy_timeout") else p
+        for p in database_module.SQLITE_PRAGMAS
+    )
+    monkeypatch.setattr(database_module, "SQLITE_PRAGMAS", pragmas)
+
+
 def count_transactions(db: Database) -> list[int]:
     """A one-element counter of the transactions the engine begins from now on."""
     begun = [0]
@@ -195,11 +204,7 @@ async def test_writers_outlast_a_lock_held_past_the_busy_timeout(
     """Another process holds the write lock far longer than the busy timeout:
     BEGIN fails with "database is locked", and the unit (or the whole batch)
     is retried until the lock is free; nothing is lost, no error reaches a caller."""
-    pragmas = tuple(
-        "PRAGMA busy_timeout=20" if p.startswith("PRAGMA busy_timeout") else p
-        for p in database_module.SQLITE_PRAGMAS
-    )
-    monkeypatch.setattr(database_module, "SQLITE_PRAGMAS", pragmas)
+    short_busy_timeout(monkeypatch)
     path = tmp_path / "held.db"
     async with Database(path) as db:
         await db.sessions.create_session("s", "app", "u")
@@ -301,11 +306,7 @@ async def test_a_queued_caller_cancelled_during_a_retry_writes_nothing(
     """The batch of one as well as the larger ones: a caller that gave up
     while its batch waited to retry (another process held the lock) has its
     unit skipped, not committed behind its back."""
-    pragmas = tuple(
-        "PRAGMA busy_timeout=20" if p.startswith("PRAGMA busy_timeout") else p
-        for p in database_module.SQLITE_PRAGMAS
-    )
-    monkeypatch.setattr(database_module, "SQLITE_PRAGMAS", pragmas)
+    short_busy_timeout(monkeypatch)
     path = tmp_path / "cancel.db"
     async with Database(path) as db:
         await db.sessions.create_session("s", "app", "u")
