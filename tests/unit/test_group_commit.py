@@ -24,6 +24,7 @@ from abathur.infrastructure import database as database_module
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.repositories.core import AuditRepository
 from abathur.infrastructure.repositories.sessions import SessionRepository
+from tests.loop import Retries, until
 
 
 def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,17 +135,18 @@ async def test_a_failing_unit_is_rolled_back_alone(
 async def test_writers_cancelled_while_queued_never_run(tmp_path: Path) -> None:
     async with Database(tmp_path / "q.db") as db:
         await db.sessions.create_session("s", "app", "u")
-        busy = asyncio.ensure_future(db.write(lambda _conn: time.sleep(0.3)))  # holds the writer
-        await asyncio.sleep(0.05)
-        queued = [
-            asyncio.ensure_future(db.sessions.append_event("s", {"n": n}, {f"k{n}": n}))
-            for n in range(10)
-        ]
-        await asyncio.sleep(0.05)  # all ten are queued behind the busy unit
-        for task in queued[::2]:
-            task.cancel()
-        outcomes = await asyncio.gather(busy, *queued, return_exceptions=True)
-        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes[1::2])
+        assert db._writer is not None and db._group is not None
+        async with db._writer:  # someone is writing: the next writers queue
+            queued = [
+                asyncio.ensure_future(db.sessions.append_event("s", {"n": n}, {f"k{n}": n}))
+                for n in range(10)
+            ]
+            group = db._group
+            await until(lambda: len(group._queue) == 10)
+            for task in queued[::2]:
+                task.cancel()
+        outcomes = await asyncio.gather(*queued, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes[::2])
         got = await db.sessions.get_session("s")
         assert got is not None
         assert [e["n"] for e in got["events"]] == [1, 3, 5, 7, 9]
@@ -205,13 +207,14 @@ async def test_writers_outlast_a_lock_held_past_the_busy_timeout(
     BEGIN fails with "database is locked", and the unit (or the whole batch)
     is retried until the lock is free; nothing is lost, no error reaches a caller."""
     short_busy_timeout(monkeypatch)
+    retries = Retries(monkeypatch)
     path = tmp_path / "held.db"
     async with Database(path) as db:
         await db.sessions.create_session("s", "app", "u")
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         appends = asyncio.gather(*(db.sessions.append_event("s", {"n": n}) for n in range(writers)))
-        await asyncio.sleep(0.4)  # twenty busy timeouts
+        await retries.reach(5)  # five busy timeouts met, each retried
         assert not appends.done()
         other.execute("COMMIT")
         other.close()
@@ -252,10 +255,7 @@ async def test_writers_keep_committing_together_after_another_lock_user(tmp_path
         assert db._group is not None
         # Until the committer waits for the lock behind the first writer, then
         # queue behind both: the lock passes to us when the batch ends.
-        for _ in range(10_000):
-            if getattr(db._writer, "_waiters", None):
-                break
-            await asyncio.sleep(0)
+        await until(lambda: getattr(db._writer, "_waiters", None))
         assert db._writer is not None and db._writer.locked()
         async with db.transaction():
             pass
@@ -279,10 +279,11 @@ async def test_a_unit_raising_stopiteration_fails_alone(db: Database) -> None:
     await db.sessions.create_session("s", "app", "u")
     for run in (db.read, db.write):
         with pytest.raises(RuntimeError, match="StopIteration"):
-            await asyncio.wait_for(run(_next_of_nothing), 10)
-    await asyncio.wait_for(db.sessions.append_event("s", {"n": -1}), 10)  # nothing stuck
+            await run(_next_of_nothing)
+    await db.sessions.append_event("s", {"n": -1})  # nothing stuck: the lock is free
 
-    if db._writer is not None:  # SQLite: the same inside a shared batch
+    if db._writer is not None and db._group is not None:  # SQLite: inside a shared batch
+        group = db._group
         async with db._writer:  # the next writers queue and go as one batch
             outcomes = asyncio.gather(
                 db.sessions.append_event("s", {"n": 0}),
@@ -290,8 +291,8 @@ async def test_a_unit_raising_stopiteration_fails_alone(db: Database) -> None:
                 db.sessions.append_event("s", {"n": 1}),
                 return_exceptions=True,
             )
-            await asyncio.sleep(0.01)
-        first, broken, last = await asyncio.wait_for(outcomes, 10)
+            await until(lambda: len(group._queue) == 3)
+        first, broken, last = await outcomes
         assert first is None and last is None
         assert isinstance(broken, RuntimeError)
     got = await db.sessions.get_session("s")
@@ -307,21 +308,22 @@ async def test_a_queued_caller_cancelled_during_a_retry_writes_nothing(
     while its batch waited to retry (another process held the lock) has its
     unit skipped, not committed behind its back."""
     short_busy_timeout(monkeypatch)
+    retries = Retries(monkeypatch)
     path = tmp_path / "cancel.db"
     async with Database(path) as db:
         await db.sessions.create_session("s", "app", "u")
-        assert db._writer is not None
+        assert db._writer is not None and db._group is not None
+        group = db._group
         async with db._writer:  # the writers queue: the committer will run them
             tasks = [
                 asyncio.ensure_future(db.sessions.append_event("s", {"n": n}))
                 for n in range(writers)
             ]
-            await asyncio.sleep(0.01)
+            await until(lambda: len(group._queue) == writers)
             other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             other.execute("BEGIN IMMEDIATE")  # another process takes SQLite's write lock
-        await asyncio.sleep(0.1)  # the committer meets "database is locked" and waits to retry
+        await retries.reach(1)  # the committer met "database is locked" and waits to retry
         tasks[0].cancel()
-        await asyncio.sleep(0.05)
         other.execute("COMMIT")
         other.close()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from abathur.infrastructure.database import Database
+from tests.loop import until
 from tests.processes import run_together
 
 SESSIONS = 50
@@ -121,7 +122,9 @@ async def test_events_are_stamped_in_the_order_they_are_stored(tmp_path: Path) -
         assert first._writer is not None
         async with first._writer:  # the first process is busy writing
             waiting = asyncio.ensure_future(first.sessions.append_event("s", {"who": "first"}))
-            await asyncio.sleep(0.05)  # called, and waiting for the lock
+            group = first._group
+            assert group is not None
+            await until(lambda: group._queue)  # called, and waiting for the lock
             await second.sessions.append_event("s", {"who": "second"})
             seen = await second.sessions.list_events("s")
         await waiting
