@@ -58,6 +58,10 @@ EVENT = {"type": "assistant_message", "author": "agent", "text": "x" * 240}
 MEMORY_VALUE = {"fact": "the user prefers short answers", "confidence": 0.9, "tags": ["style"]}
 
 
+Contenders = list[tuple[str, Callable[..., Any]]]  # (implementation, call)
+Case = tuple[str, Contenders, dict[str, Any]]  # (operation, contenders, extra figures)
+
+
 @dataclass
 class Figure:
     op: str
@@ -224,7 +228,7 @@ class Bench:
     async def compare(
         self,
         op: str,
-        contenders: list[tuple[str, Callable[..., Any]]],
+        contenders: Contenders,
         calls: list[tuple[Any, ...]],
         **extra: Any,
     ) -> None:
@@ -233,7 +237,7 @@ class Bench:
 
     async def interleave(
         self,
-        cases: list[tuple[str, list[tuple[str, Callable[..., Any]]], dict[str, Any]]],
+        cases: list[Case],
         calls: list[tuple[Any, ...]],
     ) -> None:
         """Time every contender of every case (operation) on the same calls,
@@ -275,7 +279,7 @@ class Bench:
         # The session lengths run interleaved, like the implementations: the
         # target compares abathur at 10,000 events with abathur at 10.
         async with contextlib.AsyncExitStack() as stack:
-            cases: list[tuple[str, list[tuple[str, Callable[..., Any]]], dict[str, Any]]] = []
+            cases: list[Case] = []
             for length in self.lengths:
                 base = await self.base_file(
                     f"append{length}", sessions={f"s{j}": length for j in range(SPREAD)}
@@ -285,7 +289,7 @@ class Bench:
                 )
                 assert c.db and c.aio and c.sync
                 self.watch(c.db)
-                contenders: list[tuple[str, Callable[..., Any]]] = [
+                contenders: Contenders = [
                     ("abathur", _appender(c.db)),
                     ("aiosqlite", c.aio.append_event),
                     ("sqlite3", c.sync.append_event),
@@ -417,7 +421,7 @@ class Bench:
                 ],
                 [(f"a{i % 10}", {**MEMORY_VALUE, "i": i}) for i in range(n)],
             )
-            readers: list[tuple[str, list[tuple[str, Callable[..., Any]]], tuple[Any, ...]]] = [
+            readers: list[tuple[str, Contenders, tuple[Any, ...]]] = [
                 ("memory get latest",
                  [("abathur", mem.get_memory), ("aiosqlite", aio.get_memory),
                   ("sqlite3", sync.get_memory)], (SEARCH_ROOT, "a3")),
@@ -435,7 +439,7 @@ class Bench:
 
         # Interleaved like the session lengths: the target compares the sizes.
         async with contextlib.AsyncExitStack() as stack:
-            cases: list[tuple[str, list[tuple[str, Callable[..., Any]]], dict[str, Any]]] = []
+            cases: list[Case] = []
             hits = self.search_hits
             for size in self.table_sizes:
                 base = await self.base_file(
@@ -448,7 +452,7 @@ class Bench:
                 self.watch(c.db)
                 found = await c.db.memory.search_memories(SEARCH_ROOT, limit=hits)
                 assert len(found) == hits, len(found)
-                contenders: list[tuple[str, Callable[..., Any]]] = [
+                contenders: Contenders = [
                     ("abathur", partial(c.db.memory.search_memories, SEARCH_ROOT, limit=hits)),
                     ("aiosqlite", partial(c.aio.search, SEARCH_ROOT, hits)),
                     ("sqlite3", partial(c.sync.search, SEARCH_ROOT, hits)),

@@ -35,13 +35,13 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import StaticPool
 
 from abathur.errors import DatabaseError, MigrationError, ValidationError
-from abathur.infrastructure.group_commit import GroupCommit
+from abathur.infrastructure.group_commit import GROUPED, GroupCommit
 from abathur.infrastructure.sqlite_driver import (
     LeanDBAPI,
     execute_in_worker,
+    in_worker,
     lean_dbapi,
     run_in_worker,
-    worker_connection,
 )
 from abathur.infrastructure.types import dumps
 
@@ -168,7 +168,7 @@ def _attach_sqlite_hooks(engine: AsyncEngine, *, file_backed: bool) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        if worker_connection() is not None:  # inside a unit of work in the worker thread
+        if in_worker():  # inside a unit of work in the worker thread
             execute_in_worker(f"BEGIN {mode}")
         else:
             connection.exec_driver_sql(f"BEGIN {mode}")
@@ -284,16 +284,16 @@ def _checkpoint(conn: Connection) -> int:
 def _with_orm_session(work: Callable[[OrmSession], T], conn: Connection) -> T:
     """``work`` over an ORM session inside ``conn``'s transaction.
 
-    On SQLite the session works in a SAVEPOINT of its own: if its flush fails
-    it rolls back only that, never the transaction around it, which group
-    commit may share with other units. PostgreSQL never shares a transaction
-    between units, so no savepoint is spent there.
+    Inside a group commit batch (``GROUPED``) the session works in a
+    SAVEPOINT of its own: if its flush fails it rolls back only that, never
+    the transaction the batch shares with other units. A unit alone in its
+    transaction (every read, a solo write, PostgreSQL) spends no savepoint.
     """
     session = OrmSession(
         bind=conn,
         expire_on_commit=False,
         join_transaction_mode=(
-            "create_savepoint" if conn.dialect.name == "sqlite" else "conditional_savepoint"
+            "create_savepoint" if conn.info.get(GROUPED) else "conditional_savepoint"
         ),
     )
     try:
@@ -385,8 +385,7 @@ class Database:
             if self._writer is not None and self._direct
             else None
         )
-        self._background_checkpoints = self._group is not None
-        if self._background_checkpoints:
+        if self._group is not None:  # background checkpoints: see _wrote
             event.listen(self.engine.sync_engine, "connect", _no_autocheckpoint)
         self._writes_since_checkpoint = 0
         self._checkpointing: asyncio.Task[None] | None = None
@@ -569,7 +568,7 @@ class Database:
 
     def _wrote(self) -> None:
         """Count a committed write unit; start a background checkpoint when due."""
-        if not self._background_checkpoints or self._closed:
+        if self._group is None or self._closed:
             return
         self._writes_since_checkpoint += 1
         if self._writes_since_checkpoint >= CHECKPOINT_EVERY and self._checkpointing is None:

@@ -38,10 +38,10 @@ from abathur.infrastructure.repositories.documents import DocumentIndexRepositor
 from abathur.infrastructure.types import utcnow
 
 BATCH_SIZE = 200
-# Runs of one batch when a concurrent sync inserts the same files first.
-SYNC_ATTEMPTS = 5
 """Files per write transaction: big enough to be quick, small enough not to
 hold SQLite's write lock for long."""
+SYNC_ATTEMPTS = 5
+"""Runs of one batch at most, when a concurrent sync inserts the same files first."""
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each batch of files."""

@@ -32,6 +32,8 @@ from sqlalchemy.engine import Connection
 from abathur.infrastructure.sqlite_driver import execute_in_worker, future_safe
 
 T = TypeVar("T")
+# Set in ``Connection.info`` while a batch runs: its units share one transaction.
+GROUPED = "abathur_grouped"
 Outcome = tuple[bool, Any]  # (succeeded, result or exception)
 Body = Callable[[Connection], Any]
 
@@ -140,23 +142,29 @@ def _run_alone(request: _Request[T], conn: Connection) -> T | None:
 def _run_batch(
     batch: list[_Request[Any]], retryable: Callable[[BaseException], bool], conn: Connection
 ) -> list[Outcome]:
-    """In the worker thread: every unit of the batch in one transaction."""
-    outcomes: list[Outcome] = []
-    with conn.begin():
-        for request in batch:
-            if request.future.done():  # its caller was cancelled (perhaps while a retry waited)
-                outcomes.append((False, None))
-                continue
-            execute_in_worker("SAVEPOINT grouped_unit")
-            try:
-                result = request.work(conn)
-            except Exception as exc:
-                if retryable(exc):
-                    raise  # contention: the whole batch is retried
-                execute_in_worker("ROLLBACK TO grouped_unit")
-                execute_in_worker("RELEASE grouped_unit")
-                outcomes.append((False, future_safe(exc)))
-            else:
-                execute_in_worker("RELEASE grouped_unit")
-                outcomes.append((True, result))
-    return outcomes
+    """In the worker thread: every unit of the batch in one transaction, each
+    in a SAVEPOINT of its own."""
+    conn.info[GROUPED] = True  # ORM units then work in a savepoint too (Database.run)
+    try:
+        with conn.begin():
+            return [_run_unit(request, retryable, conn) for request in batch]
+    finally:
+        conn.info.pop(GROUPED, None)
+
+
+def _run_unit(
+    request: _Request[Any], retryable: Callable[[BaseException], bool], conn: Connection
+) -> Outcome:
+    if request.future.done():  # its caller was cancelled (perhaps while a retry waited)
+        return (False, None)
+    execute_in_worker("SAVEPOINT grouped_unit")
+    try:
+        result = request.work(conn)
+    except Exception as exc:
+        if retryable(exc):
+            raise  # contention: the whole batch is retried
+        execute_in_worker("ROLLBACK TO grouped_unit")
+        execute_in_worker("RELEASE grouped_unit")
+        return (False, future_safe(exc))
+    execute_in_worker("RELEASE grouped_unit")
+    return (True, result)

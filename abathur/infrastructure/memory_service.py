@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
 
-from abathur.domain import validated
+from abathur.domain import text_arg, validated
 from abathur.domain.core import MemoryOperation, NewAuditEntry, NewTask
 from abathur.domain.memory import (
     CONSOLIDATION_STRATEGIES,
@@ -161,12 +161,6 @@ def _begin_write(
     repo = MemoryRepository(session)
     repo.lock_key(namespace, key)
     return repo, repo.latest(namespace, key)
-
-
-def _check_task_id(task_id: Any) -> None:
-    """The optional ``task_id`` of maintenance calls: None or a non-empty string."""
-    if task_id is not None and (not isinstance(task_id, str) or not task_id):
-        raise ValidationError(f"task_id must be a non-empty string or None, not {task_id!r}")
 
 
 def _audit_task(session: OrmSession, task_id: str | None) -> str:
@@ -627,9 +621,9 @@ class MemoryService:
         Returns the number of keys expired."""
         if not isinstance(older_than, timedelta) or older_than < timedelta(0):
             raise ValidationError("older_than must be a non-negative timedelta")
-        if not isinstance(expired_by, str) or not expired_by:
-            raise ValidationError("expired_by must be a non-empty string")
-        _check_task_id(task_id)
+        text_arg(expired_by, "expired_by")
+        if task_id is not None:
+            text_arg(task_id, "task_id")
         try:
             cutoff = utcnow() - older_than
         except OverflowError as exc:
@@ -671,7 +665,8 @@ class MemoryService:
         without one, the system task ``abathur-system`` (created on first use).
         Idempotent: returns how many entries were written (0 on a second run).
         """
-        _check_task_id(task_id)
+        if task_id is not None:
+            text_arg(task_id, "task_id")
 
         def work(session: OrmSession) -> int:
             audit_task = _audit_task(session, task_id)

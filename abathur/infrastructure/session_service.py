@@ -193,10 +193,7 @@ class SessionService:
         ref = validated(StateKey, session_id=session_id, key=key)
 
         def work(session: Connection) -> Any | None:
-            row = SessionRepository(session).get(ref.session_id)
-            if row is None:
-                raise NotFoundError(f"session {ref.session_id!r} not found")
-            return row.state.get(ref.key)
+            return SessionRepository(session).state(ref.session_id).get(ref.key)
 
         return await self._db.read(work, one_statement=True)
 
@@ -230,10 +227,9 @@ class SessionService:
 
         def work(session: Connection) -> None:
             repo = SessionRepository(session)
-            row = repo.lock(session_id)
+            row = repo.lock(session_id, with_state=True)
             _check_transition(row, "terminated")
-            state = repo.state(session_id)
-            kept = {k: v for k, v in state.items() if not k.startswith(TEMP_PREFIX)}
+            kept = {k: v for k, v in row.state.items() if not k.startswith(TEMP_PREFIX)}
             repo.save(row, status="terminated", terminated_at=utcnow(), state=kept)
 
         await self._db.write(work)

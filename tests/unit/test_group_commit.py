@@ -333,3 +333,22 @@ async def test_a_queued_caller_cancelled_during_a_retry_writes_nothing(
             await committer
         got = await db.sessions.get_session("s")
         assert got is not None and [e["n"] for e in got["events"]] == list(range(1, writers))
+
+
+async def test_only_units_sharing_a_batch_pay_for_a_savepoint(db: Database) -> None:
+    """An ORM unit works in a savepoint of its own only inside a shared batch
+    (where a failed flush must not roll back the others); a read, or a write
+    alone in its transaction, sends none."""
+    await db.sessions.create_session("s", "app", "u")
+    sent: list[str] = []
+
+    def record(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await db.sessions.list_sessions()  # an ORM read
+        await db.tasks.create_task("alone")  # an ORM write, nobody else writing
+        assert "SAVEPOINT" not in sent, sent
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)

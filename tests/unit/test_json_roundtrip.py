@@ -35,6 +35,17 @@ json_values = st.recursive(
 )
 
 
+def with_database(max_examples: int) -> Any:
+    """Hypothesis settings for a test that uses the ``db`` fixture: no
+    per-example deadline (a database call is not a unit of pure Python), and
+    one database for all the examples of a run."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+
+
 def as_json_numbers(value: Any) -> Any:
     """JSON's own notion of equality: numbers by decimal value, whatever their Python type.
 
@@ -44,11 +55,7 @@ def as_json_numbers(value: Any) -> Any:
     return json.loads(dumps(value), parse_float=Decimal, parse_int=Decimal)
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@with_database(max_examples=60)
 @given(value=json_values)
 async def test_json_column_round_trip(db: Database, value: Any) -> None:
     task = await db.tasks.create_task("json", input_data={"v": value})
@@ -59,11 +66,7 @@ async def test_json_column_round_trip(db: Database, value: Any) -> None:
     assert as_json_numbers(stored.input_data) == as_json_numbers({"v": value})
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@with_database(max_examples=40)
 @given(value=json_values)
 async def test_event_round_trip(db: Database, value: Any) -> None:
     """Events are serialised once, by the check, and stored as that text."""
@@ -128,11 +131,7 @@ state_keys = st.text(max_size=6).filter(lambda k: "\x00" not in k) | st.sampled_
 states = st.dictionaries(state_keys, json_values, max_size=5)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@with_database(max_examples=40)
 @given(initial=states, delta=states, key=state_keys.filter(bool), value=json_values)
 async def test_state_merges_replace_whole_keys(
     db: Database, initial: dict[str, Any], delta: dict[str, Any], key: str, value: Any

@@ -15,7 +15,7 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.models import MemoryEntry
 from abathur.infrastructure.prepared import Prepared
 from abathur.infrastructure.repositories.memory import HISTORY, LATEST
-from abathur.infrastructure.repositories.sessions import CREATE, GET
+from abathur.infrastructure.repositories.sessions import CREATE, GET_WITH_LAST_SEQ
 from abathur.infrastructure.sqlite_driver import worker_connection
 
 
@@ -27,7 +27,7 @@ async def test_rows_match_sqlalchemy(db: Database, task_id: str) -> None:
     cases: list[tuple[Prepared, dict[str, Any]]] = [
         (LATEST, {"namespace": "user:u", "key": "k"}),
         (HISTORY, {"namespace": "user:u", "key": "k"}),
-        (GET, {"id": "s"}),
+        (GET_WITH_LAST_SEQ, {"id": "s"}),
     ]
     for prepared, params in cases:
 
@@ -51,7 +51,7 @@ async def test_field_names_are_the_labels(db: Database) -> None:
     await db.sessions.create_session("s", "app", "u")
 
     def read(conn: Connection) -> Any:
-        return GET.first(conn, {"id": "s"})
+        return GET_WITH_LAST_SEQ.first(conn, {"id": "s"})
 
     row = await db.read(read)
     assert row.id == "s" and row.metadata_ == {} and row.state == {}

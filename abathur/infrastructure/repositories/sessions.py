@@ -50,7 +50,6 @@ EVENTS: Table = SessionEvent.__table__  # type: ignore[assignment]
 SESSION_FIELDS = tuple(
     getattr(Session, prop.key).label(prop.key) for prop in sa_inspect(Session).column_attrs
 )
-GET = Prepared(select(*SESSION_FIELDS).where(Session.id == bindparam("id")))
 # The fields a writer works on, locked. SQLite renders no FOR UPDATE: BEGIN
 # IMMEDIATE already took the write lock. Not the state: writers merge keys
 # into it in the database (``merge_state``) without reading it.
@@ -60,6 +59,11 @@ LOCK_FIELDS = (
     Session.last_update_time.label("last_update_time"),
 )
 LOCK = Prepared(select(*LOCK_FIELDS).where(Session.id == bindparam("id")).with_for_update())
+LOCK_WITH_STATE = Prepared(  # for a writer that rewrites the state whole (terminate)
+    select(*LOCK_FIELDS, Session.state.label("state"))
+    .where(Session.id == bindparam("id"))
+    .with_for_update()
+)
 GET_STATE = Prepared(select(Session.state).where(Session.id == bindparam("id")))
 LAST_SEQ = Prepared(
     select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
@@ -106,6 +110,8 @@ def _merge(dialect: str, keys: int) -> Prepared:
     """``UPDATE sessions`` merging ``keys`` top-level keys into the state:
     SQLite ``json_set(state, path_0, json(value_0), ...)``, PostgreSQL
     ``state || delta``. Both replace each key's whole value and keep the rest."""
+    if dialect != "sqlite":
+        keys = 0  # ``state || :delta``: one statement whatever the number of keys
     statement = _MERGES.get((dialect, keys))
     if statement is None:
         state = SESSIONS.c.state
@@ -158,17 +164,15 @@ class SessionRepository:
                 raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
             raise
 
-    def get(self, session_id: str) -> SessionRow | None:
-        return GET.first(self.session, {"id": session_id})
-
     def get_with_last_seq(self, session_id: str) -> SessionRow | None:
         """The session with ``last_seq``, the seq of its newest event (None when
         there is none), read in one statement."""
         return GET_WITH_LAST_SEQ.first(self.session, {"id": session_id})
 
-    def lock(self, session_id: str) -> SessionRow:
-        """The session row, locked against other writers until the transaction ends."""
-        row = LOCK.first(self.session, {"id": session_id})
+    def lock(self, session_id: str, *, with_state: bool = False) -> SessionRow:
+        """The session row, locked against other writers until the transaction
+        ends; ``with_state`` adds the state document."""
+        row = (LOCK_WITH_STATE if with_state else LOCK).first(self.session, {"id": session_id})
         if row is None:
             raise NotFoundError(f"session {session_id!r} not found")
         return row
@@ -195,8 +199,10 @@ class SessionRepository:
         SAVE.execute(self.session, {"row_id": row.id, **changes})
 
     def state(self, session_id: str) -> dict[str, Any]:
-        """The session's state document (after ``lock``, the row exists)."""
-        state: dict[str, Any] = GET_STATE.scalar(self.session, {"id": session_id})
+        """The session's state document; NotFoundError when there is no session."""
+        state: dict[str, Any] | None = GET_STATE.scalar(self.session, {"id": session_id})
+        if state is None:
+            raise NotFoundError(f"session {session_id!r} not found")
         return state
 
     def merge_state(self, row: SessionRow, delta: Mapping[str, JSONText]) -> None:
