@@ -12,14 +12,11 @@ from logging.config import fileConfig
 
 from sqlalchemy.engine import Connection
 
+from abathur.db.engine import create_engine
+from abathur.db.migrate import migration_connection
+from abathur.db.url import default_url, to_url
 from abathur.errors import MigrationError
-from abathur.infrastructure.database import (
-    create_engine,
-    default_url,
-    migration_connection,
-    to_url,
-)
-from abathur.infrastructure.models import Base
+from abathur.schema.models import Base
 from alembic import context
 
 config = context.config

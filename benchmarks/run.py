@@ -42,9 +42,9 @@ from typing import Any
 
 from sqlalchemy import event
 
-from abathur.infrastructure import database as database_module
+from abathur.db.sqlite import worker as worker_module
+from abathur.db.sqlite.worker import run_in_worker
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.sqlite_driver import run_in_worker
 from benchmarks.baselines import AsyncBaseline, SyncBaseline, dumps, now
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -485,7 +485,7 @@ class Bench:
     async def profile(self) -> dict[str, Any]:
         """Where abathur's append_event spends its time: cProfile of the event
         loop's thread and, separately, of the SQLite worker thread, where each
-        unit of work runs (``database.run_in_worker``)."""
+        unit of work runs (``worker.run_in_worker``)."""
         base = await self.base_file("profile", sessions={"p": 100})
         loop_profiler, worker_profiler = cProfile.Profile(), cProfile.Profile()
         original = run_in_worker
@@ -504,7 +504,7 @@ class Bench:
             for i in range(20):
                 await db.sessions.append_event("p", {**EVENT, "i": i}, state_delta={"session:k": i})
             count = 50 if self.quick else 500
-            setattr(database_module, "run_in_worker", profiled)  # noqa: B010
+            setattr(worker_module, "run_in_worker", profiled)  # noqa: B010
             try:
                 loop_profiler.enable()
                 for i in range(count):
@@ -513,7 +513,7 @@ class Bench:
                     )
                 loop_profiler.disable()
             finally:
-                setattr(database_module, "run_in_worker", original)  # noqa: B010
+                setattr(worker_module, "run_in_worker", original)  # noqa: B010
         return {
             "calls": count,
             "event_loop_thread": _per_call(loop_profiler, count),
@@ -524,7 +524,8 @@ class Bench:
         """abathur's operations on PostgreSQL (no raw baseline: asyncpg is the driver)."""
         from sqlalchemy import text
 
-        from abathur.infrastructure.database import create_engine, to_url
+        from abathur.db.engine import create_engine
+        from abathur.db.url import to_url
 
         schema = f"bench_{uuid.uuid4().hex[:10]}"
         admin = create_engine(to_url(url))
@@ -622,7 +623,7 @@ class Bench:
                 await asyncio.gather(*(writer(f"conc{j}") for j in range(50)))
                 wall = time.perf_counter() - start
                 stored = [
-                    len((await s.get_session(f"conc{j}") or {}).get("events", []))
+                    len(found["events"] if (found := await s.get_session(f"conc{j}")) else [])
                     for j in range(50)
                 ]
                 results.append(
@@ -1013,7 +1014,7 @@ def render(result: dict[str, Any], png: str | None) -> str:
         "## Index usage (EXPLAIN QUERY PLAN of every statement abathur sent)",
         "",
         "Each distinct SELECT/UPDATE/DELETE recorded during the run above, explained on a",
-        "populated database (`tests/integration/test_query_plans.py` does the same in",
+        "populated database (`tests/repositories/test_query_plans.py` does the same in",
         "`make test` for a workload through every public method, on both backends).",
         "A `SCAN <table>` without an index would be a full table scan.",
         "",
@@ -1049,7 +1050,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         }
         pg_url = os.environ.get("ABATHUR_BENCH_POSTGRES_URL")
         if pg_url:
-            from abathur.infrastructure.database import to_url
+            from abathur.db.url import to_url
 
             result["postgres"] = await bench.postgres(pg_url)
             result["postgres_server"] = to_url(pg_url).render_as_string(hide_password=True)

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from abathur.infrastructure.database import Database, create_engine, to_url
+from abathur.db.engine import create_engine
+from abathur.db.url import to_url
+from abathur.infrastructure.database import Database
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from abathur.cli.context import AbathurGroup, AppContext, app
 from abathur.cli.data_commands import audit_group, docs_group, memory_group, session_group
 from abathur.cli.db_commands import db_group
-from abathur.infrastructure.database import DEFAULT_URL
+from abathur.db.url import DEFAULT_URL
 
 __all__ = ["cli", "main"]
 
@@ -49,7 +49,7 @@ def demo(ctx: click.Context, demo_db: str | None) -> None:
     ``demo``); ABATHUR_DATABASE_URL is ignored so the demo never writes into
     a real database by accident.
     """
-    from abathur.demo import run_demo
+    from abathur.cli.demo import run_demo
 
     root = app(ctx)
     url = demo_db or (root.db_url if root.db_url_given else None)

@@ -81,7 +81,7 @@ async def ensure_schema(db: Database) -> None:
     """Migrate an empty database; refuse one at another revision than the code's head."""
     from alembic.script import ScriptDirectory
 
-    from abathur.infrastructure.database import alembic_config
+    from abathur.db.migrate import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     current = await db.current_revision()

@@ -19,9 +19,11 @@ from abathur.cli.context import (
     when,
 )
 from abathur.domain.documents import SyncResult
+from abathur.domain.memory import MemoryDict
+from abathur.domain.namespaces import parse_namespace
+from abathur.domain.sessions import SessionDict, SessionWithEvents
 from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.namespaces import parse_namespace
 
 # ------------------------------------------------------------------ session
 
@@ -50,14 +52,14 @@ def session_list(
 ) -> None:
     """List sessions, newest first."""
 
-    async def work(db: Database) -> list[dict[str, Any]]:
+    async def work(db: Database) -> list[SessionDict]:
         return await db.sessions.list_sessions(
             app_name=app_name, user_id=user_id, project_id=project_id, status=status, limit=limit
         )
 
     sessions = run_with_db(ctx, work)
 
-    def human(rows: list[dict[str, Any]]) -> None:
+    def human(rows: list[SessionDict]) -> None:
         if not rows:
             click.echo("no sessions")
         for row in rows:
@@ -83,7 +85,7 @@ def describe_event(event: Any) -> str:
     return f"{head}  {compact(rest)}" if rest else head or compact(event)
 
 
-def print_session(session: dict[str, Any]) -> None:
+def print_session(session: SessionWithEvents) -> None:
     """A session and its events, readably."""
     click.echo(f"session {session['id']}  ({session['status']})")
     click.echo(f"  app:     {session['app_name']}")
@@ -117,7 +119,7 @@ def session_show(
 ) -> None:
     """Show one session with its state and events."""
 
-    async def work(db: Database) -> dict[str, Any] | None:
+    async def work(db: Database) -> SessionWithEvents | None:
         return await db.sessions.get_session(session_id, recent_events=recent_events)
 
     session = run_with_db(ctx, work)
@@ -134,7 +136,7 @@ def memory_group() -> None:
     """Read and write versioned long-term memory."""
 
 
-def print_memory(entry: dict[str, Any]) -> None:
+def print_memory(entry: MemoryDict) -> None:
     """One memory version, readably."""
     deleted = "  [deleted]" if entry.get("is_deleted") else ""
     by = entry.get("updated_by") or entry.get("created_by") or "-"
@@ -145,7 +147,7 @@ def print_memory(entry: dict[str, Any]) -> None:
     click.echo(f"  {compact(entry['value'])}")
 
 
-def print_memories(entries: list[dict[str, Any]]) -> None:
+def print_memories(entries: list[MemoryDict]) -> None:
     """Memory versions one after the other, or a note that there are none."""
     if not entries:
         click.echo("no memories")
@@ -199,7 +201,7 @@ def memory_put(
     parsed = parse_json_argument(value, "VALUE")
     meta = None if metadata is None else parse_json_argument(metadata, "--metadata")
 
-    async def work(db: Database) -> tuple[str, dict[str, Any] | None]:
+    async def work(db: Database) -> tuple[str, MemoryDict | None]:
         current = await db.memory.get_memory(namespace, key)
         if current is None:
             if memory_type is None:
@@ -281,7 +283,7 @@ def memory_restore(
 ) -> None:
     """Write VERSION's value again as a new version (also undeletes)."""
 
-    async def work(db: Database) -> dict[str, Any] | None:
+    async def work(db: Database) -> MemoryDict | None:
         await db.memory.restore_memory(namespace, key, version, actor, task_id)
         return await db.memory.get_memory(namespace, key)
 

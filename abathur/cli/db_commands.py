@@ -11,8 +11,9 @@ import click
 from sqlalchemy.engine import Connection
 
 from abathur.cli.context import emit, json_option, run_with_db
+from abathur.db.migrate import alembic_config
 from abathur.errors import AlreadyExistsError, ConfigurationError, DatabaseError, NotFoundError
-from abathur.infrastructure.database import Database, alembic_config
+from abathur.infrastructure.database import Database
 
 
 @click.group("db", cls=click.Group)
@@ -98,7 +99,7 @@ def _drift(connection: Connection) -> list[str]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from abathur.infrastructure.models import Base
+    from abathur.schema.models import Base
 
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     return [_describe_diff(d) for d in compare_metadata(context, Base.metadata)]

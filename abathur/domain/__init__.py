@@ -1,15 +1,29 @@
-"""Public values: pydantic models that services accept and return."""
+"""Values and pure rules: what services accept (``Input``) and return (``Record``
+for tasks and documents, TypedDicts for sessions, events and memory)."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticError
 
 from abathur.errors import ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Input(BaseModel):
+    """What a service accepts: strict (a wrong type is an error, never silently
+    converted), no unknown fields, immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Record(BaseModel):
+    """A row read back from the database, as tasks and documents return it."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
 
 
 def validated(schema: type[M], /, **fields: Any) -> M:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from abathur.domain import Input, Record
 
 TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 AgentState = Literal["idle", "working", "waiting", "terminated"]
 MemoryOperation = Literal["create", "update", "delete", "consolidate", "publish"]
-
-
-class Record(BaseModel):
-    """A row read back from the database."""
-
-    model_config = ConfigDict(from_attributes=True, frozen=True)
+TASK_STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
+AGENT_STATES: tuple[AgentState, ...] = get_args(AgentState)
+MEMORY_OPERATIONS: tuple[MemoryOperation, ...] = get_args(MemoryOperation)
 
 
 class TaskRecord(Record):
@@ -40,9 +39,7 @@ class TaskRecord(Record):
     session_id: str | None
 
 
-class NewTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NewTask(Input):
     prompt: str = Field(min_length=1)
     id: str | None = Field(default=None, min_length=1)
     agent_type: str = "general"
@@ -68,9 +65,7 @@ class AgentRecord(Record):
     session_id: str | None
 
 
-class NewAgent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NewAgent(Input):
     name: str = Field(min_length=1)
     specialization: str
     model: str
@@ -102,9 +97,7 @@ class AuditRecord(Record):
     memory_entry_id: int | None
 
 
-class NewAuditEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NewAuditEntry(Input):
     task_id: str
     action_type: str = Field(min_length=1)
     action_data: Any | None = None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from abathur.domain.core import Record
+from abathur.domain import Record
 
 SyncStatus = Literal["pending", "synced", "failed", "stale"]
+SYNC_STATUSES: tuple[SyncStatus, ...] = get_args(SyncStatus)
 
 
 class DocumentRecord(Record):

@@ -1,17 +1,21 @@
-"""Milestone 2 memory values: the inputs MemoryService accepts and the access scope."""
+"""Milestone 2 memory values: the inputs MemoryService accepts, the dict it
+returns (``MemoryDict``, built by ``memory_dict``) and the access scope."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol, TypedDict, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, Field, StrictInt
 
-from abathur.infrastructure.namespaces import check_key, parse_namespace
-from abathur.infrastructure.types import check_json
+from abathur.domain import Input
+from abathur.domain.namespaces import check_key, parse_namespace
+from abathur.strict_json import check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
+MEMORY_TYPES: tuple[MemoryType, ...] = get_args(MemoryType)
 ConsolidationStrategy = Literal["latest_wins", "merge", "llm_based"]
-CONSOLIDATION_STRATEGIES: tuple[str, ...] = ("latest_wins", "merge", "llm_based")
+CONSOLIDATION_STRATEGIES: tuple[ConsolidationStrategy, ...] = get_args(ConsolidationStrategy)
 MAX_SEARCH_LIMIT = 1000
 MAX_ACTOR_LENGTH = 256
 
@@ -61,11 +65,7 @@ JSONObject = Annotated[dict[str, Any], Field(strict=True), AfterValidator(_json)
 Version = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]  # an INTEGER column
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KeyRef(_Input):
+class KeyRef(Input):
     namespace: Namespace
     key: Key
 
@@ -99,7 +99,7 @@ class MemoryRestore(KeyRef):
     task_id: TaskId
 
 
-class MemoryPublish(_Input):
+class MemoryPublish(Input):
     from_namespace: Namespace
     to_namespace: Namespace
     key: Key
@@ -107,13 +107,13 @@ class MemoryPublish(_Input):
     task_id: TaskId
 
 
-class MemorySearch(_Input):
+class MemorySearch(Input):
     namespace_prefix: SubtreeRoot
     memory_type: MemoryType | None = None
     limit: Annotated[StrictInt, Field(ge=1, le=MAX_SEARCH_LIMIT)] = 50
 
 
-class Consolidation(_Input):
+class Consolidation(Input):
     namespace: SubtreeRoot
     strategy: ConsolidationStrategy
     consolidated_by: Actor
@@ -133,7 +133,7 @@ ScopeId = Annotated[
 ]
 
 
-class AccessContext(_Input):
+class AccessContext(Input):
     """Who is asking: the namespaces a scoped memory view may read and write.
 
     Reads: ``session:<session_id>``, ``user:<user_id>``, ``app:<app_name>`` and,
@@ -163,3 +163,66 @@ class AccessContext(_Input):
         if self.can_write_project and self.project_id is not None:
             roots.append(f"project:{self.project_id}")
         return roots
+
+
+class MemoryFields(Protocol):
+    """What ``memory_dict`` reads: a memory version row (ORM object or plain row)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def memory_type(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def is_deleted(self) -> Any: ...
+    @property
+    def metadata_(self) -> Any: ...
+    @property
+    def created_by(self) -> str | None: ...
+    @property
+    def updated_by(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+class MemoryDict(TypedDict):
+    """One memory version as every MemoryService read and write returns it."""
+
+    id: int
+    namespace: str
+    key: str
+    value: dict[str, Any]
+    memory_type: str
+    version: int
+    is_deleted: bool
+    metadata: dict[str, Any] | None
+    created_by: str | None
+    updated_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def memory_dict(row: MemoryFields) -> MemoryDict:
+    return {
+        "id": row.id,
+        "namespace": row.namespace,
+        "key": row.key,
+        "value": row.value,
+        "memory_type": row.memory_type,
+        "version": row.version,
+        "is_deleted": bool(row.is_deleted),
+        "metadata": row.metadata_,
+        "created_by": row.created_by,
+        "updated_by": row.updated_by,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }

@@ -1,26 +1,22 @@
 """Session values: what SessionService accepts, and the dicts it returns.
 
-The spec's methods return plain dicts; these models shape them
-(``model_dump()``) so every caller sees the same keys, parsed JSON and aware
-UTC datetimes. The lifecycle lives here too, as data: which status may follow
-which.
+The spec's methods return plain dicts: ``SessionDict`` and ``EventDict`` name
+their keys for type checkers and readers (at run time they are ordinary
+dicts), and ``session_dict`` / ``event_dict`` build them from a row. The
+lifecycle lives here too, as data: which status may follow which.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypedDict, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from abathur.domain import Input
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
-SESSION_STATUSES: tuple[SessionStatus, ...] = (
-    "created",
-    "active",
-    "paused",
-    "terminated",
-    "archived",
-)
+SESSION_STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
 
 # created -> active -> (paused <-> active)* -> terminated -> archived; created -> terminated.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -35,12 +31,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # No new events or state once a session has ended.
 CLOSED_STATUSES = frozenset({"terminated", "archived"})
 TEMP_PREFIX = "temp:"
-
-
-class Input(BaseModel):
-    """Strict: a wrong type is an error, never silently converted."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NewSession(Input):
@@ -79,13 +69,90 @@ class SessionQuery(Input):
     before: str | None = None
 
 
-class Record(BaseModel):
-    model_config = ConfigDict(from_attributes=True, frozen=True)
+class SessionFields(Protocol):
+    """What ``session_dict`` reads: a session row (ORM object or plain row)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def app_name(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def project_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def metadata_(self) -> Any: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def last_update_time(self) -> datetime: ...
+    @property
+    def terminated_at(self) -> datetime | None: ...
+    @property
+    def archived_at(self) -> datetime | None: ...
 
 
-class EventRecord(Record):
+class SessionDict(TypedDict):
+    """A session as ``get_session`` and the listings return it."""
+
+    id: str
+    app_name: str
+    user_id: str
+    project_id: str | None
+    status: str
+    state: dict[str, Any]
+    metadata: Any
+    created_at: datetime
+    last_update_time: datetime
+    terminated_at: datetime | None
+    archived_at: datetime | None
+
+
+class SessionWithEvents(SessionDict):
+    """``get_session``'s result: the session and (some of) its events."""
+
+    events: list[Any]
+    last_seq: int
+
+
+def session_dict(row: SessionFields) -> SessionDict:
+    """A session as the API returns it (read from the database, whose
+    constraints already hold every field to its shape)."""
+    return {
+        "id": row.id,
+        "app_name": row.app_name,
+        "user_id": row.user_id,
+        "project_id": row.project_id,
+        "status": row.status,
+        "state": row.state,
+        "metadata": row.metadata_,
+        "created_at": row.created_at,
+        "last_update_time": row.last_update_time,
+        "terminated_at": row.terminated_at,
+        "archived_at": row.archived_at,
+    }
+
+
+class EventFields(Protocol):
+    @property
+    def seq(self) -> int: ...
+    @property
+    def event(self) -> Any: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+class EventDict(TypedDict):
     """One entry of ``list_events``: the event and its place in the log."""
 
     seq: int
     event: Any
     created_at: datetime
+
+
+def event_dict(row: EventFields) -> EventDict:
+    return {"seq": row.seq, "event": row.event, "created_at": row.created_at}

@@ -24,8 +24,10 @@ from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
 
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy import orm
 
+from abathur.db.storage import Storage
+from abathur.domain.clock import utcnow
 from abathur.domain.documents import (
     DocumentRecord,
     ScannedDocument,
@@ -33,9 +35,7 @@ from abathur.domain.documents import (
     SyncResult,
 )
 from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
-from abathur.infrastructure.database import Database
-from abathur.infrastructure.repositories.documents import DocumentIndexRepository
-from abathur.infrastructure.types import utcnow
+from abathur.repositories.documents import DocumentIndexRepository
 
 BATCH_SIZE = 200
 """Files per write transaction: big enough to be quick, small enough not to
@@ -147,7 +147,7 @@ def scan_batch(paths: Sequence[Path]) -> list[ScannedDocument | SyncProblem]:
 class DocumentIndexService:
     """The document index: directory sync, the embedding queue, and its results."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Storage):
         self._db = db
 
     async def sync_directory(
@@ -229,7 +229,7 @@ class DocumentIndexService:
 
     @staticmethod
     def _apply(
-        session: OrmSession, documents: list[ScannedDocument]
+        session: orm.Session, documents: list[ScannedDocument]
     ) -> tuple[list[str], list[str], int]:
         repo = DocumentIndexRepository(session)
         existing = repo.by_paths(d.file_path for d in documents)
@@ -250,7 +250,7 @@ class DocumentIndexService:
         return added, changed, unchanged
 
     @staticmethod
-    def _mark_missing(session: OrmSession, paths: list[str]) -> None:
+    def _mark_missing(session: orm.Session, paths: list[str]) -> None:
         repo = DocumentIndexRepository(session)
         now = utcnow()
         for row in (repo.by_paths(paths)).values():
@@ -260,7 +260,7 @@ class DocumentIndexService:
     async def get_document(self, document_id: int) -> DocumentRecord | None:
         """The row with this id, or None."""
 
-        def work(session: OrmSession) -> DocumentRecord | None:
+        def work(session: orm.Session) -> DocumentRecord | None:
             row = DocumentIndexRepository(session).get(document_id)
             return None if row is None else DocumentRecord.model_validate(row)
 
@@ -270,7 +270,7 @@ class DocumentIndexService:
         """Every row below ``directory`` (resolved like ``sync_directory`` does), by path."""
         root = (await asyncio.to_thread(_resolve_directory, directory)).as_posix()
 
-        def work(session: OrmSession) -> list[DocumentRecord]:
+        def work(session: orm.Session) -> list[DocumentRecord]:
             rows = DocumentIndexRepository(session).under(root)
             return [DocumentRecord.model_validate(r) for r in rows]
 
@@ -285,7 +285,7 @@ class DocumentIndexService:
         if limit < 1:
             raise ValidationError("limit must be at least 1")
 
-        def work(session: OrmSession) -> list[DocumentRecord]:
+        def work(session: orm.Session) -> list[DocumentRecord]:
             rows = DocumentIndexRepository(session).pending(limit, include_missing=include_missing)
             return [DocumentRecord.model_validate(r) for r in rows]
 
@@ -312,7 +312,7 @@ class DocumentIndexService:
             raise ValidationError("embedding must be bytes")
         blob = bytes(embedding)
 
-        def work(session: OrmSession) -> DocumentRecord:
+        def work(session: orm.Session) -> DocumentRecord:
             repo = DocumentIndexRepository(session)
             # Locked: a sync that changes the hash meanwhile must not be
             # overwritten with an embedding of the old content.

@@ -18,10 +18,13 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import orm
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session as OrmSession
 
+from abathur.db.sqlite.prepared import Executor
+from abathur.db.storage import Storage
 from abathur.domain import text_arg, validated
+from abathur.domain.clock import utcnow
 from abathur.domain.core import MemoryOperation, NewAuditEntry, NewTask
 from abathur.domain.memory import (
     CONSOLIDATION_STRATEGIES,
@@ -29,6 +32,7 @@ from abathur.domain.memory import (
     Consolidation,
     KeyRef,
     MemoryDeletion,
+    MemoryDict,
     MemoryPublish,
     MemoryRestore,
     MemorySearch,
@@ -36,7 +40,9 @@ from abathur.domain.memory import (
     NewMemory,
     VersionRef,
     json_object,
+    memory_dict,
 )
+from abathur.domain.namespaces import is_in_subtree, parse_namespace
 from abathur.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -44,19 +50,13 @@ from abathur.errors import (
     NotFoundError,
     ValidationError,
 )
-from abathur.infrastructure.database import Database
-from abathur.infrastructure.models import MemoryEntry, Task
-from abathur.infrastructure.namespaces import is_in_subtree, parse_namespace
-from abathur.infrastructure.repositories.core import (
-    AuditRepository,
-    Executor,
-    TaskRepository,
-    require,
-)
-from abathur.infrastructure.repositories.memory import MemoryRepository, MemoryVersion
-from abathur.infrastructure.types import utcnow
+from abathur.repositories.audit import AuditRepository
+from abathur.repositories.base import require
+from abathur.repositories.memory import MemoryRepository, MemoryVersion
+from abathur.repositories.tasks import TaskRepository
+from abathur.schema.models import MemoryEntry, Task
 
-Resolver = Callable[[list[dict[str, Any]]], Awaitable[Any]]
+Resolver = Callable[[list[MemoryDict]], Awaitable[Any]]
 """``llm_based`` consolidation: receives a key's live versions (oldest first) and
 returns the consolidated value, a JSON object."""
 
@@ -99,23 +99,6 @@ DEFAULT_MEMORIES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
 )
 
 
-def memory_dict(row: MemoryEntry | MemoryVersion) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "namespace": row.namespace,
-        "key": row.key,
-        "value": row.value,
-        "memory_type": row.memory_type,
-        "version": row.version,
-        "is_deleted": bool(row.is_deleted),
-        "metadata": row.metadata_,
-        "created_by": row.created_by,
-        "updated_by": row.updated_by,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
-
-
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     """``overlay`` over ``base``: nested objects merge, anything else is replaced."""
     merged = copy.deepcopy(base)
@@ -128,7 +111,7 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 
 
 def _audit(
-    session: Executor,
+    executor: Executor,
     entry: MemoryEntry | MemoryVersion,
     *,
     task_id: str,
@@ -139,7 +122,7 @@ def _audit(
     """The one audit row of a memory write. ``entry`` is the version written
     (for a delete, the latest one); ``action_data`` holds its key and version
     and ``data``."""
-    AuditRepository(session).append(
+    AuditRepository(executor).append(
         NewAuditEntry(
             task_id=task_id,
             action_type=action_type,
@@ -153,17 +136,17 @@ def _audit(
 
 
 def _begin_write(
-    session: Executor, task_id: str, namespace: str, key: str
+    executor: Executor, task_id: str, namespace: str, key: str
 ) -> tuple[MemoryRepository, MemoryVersion | None]:
     """What every write of one key starts with: the task must exist, the key's
     writers are serialised, and its newest version (deleted or not) is read."""
-    require(session, Task, task_id, "task")
-    repo = MemoryRepository(session)
+    require(executor, Task, task_id, "task")
+    repo = MemoryRepository(executor)
     repo.lock_key(namespace, key)
     return repo, repo.latest(namespace, key)
 
 
-def _audit_task(session: OrmSession, task_id: str | None) -> str:
+def _audit_task(session: orm.Session, task_id: str | None) -> str:
     """The task that audit rows name: ``task_id`` (which must exist) or the system task.
 
     Maintenance (consolidation, expiry, seeding) may run outside any task; its
@@ -190,7 +173,7 @@ def _audit_task(session: OrmSession, task_id: str | None) -> str:
 class MemoryService:
     """Long-term memory. ``resolver`` serves the ``llm_based`` consolidation strategy."""
 
-    def __init__(self, db: Database, resolver: Resolver | None = None):
+    def __init__(self, db: Storage, resolver: Resolver | None = None):
         self._db = db
         self._resolver = resolver
 
@@ -204,13 +187,13 @@ class MemoryService:
 
     async def get_memory(
         self, namespace: str, key: str, version: int | None = None
-    ) -> dict[str, Any] | None:
+    ) -> MemoryDict | None:
         """The current version of a live key, or with ``version`` that exact row
         (deleted or not; its ``is_deleted`` says which). ``None`` when absent."""
         ref = validated(VersionRef, namespace=namespace, key=key, version=version)
 
-        def work(session: Connection) -> dict[str, Any] | None:
-            repo = MemoryRepository(session)
+        def work(conn: Connection) -> MemoryDict | None:
+            repo = MemoryRepository(conn)
             if ref.version is not None:
                 row = repo.version(ref.namespace, ref.key, ref.version)
             else:
@@ -221,19 +204,19 @@ class MemoryService:
 
         return await self._db.read(work, one_statement=True)
 
-    async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
+    async def get_memory_history(self, namespace: str, key: str) -> list[MemoryDict]:
         """Every version of the key, ascending, deleted ones included; ``[]`` if unknown."""
         ref = validated(KeyRef, namespace=namespace, key=key)
 
-        def work(session: Connection) -> list[dict[str, Any]]:
-            rows = MemoryRepository(session).history(ref.namespace, ref.key)
+        def work(conn: Connection) -> list[MemoryDict]:
+            rows = MemoryRepository(conn).history(ref.namespace, ref.key)
             return [memory_dict(r) for r in rows]
 
         return await self._db.read(work, one_statement=True)
 
     async def search_memories(
         self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    ) -> list[MemoryDict]:
         """The current version of every live key in the subtree of ``namespace_prefix``.
 
         Matching is by whole segments: ``user:alice`` finds ``user:alice`` and
@@ -246,8 +229,8 @@ class MemoryService:
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
         )
 
-        def work(session: Connection) -> list[dict[str, Any]]:
-            rows = MemoryRepository(session).search(
+        def work(conn: Connection) -> list[MemoryDict]:
+            rows = MemoryRepository(conn).search(
                 query.namespace_prefix, query.memory_type, query.limit
             )
             return [memory_dict(r) for r in rows]
@@ -281,8 +264,8 @@ class MemoryService:
             metadata=metadata,
         )
 
-        def work(session: Connection) -> int:
-            repo, latest = _begin_write(session, new.task_id, new.namespace, new.key)
+        def work(conn: Connection) -> int:
+            repo, latest = _begin_write(conn, new.task_id, new.namespace, new.key)
             if latest is not None and not latest.is_deleted:
                 raise AlreadyExistsError(
                     f"memory {new.namespace!r}/{new.key!r} already exists "
@@ -300,7 +283,7 @@ class MemoryService:
                 )
             )
             _audit(
-                session,
+                conn,
                 row,
                 task_id=new.task_id,
                 operation="create",
@@ -325,8 +308,8 @@ class MemoryService:
             task_id=task_id,
         )
 
-        def work(session: Connection) -> int:
-            repo, latest = _begin_write(session, change.task_id, change.namespace, change.key)
+        def work(conn: Connection) -> int:
+            repo, latest = _begin_write(conn, change.task_id, change.namespace, change.key)
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
             row = repo.insert(
@@ -341,7 +324,7 @@ class MemoryService:
                 )
             )
             _audit(
-                session,
+                conn,
                 row,
                 task_id=change.task_id,
                 operation="update",
@@ -361,13 +344,13 @@ class MemoryService:
             MemoryDeletion, namespace=namespace, key=key, deleted_by=deleted_by, task_id=task_id
         )
 
-        def work(session: Connection) -> None:
-            repo, latest = _begin_write(session, deletion.task_id, deletion.namespace, deletion.key)
+        def work(conn: Connection) -> None:
+            repo, latest = _begin_write(conn, deletion.task_id, deletion.namespace, deletion.key)
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {deletion.namespace!r}/{deletion.key!r} not found")
             repo.mark_deleted(deletion.namespace, deletion.key)
             _audit(
-                session,
+                conn,
                 latest,
                 task_id=deletion.task_id,
                 operation="delete",
@@ -395,8 +378,8 @@ class MemoryService:
             task_id=task_id,
         )
 
-        def work(session: Connection) -> int:
-            repo, latest = _begin_write(session, restore.task_id, restore.namespace, restore.key)
+        def work(conn: Connection) -> int:
+            repo, latest = _begin_write(conn, restore.task_id, restore.namespace, restore.key)
             source = repo.version(restore.namespace, restore.key, restore.version)
             if source is None or latest is None:
                 raise NotFoundError(
@@ -414,7 +397,7 @@ class MemoryService:
                 )
             )
             _audit(
-                session,
+                conn,
                 row,
                 task_id=restore.task_id,
                 operation="update",
@@ -453,8 +436,8 @@ class MemoryService:
                 f"publish copies into a user: or project: namespace, not {publish.to_namespace!r}"
             )
 
-        def work(session: Connection) -> int:
-            repo, target = _begin_write(session, publish.task_id, publish.to_namespace, publish.key)
+        def work(conn: Connection) -> int:
+            repo, target = _begin_write(conn, publish.task_id, publish.to_namespace, publish.key)
             source = repo.latest(publish.from_namespace, publish.key)
             if source is None or source.is_deleted:
                 raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
@@ -476,7 +459,7 @@ class MemoryService:
                 )
             )
             _audit(
-                session,
+                conn,
                 row,
                 task_id=publish.task_id,
                 operation="publish",
@@ -539,7 +522,7 @@ class MemoryService:
                     raise ValidationError(str(exc)) from exc
                 resolved[(ns, key)] = ([v["id"] for v in versions], value)
 
-        def work(session: OrmSession) -> int:
+        def work(session: orm.Session) -> int:
             audit_task = _audit_task(session, request.task_id)
             repo = MemoryRepository(session)
             if request.strategy == "llm_based":
@@ -596,10 +579,10 @@ class MemoryService:
 
         return await self._db.run(work)
 
-    async def _conflicts(self, root: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        def work(session: OrmSession) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    async def _conflicts(self, root: str) -> dict[tuple[str, str], list[MemoryDict]]:
+        def work(session: orm.Session) -> dict[tuple[str, str], list[MemoryDict]]:
             repo = MemoryRepository(session)
-            found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            found: dict[tuple[str, str], list[MemoryDict]] = {}
             for ns, key in repo.keys_with_several_live_versions(root):
                 found[(ns, key)] = [memory_dict(r) for r in repo.live_versions(ns, key)]
             return found
@@ -629,7 +612,7 @@ class MemoryService:
         except OverflowError as exc:
             raise ValidationError(f"older_than={older_than} reaches before the year 1") from exc
 
-        def work(session: OrmSession) -> int:
+        def work(session: orm.Session) -> int:
             audit_task = _audit_task(session, task_id)
             repo = MemoryRepository(session)
             count = 0
@@ -668,7 +651,7 @@ class MemoryService:
         if task_id is not None:
             text_arg(task_id, "task_id")
 
-        def work(session: OrmSession) -> int:
+        def work(session: orm.Session) -> int:
             audit_task = _audit_task(session, task_id)
             repo = MemoryRepository(session)
             written = 0
@@ -776,19 +759,19 @@ class ScopedMemory:
 
     async def get_memory(
         self, namespace: str, key: str, version: int | None = None
-    ) -> dict[str, Any] | None:
+    ) -> MemoryDict | None:
         """As ``MemoryService.get_memory``; the namespace must be readable in this scope."""
         self._allow(namespace, write=False)
         return await self._service.get_memory(namespace, key, version)
 
-    async def get_memory_history(self, namespace: str, key: str) -> list[dict[str, Any]]:
+    async def get_memory_history(self, namespace: str, key: str) -> list[MemoryDict]:
         """As ``MemoryService.get_memory_history``; the namespace must be readable in this scope."""
         self._allow(namespace, write=False)
         return await self._service.get_memory_history(namespace, key)
 
     async def search_memories(
         self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    ) -> list[MemoryDict]:
         """As ``MemoryService.search_memories``; the prefix must lie inside a readable scope."""
         self._allow(namespace_prefix, write=False)
         return await self._service.search_memories(namespace_prefix, memory_type, limit)

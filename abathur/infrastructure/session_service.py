@@ -15,21 +15,27 @@ import os
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import orm
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session as OrmSession
 
+from abathur.db.storage import Storage
 from abathur.domain import text_arg, validated
+from abathur.domain.clock import utcnow
 from abathur.domain.sessions import (
     CLOSED_STATUSES,
     SESSION_STATUSES,
     TEMP_PREFIX,
     TRANSITIONS,
     EventBatch,
+    EventDict,
     EventQuery,
-    EventRecord,
     NewSession,
+    SessionDict,
     SessionQuery,
+    SessionWithEvents,
     StateKey,
+    event_dict,
+    session_dict,
 )
 from abathur.errors import (
     ConflictError,
@@ -38,11 +44,10 @@ from abathur.errors import (
     StaleSessionError,
     ValidationError,
 )
-from abathur.infrastructure.database import Database
-from abathur.infrastructure.models import Session
-from abathur.infrastructure.repositories.core import require
-from abathur.infrastructure.repositories.sessions import SessionRepository, SessionRow, later
-from abathur.infrastructure.types import check_json, check_members, utcnow
+from abathur.repositories.base import require
+from abathur.repositories.sessions import SessionRepository, SessionRow, later
+from abathur.schema.models import Session
+from abathur.strict_json import check_json, check_members
 
 # uuid.uuid4(): clear the version and variant bits, then set version 4, RFC 4122.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -68,31 +73,13 @@ def _check_transition(row: SessionRow, status: str) -> None:
         )
 
 
-def session_dict(row: SessionRow | Session) -> dict[str, Any]:
-    """A session as the API returns it (read from the database, whose
-    constraints already hold every field to its shape)."""
-    return {
-        "id": row.id,
-        "app_name": row.app_name,
-        "user_id": row.user_id,
-        "project_id": row.project_id,
-        "status": row.status,
-        "state": row.state,
-        "metadata": row.metadata_,
-        "created_at": row.created_at,
-        "last_update_time": row.last_update_time,
-        "terminated_at": row.terminated_at,
-        "archived_at": row.archived_at,
-    }
-
-
 def _check_open(row: SessionRow) -> None:
     if row.status in CLOSED_STATUSES:
         raise ConflictError(f"session {row.id!r} is {row.status}: it accepts no more writes")
 
 
 class SessionService:
-    def __init__(self, db: Database):
+    def __init__(self, db: Storage):
         self._db = db
 
     # ------------------------------------------------------------ spec API
@@ -116,8 +103,8 @@ class SessionService:
         )
         state = check_json(new.state, "initial_state")  # stored as this text
 
-        def work(session: Connection) -> None:
-            SessionRepository(session).create(new, state)
+        def work(conn: Connection) -> None:
+            SessionRepository(conn).create(new, state)
 
         await self._db.write(work, one_statement=True)
 
@@ -127,7 +114,7 @@ class SessionService:
         *,
         recent_events: int | None = None,
         after: datetime | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> SessionWithEvents | None:
         """The session with its ordered ``events``, or None.
 
         ``recent_events=n`` keeps only the newest n events (0: none);
@@ -138,8 +125,8 @@ class SessionService:
         query = validated(EventQuery, recent_events=recent_events, after=after)
         _require_aware(query.after, "after")
 
-        def work(session: Connection) -> dict[str, Any] | None:
-            repo = SessionRepository(session)
+        def work(conn: Connection) -> SessionWithEvents | None:
+            repo = SessionRepository(conn)
             row = repo.get_with_last_seq(session_id)
             if row is None:
                 return None
@@ -175,8 +162,8 @@ class SessionService:
                 f"invalid session status {status!r}; valid: {', '.join(SESSION_STATUSES)}"
             )
 
-        def work(session: Connection) -> None:
-            repo = SessionRepository(session)
+        def work(conn: Connection) -> None:
+            repo = SessionRepository(conn)
             row = repo.lock(session_id)
             _check_transition(row, status)
             changes: dict[str, Any] = {"status": status}
@@ -192,8 +179,8 @@ class SessionService:
         """The value under ``key``, or None when the key is not set."""
         ref = validated(StateKey, session_id=session_id, key=key)
 
-        def work(session: Connection) -> Any | None:
-            return SessionRepository(session).state(ref.session_id).get(ref.key)
+        def work(conn: Connection) -> Any | None:
+            return SessionRepository(conn).state(ref.session_id).get(ref.key)
 
         return await self._db.read(work, one_statement=True)
 
@@ -202,20 +189,20 @@ class SessionService:
         write = validated(StateKey, session_id=session_id, key=key)
         delta = {write.key: check_json(value, f"state value of {key!r}")}
 
-        def work(session: Connection) -> None:
-            repo = SessionRepository(session)
+        def work(conn: Connection) -> None:
+            repo = SessionRepository(conn)
             row = repo.lock(write.session_id)
             _check_open(row)
             repo.merge_state(row, delta)
 
         await self._db.write(work)
 
-    async def list_active_sessions(self, user_id: str | None = None) -> list[dict[str, Any]]:
+    async def list_active_sessions(self, user_id: str | None = None) -> list[SessionDict]:
         """Active sessions, most recently updated first (without their events)."""
         if user_id is not None:
             text_arg(user_id, "user_id")
 
-        def work(session: OrmSession) -> list[dict[str, Any]]:
+        def work(session: orm.Session) -> list[SessionDict]:
             rows = SessionRepository(session).list_active(user_id)
             return [session_dict(r) for r in rows]
 
@@ -225,8 +212,8 @@ class SessionService:
         """Status ``terminated``, ``terminated_at`` set, every ``temp:`` key dropped."""
         text_arg(session_id, "session_id")
 
-        def work(session: Connection) -> None:
-            repo = SessionRepository(session)
+        def work(conn: Connection) -> None:
+            repo = SessionRepository(conn)
             row = repo.lock(session_id, with_state=True)
             _check_transition(row, "terminated")
             kept = {k: v for k, v in row.state.items() if not k.startswith(TEMP_PREFIX)}
@@ -261,8 +248,8 @@ class SessionService:
         documents = [check_json(event, "event") for event in stamped]  # serialised once
         delta = check_members(batch.state_delta or {}, "state_delta")
 
-        def work(session: Connection) -> int:
-            repo = SessionRepository(session)
+        def work(conn: Connection) -> int:
+            repo = SessionRepository(conn)
             row, last = repo.lock_for_append(batch.session_id)
             _check_open(row)
             if batch.expected_seq is not None and batch.expected_seq != last:
@@ -281,18 +268,18 @@ class SessionService:
 
     async def list_events(
         self, session_id: str, *, after_seq: int | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventDict]:
         """A page of the log in seq order: ``{"seq", "event", "created_at"}`` dicts.
         Pass the last ``seq`` of a page as ``after_seq`` to get the next."""
         text_arg(session_id, "session_id")
         query = validated(EventQuery, after_seq=after_seq, limit=limit)
 
-        def work(session: Connection) -> list[dict[str, Any]]:
-            require(session, Session, session_id, "session")
-            rows = SessionRepository(session).events(
+        def work(conn: Connection) -> list[EventDict]:
+            require(conn, Session, session_id, "session")
+            rows = SessionRepository(conn).events(
                 session_id, after_seq=query.after_seq, limit=query.limit
             )
-            return [EventRecord.model_validate(r).model_dump() for r in rows]
+            return [event_dict(r) for r in rows]
 
         return await self._db.read(work)
 
@@ -305,7 +292,7 @@ class SessionService:
         status: str | None = None,
         limit: int = 50,
         before: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[SessionDict]:
         """Sessions newest first (without events). For the next page pass the
         id of the last session of this one as ``before``."""
         query = validated(
@@ -318,7 +305,7 @@ class SessionService:
             before=before,
         )
 
-        def work(session: OrmSession) -> list[dict[str, Any]]:
+        def work(session: orm.Session) -> list[SessionDict]:
             rows = SessionRepository(session).page(query)
             return [session_dict(r) for r in rows]
 
@@ -329,8 +316,8 @@ class SessionService:
         referred to it keep their rows with ``session_id`` NULL."""
         text_arg(session_id, "session_id")
 
-        def work(session: Connection) -> None:
-            if not SessionRepository(session).delete(session_id):
+        def work(conn: Connection) -> None:
+            if not SessionRepository(conn).delete(session_id):
                 raise NotFoundError(f"session {session_id!r} not found")
 
         await self._db.write(work)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy import orm
 
+from abathur.db.storage import Storage
 from abathur.domain import count_arg, text_arg, validated
 from abathur.domain.core import (
     AgentRecord,
@@ -22,22 +23,19 @@ from abathur.domain.core import (
     NewTask,
     TaskRecord,
 )
-from abathur.infrastructure.database import Database
-from abathur.infrastructure.models import Agent, MemoryEntry, Session, Task
-from abathur.infrastructure.repositories.core import (
-    AgentRepository,
-    AuditRepository,
-    CheckpointRepository,
-    TaskRepository,
-    require,
-)
-from abathur.infrastructure.types import check_json
+from abathur.repositories.agents import AgentRepository
+from abathur.repositories.audit import AuditRepository
+from abathur.repositories.base import require
+from abathur.repositories.checkpoints import CheckpointRepository
+from abathur.repositories.tasks import TaskRepository
+from abathur.schema.models import Agent, MemoryEntry, Session, Task
+from abathur.strict_json import check_json
 
 
 class TaskService:
     """Tasks, agents, checkpoints and free-form audit rows (Milestone 1 tables)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Storage):
         self._db = db
 
     async def create_task(self, prompt: str, **fields: Any) -> TaskRecord:
@@ -46,7 +44,7 @@ class TaskService:
         check_json(new.input_data, "input_data")
         task_id = new.id or uuid.uuid4().hex
 
-        def work(session: OrmSession) -> TaskRecord:
+        def work(session: orm.Session) -> TaskRecord:
             row = TaskRepository(session).create(new, task_id)
             return TaskRecord.model_validate(row)
 
@@ -56,7 +54,7 @@ class TaskService:
         """The task with this id, or None."""
         text_arg(task_id, "task_id")
 
-        def work(session: OrmSession) -> TaskRecord | None:
+        def work(session: orm.Session) -> TaskRecord | None:
             row = TaskRepository(session).get(task_id)
             return None if row is None else TaskRecord.model_validate(row)
 
@@ -66,7 +64,7 @@ class TaskService:
         """The tasks linked to ``session_id``, newest first."""
         text_arg(session_id, "session_id")
 
-        def work(session: OrmSession) -> list[TaskRecord]:
+        def work(session: orm.Session) -> list[TaskRecord]:
             rows = TaskRepository(session).list_for_session(session_id)
             return [TaskRecord.model_validate(r) for r in rows]
 
@@ -86,7 +84,7 @@ class TaskService:
         )
         agent_id = new.id or uuid.uuid4().hex
 
-        def work(session: OrmSession) -> AgentRecord:
+        def work(session: orm.Session) -> AgentRecord:
             row = AgentRepository(session).create(new, agent_id)
             return AgentRecord.model_validate(row)
 
@@ -96,7 +94,7 @@ class TaskService:
         """The agent with this id, or None."""
         text_arg(agent_id, "agent_id")
 
-        def work(session: OrmSession) -> AgentRecord | None:
+        def work(session: orm.Session) -> AgentRecord | None:
             row = AgentRepository(session).get(agent_id)
             return None if row is None else AgentRecord.model_validate(row)
 
@@ -112,7 +110,7 @@ class TaskService:
             text_arg(session_id, "session_id")
         check_json(state, "checkpoint state")
 
-        def work(session: OrmSession) -> CheckpointRecord:
+        def work(session: orm.Session) -> CheckpointRecord:
             require(session, Task, task_id, "task")
             if session_id is not None:
                 require(session, Session, session_id, "session")
@@ -125,7 +123,7 @@ class TaskService:
         """The checkpoint of ``task_id`` with the highest iteration, or None."""
         text_arg(task_id, "task_id")
 
-        def work(session: OrmSession) -> CheckpointRecord | None:
+        def work(session: orm.Session) -> CheckpointRecord | None:
             row = CheckpointRepository(session).latest(task_id)
             return None if row is None else CheckpointRecord.model_validate(row)
 
@@ -136,7 +134,7 @@ class TaskService:
         entry = validated(NewAuditEntry, task_id=task_id, action_type=action_type, **fields)
         check_json(entry.action_data, "action_data")
 
-        def work(session: OrmSession) -> AuditRecord:
+        def work(session: orm.Session) -> AuditRecord:
             require(session, Task, task_id, "task")
             if entry.agent_id is not None:
                 require(session, Agent, entry.agent_id, "agent")
@@ -152,7 +150,7 @@ class TaskService:
         text_arg(task_id, "task_id")
         count_arg(limit, "limit", least=1)
 
-        def work(session: OrmSession) -> list[AuditRecord]:
+        def work(session: orm.Session) -> list[AuditRecord]:
             rows = AuditRepository(session).for_task(task_id, limit)
             return [AuditRecord.model_validate(r) for r in rows]
 
@@ -166,7 +164,7 @@ class TaskService:
             text_arg(namespace_prefix, "namespace_prefix")
         count_arg(limit, "limit", least=1)
 
-        def work(session: OrmSession) -> list[AuditRecord]:
+        def work(session: orm.Session) -> list[AuditRecord]:
             rows = AuditRepository(session).tail(namespace_prefix, limit)
             return [AuditRecord.model_validate(r) for r in rows]
 

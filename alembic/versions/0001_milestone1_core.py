@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from abathur.infrastructure.ddl import BigIntId, json_valid, one_of, partial
-from abathur.infrastructure.types import JSONDocument, UTCDateTime
+from abathur.schema.ddl import BigIntId, json_valid, one_of, partial
+from abathur.schema.types import JSONDocument, UTCDateTime
 from alembic import op
 
 revision = "0001_milestone1_core"

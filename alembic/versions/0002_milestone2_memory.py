@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from abathur.infrastructure.ddl import (
+from abathur.schema.ddl import (
     LIVE_ROWS,
     NOW,
     BigIntId,
@@ -30,8 +30,8 @@ from abathur.infrastructure.ddl import (
     one_of,
     partial,
 )
-from abathur.infrastructure.migration_ops import batch_alter_table
-from abathur.infrastructure.types import JSONDocument, UTCDateTime
+from abathur.schema.migration_ops import batch_alter_table
+from abathur.schema.types import JSONDocument, UTCDateTime
 from alembic import op
 
 revision = "0002_milestone2_memory"

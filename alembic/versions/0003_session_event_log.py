@@ -24,9 +24,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from abathur.errors import MigrationError
-from abathur.infrastructure.ddl import BigIntId, json_valid
-from abathur.infrastructure.migration_ops import batch_alter_table
-from abathur.infrastructure.types import JSONDocument, UTCDateTime
+from abathur.schema.ddl import BigIntId, json_valid
+from abathur.schema.migration_ops import batch_alter_table
+from abathur.schema.types import JSONDocument, UTCDateTime
 from alembic import op
 
 revision = "0003_session_event_log"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from abathur.infrastructure.ddl import partial
+from abathur.schema.ddl import partial
 from alembic import op
 
 revision = "0004_audit_namespace_index"

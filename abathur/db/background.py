@@ -1,0 +1,77 @@
+"""Background upkeep of a file database: WAL checkpoints off the commit path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from abathur.db.sqlite.worker import execute_in_worker, run_unit_in_worker
+
+LOG = logging.getLogger("abathur")
+# A file Database checkpoints its WAL in the background, off the commit path,
+# after this many write units; SQLite's own automatic checkpoint, which runs
+# inside whichever COMMIT crosses 1000 pages and makes every writer queued
+# behind that COMMIT wait for its fsync, is off on its connections.
+CHECKPOINT_EVERY = 500
+# A WAL of this many frames (16 MB of 4 KB pages; SQLite's own automatic
+# checkpoint restarts it at 1000) is checkpointed to its end under the writer
+# lock, so that it starts over (``Checkpointer._run``).
+WAL_RESTART_FRAMES = 4000
+
+
+def _checkpoint(conn: Connection) -> int:
+    """In the worker thread: copy committed WAL frames into the database file;
+    the number of frames the WAL holds.
+
+    PASSIVE: it neither waits for nor blocks readers and writers; frames it
+    cannot copy yet (a reader still needs them) wait for the next run.
+    """
+    _busy, frames, _copied = execute_in_worker("PRAGMA wal_checkpoint(PASSIVE)")
+    return int(frames)
+
+
+class Checkpointer:
+    """Counts committed write units and runs a checkpoint every
+    ``CHECKPOINT_EVERY`` of them, as a task of its own."""
+
+    def __init__(self, engine: AsyncEngine, writer: asyncio.Lock):
+        self._engine = engine
+        self._writer = writer
+        self._writes = 0
+        self.running: asyncio.Task[None] | None = None
+        self.stopped = False
+
+    def wrote(self) -> None:
+        """Count a committed write unit; start a background checkpoint when due."""
+        if self.stopped:
+            return
+        self._writes += 1
+        if self._writes >= CHECKPOINT_EVERY and self.running is None:
+            self._writes = 0
+            self.running = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        """A PASSIVE checkpoint on a connection of its own, holding no lock of
+        the Database: writers and readers carry on while it copies and syncs.
+
+        SQLite starts the WAL over from its beginning only after a checkpoint
+        that copied every frame, and writers that never pause leave every
+        such checkpoint short of what they committed meanwhile: the WAL would
+        grow with every write, forever. So once it holds ``WAL_RESTART_FRAMES``
+        frames, a second pass takes the writer lock (between two batches of
+        group commit) and copies the rest; the next write restarts the WAL.
+        """
+        try:
+            async with self._engine.connect() as conn:
+                frames = await run_unit_in_worker(conn, _checkpoint)
+                if frames >= WAL_RESTART_FRAMES:
+                    async with self._writer:
+                        await run_unit_in_worker(conn, _checkpoint)
+        except Exception as exc:  # a missed checkpoint is retried after the next write
+            LOG.warning("background WAL checkpoint failed: %s", exc)
+            self._writes = CHECKPOINT_EVERY
+        finally:
+            self.running = None

@@ -1,0 +1,92 @@
+"""The engine: one per Database, with abathur's connection settings attached
+to it alone (pragmas, ``BEGIN`` under our control, the NUL guard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import URL, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from abathur.db.sqlite.worker import execute_in_worker, in_worker, lean_dbapi
+from abathur.db.url import is_memory_url
+from abathur.errors import ValidationError
+from abathur.strict_json import dumps
+
+SQLITE_PRAGMAS = (
+    # busy_timeout first: the journal_mode switch below may have to wait for a lock.
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA wal_autocheckpoint=1000",
+)
+
+
+def _refuse_nul(_conn: Any, _cursor: Any, _sql: str, params: Any, _ctx: Any, many: bool) -> None:
+    """No text sent to the database may contain NUL, on any backend.
+
+    PostgreSQL cannot store it at all (a driver error deep in a transaction);
+    SQLite can, which would make the same call succeed on one backend and fail
+    on the other. Checked once here, at the boundary, for every statement.
+    """
+    rows = params if many else (params,)
+    for row in rows:
+        values = row.values() if isinstance(row, dict) else row or ()
+        for value in values:
+            if isinstance(value, str) and "\x00" in value:
+                raise ValidationError(f"text may not contain the NUL character: {value!r}")
+
+
+def create_engine(url: URL, **options: Any) -> AsyncEngine:
+    """An AsyncEngine with abathur's connection settings attached to it alone."""
+    engine = _create_engine(url, **options)
+    event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
+    return engine
+
+
+def _create_engine(url: URL, **options: Any) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        if is_memory_url(url):
+            # One private connection for the object's whole life; Storage
+            # serialises transactions on it.
+            options.setdefault("poolclass", StaticPool)
+        if url.drivername == "sqlite+aiosqlite" and "module" not in options:
+            module = lean_dbapi()
+            if module is not None:
+                options["module"] = module
+        engine = create_async_engine(url, **options)
+        _attach_sqlite_hooks(engine, file_backed=not is_memory_url(url))
+        return engine
+    options.setdefault("json_serializer", dumps)
+    options.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **options)
+
+
+def _attach_sqlite_hooks(engine: AsyncEngine, *, file_backed: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that BEGIN is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            if file_backed:
+                cursor.execute("PRAGMA journal_mode=WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        if in_worker():  # inside a unit of work in the worker thread
+            execute_in_worker(f"BEGIN {mode}")
+        else:
+            connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    """Connect hook of file Databases, which checkpoint in the background."""
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0").close()

@@ -1,0 +1,233 @@
+"""Hot statements: compiled once, sent to sqlite3 directly inside a unit of work.
+
+SQLAlchemy's execution path (execution context, parameter and result
+processing, the result object) costs more per statement than SQLite's own
+work on an indexed row, several times over. ``Prepared`` wraps a Core
+statement that the hot paths run on every call. On SQLite, inside a unit of
+work running in the connection's worker thread (``Database.read/write/run``),
+it runs the statement's compiled SQL on the sqlite3 connection itself, with
+the very bind and result processors SQLAlchemy would apply (JSON text, UTC
+datetimes, booleans), and fires the engine's ``before_cursor_execute``
+listeners (NUL refusal, statement recorders) as SQLAlchemy would. Anywhere
+else (PostgreSQL, the stock aiosqlite adapter) it is plain ``execute``.
+
+Rows come back as named tuples whose fields carry the statement's labels, so
+callers read ``row.state`` either way. sqlite3 errors become the SQLAlchemy
+exceptions the rest of the code expects (``IntegrityError`` and so on).
+Columns left out of an INSERT or UPDATE get their Python-side defaults, and an
+ORM session flushes its pending changes first, as SQLAlchemy would do.
+
+Limits, by design: listeners receive no cursor and no execution context, and
+a listener registered with ``retval=True`` cannot rewrite the statement;
+statements with expanding (``IN``) or literal-execute parameters are refused.
+Plans are cached per statement and set of columns, not per engine: the bind
+and result processors of abathur's column types do not depend on engine
+options.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import orm
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Executable
+
+from abathur.db.sqlite.worker import worker_connection
+
+Executor = orm.Session | Connection
+Params = Mapping[str, Any]
+_MISSING = object()
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _Computed:
+    """A column default computed afresh for every row (``default=utcnow``)."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute: Callable[[], Any]):
+        self.compute = compute
+
+
+def _python_default(default: Any, name: str) -> Any:
+    """The value, or a ``_Computed``, of a column's Python-side default."""
+    if default is not None and default.is_scalar:
+        return default.arg
+    if default is not None and default.is_callable:
+        # SQLAlchemy wraps the callable to take an execution context; ours ignore it.
+        return _Computed(lambda: default.arg(None))
+    raise ValueError(f"Prepared cannot compute the default of column {name!r}")
+
+
+class _Plan:
+    """One compilation of a statement for SQLite: its SQL, how to build its
+    positional parameters, and how to turn a fetched tuple into a row."""
+
+    __slots__ = ("binds", "results", "row_type", "sql")
+
+    def __init__(self, statement: Executable, dialect: Dialect, keys: Sequence[str] | None):
+        compiled = statement.compile(dialect=dialect, column_keys=keys)  # type: ignore[attr-defined]
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("Prepared cannot run statements with expanding parameters")
+        self.sql = compiled.string
+        # Columns left out of an INSERT or UPDATE whose default is computed in
+        # Python ("prefetch"): SQLAlchemy's execution context fills them in.
+        defaults = {c.key: c.default for c in compiled.insert_prefetch}
+        defaults |= {c.key: c.onupdate for c in compiled.update_prefetch}
+        self.binds: list[tuple[str, Any, Callable[[Any], Any]]] = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            if name in defaults:
+                default = _python_default(defaults[name], name)
+            else:
+                default = _MISSING if bind.required else bind.effective_value
+            process = bind.type._cached_bind_processor(dialect) or _identity
+            self.binds.append((name, default, process))
+        columns = compiled._result_columns
+        self.row_type: Any = namedtuple(  # type: ignore[misc]
+            "PreparedRow", [c.keyname for c in columns], rename=True
+        )
+        processors = [c.type._cached_result_processor(dialect, None) for c in columns]
+        # Only the columns that need converting (JSON, timestamps, booleans).
+        self.results = [(i, p) for i, p in enumerate(processors) if p is not None]
+
+    def args(self, params: Params) -> tuple[Any, ...]:
+        values = []
+        for name, default, process in self.binds:
+            value = params.get(name, default)
+            if value is _MISSING:
+                raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
+            if isinstance(value, _Computed):
+                value = value.compute()
+            values.append(process(value))
+        return tuple(values)
+
+    def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
+        make, results = self.row_type._make, self.results
+        if not results:
+            return [make(raw) for raw in fetched]
+        converted = []
+        for raw in fetched:
+            values = list(raw)
+            for index, process in results:
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            converted.append(make(values))
+        return converted
+
+
+class Prepared:
+    """A Core statement run on the fast path when it can be (see the module)."""
+
+    __slots__ = ("_plans", "statement")
+
+    def __init__(self, statement: Executable):
+        self.statement = statement
+        self._plans: dict[Any, _Plan] = {}
+
+    # ------------------------------------------------------------ results
+
+    def all(self, executor: Executor, params: Params) -> list[Any]:
+        """Every row."""
+        raw = worker_connection()
+        if raw is None:
+            return list(executor.execute(self.statement, params).all())
+        plan, cursor = self._run(raw, executor, params)
+        try:
+            return plan.rows(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def first(self, executor: Executor, params: Params) -> Any | None:
+        """The first row, or None."""
+        raw = worker_connection()
+        if raw is None:
+            return executor.execute(self.statement, params).first()
+        plan, cursor = self._run(raw, executor, params)
+        try:
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if found is None else plan.rows([found])[0]
+
+    def scalar(self, executor: Executor, params: Params) -> Any:
+        """The first column of the first row, or None."""
+        found = self.first(executor, params)
+        return None if found is None else found[0]
+
+    def execute(self, executor: Executor, params: Params) -> int:
+        """Run a statement that returns no rows; the number of rows it changed."""
+        raw = worker_connection()
+        if raw is None:
+            return int(getattr(executor.execute(self.statement, params), "rowcount", 0) or 0)
+        _plan, cursor = self._run(raw, executor, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def execute_many(self, executor: Executor, rows: Sequence[Params]) -> None:
+        """Run the statement once per parameter set (all sets have the same keys)."""
+        if len(rows) == 1:  # the common single event: cheaper as a plain execute
+            self.execute(executor, rows[0])
+            return
+        raw = worker_connection()
+        if raw is None:
+            executor.execute(self.statement, list(rows))
+            return
+        connection = _connection(executor)
+        plan = self._plan(connection.dialect, rows[0])
+        args = [plan.args(r) for r in rows]
+        _fire(connection, plan.sql, args, many=True)
+        try:
+            raw.executemany(plan.sql, args).close()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
+
+    # ------------------------------------------------------------ plumbing
+
+    def _plan(self, dialect: Dialect, params: Params) -> _Plan:
+        """Inserts and updates compile per set of columns given, as SQLAlchemy does."""
+        keys = tuple(sorted(params)) if self.statement.is_dml else None
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plans[keys] = _Plan(self.statement, dialect, keys)
+        return plan
+
+    def _run(
+        self, raw: sqlite3.Connection, executor: Executor, params: Params
+    ) -> tuple[_Plan, sqlite3.Cursor]:
+        connection = _connection(executor)
+        plan = self._plan(connection.dialect, params)
+        args = plan.args(params)
+        _fire(connection, plan.sql, args, many=False)
+        try:
+            return plan, raw.execute(plan.sql, args)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
+
+
+def _connection(executor: Executor) -> Connection:
+    """The connection to send a statement on; an ORM session first flushes its
+    pending changes, as its autoflush would before a query of its own."""
+    if isinstance(executor, orm.Session):
+        if executor.autoflush:
+            executor.flush()
+        return executor.connection()
+    return executor
+
+
+def _fire(connection: Connection, sql: str, args: Any, *, many: bool) -> None:
+    """The engine's ``before_cursor_execute`` listeners see every statement sent."""
+    connection.dispatch.before_cursor_execute(connection, None, sql, args, None, many)

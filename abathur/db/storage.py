@@ -1,0 +1,391 @@
+"""Storage: one engine, its locks, and the units of work services run on it.
+
+Services never build engines or sessions themselves; they hand a plain
+function to ``read`` / ``write`` (Core, over a ``Connection``) or ``run`` (ORM,
+over an ``orm.Session``). On SQLite write transactions start with ``BEGIN
+IMMEDIATE`` so that a read-then-write never dies with "database is locked"
+halfway, and the whole unit is retried when the database reports contention
+that a retry can cure. Driver errors leave a unit only as ``abathur.errors``
+exceptions (``db.errors.translate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import URL, event, orm
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from abathur.db import errors as db_errors
+from abathur.db import health, migrate
+from abathur.db.background import Checkpointer
+from abathur.db.engine import create_engine, no_autocheckpoint
+from abathur.db.sqlite.group_commit import GROUPED, GroupCommit
+from abathur.db.sqlite.worker import LeanDBAPI, run_unit_in_worker
+from abathur.db.url import default_url, is_memory_url, to_url
+from abathur.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 12
+RETRY_FIRST_DELAY = 0.005
+RETRY_MAX_DELAY = 0.5
+# Connections a SQLite Storage keeps open between units of work, per kind
+# (readers; writers, whose transactions begin IMMEDIATE): opening one costs as
+# much as dozens of reads. Units take turns (see Storage.__init__), so one of
+# each is the norm; more appear only beside ``transaction()`` users.
+IDLE_CONNECTIONS = 4
+
+
+def _in_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
+    with conn.begin():
+        return work(conn)
+
+
+def _as_one_statement(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A unit of one statement, without BEGIN/COMMIT (SQLite, worker thread).
+
+    Sent straight to sqlite3 (``prepared``), the statement commits on its own;
+    one that went through SQLAlchemy began a transaction, which is ended here.
+    """
+    try:
+        result = work(conn)
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
+    return result
+
+
+def _with_orm_session(work: Callable[[orm.Session], T], conn: Connection) -> T:
+    """``work`` over an ORM session inside ``conn``'s transaction.
+
+    Inside a group commit batch (``GROUPED``) the session works in a
+    SAVEPOINT of its own: if its flush fails it rolls back only that, never
+    the transaction the batch shares with other units. A unit alone in its
+    transaction (every read, a solo write, PostgreSQL) spends no savepoint.
+    """
+    session = orm.Session(
+        bind=conn,
+        expire_on_commit=False,
+        join_transaction_mode=(
+            "create_savepoint" if conn.info.get(GROUPED) else "conditional_savepoint"
+        ),
+    )
+    try:
+        result = work(session)
+        session.commit()  # flushes and releases the savepoint; the outer transaction goes on
+        return result
+    finally:
+        session.close()
+
+
+class Storage:
+    """An abathur database's engine room: SQLite (file or memory) or PostgreSQL.
+
+    ``Storage(url_or_path)`` takes an SQLAlchemy URL (``sqlite+aiosqlite:///x.db``,
+    ``postgresql+asyncpg://...``) or a filesystem ``Path``; ``Path(":memory:")``
+    gives a private in-memory database. Extra keyword arguments go to
+    ``create_async_engine``.
+    """
+
+    def __init__(self, url_or_path: str | Path | URL | None = None, **engine_options: Any):
+        self.url = to_url(default_url() if url_or_path is None else url_or_path)
+        self.engine = create_engine(self.url, **engine_options)
+        self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._serial: asyncio.Lock | None = asyncio.Lock() if self.is_memory else None
+        # SQLite has one writer at a time. Queueing this process's writers on an
+        # asyncio lock (FIFO, no sleeping) keeps them off SQLite's busy handler,
+        # whose back-off sleeps would dominate latency under contention. Other
+        # processes still meet the busy timeout and the retry in _retrying().
+        self._writer: asyncio.Lock | None = (
+            asyncio.Lock() if self.is_sqlite and not self.is_memory else None
+        )
+        # Readers take turns too: threads cannot run Python side by side under
+        # the GIL, and readers contending for it are slower together than one
+        # after the other (measured: 50 concurrent get_session).
+        self._reader: asyncio.Lock | None = (
+            asyncio.Lock() if self.is_sqlite and not self.is_memory else None
+        )
+        # Units of work run in aiosqlite's worker thread when the lean adapter
+        # is in use (always, unless this aiosqlite lacks what it needs).
+        self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
+        self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
+        self._closed = False
+        # A file database on the direct path: writers that queue on the writer
+        # lock commit together (group_commit), and WAL checkpoints run in the
+        # background, off the commit path.
+        self._group: GroupCommit | None = None
+        self._checkpointer: Checkpointer | None = None
+        if self._writer is not None and self._direct:
+            self._group = GroupCommit(
+                self._writer, self._write_batch, lambda exc: db_errors.is_retryable(exc)
+            )
+            self._checkpointer = Checkpointer(self.engine, self._writer)
+            event.listen(self.engine.sync_engine, "connect", no_autocheckpoint)
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def dialect(self) -> str:
+        """The dialect name: "sqlite" or "postgresql"."""
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on SQLite (file or memory)."""
+        return self.dialect == "sqlite"
+
+    @property
+    def is_memory(self) -> bool:
+        """True for a private in-memory SQLite database."""
+        return is_memory_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def initialize(self) -> None:
+        """Bring the schema to the newest revision by running the migrations."""
+        await self.upgrade("head")
+
+    async def close(self) -> None:
+        """Close this Database's connections and dispose of the engine.
+
+        Queued writes and a running background checkpoint finish first;
+        connections still in use by a unit are closed when it ends.
+        """
+        self._closed = True
+        if self._checkpointer is not None:
+            self._checkpointer.stopped = True  # from now on no write starts a checkpoint
+        if self._writer is not None:
+            async with self._writer:  # a unit writing alone, a batch, a transaction: ended
+                pass
+        while pending := [
+            t
+            for t in (
+                self._checkpointer and self._checkpointer.running,
+                self._group and self._group.committer,
+            )
+            if t
+        ]:
+            await asyncio.wait(pending)
+        for idle in self._idle.values():
+            while idle:
+                await idle.pop().close()
+        await self.engine.dispose()
+
+    # ------------------------------------------------------------ migrations
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Migrate the schema up to ``revision`` (default: the newest)."""
+        from alembic import command
+
+        await self._migrate(lambda config: command.upgrade(config, revision))
+
+    async def downgrade(self, revision: str) -> None:
+        """Migrate the schema down to ``revision`` (``"base"`` drops every table)."""
+        from alembic import command
+
+        await self._migrate(lambda config: command.downgrade(config, revision))
+
+    async def current_revision(self) -> str | None:
+        """The database's Alembic revision, or None for an empty database."""
+        async with self._exclusive(), self.engine.connect() as conn:
+            return await conn.run_sync(migrate.current_revision)
+
+    async def _migrate(self, step: Callable[[Config], None]) -> None:
+        # One migration at a time per process; other processes queue on the
+        # database's own lock.
+        async with migrate.process_migration_lock(), self._exclusive():
+            await migrate.run_migration(self.engine, step)
+
+    # ------------------------------------------------------------ transactions
+
+    def _exclusive(self) -> AbstractAsyncContextManager[Any]:
+        """In-memory databases share one connection: one transaction at a time."""
+        return self._serial if self._serial is not None else nullcontext()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession inside one transaction, committed on success.
+
+        ``write=True`` on SQLite takes the write lock at BEGIN (``BEGIN
+        IMMEDIATE``): the busy timeout then applies at the start, and a
+        transaction that read a row can always write it.
+        """
+        writer = self._writer if write and self._writer is not None else nullcontext()
+        async with (
+            self._exclusive(),
+            writer,
+            self._sessionmaker() as session,
+            session.begin(),
+        ):
+            options = self._transaction_options(write)
+            if options:
+                await session.connection(execution_options=options)
+            yield session
+        if write:  # committed: it counts toward the next checkpoint like any write
+            self._wrote()
+
+    def _transaction_options(self, write: bool) -> dict[str, str]:
+        """How a transaction begins.
+
+        SQLite: writers take the write lock at BEGIN (``BEGIN IMMEDIATE``); a
+        reader's BEGIN gives it a snapshot already (WAL). PostgreSQL: writers
+        lock what they change; a reader gets ``REPEATABLE READ`` so that its
+        statements see one snapshot (a session row and its events agree), which
+        READ COMMITTED would not guarantee. Read-only transactions never fail
+        serialization under it.
+        """
+        if self.is_sqlite:
+            return {"sqlite_begin": "IMMEDIATE"} if write else {}
+        return {} if write else {"isolation_level": "REPEATABLE READ"}
+
+    # ------------------------------------------------------------ units of work
+
+    async def run(self, work: Callable[[orm.Session], T], *, write: bool = True) -> T:
+        """Run ``work(session)`` in one transaction, retrying it whole on lock contention.
+
+        ``work`` is a plain function over a synchronous ORM ``Session``; see
+        ``read()`` for where it runs.
+        """
+        return await self._unit(partial(_with_orm_session, work), write=write)
+
+    async def read(self, work: Callable[[Connection], T], *, one_statement: bool = False) -> T:
+        """Run ``work(connection)``, a plain function of Core reads, in one transaction.
+
+        On SQLite the whole unit runs in the connection's worker thread, in
+        one crossing: its statements call sqlite3 directly (see
+        ``db.sqlite.worker`` and ``db.sqlite.prepared``). On PostgreSQL it runs
+        through ``run_sync``. ``one_statement=True`` promises that ``work``
+        sends a single statement: SQLite then runs it without BEGIN and
+        COMMIT, since one statement is atomic and reads one snapshot on its own.
+        """
+        return await self._unit(work, write=False, one_statement=one_statement)
+
+    async def write(self, work: Callable[[Connection], T], *, one_statement: bool = False) -> T:
+        """Run ``work(connection)``, a plain function of Core statements, in one
+        write transaction, retrying it whole on lock contention, like ``run()``.
+        ``one_statement`` as for ``read()``."""
+        return await self._unit(work, write=True, one_statement=one_statement)
+
+    async def _unit(
+        self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
+    ) -> T:
+        try:
+            return await self._unit_raw(work, write=write, one_statement=one_statement)
+        except DBAPIError as exc:
+            raise db_errors.translate(exc) from exc
+
+    async def _unit_raw(
+        self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
+    ) -> T:
+        body = partial(
+            _as_one_statement if one_statement and self._direct else _in_transaction, work
+        )
+        if not write:
+            return await self._retrying(lambda: self._on_connection(body, write=False))
+        if self._group is not None:
+            result = await self._group.submit(work, body)
+        else:
+            result = await self._retrying(lambda: self._on_connection(body, write=True))
+        self._wrote()
+        return result
+
+    def _wrote(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
+
+    async def _on_connection(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        turn = self._writer if write else self._reader
+        async with self._exclusive(), turn or nullcontext():
+            if self._direct:
+                return await self._in_worker(fn, write=write)
+            async with self.engine.connect() as conn:
+                options = self._transaction_options(write)
+                if options:
+                    conn = await conn.execution_options(**options)
+                return await conn.run_sync(fn)
+
+    async def _in_worker(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        """``fn`` on one of this Storage's SQLite connections, in its worker thread."""
+        conn = await self._checkout(write)
+        try:
+            return await run_unit_in_worker(conn, fn)
+        finally:
+            await self._checkin(conn, write)
+
+    async def _write_batch(self, body: Callable[[Connection], T]) -> T:
+        """Group commit's runner: the writer lock is already held."""
+        return await self._retrying(lambda: self._in_worker(body, write=True))
+
+    async def _checkout(self, write: bool) -> AsyncConnection:
+        """A connection of this Storage's own: SQLAlchemy's pool checkout costs
+        as much as a whole indexed read, so idle connections are kept here."""
+        idle = self._idle[write]
+        if idle:
+            return idle.pop()
+        conn = await self.engine.connect()
+        options = self._transaction_options(write)
+        return await conn.execution_options(**options) if options else conn
+
+    async def _checkin(self, conn: AsyncConnection, write: bool) -> None:
+        idle = self._idle[write]
+        if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
+            await conn.close()
+        else:
+            idle.append(conn)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = RETRY_FIRST_DELAY
+        for number in range(RETRY_ATTEMPTS):
+            try:
+                return await attempt()
+            except DBAPIError as exc:
+                if not db_errors.is_retryable(exc):
+                    raise
+                if number == RETRY_ATTEMPTS - 1:
+                    raise DatabaseError(
+                        f"database still busy after {RETRY_ATTEMPTS} attempts: {exc.orig}"
+                    ) from exc
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------ health
+
+    async def integrity_check(self) -> str:
+        """``"ok"``, or a description of every problem found.
+
+        SQLite: ``PRAGMA integrity_check``; a file too damaged for the check
+        to run is reported, not raised. PostgreSQL: constraints that were
+        created NOT VALID and never validated.
+        """
+        return await health.integrity_check(self)
+
+    async def validate_foreign_keys(self) -> list[dict[str, Any]]:
+        """Every row whose foreign key points at nothing; ``[]`` when consistent."""
+        return await health.validate_foreign_keys(self)
+
+    async def explain_query_plan(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None
+    ) -> list[str]:
+        """The plan lines of ``sql``: SQLite's EXPLAIN QUERY PLAN details, or
+        PostgreSQL's EXPLAIN text. Named parameters (``:name``) take a mapping;
+        a driver-level statement (``?`` or ``$1``) takes a sequence."""
+        return await health.explain_query_plan(self, sql, params)

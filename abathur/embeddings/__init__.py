@@ -1,0 +1,1 @@
+"""Embedders for semantic recall (empty until that work lands)."""

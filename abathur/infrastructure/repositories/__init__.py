@@ -1,1 +1,0 @@
-"""Repositories own the SQL. They flush, never commit: the service owns the transaction."""

@@ -1,0 +1,39 @@
+"""The audit trail: one row per memory write and per recorded action."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from abathur.db.sqlite.prepared import Executor
+from abathur.domain.clock import utcnow
+from abathur.domain.core import NewAuditEntry
+from abathur.repositories.base import insert_row
+from abathur.repositories.subtree import in_subtree
+from abathur.schema.models import AuditEntry
+
+
+class AuditRepository:
+    def __init__(self, executor: Executor):
+        self.executor = executor
+
+    def append(self, entry: NewAuditEntry) -> AuditEntry:
+        row = AuditEntry(**entry.model_dump(), timestamp=utcnow())
+        insert_row(self.executor, row)
+        return row
+
+    def for_task(self, task_id: str, limit: int = 100) -> Sequence[AuditEntry]:
+        query = (
+            select(AuditEntry)
+            .where(AuditEntry.task_id == task_id)
+            .order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
+            .limit(limit)
+        )
+        return (self.executor.scalars(query)).all()
+
+    def tail(self, namespace_prefix: str | None = None, limit: int = 50) -> Sequence[AuditEntry]:
+        query = select(AuditEntry).order_by(AuditEntry.timestamp.desc(), AuditEntry.id.desc())
+        if namespace_prefix is not None:
+            query = query.where(in_subtree(AuditEntry.memory_namespace, namespace_prefix))
+        return (self.executor.scalars(query.limit(limit))).all()

@@ -1,0 +1,369 @@
+"""SessionRepository: the SQL of sessions and their event logs.
+
+Writers call ``lock()`` first: ``SELECT ... FOR UPDATE`` on PostgreSQL; on
+SQLite the write transaction already holds the database's write lock from
+``BEGIN IMMEDIATE`` (SQLAlchemy renders no FOR UPDATE there). Everything that reads the row
+and writes it back happens after that lock, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+)
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
+
+from abathur.db.errors import is_duplicate_key
+from abathur.db.sqlite.prepared import Executor, Prepared
+from abathur.domain.clock import utcnow
+from abathur.domain.sessions import EventFields, NewSession, SessionFields, SessionQuery
+from abathur.errors import AlreadyExistsError, NotFoundError
+from abathur.repositories.base import dialect_name
+from abathur.schema.models import Session, SessionEvent
+from abathur.strict_json import JSONText, dumps, loads
+
+# The WHERE clause of idx_sessions_status_updated, repeated in the queries with
+# literal values: SQLite uses a partial index only when the query contains the
+# index's own term, and a bound parameter does not match it.
+LIVE_STATUSES = ("active", "paused")
+IN_LIVE_STATUSES = Session.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES])
+
+
+# The statements every append and read runs, built once (constructing a
+# statement per call costs about as much as running it) and run on the fast
+# path (``prepared``). Rows are plain named tuples with the model's attribute
+# names (``row.metadata_``), not ORM objects.
+SESSIONS: Table = Session.__table__  # type: ignore[assignment]
+EVENTS: Table = SessionEvent.__table__  # type: ignore[assignment]
+SESSION_FIELDS = tuple(
+    getattr(Session, prop.key).label(prop.key) for prop in sa_inspect(Session).column_attrs
+)
+# The fields a writer works on, locked. SQLite renders no FOR UPDATE: BEGIN
+# IMMEDIATE already took the write lock. Not the state: writers merge keys
+# into it in the database (``merge_state``) without reading it.
+LOCK_FIELDS = (
+    Session.id.label("id"),
+    Session.status.label("status"),
+    Session.last_update_time.label("last_update_time"),
+)
+LOCK = Prepared(select(*LOCK_FIELDS).where(Session.id == bindparam("id")).with_for_update())
+LOCK_WITH_STATE = Prepared(  # for a writer that rewrites the state whole (terminate)
+    select(*LOCK_FIELDS, Session.state.label("state"))
+    .where(Session.id == bindparam("id"))
+    .with_for_update()
+)
+GET_STATE = Prepared(select(Session.state).where(Session.id == bindparam("id")))
+LAST_SEQ = Prepared(
+    select(func.max(SessionEvent.seq)).where(SessionEvent.session_id == bindparam("id"))
+)
+
+
+def _with_last_seq(*fields: Any) -> Prepared:
+    """``fields`` of session ``:id`` and ``last_seq``, the seq of its newest event."""
+    newest = (
+        select(func.max(SessionEvent.seq))
+        .where(SessionEvent.session_id == Session.id)
+        .scalar_subquery()
+        .label("last_seq")
+    )
+    return Prepared(select(*fields, newest).where(Session.id == bindparam("id")))
+
+
+GET_WITH_LAST_SEQ = _with_last_seq(*SESSION_FIELDS)
+LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
+CREATE = Prepared(SESSIONS.insert())
+SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
+ADD_EVENTS = Prepared(EVENTS.insert())
+EventRow = EventFields
+
+
+class SessionRow(Protocol):
+    """A session row a writer locked (``LOCK_FIELDS``), or a whole one read
+    with its ``last_seq``: named tuples or Rows, both read as row.field."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def last_update_time(self) -> datetime: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def last_seq(self) -> int | None: ...
+
+
+class StoredSession(SessionFields, Protocol):
+    """A whole session row with ``last_seq``, the seq of its newest event."""
+
+    @property
+    def last_seq(self) -> int | None: ...
+EVENT_FIELDS = tuple(
+    getattr(SessionEvent, prop.key).label(prop.key)
+    for prop in sa_inspect(SessionEvent).column_attrs
+)
+# get_session's events: the documents alone, without the per-row timestamps.
+ALL_PAYLOADS = Prepared(
+    select(SessionEvent.event.label("event"))
+    .where(SessionEvent.session_id == bindparam("id"))
+    .order_by(SessionEvent.seq)
+)
+
+
+# State keys that SQLite's JSON path syntax (``$."key"``) addresses exactly:
+# none of the characters JSON escapes, which a path would not match.
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+_MERGES: dict[tuple[str, int], Prepared] = {}
+
+
+def _merge(dialect: str, keys: int) -> Prepared:
+    """``UPDATE sessions`` merging ``keys`` top-level keys into the state:
+    SQLite ``json_set(state, path_0, json(value_0), ...)``, PostgreSQL
+    ``state || delta``. Both replace each key's whole value and keep the rest."""
+    if dialect != "sqlite":
+        keys = 0  # ``state || :delta``: one statement whatever the number of keys
+    statement = _MERGES.get((dialect, keys))
+    if statement is None:
+        state = SESSIONS.c.state
+        if dialect == "sqlite":
+            pairs: list[Any] = []
+            for i in range(keys):
+                pairs += [bindparam(f"path_{i}", type_=Text), func.json(bindparam(f"value_{i}"))]
+            merged: Any = func.json_set(state, *pairs)
+        else:
+            merged = state.op("||")(bindparam("delta", type_=state.type))
+        statement = _MERGES[(dialect, keys)] = Prepared(
+            SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")).values(state=merged)
+        )
+    return statement
+
+
+def later(previous: datetime) -> datetime:
+    """Now, or just after ``previous`` if the clock has not moved past it."""
+    now = utcnow()
+    return now if now > previous else previous + timedelta(microseconds=1)
+
+
+class SessionRepository:
+    """Writes and event reads also run on a bare connection (``Database.write``)."""
+
+    def __init__(self, executor: Executor):
+        self.executor = executor
+
+    # ------------------------------------------------------------ sessions
+
+    def create(self, new: NewSession, state: Any) -> None:
+        """Insert the session in status ``created`` with ``state`` (a document,
+        or its text as ``check_json`` returned it)."""
+        now = utcnow()
+        values = {
+            "id": new.id,
+            "app_name": new.app_name,
+            "user_id": new.user_id,
+            "project_id": new.project_id,
+            "status": "created",
+            "state": state,
+            "metadata": {},
+            "created_at": now,
+            "last_update_time": now,
+        }
+        try:
+            CREATE.execute(self.executor, values)
+        except IntegrityError as exc:
+            if is_duplicate_key(exc):
+                raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
+            raise
+
+    def get_with_last_seq(self, session_id: str) -> StoredSession | None:
+        """The session with ``last_seq``, the seq of its newest event (None when
+        there is none), read in one statement."""
+        return GET_WITH_LAST_SEQ.first(self.executor, {"id": session_id})
+
+    def lock(self, session_id: str, *, with_state: bool = False) -> SessionRow:
+        """The session row, locked against other writers until the transaction
+        ends; ``with_state`` adds the state document."""
+        row = (LOCK_WITH_STATE if with_state else LOCK).first(self.executor, {"id": session_id})
+        if row is None:
+            raise NotFoundError(f"session {session_id!r} not found")
+        locked: SessionRow = row
+        return locked
+
+    def lock_for_append(self, session_id: str) -> tuple[SessionRow, int]:
+        """The locked session row and the seq of its newest event (0 if none).
+
+        SQLite reads both in one statement: the write lock taken at ``BEGIN
+        IMMEDIATE`` means nobody appends in between. PostgreSQL needs a
+        statement of its own after the lock: a subquery in the locking SELECT
+        would see the snapshot from before the lock wait and hand two writers
+        the same seq (test_session_concurrency catches it).
+        """
+        if dialect_name(self.executor) == "sqlite":
+            row = LOCK_WITH_LAST_SEQ.first(self.executor, {"id": session_id})
+            if row is None:
+                raise NotFoundError(f"session {session_id!r} not found")
+            return row, int(row.last_seq or 0)
+        return self.lock(session_id), self.last_seq(session_id)
+
+    def save(self, row: SessionRow, **changes: Any) -> None:
+        """Write ``changes`` to a locked row and advance its ``last_update_time``."""
+        changes["last_update_time"] = later(row.last_update_time)
+        SAVE.execute(self.executor, {"row_id": row.id, **changes})
+
+    def state(self, session_id: str) -> dict[str, Any]:
+        """The session's state document; NotFoundError when there is no session."""
+        state: dict[str, Any] | None = GET_STATE.scalar(self.executor, {"id": session_id})
+        if state is None:
+            raise NotFoundError(f"session {session_id!r} not found")
+        return state
+
+    def merge_state(self, row: SessionRow, delta: Mapping[str, JSONText]) -> None:
+        """Set ``delta``'s keys (values as ``check_json`` text) in a locked row's
+        state, keeping every other key, and advance its ``last_update_time``.
+
+        The database merges: the state is neither read nor rewritten whole
+        here, so a write costs the same whatever the state's size. A key SQLite's
+        JSON paths cannot name exactly (one with a quote, a backslash or a
+        control character) takes the slow way: read, merge, write.
+        """
+        if not delta:
+            self.save(row)
+            return
+        changes: dict[str, Any] = {
+            "row_id": row.id,
+            "last_update_time": later(row.last_update_time),
+        }
+        dialect = dialect_name(self.executor)
+        if dialect != "sqlite":
+            members = ",".join(f"{dumps(key)}:{value}" for key, value in delta.items())
+            changes["delta"] = JSONText(f"{{{members}}}")
+        elif all(_PLAIN_KEY.fullmatch(key) for key in delta):
+            for i, (key, value) in enumerate(delta.items()):
+                changes[f"path_{i}"] = f'$."{key}"'
+                changes[f"value_{i}"] = value
+        else:
+            merged = {**self.state(row.id), **{k: loads(v) for k, v in delta.items()}}
+            SAVE.execute(self.executor, {**changes, "state": merged})
+            return
+        _merge(dialect, len(delta)).execute(self.executor, changes)
+
+    def delete(self, session_id: str) -> bool:
+        """Delete the session; its events go with it, other references become NULL."""
+        result = self.executor.execute(
+            delete(Session).where(Session.id == session_id).returning(Session.id)
+        )
+        return result.scalar() is not None
+
+    def list_active(self, user_id: str | None) -> Sequence[Session]:
+        query = (
+            select(Session)
+            .where(Session.status == "active", IN_LIVE_STATUSES)
+            .order_by(Session.last_update_time.desc())
+        )
+        if user_id is not None:
+            query = query.where(Session.user_id == user_id)
+        return (self.executor.scalars(query)).all()
+
+    def page(self, q: SessionQuery) -> Sequence[Session]:
+        """A page of sessions, newest first; ``q.before`` is the id of the
+        previous page's last session (keyset paging: stable under inserts)."""
+        conditions: list[ColumnElement[bool]] = []
+        if q.app_name is not None:
+            conditions.append(Session.app_name == q.app_name)
+        if q.user_id is not None:
+            conditions.append(Session.user_id == q.user_id)
+        if q.project_id is not None:
+            conditions.append(Session.project_id == q.project_id)
+        if q.status is not None:
+            conditions.append(Session.status == q.status)
+            if q.status in LIVE_STATUSES:
+                conditions.append(IN_LIVE_STATUSES)
+        if q.before is not None:
+            cursor = (
+                self.executor.execute(
+                    select(Session.created_at, Session.id).where(Session.id == q.before)
+                )
+            ).one_or_none()
+            if cursor is None:
+                raise NotFoundError(f"cursor session {q.before!r} not found")
+            conditions.append(tuple_(Session.created_at, Session.id) < tuple(cursor))
+        query = (
+            select(Session)
+            .where(*conditions)
+            .order_by(Session.created_at.desc(), Session.id.desc())
+            .limit(q.limit)
+        )
+        return (self.executor.scalars(query)).all()
+
+    # ------------------------------------------------------------ events
+
+    def last_seq(self, session_id: str) -> int:
+        return int(LAST_SEQ.scalar(self.executor, {"id": session_id}) or 0)
+
+    def add_events(
+        self, session_id: str, events: Sequence[Any], first_seq: int, created_at: datetime
+    ) -> None:
+        if not events:
+            return
+        ADD_EVENTS.execute_many(
+            self.executor,
+            [
+                {
+                    "session_id": session_id,
+                    "seq": first_seq + i,
+                    "event": event,
+                    "created_at": created_at,
+                }
+                for i, event in enumerate(events)
+            ],
+        )
+
+    def payloads(
+        self, session_id: str, *, after: datetime | None = None, last: int | None = None
+    ) -> list[Any]:
+        """The event documents alone, in seq order (filters as for ``events``)."""
+        if after is None and last is None:
+            rows = ALL_PAYLOADS.all(self.executor, {"id": session_id})
+        else:
+            rows = list(self.events(session_id, after=after, last=last))
+        return [row.event for row in rows]
+
+    def events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int | None = None,
+        after: datetime | None = None,
+        last: int | None = None,
+        limit: int | None = None,
+    ) -> Sequence[EventRow]:
+        """Events in seq order: those after ``after_seq`` and stored after
+        ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N.
+        Plain rows with the model's attribute names, not ORM objects."""
+        query = select(*EVENT_FIELDS).where(SessionEvent.session_id == session_id)
+        if after_seq is not None:
+            query = query.where(SessionEvent.seq > after_seq)
+        if after is not None:
+            query = query.where(SessionEvent.created_at > after)
+        if last is not None:
+            newest = (
+                self.executor.execute(query.order_by(SessionEvent.seq.desc()).limit(last))
+            ).all()
+            return newest[::-1]
+        query = query.order_by(SessionEvent.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        return (self.executor.execute(query)).all()

@@ -1,0 +1,93 @@
+"""Column types shared by every model: UTC timestamps and JSON documents.
+
+Both are dialect-neutral. On SQLite a JSON document is TEXT (guarded by a
+``json_valid`` CHECK in the model) and a timestamp is naive UTC text; on
+PostgreSQL they are JSONB and TIMESTAMPTZ. Python always sees parsed JSON and
+timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Dialect, Text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from abathur.errors import ValidationError
+from abathur.strict_json import dumps, loads
+
+
+class _SQLiteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME text in SQLAlchemy's default storage format
+    (``2026-01-31 12:00:00.000000``), written by ``isoformat``, which renders
+    the same text about three times faster than its ``%``-formatting."""
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        def process(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat(" ", "microseconds")
+
+        return process
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    Naive datetimes are refused on the way in: a naive value has no defined
+    instant, and guessing its zone is how timestamps silently drift.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return _SQLiteDateTime()  # type: ignore[no-untyped-call]
+        return super().load_dialect_impl(dialect)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValidationError(f"naive datetime {value!r}: pass a timezone-aware value")
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONDocument(TypeDecorator[Any]):
+    """JSON stored as TEXT on SQLite and JSONB on PostgreSQL.
+
+    SQL NULL and the JSON value ``null`` are different things: Python ``None``
+    for the whole column is SQL NULL; ``None`` inside a document is JSON null.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return dumps(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return loads(value)

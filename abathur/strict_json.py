@@ -1,0 +1,120 @@
+"""Strict JSON: the one serialiser every stored document goes through.
+
+``dumps`` writes what both backends can hold and read back equal; ``check_json``
+also refuses what JSON would silently change (tuples, non-string keys) and
+returns the text, which JSON columns then store as it is (``JSONText``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from json.encoder import encode_basestring
+from typing import Any
+
+from abathur.errors import ValidationError
+
+# A JSON escape of NUL that is not itself an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+class JSONText(str):
+    """A document that ``check_json`` has already serialised: ``dumps`` (and
+    so every JSON column, on either backend) stores its text as it is."""
+
+    __slots__ = ()
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder() -> Any:
+    """``json.dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
+    without its per-call set-up: the C encoder built once (it keeps no state
+    between calls, so both threads may share it). Without the C accelerator,
+    ``json.dumps`` itself."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
+    if c_make_encoder is None:  # pragma: no cover - CPython always has _json
+        return lambda value: (
+            json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
+        )
+    # No circular-reference markers: a cycle ends in RecursionError, refused below.
+    encoder = c_make_encoder(
+        None, _not_json, encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: encoder(value, 0)
+
+
+_encode = _encoder()
+
+
+def dumps(value: Any) -> str:
+    """Serialise to strict JSON, keeping unicode as is.
+
+    Refused with ValidationError, on every backend alike: values JSON cannot
+    hold (sets, bytes, objects), NaN and Infinity (not JSON), lone surrogates
+    (not UTF-8), the NUL character (PostgreSQL's JSONB cannot store it) and
+    containers that contain themselves.
+    """
+    if type(value) is JSONText:
+        return str(value)
+    try:
+        text = "".join(_encode(value))
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ValidationError(f"not strict JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ValidationError("not storable JSON: circular or too deeply nested") from exc
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise ValidationError("not storable JSON: strings may not contain the NUL character")
+    return text
+
+
+def loads(text: str | bytes) -> Any:
+    return json.loads(text)
+
+
+def check_json(value: Any, what: str) -> JSONText:
+    """Raise ValidationError, naming ``what``, unless ``value`` is storable JSON
+    that reads back equal: tuples and non-string keys, which JSON would silently
+    change (``{1: "a", "1": "b"}`` would even lose a key), are refused too.
+    Returns the serialised text, which a JSON column then stores as it is."""
+    try:
+        text = JSONText(dumps(value))
+    except ValidationError as exc:
+        raise ValidationError(f"{what} is {exc}") from exc
+    _check_shape(value, what)  # after dumps, which refuses cycles this walk would follow
+    return text
+
+
+def check_members(value: dict[str, Any], what: str) -> dict[str, JSONText]:
+    """``check_json`` of each value of a JSON object, by key: what a merge of
+    those keys into a stored document binds."""
+    return {key: check_json(child, f"{what}[{key!r}]") for key, child in value.items()}
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_shape(value: Any, what: str) -> None:
+    """What ``dumps`` would store changed: tuples (read back as lists) and keys
+    that are not strings (read back as strings). Walks the containers only,
+    much cheaper than serialising and parsing the document again."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    raise ValidationError(
+                        f"{what} does not survive a JSON round trip unchanged "
+                        f"(non-string key {key!r})"
+                    )
+            pending += [c for c in item.values() if isinstance(c, _CONTAINERS)]
+        elif isinstance(item, list):
+            pending += [c for c in item if isinstance(c, _CONTAINERS)]
+        elif isinstance(item, tuple):
+            raise ValidationError(
+                f"{what} does not survive a JSON round trip unchanged (tuple {item!r})"
+            )

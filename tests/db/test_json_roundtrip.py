@@ -1,0 +1,151 @@
+"""What goes into a JSON column comes back equal, on both backends."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from abathur.errors import ValidationError
+from abathur.infrastructure.database import Database
+from abathur.strict_json import check_json, dumps
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=8).filter(lambda k: "\x00" not in k), children, max_size=5
+        )
+    ),
+    max_leaves=25,
+)
+
+
+def with_database(max_examples: int) -> Any:
+    """Hypothesis settings for a test that uses the ``db`` fixture: no
+    per-example deadline (a database call is not a unit of pure Python), and
+    one database for all the examples of a run."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+
+
+def as_json_numbers(value: Any) -> Any:
+    """JSON's own notion of equality: numbers by decimal value, whatever their Python type.
+
+    PostgreSQL's JSONB keeps numbers as NUMERIC, so 1e20 may come back as the
+    integer 100000000000000000000 (equal as a JSON number); -0.0 comes back 0.
+    """
+    return json.loads(dumps(value), parse_float=Decimal, parse_int=Decimal)
+
+
+@with_database(max_examples=60)
+@given(value=json_values)
+async def test_json_column_round_trip(db: Database, value: Any) -> None:
+    task = await db.tasks.create_task("json", input_data={"v": value})
+    stored = await db.tasks.get_task(task.id)
+    assert stored is not None
+    if db.is_sqlite:  # TEXT keeps Python's own JSON rendering: exact equality
+        assert stored.input_data == {"v": value}
+    assert as_json_numbers(stored.input_data) == as_json_numbers({"v": value})
+
+
+@with_database(max_examples=40)
+@given(value=json_values)
+async def test_event_round_trip(db: Database, value: Any) -> None:
+    """Events are serialised once, by the check, and stored as that text."""
+    if await db.sessions.get_session("rt") is None:
+        await db.sessions.create_session("rt", "app", "u")
+    seq = await db.sessions.append_events("rt", [{"v": value}])
+    (stored,) = await db.sessions.list_events("rt", after_seq=seq - 1)
+    event = {k: v for k, v in stored["event"].items() if k not in ("event_id", "timestamp")}
+    if db.is_sqlite:
+        assert event == {"v": value}
+    assert as_json_numbers(event) == as_json_numbers({"v": value})
+
+
+def test_checked_documents_are_not_serialised_twice() -> None:
+    text = check_json({"a": [1, "é", None]}, "doc")
+    assert text == '{"a":[1,"é",null]}'
+    assert dumps(text) == text  # stored as it is, not as a JSON string
+    assert dumps(str(text)) == '"{\\"a\\":[1,\\"é\\",null]}"'
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"x": math.nan}, {"x": math.inf}, {"x": {1, 2}}, {"x": "\x00"}, {"\x00": 1}, {"x": "\ud800"}],
+)
+async def test_values_json_cannot_hold_are_refused_before_the_database(
+    db: Database, bad: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError, match="input_data"):
+        await db.tasks.create_task("bad", input_data=bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_dumps_is_strict_compact_json(value: Any) -> None:
+    """The prebuilt encoder writes exactly what ``json.dumps`` would."""
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert dumps(value) == expected
+
+
+def _cyclic_dict() -> Any:
+    loop: dict[str, Any] = {"a": 1}
+    loop["self"] = loop
+    return loop
+
+
+def _cyclic_list() -> Any:
+    loop: list[Any] = [1]
+    loop.append({"again": loop})
+    return loop
+
+
+@pytest.mark.parametrize("make", [_cyclic_dict, _cyclic_list])
+def test_containers_that_contain_themselves_are_refused(make: Any) -> None:
+    # The shape walk alone would follow the cycle forever.
+    with pytest.raises(ValidationError, match="state_delta is not storable JSON: circular"):
+        check_json(make(), "state_delta")
+
+
+state_keys = st.text(max_size=6).filter(lambda k: "\x00" not in k) | st.sampled_from(
+    ['a"b', "a\\b", "tab\there", "new\nline", "ü", "$.x", "a[0]", ""]
+)
+states = st.dictionaries(state_keys, json_values, max_size=5)
+
+
+@with_database(max_examples=40)
+@given(initial=states, delta=states, key=state_keys.filter(bool), value=json_values)
+async def test_state_merges_replace_whole_keys(
+    db: Database, initial: dict[str, Any], delta: dict[str, Any], key: str, value: Any
+) -> None:
+    """The database merges a delta into the state (``json_set`` / ``||``): each
+    key's value is replaced whole (a nested object is not merged into, a null
+    is stored), every other key stays, whatever characters the keys hold."""
+    sid = f"merge-{uuid.uuid4().hex}"
+    await db.sessions.create_session(sid, "app", "u", initial_state=initial)
+    await db.sessions.append_event(sid, {"n": 1}, state_delta=delta)
+    await db.sessions.set_state(sid, key, value)
+    stored = await db.sessions.get_session(sid)
+    assert stored is not None
+    expected = {**initial, **delta, key: value}
+    if db.is_sqlite:
+        assert stored["state"] == expected
+    assert as_json_numbers(stored["state"]) == as_json_numbers(expected)

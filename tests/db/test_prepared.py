@@ -1,0 +1,163 @@
+"""The fast path (prepared.py) returns what SQLAlchemy returns and fails as it fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from abathur.db.sqlite.prepared import Prepared
+from abathur.db.sqlite.worker import worker_connection
+from abathur.errors import AlreadyExistsError, ValidationError
+from abathur.infrastructure.database import Database
+from abathur.repositories.memory import HISTORY, LATEST
+from abathur.repositories.sessions import CREATE, GET_WITH_LAST_SEQ
+from abathur.schema.models import MemoryEntry
+
+
+async def test_rows_match_sqlalchemy(db: Database, task_id: str) -> None:
+    await db.memory.add_memory("user:u", "k", {"v": [1, 2.5, None]}, "semantic", "me", task_id)
+    await db.memory.update_memory("user:u", "k", {"v": "two"}, "me", task_id)
+    await db.memory.delete_memory("user:u", "k", "me", task_id)
+    await db.sessions.create_session("s", "app", "u", initial_state={"a": {"b": None}})
+    cases: list[tuple[Prepared, dict[str, Any]]] = [
+        (LATEST, {"namespace": "user:u", "key": "k"}),
+        (HISTORY, {"namespace": "user:u", "key": "k"}),
+        (GET_WITH_LAST_SEQ, {"id": "s"}),
+    ]
+    for prepared, params in cases:
+
+        def fast(conn: Connection, p: Prepared = prepared, a: dict[str, Any] = params) -> Any:
+            return [tuple(r) for r in p.all(conn, a)], worker_connection() is not None
+
+        fast_rows, used_fast_path = await db.read(fast)
+        assert used_fast_path == db.is_sqlite
+        async with db.transaction(write=False) as session:
+            slow_rows = [tuple(r) for r in (await session.execute(prepared.statement, params))]
+        assert fast_rows == slow_rows
+        for row in fast_rows:
+            for value in row:
+                if isinstance(value, datetime):
+                    assert value.tzinfo is UTC  # aware, as SQLAlchemy's path returns it
+    history = await db.memory.get_memory_history("user:u", "k")
+    assert [h["is_deleted"] for h in history] == [True, True]  # booleans, not 0/1
+
+
+async def test_field_names_are_the_labels(db: Database) -> None:
+    await db.sessions.create_session("s", "app", "u")
+
+    def read(conn: Connection) -> Any:
+        return GET_WITH_LAST_SEQ.first(conn, {"id": "s"})
+
+    row = await db.read(read)
+    assert row.id == "s" and row.metadata_ == {} and row.state == {}
+
+
+async def test_errors_are_sqlalchemys(db: Database) -> None:
+    await db.sessions.create_session("s", "app", "u")
+    now = datetime.now(UTC)
+    values = {
+        "id": "s",
+        "app_name": "a",
+        "user_id": "u",
+        "status": "created",
+        "state": {},
+        "metadata": {},
+        "created_at": now,
+        "last_update_time": now,
+    }
+
+    def insert(conn: Connection) -> None:
+        with pytest.raises(IntegrityError) as raised:  # inside the unit: SQLAlchemy's
+            CREATE.execute(conn, values)
+        raise raised.value
+
+    with pytest.raises(AlreadyExistsError):  # leaving the unit: abathur's
+        await db.write(insert)
+
+    def insert_nul(conn: Connection) -> None:
+        CREATE.execute(conn, {**values, "id": "a\x00b"})
+
+    with pytest.raises(ValidationError, match="NUL"):  # the engine's listener still runs
+        await db.write(insert_nul)
+    assert [s["id"] for s in await db.sessions.list_sessions()] == ["s"]
+
+
+async def test_missing_parameter_and_expanding_parameters_are_refused(db: Database) -> None:
+    def no_key(conn: Connection) -> Any:
+        return LATEST.first(conn, {"namespace": "user:u"})
+
+    with pytest.raises(Exception, match="key"):
+        await db.read(no_key)
+
+    if not db.is_sqlite:
+        return  # the fast path exists on SQLite only
+    expanding = Prepared(
+        select(MemoryEntry.id).where(MemoryEntry.key.in_(bindparam("keys", expanding=True)))
+    )
+
+    def expand(conn: Connection) -> Any:
+        return expanding.all(conn, {"keys": ["a", "b"]})
+
+    with pytest.raises(ValueError, match="expanding"):
+        await db.read(expand)
+
+
+async def test_statement_recorders_see_fast_path_statements(db: Database) -> None:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await db.sessions.create_session("s", "app", "u")
+        await db.sessions.get_state("s", "k")
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert any(s.lstrip().upper().startswith("INSERT INTO SESSIONS") for s in seen)
+    assert any("FROM sessions" in s for s in seen)
+
+
+async def test_python_side_column_defaults_apply_on_the_fast_path(db: Database) -> None:
+    """A row that leaves out columns with ``default=`` gets those defaults, as
+    SQLAlchemy's execution context would give them (is_deleted False,
+    metadata {}, timestamps now)."""
+    from abathur.repositories.base import insert_row
+
+    def insert(conn: Connection) -> Any:
+        row = MemoryEntry(
+            namespace="user:u", key="d", value={"v": 1}, memory_type="semantic", version=1
+        )
+        insert_row(conn, row)
+        return row.id
+
+    entry_id = await db.write(insert)
+    got = await db.memory.get_memory("user:u", "d")
+    assert got is not None and got["id"] == entry_id
+    assert got["is_deleted"] is False and got["metadata"] == {}
+    assert got["created_at"].tzinfo is UTC and got["updated_at"].tzinfo is UTC
+
+
+async def test_an_orm_unit_sees_its_own_pending_rows(db: Database) -> None:
+    """Fast-path reads inside an ORM unit flush the session first, as its
+    autoflush would before a query of its own."""
+    from sqlalchemy.orm import Session as OrmSession
+
+    from abathur.repositories.base import require
+    from abathur.schema.models import Task
+
+    def work(session: OrmSession) -> None:
+        now = datetime.now(UTC)
+        session.add(Task(id="t", prompt="p", status="pending", input_data={},
+                         submitted_at=now, last_updated_at=now))  # fmt: skip
+        require(session, Task, "t", "task")  # raises NotFoundError if not flushed
+
+    await db.run(work)
+    assert (await db.tasks.get_task("t")) is not None

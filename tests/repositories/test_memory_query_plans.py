@@ -1,0 +1,93 @@
+"""Every query MemoryService issues on memory_entries and audit is served by an index.
+
+The statements are captured as the driver receives them (an engine
+``before_cursor_execute`` hook) while a workload exercises every repository
+method, then explained with their own parameters. SQLite: no plan line may be
+a ``SCAN`` of memory_entries or audit (each must be a ``SEARCH``). PostgreSQL picks sequential scans
+for tiny tables whatever the indexes, so the plan is taken with
+``enable_seqscan = off``: a remaining ``Seq Scan`` means no index can serve it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.memory_service import MemoryService
+from tests.support.plans import explain, full_scans, recording
+
+MEMORY_TABLES = ("memory_entries", "audit")
+
+
+async def _workload(db: Database, task_id: str) -> None:
+    async def resolver(versions: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"n": len(versions)}
+
+    memory = MemoryService(db, resolver=resolver)
+    for i in range(3):
+        await memory.add_memory(f"user:u{i}", "k_%", {"i": i}, "episodic", "me", task_id)
+        await memory.update_memory(f"user:u{i}", "k_%", {"j": i}, "me", task_id)
+    await memory.get_memory("user:u0", "k_%")
+    await memory.get_memory("user:u0", "k_%", version=1)
+    await memory.get_memory_history("user:u0", "k_%")
+    await memory.search_memories("user:u0")
+    await memory.search_memories("user", memory_type="episodic", limit=10)
+    await memory.consolidate_memories("user:u0", "merge", task_id=task_id)
+    await memory.consolidate_memories("user:u1", "llm_based", task_id=task_id)
+    await memory.delete_memory("user:u2", "k_%", "me", task_id)
+    await memory.restore_memory("user:u2", "k_%", 1, "me", task_id)
+    await memory.add_memory("session:s", "draft", {"d": 1}, "semantic", "me", task_id)
+    await memory.publish_memory("session:s", "user:u0", "draft", "me", task_id)
+    await memory.expire_episodic(timedelta(0), task_id=task_id)
+    await memory.seed_defaults(task_id)
+
+
+async def _captured(db: Database, task_id: str) -> list[tuple[str, Any]]:
+    with recording(db) as recorded:
+        await _workload(db, task_id)
+    return [
+        (sql, params) for sql, params in recorded.items() if any(t in sql for t in MEMORY_TABLES)
+    ]
+
+
+async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> None:
+    statements = await _captured(db, task_id)
+    kinds = {s.split()[0].upper() for s, _ in statements}
+    # The workload must really have issued the reads and the soft-delete UPDATEs.
+    assert {"SELECT", "UPDATE"} <= kinds
+    assert len(statements) >= 8, statements
+    assert any("GROUP BY" in s for s, _ in statements)  # the consolidation conflict query
+    assert any("EXISTS" in s and "ORDER BY" in s and "updated_at" in s for s, _ in statements)
+
+    problems = {}
+    for sql, params in statements:
+        plan = await explain(db, sql, params)
+        assert plan, sql
+        if bad := full_scans(db, sql, plan):
+            problems[sql] = (bad, plan)
+    assert not problems, problems
+
+
+async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_id: str) -> None:
+    memory = MemoryService(db)
+    await memory.add_memory("user:alice", "k", {"a": 1}, "semantic", "me", task_id)
+    statements = await _captured_search(db)
+    (sql, params), *_ = statements
+    lines = await explain(db, sql, params)
+    plan = "\n".join(lines)
+    if db.is_sqlite:
+        assert "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix (namespace>?" in plan
+    else:
+        # Either live-rows index leading with the namespace serves the range.
+        assert any(
+            "Index Cond" in line and "namespace >= 'user:alice:'" in line for line in lines
+        ), plan
+
+
+async def _captured_search(db: Database) -> list[tuple[str, Any]]:
+    with recording(db) as recorded:
+        await MemoryService(db).search_memories("user:alice")
+    statements = [(sql, params) for sql, params in recorded.items() if "memory_entries" in sql]
+    assert len(statements) == 1
+    return statements

@@ -1,0 +1,216 @@
+"""DocumentIndexService: directory sync against a temporary directory, on both backends.
+
+Tests run as root, where ``chmod 000`` does not stop a read; an unreadable
+file is simulated by a dangling symlink and by a directory whose name matches
+the pattern, both of which make the read fail with an OSError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from abathur.domain.documents import DocumentRecord
+from abathur.errors import ConflictError, NotFoundError
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.document_service import (
+    DocumentIndexService,
+    describe,
+    parse_front_matter,
+)
+
+
+@pytest.fixture
+def docs(db: Database) -> DocumentIndexService:
+    return DocumentIndexService(db)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    (root / "guide").mkdir(parents=True)
+    (root / "intro.md").write_text("# Introduction\n\nHello.\n")
+    (root / "guide" / "setup.md").write_text(
+        "---\ntitle: 'Setting up'\ntype: guide\n---\n# Not this heading\n"
+    )
+    (root / "plain.md").write_text("no heading here\n")
+    (root / "notes.txt").write_text("# not markdown\n")
+    return root.resolve()
+
+
+async def by_path(docs: DocumentIndexService, root: Path) -> dict[str, DocumentRecord]:
+    return {Path(d.file_path).relative_to(root).as_posix(): d
+            for d in await docs.list_documents(root)}  # fmt: skip
+
+
+async def test_new_files_are_pending_with_hash_title_and_type(
+    docs: DocumentIndexService, tree: Path
+) -> None:
+    result = await docs.sync_directory(tree)
+    assert (result.added, result.changed, result.unchanged, result.missing) == (3, 0, 0, 0)
+    assert result.problems == []
+    rows = await by_path(docs, tree)
+    assert set(rows) == {"intro.md", "guide/setup.md", "plain.md"}
+    intro = rows["intro.md"]
+    assert intro.file_path == (tree / "intro.md").as_posix()
+    assert intro.content_hash == hashlib.sha256((tree / "intro.md").read_bytes()).hexdigest()
+    assert intro.title == "Introduction"
+    assert intro.document_type is None
+    assert intro.sync_status == "pending"
+    assert (rows["guide/setup.md"].title, rows["guide/setup.md"].document_type) == (
+        "Setting up",
+        "guide",
+    )
+    assert rows["plain.md"].title == "plain"
+
+
+async def test_pattern_selects_files(docs: DocumentIndexService, tree: Path) -> None:
+    result = await docs.sync_directory(tree, pattern="*.txt")
+    assert result.added_files == [(tree / "notes.txt").as_posix()]
+
+
+async def test_unchanged_files_are_not_written(docs: DocumentIndexService, tree: Path) -> None:
+    await docs.sync_directory(tree)
+    before = await by_path(docs, tree)
+    result = await docs.sync_directory(tree)
+    assert (result.added, result.changed, result.unchanged, result.missing) == (0, 0, 3, 0)
+    assert await by_path(docs, tree) == before  # updated_at included
+
+
+async def test_changed_file_becomes_stale_with_new_hash_and_title(
+    docs: DocumentIndexService, tree: Path
+) -> None:
+    await docs.sync_directory(tree)
+    before = (await by_path(docs, tree))["intro.md"]
+    (tree / "intro.md").write_text("# Welcome\n\nChanged.\n")
+    result = await docs.sync_directory(tree)
+    assert (result.added, result.changed, result.unchanged) == (0, 1, 2)
+    assert result.changed_files == [before.file_path]
+    after = (await by_path(docs, tree))["intro.md"]
+    assert after.id == before.id
+    assert after.sync_status == "stale"
+    assert after.title == "Welcome"
+    assert after.content_hash != before.content_hash
+    assert after.updated_at >= before.updated_at
+    assert after.created_at == before.created_at
+
+
+async def test_vanished_file_is_marked_missing_never_deleted(
+    docs: DocumentIndexService, tree: Path
+) -> None:
+    await docs.sync_directory(tree)
+    (tree / "plain.md").unlink()
+    result = await docs.sync_directory(tree)
+    assert result.missing == 1
+    assert result.missing_files == [(tree / "plain.md").as_posix()]
+    row = (await by_path(docs, tree))["plain.md"]
+    assert row.sync_status == "stale"
+    assert row.metadata == {"missing": True}
+    assert row.is_missing
+    assert row.file_path not in {d.file_path for d in await docs.pending_documents(10)}
+
+    again = await docs.sync_directory(tree)  # still reported, row not rewritten
+    assert again.missing_files == result.missing_files
+    assert (await by_path(docs, tree))["plain.md"] == row
+
+    (tree / "plain.md").write_text("no heading here\n")
+    back = await docs.sync_directory(tree)
+    assert (back.changed, back.missing) == (1, 0)
+    row = (await by_path(docs, tree))["plain.md"]
+    assert (row.sync_status, row.metadata) == ("stale", {})
+
+
+async def test_files_outside_the_pattern_or_directory_are_not_missing(
+    docs: DocumentIndexService, tree: Path, tmp_path: Path
+) -> None:
+    await docs.sync_directory(tree)
+    other = tmp_path / "docs2"  # shares the name prefix "docs"
+    other.mkdir()
+    (other / "x.md").write_text("# X\n")
+    assert (await docs.sync_directory(other)).missing == 0
+    result = await docs.sync_directory(tree, pattern="*.md")  # guide/setup.md not matched
+    assert (result.unchanged, result.missing) == (2, 0)
+    assert len(await docs.list_documents(other)) == 1
+
+
+async def test_unreadable_and_non_utf8_files_are_reported_not_fatal(
+    docs: DocumentIndexService, tree: Path
+) -> None:
+    (tree / "dangling.md").symlink_to(tree / "nowhere")
+    (tree / "folder.md").mkdir()
+    (tree / "latin1.md").write_bytes("# Caf\xe9\n".encode("latin-1"))
+    result = await docs.sync_directory(tree)
+    assert result.added == 3
+    reasons = {Path(p.file_path).name: p.reason for p in result.problems}
+    assert set(reasons) == {"dangling.md", "folder.md", "latin1.md"}
+    assert reasons["latin1.md"].startswith("not valid UTF-8")
+    assert reasons["folder.md"].startswith("unreadable")
+    assert reasons["dangling.md"].startswith("unreadable")
+    assert set(await by_path(docs, tree)) == {"intro.md", "guide/setup.md", "plain.md"}
+
+
+async def test_progress_is_reported_per_batch(docs: DocumentIndexService, tmp_path: Path) -> None:
+    for i in range(7):
+        (tmp_path / f"{i}.md").write_text(f"# {i}\n")
+    calls: list[tuple[int, int]] = []
+    result = await docs.sync_directory(
+        tmp_path, progress=lambda done, total: calls.append((done, total)), batch_size=3
+    )
+    assert result.added == 7
+    assert calls == [(0, 7), (3, 7), (6, 7), (7, 7)]
+
+
+async def test_missing_directory_is_an_error(docs: DocumentIndexService, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        await docs.sync_directory(tmp_path / "nope")
+
+
+async def test_pending_then_mark_synced(docs: DocumentIndexService, tree: Path) -> None:
+    await docs.sync_directory(tree)
+    pending = await docs.pending_documents(limit=2)
+    assert len(pending) == 2
+    assert all(d.sync_status == "pending" for d in pending)
+    first = pending[0]
+    synced = await docs.mark_synced(first.id, "test-model", b"\x00\x01")
+    assert synced.sync_status == "synced"
+    assert synced.embedding_model == "test-model"
+    assert synced.last_synced_at is not None
+    assert synced.updated_at == first.updated_at
+    remaining = await docs.pending_documents(limit=10)
+    assert first.id not in {d.id for d in remaining}
+    assert len(remaining) == 2
+
+    with pytest.raises(ConflictError):
+        await docs.mark_synced(remaining[0].id, "m", b"x", content_hash="0" * 64)
+    with pytest.raises(NotFoundError):
+        await docs.mark_synced(10**9, "m", b"x")
+
+
+async def test_pending_documents_uses_the_sync_status_index(db: Database) -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from abathur.repositories.documents import NEEDS_SYNC
+
+    dialect = sqlite.dialect() if db.is_sqlite else postgresql.dialect()
+    where = str(NEEDS_SYNC.compile(dialect=dialect))
+    plan = " ".join(await db.explain_query_plan(f"SELECT id FROM document_index WHERE {where}"))
+    if db.is_sqlite:
+        assert "idx_document_sync_status" in plan
+    else:  # an empty table: the planner may prefer a scan; the literal form is what counts
+        assert "'pending'" in where and "'stale'" in where
+
+
+def test_front_matter_and_heading_parsing() -> None:
+    assert parse_front_matter('---\ntitle: "A"\ndocument_type: spec\n---\nbody') == (
+        {"title": "A", "document_type": "spec"},
+        "body",
+    )
+    assert parse_front_matter("---\ntitle: no closing fence\n") == (
+        {},
+        "---\ntitle: no closing fence\n",
+    )
+    assert describe(Path("x.md"), "```\n# in code\n```\n# Real\n") == ("Real", None)
+    assert describe(Path("x.md"), "## Second level only\n") == ("x", None)
+    assert describe(Path("x.md"), "---\ntype: note\n---\n# T\n") == ("T", "note")
