@@ -168,7 +168,7 @@ class AbathurSessionService(BaseSessionService):
         session_id: str | None = None,
     ) -> Session:
         sessions = await self._sessions()
-        sid = session_id.strip() if session_id and session_id.strip() else str(uuid.uuid4())
+        sid = str(uuid.uuid4()) if session_id is None else session_id
         cid = abathur_session_id(app_name, user_id, sid)
         try:
             await sessions.create_session(

@@ -8,7 +8,11 @@ once here, for the GOOGLE_AI setting, and nothing is doubled.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.conformance.adk.abathur_services import TEMPLATES
 
 ENV = {
     "GOOGLE_API_KEY": "fake_google_api_key",
@@ -27,6 +31,13 @@ NOT_OURS = {
         "abathur's ADK extra does not install it"
     ),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def abathur_templates() -> Iterator[None]:
+    """Drop the run's migrated template databases at the end."""
+    yield
+    TEMPLATES.cleanup()
 
 
 @pytest.fixture(autouse=True)

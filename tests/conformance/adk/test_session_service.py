@@ -8,11 +8,14 @@
 #   `session_service` fixture runs every generic test against
 #   abathur.integrations.adk.AbathurSessionService on both backends, next to
 #   ADK's own services (the control);
-# - test_append_event_to_stale_session and
-#   test_append_event_concurrent_stale_sessions_reject_stale_writer take their
-#   service from the new `stale_session_service` fixture (ADK's
-#   DatabaseSessionService, as upstream, and abathur on both backends) instead
-#   of calling get_session_service(SessionServiceType.DATABASE) themselves;
+# - test_append_event_to_stale_session,
+#   test_append_event_concurrent_stale_sessions_reject_stale_writer,
+#   test_append_event_allows_timestamp_drift_for_current_session,
+#   test_append_event_allows_markerless_current_session and
+#   test_create_session_sequential_same_app_name take their service from the
+#   new `persistent_session_service` fixture (ADK's DatabaseSessionService on
+#   sqlite+aiosqlite:///:memory:, as upstream, and abathur on both backends)
+#   instead of constructing it in their first line;
 # - upstream's root conftest is replaced by ./conftest.py (see there).
 # Deliberate differences and excluded tests: docs/integrations.md.
 
@@ -111,8 +114,8 @@ async def session_service(request, tmp_path):
 
 
 @pytest.fixture(params=[SessionServiceType.DATABASE, *ABATHUR])
-async def stale_session_service(request, tmp_path):
-  """The services the stale-session tests run against."""
+async def persistent_session_service(request, tmp_path):
+  """ADK's DatabaseSessionService (upstream's choice) and abathur on both backends."""
   if request.param in ABATHUR:
     async with abathur_service(request.param.value, tmp_path) as service:
       yield service
@@ -804,8 +807,8 @@ async def test_session_last_update_time_updates_on_event(session_service):
 
 
 @pytest.mark.asyncio
-async def test_append_event_to_stale_session(stale_session_service):
-  session_service = stale_session_service
+async def test_append_event_to_stale_session(persistent_session_service):
+  session_service = persistent_session_service
 
   async with session_service:
     app_name = 'my_app'
@@ -920,9 +923,9 @@ async def test_append_event_raises_if_user_state_row_missing():
 
 @pytest.mark.asyncio
 async def test_append_event_concurrent_stale_sessions_reject_stale_writer(
-    stale_session_service,
+    persistent_session_service,
 ):
-  session_service = stale_session_service
+  session_service = persistent_session_service
 
   async with session_service:
     app_name = 'my_app'
@@ -981,8 +984,8 @@ async def test_append_event_concurrent_stale_sessions_reject_stale_writer(
 
 
 @pytest.mark.asyncio
-async def test_append_event_allows_timestamp_drift_for_current_session():
-  service = DatabaseSessionService('sqlite+aiosqlite:///:memory:')
+async def test_append_event_allows_timestamp_drift_for_current_session(persistent_session_service):
+  service = persistent_session_service
   try:
     session = await service.create_session(
         app_name='my_app', user_id='user', session_id='s1'
@@ -1017,8 +1020,8 @@ async def test_append_event_allows_timestamp_drift_for_current_session():
 
 
 @pytest.mark.asyncio
-async def test_append_event_allows_markerless_current_session():
-  service = DatabaseSessionService('sqlite+aiosqlite:///:memory:')
+async def test_append_event_allows_markerless_current_session(persistent_session_service):
+  service = persistent_session_service
   try:
     session = await service.create_session(
         app_name='my_app', user_id='user', session_id='s1'
@@ -1687,12 +1690,12 @@ async def test_get_or_create_state_handles_race_condition():
 
 
 @pytest.mark.asyncio
-async def test_create_session_sequential_same_app_name():
+async def test_create_session_sequential_same_app_name(persistent_session_service):
   """Sequential create_session calls for the same app_name work correctly.
 
   The second call reuses the existing app_states row.
   """
-  service = DatabaseSessionService('sqlite+aiosqlite:///:memory:')
+  service = persistent_session_service
   try:
     s1 = await service.create_session(
         app_name='shared', user_id='u1', session_id='s1'
