@@ -3,16 +3,23 @@ identity mapping, what is stored, listings, errors and ownership, on both backen
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
+from google.adk.agents import Agent
 from google.adk.errors._stale_session_error import StaleSessionError as AdkStaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError as AdkAlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.runners import Runner
 from google.adk.sessions.base_session_service import GetSessionConfig
 from google.adk.sessions.session import Session
+from google.genai import types
 
 from abathur.infrastructure.database import Database
 from abathur.integrations.adk import AbathurSessionService, abathur_session_id, adk_session_id
@@ -152,3 +159,36 @@ async def test_a_url_service_owns_its_database_and_a_database_is_left_open(
     async with AbathurSessionService(db) as borrowed:
         await borrowed.create_session(app_name="app", user_id="u", session_id="s")
     assert await db.sessions.get_session(abathur_session_id("app", "u", "s")) is not None
+
+
+class _EchoModel(BaseLlm):
+    """A model that answers every turn with the same text (no network)."""
+
+    model: str = "echo"
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text="hi!")]))
+
+
+async def test_a_runner_with_an_agent_keeps_its_conversation_in_abathur(db: Database) -> None:
+    sessions = AbathurSessionService(db)
+    agent = Agent(name="helper", model=_EchoModel(), instruction="Answer.", output_key="user:last")
+    runner = Runner(agent=agent, app_name="support", session_service=sessions)
+    session = await sessions.create_session(app_name="support", user_id="alice")
+    for text in ("hello", "again"):
+        message = types.Content(role="user", parts=[types.Part(text=text)])
+        async for _ in runner.run_async(
+            user_id="alice", session_id=session.id, new_message=message
+        ):
+            pass
+    got = await sessions.get_session(app_name="support", user_id="alice", session_id=session.id)
+    assert got is not None
+    texts = [
+        (e.author, e.content.parts[0].text) for e in got.events if e.content and e.content.parts
+    ]
+    assert texts == [("user", "hello"), ("helper", "hi!"), ("user", "again"), ("helper", "hi!")]
+    # output_key wrote a user: key: shared with the user's next session.
+    other = await sessions.create_session(app_name="support", user_id="alice")
+    assert other.state == {"user:last": "hi!"}
