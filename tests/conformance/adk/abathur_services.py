@@ -37,12 +37,13 @@ class Templates:
     """The migrated databases of this run, made on first use."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="abathur-adk-"))
+        self.dir: Path | None = None
         self.sqlite: Path | None = None
         self.schema: str | None = None
 
     async def sqlite_copy(self, dest: Path) -> Path:
         if self.sqlite is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="abathur-adk-"))
             path = self.dir / "template.db"
             db = Database(path)
             await db.initialize()
@@ -72,7 +73,8 @@ class Templates:
     def cleanup(self) -> None:
         if self.schema is not None:
             asyncio.run(_admin(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 async def _admin(statement: str) -> None:
