@@ -203,6 +203,8 @@ class Bench:
         self.n = iterations
         self.quick = quick
         self.figures: list[Figure] = []
+        self.peers: list[Figure] = []  # framework peers (their own implementations)
+        self.peers_note: str | None = None
         self.statements: dict[str, Any] = {}
         self.lengths = (10, 100, 1000) if quick else (10, 1000, 10000)
         self.table_sizes = (200, 1000) if quick else (2000, 100000)
@@ -326,6 +328,83 @@ class Bench:
                 start = time.perf_counter()
                 await asyncio.gather(*(self._timed(getter, samples, "g") for _ in range(50)))
                 self.record(op, impl, samples, wall_s=time.perf_counter() - start)
+
+    async def adk(self) -> None:
+        """Google ADK's session service: AbathurSessionService against ADK's own
+        DatabaseSessionService (sqlite+aiosqlite, a file), interleaved call by
+        call, each on its own file: create, append_event (an event with a
+        240-character message and a state delta) and get_session of a session
+        of 100 such events."""
+        try:
+            from google.adk.events.event import Event
+            from google.adk.events.event_actions import EventActions
+            from google.adk.sessions.database_session_service import DatabaseSessionService
+            from google.genai import types
+
+            from abathur.integrations.adk import AbathurSessionService
+        except ImportError as exc:  # the bench extra installs google-adk
+            self.peers_note = f"not measured: {exc}"
+            return
+
+        def event(i: int) -> Any:
+            return Event(
+                author="agent",
+                invocation_id=f"inv{i}",
+                content=types.Content(role="model", parts=[types.Part(text="x" * 240)]),
+                actions=EventActions(state_delta={"last": i}),
+            )
+
+        services: dict[str, Any] = {
+            "abathur": AbathurSessionService(self.workdir / "adk-abathur.db"),
+            "adk": DatabaseSessionService(f"sqlite+aiosqlite:///{self.workdir / 'adk-adk.db'}"),
+        }
+        try:
+            targets: dict[str, list[Any]] = {}
+            for impl, svc in services.items():
+                got = await svc.create_session(app_name="bench", user_id="u", session_id="g")
+                for i in range(100):
+                    await svc.append_event(got, event(i))
+                targets[impl] = [
+                    await svc.create_session(app_name="bench", user_id="u", session_id=f"a{j}")
+                    for j in range(SPREAD)
+                ]
+            n = self.n
+            events = {impl: [event(i) for i in range(n)] for impl in services}
+
+            def create(impl: str) -> Callable[[int], Awaitable[Any]]:
+                svc = services[impl]
+                return lambda i: svc.create_session(
+                    app_name="bench", user_id="u", session_id=f"c{i}"
+                )
+
+            def append(impl: str) -> Callable[[int], Awaitable[Any]]:
+                svc, sessions, evs = services[impl], targets[impl], events[impl]
+                return lambda i: svc.append_event(sessions[i % SPREAD], evs[i])
+
+            def get(impl: str) -> Callable[[int], Awaitable[Any]]:
+                svc = services[impl]
+                return lambda i: svc.get_session(app_name="bench", user_id="u", session_id="g")
+
+            start = len(self.figures)
+            await self.interleave(
+                [
+                    (op, [(impl, make(impl)) for impl in services], {})
+                    for op, make in (
+                        ("ADK create_session", create),
+                        ("ADK append_event", append),
+                        ("ADK get_session (100 events)", get),
+                    )
+                ],
+                [(i,) for i in range(n)],
+            )
+            self.peers += self.figures[start:]
+            del self.figures[start:]
+            for impl, svc in services.items():  # the reads returned every event
+                got = await svc.get_session(app_name="bench", user_id="u", session_id="g")
+                assert got is not None and len(got.events) == 100, impl
+        finally:
+            for svc in services.values():
+                await svc.close()
 
     async def _timed(
         self, fn: Callable[..., Awaitable[Any]], samples: list[float], *args: Any
@@ -846,6 +925,36 @@ def targets(
     return out
 
 
+def peer_ratios(peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per peer operation: abathur's and the peer's figures, and how many times
+    faster abathur's p50 is."""
+    by_op: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for f in peers:
+        by_op[f["op"]][f["impl"]] = f
+    return [
+        {
+            "op": op,
+            "abathur": impls["abathur"],
+            "peer": impls["adk"],
+            "peer_name": "ADK DatabaseSessionService",
+            "x_faster": round(impls["adk"]["p50_us"] / impls["abathur"]["p50_us"], 2),
+        }
+        for op, impls in by_op.items()
+    ]
+
+
+def peer_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "target": f"{r['op']}: abathur at least 5x faster than {r['peer_name']} (p50)",
+            "measured": f"{r['abathur']['p50_us']:,.0f} us vs {r['peer']['p50_us']:,.0f} us "
+            f"= {r['x_faster']}x",
+            "met": r["x_faster"] >= 5.0,
+        }
+        for r in rows
+    ]
+
+
 def plot(figures: list[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
@@ -986,6 +1095,24 @@ def render(result: dict[str, Any], png: str | None) -> str:
         "logic. Measured under cProfile, which inflates Python time; the proportions are "
         "what matters.",
     ]
+    lines += ["", "## Peers: Google ADK", ""]
+    if result.get("peers"):
+        lines += [
+            "`abathur.integrations.adk.AbathurSessionService` against ADK's own",
+            "`DatabaseSessionService` (sqlite+aiosqlite), each on its own file, interleaved call",
+            "by call. Both build the same ADK `Event` objects: on `get_session` most of either",
+            "side's time is `Event.model_validate` of the 100 events, which no storage can avoid.",
+            "",
+            "| operation | abathur p50 | p99 | ADK p50 | p99 | abathur faster by |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in result["peers"]:
+            lines.append(
+                f"| {r['op']} | {fmt(r['abathur'], 'p50_us')} | {fmt(r['abathur'], 'p99_us')} | "
+                f"{fmt(r['peer'], 'p50_us')} | {fmt(r['peer'], 'p99_us')} | {r['x_faster']}x |"
+            )
+    else:
+        lines.append(f"Not measured in this run ({result.get('peers_note')}).")
     if result.get("postgres"):
         lines += [
             "",
@@ -1034,9 +1161,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await bench.sessions()
         await bench.memory()
         await bench.concurrency()
+        await bench.adk()
         explain = await bench.explain()
         profile = await bench.profile()
         figures = [f.summary() for f in bench.figures]
+        peers = peer_ratios([f.summary() for f in bench.peers])
         result: dict[str, Any] = {
             "machine": machine(),
             "iterations": args.iterations,
@@ -1044,7 +1173,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "ratios": ratios(figures),
             "targets": targets(
                 figures, ratios(figures), bench.lengths, bench.table_sizes, bench.search_hits
-            ),
+            )
+            + peer_targets(peers),
+            "peers": peers,
+            "peers_note": bench.peers_note,
             "profile": profile,
             "explain": explain,
         }

@@ -31,6 +31,25 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # No new events or state once a session has ended.
 CLOSED_STATUSES = frozenset({"terminated", "archived"})
 TEMP_PREFIX = "temp:"
+# Shared state scopes: an ``app:`` key is one value for every session of the
+# app, a ``user:`` key one value for every session of the (app, user).
+APP_PREFIX = "app:"
+USER_PREFIX = "user:"
+SHARED_PREFIXES = (APP_PREFIX, USER_PREFIX)
+
+
+def is_shared_key(key: str) -> bool:
+    """Whether a state key lives in the shared store (``app:`` / ``user:``)."""
+    return key.startswith(SHARED_PREFIXES)
+
+
+def split_shared(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``state`` as (the session's own keys, the ``app:``/``user:`` keys)."""
+    own: dict[str, Any] = {}
+    shared: dict[str, Any] = {}
+    for key, value in state.items():
+        (shared if key.startswith(SHARED_PREFIXES) else own)[key] = value
+    return own, shared
 
 
 class NewSession(Input):

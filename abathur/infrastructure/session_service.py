@@ -35,7 +35,9 @@ from abathur.domain.sessions import (
     SessionWithEvents,
     StateKey,
     event_dict,
+    is_shared_key,
     session_dict,
+    split_shared,
 )
 from abathur.errors import (
     ConflictError,
@@ -46,6 +48,7 @@ from abathur.errors import (
 )
 from abathur.repositories.base import require
 from abathur.repositories.sessions import SessionRepository, SessionRow, later
+from abathur.repositories.shared_state import SharedStateRepository
 from abathur.schema.models import Session
 from abathur.strict_json import check_json, check_members
 
@@ -92,7 +95,10 @@ class SessionService:
         project_id: str | None = None,
         initial_state: dict[str, Any] | None = None,
     ) -> None:
-        """Create a session in status ``created``; a duplicate id raises AlreadyExistsError."""
+        """Create a session in status ``created``; a duplicate id raises AlreadyExistsError.
+
+        ``app:`` and ``user:`` keys of ``initial_state`` go to the shared state
+        of the app / of (app, user), in the same transaction."""
         new = validated(
             NewSession,
             id=session_id,
@@ -101,12 +107,15 @@ class SessionService:
             project_id=project_id,
             state={} if initial_state is None else initial_state,
         )
-        state = check_json(new.state, "initial_state")  # stored as this text
+        own, shared = split_shared(new.state)
+        state = check_json(own, "initial_state")  # stored as this text
+        shared_delta = check_members(shared, "initial_state")
 
         def work(conn: Connection) -> None:
             SessionRepository(conn).create(new, state)
+            SharedStateRepository(conn).write(new.app_name, new.user_id, shared_delta)
 
-        await self._db.write(work, one_statement=True)
+        await self._db.write(work, one_statement=not shared_delta)
 
     async def get_session(
         self,
@@ -120,6 +129,8 @@ class SessionService:
         ``recent_events=n`` keeps only the newest n events (0: none);
         ``after`` only events stored after that instant. ``last_seq`` is the
         seq of the newest event in the whole log, for ``expected_seq``.
+        ``state`` is the merged view: the session's own keys and the shared
+        ``app:`` / ``user:`` keys of its app and user.
         """
         text_arg(session_id, "session_id")
         query = validated(EventQuery, recent_events=recent_events, after=after)
@@ -130,11 +141,19 @@ class SessionService:
             row = repo.get_with_last_seq(session_id)
             if row is None:
                 return None
+            shared = SharedStateRepository(conn).read(row.app_name, row.user_id)
             if query.recent_events == 0:
                 events: list[Any] = []
             else:
                 events = repo.payloads(session_id, after=query.after, last=query.recent_events)
-            return {**session_dict(row), "events": events, "last_seq": int(row.last_seq or 0)}
+            found: SessionWithEvents = {
+                **session_dict(row),
+                "events": events,
+                "last_seq": int(row.last_seq or 0),
+            }
+            if shared:
+                found["state"] = {**row.state, **shared}
+            return found
 
         return await self._db.read(work)
 
@@ -146,7 +165,8 @@ class SessionService:
         *,
         expected_seq: int | None = None,
     ) -> None:
-        """Append one event and merge ``state_delta`` into the state, atomically.
+        """Append one event and merge ``state_delta`` into the state, atomically
+        (``app:`` / ``user:`` keys into the shared state of the app / user).
 
         ``event_id`` (uuid4 hex) and ``timestamp`` (UTC ISO-8601) are filled in
         when missing. With ``expected_seq``, raise StaleSessionError unless the
@@ -176,24 +196,33 @@ class SessionService:
         await self._db.write(work)
 
     async def get_state(self, session_id: str, key: str) -> Any | None:
-        """The value under ``key``, or None when the key is not set."""
+        """The value under ``key``, or None when the key is not set. An
+        ``app:`` / ``user:`` key reads the shared state of the session's app / user."""
         ref = validated(StateKey, session_id=session_id, key=key)
 
         def work(conn: Connection) -> Any | None:
+            if is_shared_key(ref.key):
+                return SharedStateRepository(conn).read_key(ref.session_id, ref.key)
             return SessionRepository(conn).state(ref.session_id).get(ref.key)
 
         return await self._db.read(work, one_statement=True)
 
     async def set_state(self, session_id: str, key: str, value: Any) -> None:
-        """Set one state key, keeping every other key (also those written concurrently)."""
+        """Set one state key, keeping every other key (also those written concurrently).
+        An ``app:`` / ``user:`` key is set in the shared state of the session's app / user."""
         write = validated(StateKey, session_id=session_id, key=key)
         delta = {write.key: check_json(value, f"state value of {key!r}")}
+        shared = is_shared_key(write.key)
 
         def work(conn: Connection) -> None:
             repo = SessionRepository(conn)
             row = repo.lock(write.session_id)
             _check_open(row)
-            repo.merge_state(row, delta)
+            if shared:
+                repo.save(row)
+                SharedStateRepository(conn).write(row.app_name, row.user_id, delta)
+            else:
+                repo.merge_state(row, delta)
 
         await self._db.write(work)
 
@@ -232,7 +261,8 @@ class SessionService:
         expected_seq: int | None = None,
     ) -> int:
         """Append a batch of events (in order) and merge ``state_delta``, in one
-        transaction. Returns the seq of the last event now in the log."""
+        transaction (``app:`` / ``user:`` keys into the shared state, as
+        ``append_event``). Returns the seq of the last event now in the log."""
         batch = validated(
             EventBatch,
             session_id=session_id,
@@ -246,7 +276,9 @@ class SessionService:
             for event in batch.events
         ]
         documents = [check_json(event, "event") for event in stamped]  # serialised once
-        delta = check_members(batch.state_delta or {}, "state_delta")
+        own, shared = split_shared(batch.state_delta or {})
+        delta = check_members(own, "state_delta")
+        shared_delta = check_members(shared, "state_delta")
 
         def work(conn: Connection) -> int:
             repo = SessionRepository(conn)
@@ -262,6 +294,7 @@ class SessionService:
             # (``get_session(after=...)`` relies on it).
             repo.add_events(batch.session_id, documents, last + 1, later(row.last_update_time))
             repo.merge_state(row, delta)
+            SharedStateRepository(conn).write(row.app_name, row.user_id, shared_delta)
             return last + len(stamped)
 
         return await self._db.write(work)
@@ -310,6 +343,19 @@ class SessionService:
             return [session_dict(r) for r in rows]
 
         return await self._db.run(work, write=False)
+
+    async def get_shared_state(self, app_name: str, user_id: str | None = None) -> dict[str, Any]:
+        """The shared state keys (with their prefixes): the ``app:`` keys of
+        ``app_name`` and, given ``user_id``, that user's ``user:`` keys. They
+        exist without any session (a deleted session leaves them in place)."""
+        text_arg(app_name, "app_name")
+        if user_id is not None:
+            text_arg(user_id, "user_id")
+
+        def work(conn: Connection) -> dict[str, Any]:
+            return SharedStateRepository(conn).read(app_name, user_id)
+
+        return await self._db.read(work, one_statement=True)
 
     async def delete_session(self, session_id: str) -> None:
         """Delete the session and its events; tasks, agents and checkpoints that

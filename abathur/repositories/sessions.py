@@ -57,6 +57,8 @@ SESSION_FIELDS = tuple(
 # into it in the database (``merge_state``) without reading it.
 LOCK_FIELDS = (
     Session.id.label("id"),
+    Session.app_name.label("app_name"),
+    Session.user_id.label("user_id"),
     Session.status.label("status"),
     Session.last_update_time.label("last_update_time"),
 )
@@ -97,6 +99,10 @@ class SessionRow(Protocol):
 
     @property
     def id(self) -> str: ...
+    @property
+    def app_name(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
     @property
     def status(self) -> str: ...
     @property

@@ -321,6 +321,37 @@ class SessionEvent(Base):
     )
 
 
+# Which rows the shared state holds: app keys under user_id '', user keys under a user.
+SHARED_STATE_SCOPE = (
+    "(user_id = '' AND substr(key, 1, 4) = 'app:') "
+    "OR (user_id <> '' AND substr(key, 1, 5) = 'user:')"
+)
+
+
+class SharedState(Base):
+    """Session state shared between sessions (revision 0008): one row per key.
+
+    An ``app:`` key is one value for every session of ``app_name`` (its row
+    has ``user_id = ''``); a ``user:`` key one value for every session of
+    (``app_name``, ``user_id``). ``key`` keeps its prefix. The primary key
+    serves every read: a session's merged view reads the rows of
+    (app, '') and (app, user) in one indexed statement.
+    """
+
+    __tablename__ = "shared_state"
+
+    app_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONDocument)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(SHARED_STATE_SCOPE, name="scope"),
+        jv("value"),
+    )
+
+
 class MemoryEntry(Base):
     __tablename__ = "memory_entries"
 

@@ -133,3 +133,37 @@ async def test_events_are_stamped_in_the_order_they_are_stored(tmp_path: Path) -
         assert stored[0]["created_at"] < stored[1]["created_at"]
         newer = await second.sessions.get_session("s", after=seen[-1]["created_at"])
         assert newer is not None and [e["who"] for e in newer["events"]] == ["first"]
+
+
+async def test_concurrent_shared_state_writers_of_one_user_lose_nothing(db: Database) -> None:
+    """50 sessions of one user append ``user:`` and ``app:`` deltas at once:
+    every key lands in the shared state, next to each session's own event."""
+    ids = [f"s{i}" for i in range(SESSIONS)]
+    for sid in ids:
+        await db.sessions.create_session(sid, "app", "alice")
+    await db.sessions.create_session("other", "app", "bob")
+
+    await asyncio.gather(
+        *(
+            db.sessions.append_event(
+                sid,
+                {"writer": n},
+                {f"user:k{n}": n, "user:last": n, f"app:seen{n}": True, f"own{n}": n},
+            )
+            for n, sid in enumerate(ids)
+        ),
+        *(db.sessions.set_state(sid, f"user:set{n}", n) for n, sid in enumerate(ids)),
+    )
+
+    expected_user = {f"user:k{n}": n for n in range(SESSIONS)}
+    expected_user |= {f"user:set{n}": n for n in range(SESSIONS)}
+    expected_app = {f"app:seen{n}": True for n in range(SESSIONS)}
+    for n, sid in enumerate(ids):
+        got = await db.sessions.get_session(sid)
+        assert got is not None
+        assert [e["writer"] for e in got["events"]] == [n]
+        last = got["state"].pop("user:last")
+        assert last in range(SESSIONS)
+        assert got["state"] == expected_user | expected_app | {f"own{n}": n}
+    bob = await db.sessions.get_session("other")
+    assert bob is not None and bob["state"] == expected_app

@@ -26,6 +26,14 @@ def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path)
     }
     report = (tmp_path / "performance_validation_milestone2.md").read_text()
     assert "## Targets" in report and "## Index usage" in report
+    # The ADK peers (the dev and bench extras install google-adk).
+    assert {r["op"] for r in result["peers"]} == {
+        "ADK create_session",
+        "ADK append_event",
+        "ADK get_session (100 events)",
+    }
+    assert all(r["abathur"]["p50_us"] > 0 and r["peer"]["p50_us"] > 0 for r in result["peers"])
+    assert "## Peers: Google ADK" in report
 
 
 def _stored(path: Path) -> tuple[dict[str, object], list[dict[str, object]]]:

@@ -29,7 +29,9 @@ from abathur.infrastructure.database import Database
 from tests.conftest import PG_URL, pg_schema
 
 IDS = st.sampled_from(["a", "b", "c"])
-KEYS = st.sampled_from(["x", "y", "temp:t", "temp:u", "session:s"])
+KEYS = st.sampled_from(["x", "y", "temp:t", "temp:u", "session:s", "app:a", "user:b", "user:c"])
+APPS = st.sampled_from(["app", "app2"])
+USERS = st.sampled_from(["u", "v"])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
 SCALARS = (
     st.none()
@@ -71,6 +73,8 @@ class SessionMachine(RuleBasedStateMachine):
         self.schema: AbstractAsyncContextManager[str] | None = None
         self.db = self.run(self.open())
         self.model: dict[str, dict[str, Any]] = {}
+        # The shared state scopes: (app, "") holds app: keys, (app, user) user: keys.
+        self.shared: dict[tuple[str, str], dict[str, Any]] = {}
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -109,18 +113,40 @@ class SessionMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @rule(sid=IDS, state=st.dictionaries(KEYS, JSON, max_size=3))
-    def create(self, sid: str, state: dict[str, Any]) -> None:
+    def _write(self, sid: str, delta: dict[str, Any]) -> None:
+        """The model of a state write: app:/user: keys to the shared scopes."""
+        session = self.model[sid]
+        for key, value in delta.items():
+            if key.startswith("app:"):
+                self.shared.setdefault((session["app"], ""), {})[key] = value
+            elif key.startswith("user:"):
+                self.shared.setdefault((session["app"], session["user"]), {})[key] = value
+            else:
+                session["state"][key] = value
+
+    def _merged(self, sid: str) -> dict[str, Any]:
+        session = self.model[sid]
+        return {
+            **session["state"],
+            **self.shared.get((session["app"], ""), {}),
+            **self.shared.get((session["app"], session["user"]), {}),
+        }
+
+    @rule(sid=IDS, app=APPS, user=USERS, state=st.dictionaries(KEYS, JSON, max_size=3))
+    def create(self, sid: str, app: str, user: str, state: dict[str, Any]) -> None:
         error = AlreadyExistsError if sid in self.model else None
-        self.expect(error, self.db.sessions.create_session(sid, "app", "u", None, state))
+        self.expect(error, self.db.sessions.create_session(sid, app, user, None, state))
         if error is None:
             self.model[sid] = {
+                "app": app,
+                "user": user,
                 "status": "created",
-                "state": dict(state),
+                "state": {},
                 "events": [],
                 "terminated": False,
                 "archived": False,
             }
+            self._write(sid, state)
 
     def _append_error(self, sid: str, expected_seq: int | None) -> type[Exception] | None:
         if sid not in self.model:
@@ -152,7 +178,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.expect(error, call)
         if error is None:
             self.model[sid]["events"] += events
-            self.model[sid]["state"].update(delta or {})
+            self._write(sid, delta or {})
 
     @rule(sid=IDS, status=st.sampled_from([*SESSION_STATUSES, "bogus"]))
     def update_status(self, sid: str, status: str) -> None:
@@ -177,7 +203,7 @@ class SessionMachine(RuleBasedStateMachine):
         error = self._append_error(sid, None)
         self.expect(error, self.db.sessions.set_state(sid, key, value))
         if error is None:
-            self.model[sid]["state"][key] = value
+            self._write(sid, {key: value})
 
     @rule(sid=IDS)
     def terminate(self, sid: str) -> None:
@@ -201,7 +227,7 @@ class SessionMachine(RuleBasedStateMachine):
         if sid not in self.model:
             self.expect(NotFoundError, self.db.sessions.get_state(sid, key))
             return
-        assert self.run(self.db.sessions.get_state(sid, key)) == self.model[sid]["state"].get(key)
+        assert self.run(self.db.sessions.get_state(sid, key)) == self._merged(sid).get(key)
 
     @rule(sid=IDS)
     def delete(self, sid: str) -> None:
@@ -221,7 +247,7 @@ class SessionMachine(RuleBasedStateMachine):
             want = self.model[sid]
             assert got is not None
             assert got["status"] == want["status"]
-            assert got["state"] == want["state"]
+            assert got["state"] == self._merged(sid)
             assert got["last_seq"] == len(want["events"])
             assert [{k: v for k, v in e.items() if k not in FILLED} for e in got["events"]] == (
                 want["events"]
@@ -238,6 +264,10 @@ class SessionMachine(RuleBasedStateMachine):
         assert times == sorted(times, reverse=True)
         listed = self.run(self.db.sessions.list_sessions(limit=10))
         assert {s["id"] for s in listed} == set(self.model)
+        for app in ("app", "app2"):
+            for user in ("u", "v"):
+                want = {**self.shared.get((app, ""), {}), **self.shared.get((app, user), {})}
+                assert self.run(self.db.sessions.get_shared_state(app, user)) == want
 
 
 @pytest.mark.slow

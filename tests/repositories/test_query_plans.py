@@ -66,6 +66,18 @@ async def workload(db: Database, docs: Path) -> None:
     await s.list_events("s1", after_seq=1, limit=2)
     await s.get_state("s1", "session:i")
     await s.set_state("s1", "session:j", 2)
+    # Shared state scopes (app:/user: keys in shared_state).
+    await s.create_session("sh", "app1", "u1", initial_state={"app:a": 1, "user:u": 2, "k": 3})
+    await s.append_event("sh", {"type": "x"}, state_delta={"user:v": 1, "app:b": 2})
+    await s.set_state("s1", "user:w", 3)
+    await s.get_state("s1", "user:w")
+    await s.get_state("s1", "app:a")
+    await s.get_shared_state("app1")
+    await s.get_shared_state("app1", "u1")
+    # The ADK adapter's listings: one app (all users), one app and user, paged.
+    await s.list_sessions(app_name="app1", limit=2)
+    await s.list_sessions(app_name="app1", limit=2, before="s1")
+    await s.list_sessions(app_name="app1", user_id="u1", limit=2, before="s1")
     await s.list_active_sessions()
     await s.list_active_sessions(user_id="u1")
     await s.list_sessions()

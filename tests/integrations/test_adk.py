@@ -1,0 +1,194 @@
+"""AbathurSessionService beyond ADK's own suite (tests/conformance/adk): the
+identity mapping, what is stored, listings, errors and ownership, on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import pytest
+from google.adk.agents import Agent
+from google.adk.errors._stale_session_error import StaleSessionError as AdkStaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError as AdkAlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.runners import Runner
+from google.adk.sessions.base_session_service import GetSessionConfig
+from google.adk.sessions.session import Session
+from google.genai import types
+
+from abathur.infrastructure.database import Database
+from abathur.integrations.adk import AbathurSessionService, abathur_session_id, adk_session_id
+
+AWKWARD = ["plain", "a/b", "100%", "x:y", "%2F", "", "é ✓", "a/b/c"]
+
+
+def test_identity_mapping_round_trips_awkward_parts() -> None:
+    ids = set()
+    for app in AWKWARD:
+        for user in AWKWARD:
+            for sid in AWKWARD:
+                cid = abathur_session_id(app, user, sid)
+                assert adk_session_id(cid) == (app, user, sid)
+                ids.add(cid)
+    assert len(ids) == len(AWKWARD) ** 3  # no two identities share an abathur id
+    assert adk_session_id("not-adk") is None
+    assert adk_session_id("adk:only/two") is None
+
+
+@pytest.fixture
+def service(db: Database) -> AbathurSessionService:
+    return AbathurSessionService(db)
+
+
+async def test_sessions_of_one_id_under_two_users_and_apps_are_distinct(
+    service: AbathurSessionService,
+) -> None:
+    for app in ("a/1", "a%2F1"):
+        for user in ("u:1", "u/1"):
+            await service.create_session(app_name=app, user_id=user, session_id="s/1")
+            event = Event(author="user", invocation_id=f"{app}|{user}")
+            got = await service.get_session(app_name=app, user_id=user, session_id="s/1")
+            assert got is not None
+            await service.append_event(got, event)
+    for app in ("a/1", "a%2F1"):
+        for user in ("u:1", "u/1"):
+            got = await service.get_session(app_name=app, user_id=user, session_id="s/1")
+            assert got is not None and (got.app_name, got.user_id, got.id) == (app, user, "s/1")
+            assert [e.invocation_id for e in got.events] == [f"{app}|{user}"]
+        listed = await service.list_sessions(app_name=app)
+        assert sorted(s.user_id for s in listed.sessions) == ["u/1", "u:1"]
+
+
+async def test_what_is_stored_for_an_event(service: AbathurSessionService, db: Database) -> None:
+    session = await service.create_session(
+        app_name="app", user_id="u", state={"k": 1, "temp:t": 2, "user:p": 3, "app:q": 4}
+    )
+    assert session.state == {"k": 1, "user:p": 3, "app:q": 4}
+    event = Event(
+        author="user",
+        timestamp=1700000000.123,
+        actions=EventActions(state_delta={"temp:x": 1, "k": 2, "user:p": 5}),
+    )
+    await service.append_event(session, event)
+    assert session.state == {"k": 2, "temp:x": 1, "user:p": 5, "app:q": 4}
+    cid = abathur_session_id("app", "u", session.id)
+    stored = await db.sessions.get_session(cid)
+    assert stored is not None
+    assert stored["state"] == {"k": 2, "user:p": 5, "app:q": 4}  # no temp: key
+    [document] = stored["events"]
+    assert document["event_id"] == event.id
+    assert document["timestamp"] == 1700000000.123
+    assert document["actions"]["state_delta"] == {"k": 2, "user:p": 5}
+    assert await db.sessions.get_shared_state("app", "u") == {"user:p": 5, "app:q": 4}
+    assert await service.get_user_state(app_name="app", user_id="u") == {"p": 5}
+
+
+async def test_list_sessions_orders_oldest_first_and_skips_foreign_sessions(
+    service: AbathurSessionService, db: Database
+) -> None:
+    for sid in ("c", "a", "b"):
+        await service.create_session(app_name="app", user_id="u", session_id=sid)
+    await db.sessions.create_session("not-adk", "app", "u")  # abathur's own, not ADK's
+    a = await service.get_session(app_name="app", user_id="u", session_id="a")
+    assert a is not None
+    await service.append_event(a, Event(author="user"))
+    listed = (await service.list_sessions(app_name="app", user_id="u")).sessions
+    assert [s.id for s in listed] == ["c", "b", "a"]  # a was written last
+    assert all(s.events == [] for s in listed)
+    assert (await service.list_sessions(app_name="other")).sessions == []
+
+
+async def test_errors_are_adks(service: AbathurSessionService) -> None:
+    await service.create_session(app_name="app", user_id="u", session_id="s")
+    with pytest.raises(AdkAlreadyExistsError):
+        await service.create_session(app_name="app", user_id="u", session_id="s")
+    ghost = Session(id="ghost", app_name="app", user_id="u")
+    with pytest.raises(SessionNotFoundError):
+        await service.append_event(ghost, Event(author="user"))
+    s = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert s is not None
+    copy = s.model_copy(deep=True)
+    await service.append_event(s, Event(author="user"))
+    with pytest.raises(AdkStaleSessionError, match="modified in storage"):
+        await service.append_event(copy, Event(author="user"))
+    with pytest.raises(ValueError):
+        await service.append_event(
+            s, Event(author="user", actions=EventActions(state_delta={"k": float("nan")}))
+        )
+    await service.delete_session(app_name="app", user_id="u", session_id="missing")
+    assert await service.get_session(app_name="app", user_id="u", session_id="missing") is None
+
+
+async def test_num_recent_events_zero_keeps_the_last_update_time(
+    service: AbathurSessionService,
+) -> None:
+    session = await service.create_session(app_name="app", user_id="u")
+    for ts in (10.0, 20.0, 30.0):
+        await service.append_event(session, Event(author="user", timestamp=ts))
+    for config in (
+        None,
+        GetSessionConfig(num_recent_events=0),
+        GetSessionConfig(after_timestamp=25),
+    ):
+        got = await service.get_session(
+            app_name="app", user_id="u", session_id=session.id, config=config
+        )
+        assert got is not None and got.last_update_time == 30.0
+    got = await service.get_session(
+        app_name="app", user_id="u", session_id=session.id,
+        config=GetSessionConfig(after_timestamp=20.0, num_recent_events=1),
+    )  # fmt: skip
+    assert got is not None and [e.timestamp for e in got.events] == [30.0]
+
+
+async def test_a_url_service_owns_its_database_and_a_database_is_left_open(
+    tmp_path: Path, db: Database
+) -> None:
+    async with AbathurSessionService(tmp_path / "own.db") as owned:
+        await owned.create_session(app_name="app", user_id="u", session_id="s")
+        assert await owned.get_session(app_name="app", user_id="u", session_id="s") is not None
+    reopened = AbathurSessionService(str(tmp_path / "own.db"))
+    assert await reopened.get_session(app_name="app", user_id="u", session_id="s") is not None
+    await reopened.close()
+
+    async with AbathurSessionService(db) as borrowed:
+        await borrowed.create_session(app_name="app", user_id="u", session_id="s")
+    assert await db.sessions.get_session(abathur_session_id("app", "u", "s")) is not None
+
+
+class _EchoModel(BaseLlm):
+    """A model that answers every turn with the same text (no network)."""
+
+    model: str = "echo"
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text="hi!")]))
+
+
+async def test_a_runner_with_an_agent_keeps_its_conversation_in_abathur(db: Database) -> None:
+    sessions = AbathurSessionService(db)
+    agent = Agent(name="helper", model=_EchoModel(), instruction="Answer.", output_key="user:last")
+    runner = Runner(agent=agent, app_name="support", session_service=sessions)
+    session = await sessions.create_session(app_name="support", user_id="alice")
+    for text in ("hello", "again"):
+        message = types.Content(role="user", parts=[types.Part(text=text)])
+        async for _ in runner.run_async(
+            user_id="alice", session_id=session.id, new_message=message
+        ):
+            pass
+    got = await sessions.get_session(app_name="support", user_id="alice", session_id=session.id)
+    assert got is not None
+    texts = [
+        (e.author, e.content.parts[0].text) for e in got.events if e.content and e.content.parts
+    ]
+    assert texts == [("user", "hello"), ("helper", "hi!"), ("user", "again"), ("helper", "hi!")]
+    # output_key wrote a user: key: shared with the user's next session.
+    other = await sessions.create_session(app_name="support", user_id="alice")
+    assert other.state == {"user:last": "hi!"}

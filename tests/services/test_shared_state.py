@@ -1,0 +1,114 @@
+"""Shared state scopes: ``app:`` keys shared by every session of an app,
+``user:`` keys by every session of (app, user), on both backends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import text
+
+from abathur.errors import ConflictError, NotFoundError, StaleSessionError, ValidationError
+from abathur.infrastructure.database import Database
+
+
+async def _state(db: Database, session_id: str) -> dict[str, object]:
+    got = await db.sessions.get_session(session_id)
+    assert got is not None
+    return dict(got["state"])
+
+
+async def test_app_keys_are_shared_by_every_session_of_the_app(db: Database) -> None:
+    await db.sessions.create_session("a1", "app", "alice", initial_state={"app:k1": 1})
+    await db.sessions.append_event("a1", {"n": 1}, {"app:k2": [2]})
+    await db.sessions.create_session("b1", "app", "bob")
+    await db.sessions.create_session("x1", "other-app", "alice")
+
+    assert await _state(db, "b1") == {"app:k1": 1, "app:k2": [2]}
+    assert await _state(db, "a1") == {"app:k1": 1, "app:k2": [2]}
+    assert await _state(db, "x1") == {}
+    await db.sessions.set_state("b1", "app:k1", "from bob")
+    assert await db.sessions.get_state("a1", "app:k1") == "from bob"
+    assert await db.sessions.get_state("x1", "app:k1") is None
+
+
+async def test_user_keys_are_shared_by_the_sessions_of_one_user_only(db: Database) -> None:
+    await db.sessions.create_session("a1", "app", "alice", initial_state={"user:k": "v1"})
+    await db.sessions.create_session("a2", "app", "alice")
+    await db.sessions.create_session("b1", "app", "bob")
+    await db.sessions.create_session("x1", "app2", "alice")
+    await db.sessions.append_event("a2", {"n": 1}, {"user:k2": {"deep": [1, None]}})
+
+    shared = {"user:k": "v1", "user:k2": {"deep": [1, None]}}
+    assert await _state(db, "a1") == shared
+    assert await _state(db, "a2") == shared
+    assert await _state(db, "b1") == {}
+    assert await _state(db, "x1") == {}
+    assert await db.sessions.get_state("a1", "user:k2") == {"deep": [1, None]}
+    assert await db.sessions.get_state("b1", "user:k2") is None
+    assert await db.sessions.get_shared_state("app", "alice") == shared
+    assert await db.sessions.get_shared_state("app", "bob") == {}
+    assert await db.sessions.get_shared_state("app") == {}
+
+
+async def test_session_and_temp_keys_stay_per_session(db: Database) -> None:
+    await db.sessions.create_session(
+        "a1", "app", "alice", initial_state={"k": 1, "session:k": 2, "temp:k": 3, "app:k": 4}
+    )
+    await db.sessions.create_session("a2", "app", "alice")
+    assert await _state(db, "a1") == {"k": 1, "session:k": 2, "temp:k": 3, "app:k": 4}
+    assert await _state(db, "a2") == {"app:k": 4}
+    await db.sessions.terminate_session("a1")
+    assert await _state(db, "a1") == {"k": 1, "session:k": 2, "app:k": 4}
+
+
+async def test_shared_keys_are_stored_once_not_in_the_session(db: Database) -> None:
+    await db.sessions.create_session("a1", "app", "alice", initial_state={"user:k": 1, "own": 2})
+    await db.sessions.append_event("a1", {}, {"app:k": 3, "own2": 4})
+    async with db.transaction(write=False) as tx:
+        state = (await tx.execute(text("SELECT state FROM sessions"))).scalar_one()
+        rows = (
+            await tx.execute(text("SELECT user_id, key FROM shared_state ORDER BY user_id, key"))
+        ).all()
+    assert (state if isinstance(state, dict) else json.loads(state)) == {
+        "own": 2,
+        "own2": 4,
+    }
+    assert [tuple(r) for r in rows] == [("", "app:k"), ("alice", "user:k")]
+
+
+async def test_a_rejected_append_writes_no_shared_key(db: Database) -> None:
+    await db.sessions.create_session("a1", "app", "alice")
+    await db.sessions.append_event("a1", {"n": 1})
+    with pytest.raises(StaleSessionError):
+        await db.sessions.append_event("a1", {"n": 2}, {"user:k": 1}, expected_seq=0)
+    with pytest.raises(ValidationError, match="user:bad"):
+        await db.sessions.append_event("a1", {"n": 2}, {"user:bad": float("nan")})
+    await db.sessions.terminate_session("a1")
+    with pytest.raises(ConflictError):
+        await db.sessions.append_event("a1", {"n": 3}, {"app:k": 1})
+    with pytest.raises(ConflictError):
+        await db.sessions.set_state("a1", "user:k", 1)
+    assert await db.sessions.get_shared_state("app", "alice") == {}
+    got = await db.sessions.get_session("a1")
+    assert got is not None and [e["n"] for e in got["events"]] == [1]
+
+
+async def test_shared_keys_survive_the_sessions_that_wrote_them(db: Database) -> None:
+    await db.sessions.create_session("a1", "app", "alice", initial_state={"user:k": 1})
+    await db.sessions.delete_session("a1")
+    assert await db.sessions.get_shared_state("app", "alice") == {"user:k": 1}
+    await db.sessions.create_session("a2", "app", "alice")
+    assert await _state(db, "a2") == {"user:k": 1}
+
+
+async def test_shared_key_reads_and_writes_need_a_session(db: Database) -> None:
+    with pytest.raises(NotFoundError):
+        await db.sessions.set_state("nope", "user:k", 1)
+    with pytest.raises(NotFoundError):
+        await db.sessions.append_event("nope", {}, {"app:k": 1})
+    with pytest.raises(ValidationError):
+        await db.sessions.get_shared_state("")
+    with pytest.raises(ValidationError):
+        await db.sessions.create_session("a1", "app", "alice", initial_state={"app:k": {1, 2}})
+    assert await db.sessions.get_session("a1") is None
