@@ -36,9 +36,9 @@ def floor(module: str) -> int:
     best: tuple[int, int] | None = None  # (length of the matched room, floor)
     for number, rooms in enumerate(FLOORS):
         for room in rooms:
-            if module == room or module.startswith(room + "."):
-                if best is None or len(room) > best[0]:
-                    best = (len(room), number)
+            inside = module == room or module.startswith(room + ".")
+            if inside and (best is None or len(room) > best[0]):
+                best = (len(room), number)
     assert best is not None, f"{module} is on no floor: add its room to FLOORS"
     return best[1]
 
