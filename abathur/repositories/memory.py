@@ -102,33 +102,32 @@ EXPIRED_KEYS = Prepared(
     .where(MemoryExpiry.expires_at <= bindparam("now"))
     .order_by(MemoryExpiry.expires_at, MemoryExpiry.namespace, MemoryExpiry.key)
 )
-_EXPIRY_OF_KEY = (
-    MemoryExpiry.namespace == bindparam("namespace"),
-    MemoryExpiry.key == bindparam("key"),
-)
+# Parameter names differ from the column names: an UPDATE reserves those.
+_EXPIRY_OF_KEY = (MemoryExpiry.namespace == bindparam("ns"), MemoryExpiry.key == bindparam("k"))
 SET_EXPIRY = Prepared(
     update(MemoryExpiry)
     .where(*_EXPIRY_OF_KEY)
-    .values(expires_at=bindparam("expires_at"), ttl_seconds=bindparam("ttl_seconds"))
+    .values(expires_at=bindparam("at"), ttl_seconds=bindparam("ttl"))
 )
 NEW_EXPIRY = Prepared(
     insert(MemoryExpiry).values(
-        namespace=bindparam("namespace"),
-        key=bindparam("key"),
-        expires_at=bindparam("expires_at"),
-        ttl_seconds=bindparam("ttl_seconds"),
+        namespace=bindparam("ns"),
+        key=bindparam("k"),
+        expires_at=bindparam("at"),
+        ttl_seconds=bindparam("ttl"),
     )
 )
 CLEAR_EXPIRY = Prepared(delete(MemoryExpiry).where(*_EXPIRY_OF_KEY))
-# refresh_ttl: only a key that has not expired yet moves forward.
+# refresh_ttl: only a key that has not expired yet moves forward, by the TTL
+# it was read with.
 REFRESH_EXPIRY = Prepared(
     update(MemoryExpiry)
     .where(
         *_EXPIRY_OF_KEY,
         MemoryExpiry.expires_at > bindparam("now"),
-        MemoryExpiry.ttl_seconds == bindparam("ttl_seconds"),
+        MemoryExpiry.ttl_seconds == bindparam("ttl"),
     )
-    .values(expires_at=bindparam("expires_at"))
+    .values(expires_at=bindparam("at"))
 )
 
 
@@ -243,27 +242,21 @@ class MemoryRepository:
         had_expiry: bool,
     ) -> None:
         """Make the key expire at ``expiry = (expires_at, ttl_seconds)``, or never (None)."""
-        params: dict[str, Any] = {"namespace": namespace, "key": key}
+        params: dict[str, Any] = {"ns": namespace, "k": key}
         if expiry is None:
             if had_expiry:
                 CLEAR_EXPIRY.execute(self.executor, params)
             return
-        params["expires_at"], params["ttl_seconds"] = expiry
+        params["at"], params["ttl"] = expiry
         (SET_EXPIRY if had_expiry else NEW_EXPIRY).execute(self.executor, params)
 
     def clear_expiry(self, namespace: str, key: str) -> None:
-        CLEAR_EXPIRY.execute(self.executor, {"namespace": namespace, "key": key})
+        CLEAR_EXPIRY.execute(self.executor, {"ns": namespace, "k": key})
 
     def refresh_expiry(
         self, namespace: str, key: str, ttl_seconds: float, now: datetime, expires_at: datetime
     ) -> None:
-        params = {
-            "namespace": namespace,
-            "key": key,
-            "ttl_seconds": ttl_seconds,
-            "now": now,
-            "expires_at": expires_at,
-        }
+        params = {"ns": namespace, "k": key, "ttl": ttl_seconds, "now": now, "at": expires_at}
         REFRESH_EXPIRY.execute(self.executor, params)
 
     def expired_keys(self, now: datetime) -> list[tuple[str, str]]:

@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("ttl_seconds", sa.Float(), nullable=False),
-        sa.CheckConstraint("ttl_seconds > 0", name="ck_memory_expiry_ttl_seconds"),
+        sa.CheckConstraint("ttl_seconds > 0", name=op.f("ck_memory_expiry_ttl_seconds")),
         sa.PrimaryKeyConstraint("namespace", "key", name="pk_memory_expiry"),
     )
     op.create_index("idx_memory_expiry_expires_at", "memory_expiry", ["expires_at"])
