@@ -430,20 +430,22 @@ def _namespace_walk(postgres: bool) -> Any:
     step is an index probe for the first live, unexpired row after the previous
     namespace (a loose index scan as a recursive CTE), stopping after ``stop``."""
     live = "false" if postgres else "0"
+    # No table aliases: query plans then name the tables themselves.
     candidate = (
-        "SELECT m.namespace FROM memory_entries m "
-        "WHERE {start} AND m.namespace < :upper "
-        f"AND m.is_deleted = {live} "
-        "AND (m.namespace = :root OR m.namespace >= :lower) "
-        "AND NOT EXISTS (SELECT 1 FROM memory_expiry e WHERE e.namespace = m.namespace "
-        "AND e.key = m.key AND e.expires_at <= :now) "
-        "ORDER BY m.namespace LIMIT 1"
+        "SELECT memory_entries.namespace FROM memory_entries "
+        "WHERE {start} AND memory_entries.namespace < :upper "
+        f"AND memory_entries.is_deleted = {live} "
+        "AND (memory_entries.namespace = :root OR memory_entries.namespace >= :lower) "
+        "AND NOT EXISTS (SELECT 1 FROM memory_expiry "
+        "WHERE memory_expiry.namespace = memory_entries.namespace "
+        "AND memory_expiry.key = memory_entries.key AND memory_expiry.expires_at <= :now) "
+        "ORDER BY memory_entries.namespace LIMIT 1"
     )
     sql = (
         "WITH RECURSIVE walk(ns, n) AS ("
-        f"SELECT ({candidate.format(start='m.namespace >= :first')}), 1 "
+        f"SELECT ({candidate.format(start='memory_entries.namespace >= :first')}), 1 "
         "UNION ALL "
-        f"SELECT ({candidate.format(start='m.namespace > walk.ns')}), walk.n + 1 "
+        f"SELECT ({candidate.format(start='memory_entries.namespace > walk.ns')}), walk.n + 1 "
         "FROM walk WHERE walk.ns IS NOT NULL AND walk.n < :stop"
         ") SELECT ns FROM walk WHERE ns IS NOT NULL"
     )
