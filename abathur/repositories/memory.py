@@ -11,9 +11,10 @@ checks the plans on both backends):
 - stale episodic memories: ``idx_memory_type_updated`` (live rows only);
 - a key's expiry: the primary key of ``memory_expiry`` (joined to the key's
   rows); expired keys: ``idx_memory_expiry_expires_at``;
-- the distinct namespaces of a subtree: a walk of ``idx_memory_namespace_prefix``
-  that seeks from one namespace to the next (one index probe per namespace),
-  never reading the rows of a namespace it has already found.
+- the distinct namespaces of a subtree: a walk of an index leading with the
+  namespace (SQLite picks ``idx_memory_namespace_key_version``, which covers
+  the query) that seeks from one namespace to the next (one index probe per
+  namespace), never reading the other rows of a namespace it has found.
 """
 
 from __future__ import annotations
