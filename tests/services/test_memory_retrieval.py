@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql
 
-from abathur.domain.memory import AccessContext
+from abathur.domain.memory import AccessContext, parse_filter
 from abathur.errors import AccessDeniedError, AlreadyExistsError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import SYSTEM_TASK_ID
+from abathur.repositories.memory import _pg_term
 from abathur.schema.models import AuditEntry, MemoryEntry, MemoryExpiry
 from tests.support.memory_model import Clock, controlled_clock
 
@@ -405,3 +407,14 @@ async def test_scoped_memory_exposes_the_new_calls(db: Database, task_id: str) -
     assert await scoped.list_namespaces("user:alice") == ["user:alice:p"]
     with pytest.raises(ValidationError):
         await scoped.list_namespaces(limit=0)
+
+
+def test_postgres_string_orderings_compare_in_byte_order() -> None:
+    """Strings order by code point on both backends. On PostgreSQL a text
+    comparison takes the database's default collation unless told otherwise,
+    and test servers often default to C.UTF-8, where behaviour cannot show the
+    difference; so the compiled condition itself must name "C"."""
+    (term,) = parse_filter({"name": {"$gt": "a"}})
+    sql = str(_pg_term(term, "f0").compile(dialect=postgresql.dialect()))
+    assert 'COLLATE "C"' in sql, sql
+    assert "jsonb_typeof" in sql, sql
