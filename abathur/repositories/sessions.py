@@ -112,8 +112,6 @@ class StoredSession(SessionFields, Protocol):
 
     @property
     def last_seq(self) -> int | None: ...
-
-
 EVENT_FIELDS = tuple(
     getattr(SessionEvent, prop.key).label(prop.key)
     for prop in sa_inspect(SessionEvent).column_attrs
