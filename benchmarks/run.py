@@ -34,7 +34,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -124,6 +124,7 @@ def prefill(
     in_root: int = 0,
     history_keys: int = 0,
     history_versions: int = 10,
+    namespaces: int = 97,
 ) -> None:
     """Identical starting data for every implementation, written with plain sqlite3."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -146,7 +147,7 @@ def prefill(
         )
     rows: list[tuple[Any, ...]] = []
     for i in range(memories):
-        ns = SEARCH_ROOT if i < in_root else f"user:other{i % 97}:notes"
+        ns = SEARCH_ROOT if i < in_root else f"user:other{i % namespaces}:notes"
         rows.append((ns, f"k{i}", dumps({**MEMORY_VALUE, "i": i}), 1))
     for k in range(history_keys):
         rows.extend(
@@ -541,6 +542,80 @@ class Bench:
                 )
             await self.interleave(cases, [()] * n)
 
+    async def retrieval(self) -> None:
+        """Issue 11, abathur alone (no baseline does these): put_memory against
+        add_memory, a filtered search against the unfiltered one, list_namespaces
+        over 10,000 namespaces, get_memory of a key with a TTL against one
+        without; all at 100,000 memories (``--quick``: fewer), interleaved."""
+        n = self.n
+        size = self.table_sizes[-1]
+        subtree = 200 if self.quick else 2000
+        spaces = 500 if self.quick else 10000
+        hits = self.search_hits
+        base = await self.base_file(
+            "retrieval", sessions={}, memories=size, in_root=subtree, namespaces=spaces
+        )
+        path = self.workdir / "retrieval.db"
+        shutil.copyfile(base, path)
+        async with Database(path) as db:
+            self.watch(db)
+            mem = db.memory
+            put = partial(mem.put_memory, by="bench", task_id=TASK_ID)
+            await self.interleave(
+                [
+                    ("retrieval: add_memory (new key)", [("abathur", lambda k: mem.add_memory(
+                        "user:retrieval:add", k, MEMORY_VALUE, "semantic", "bench", TASK_ID))], {}),
+                    ("retrieval: put_memory (new key)", [("abathur", lambda k: put(
+                        "user:retrieval:put", k, MEMORY_VALUE, "semantic"))], {}),
+                ],
+                [(f"n{i}",) for i in range(n)],
+            )  # fmt: skip
+            await self.interleave(
+                [
+                    ("retrieval: update_memory (live key)", [("abathur", lambda k, v: (
+                        mem.update_memory("user:retrieval:add", k, v, "bench", TASK_ID)))], {}),
+                    ("retrieval: put_memory (live key)", [("abathur", lambda k, v: put(
+                        "user:retrieval:put", k, v, "semantic"))], {}),
+                ],
+                [(f"n{i % 10}", {**MEMORY_VALUE, "i": i}) for i in range(n)],
+            )  # fmt: skip
+            # The subtree's values carry i = 0 .. subtree-1: the filter keeps `hits` of them.
+            where = {"i": {"$lt": hits}, "confidence": {"$gte": 0.5}}
+            found = await mem.search_memories(SEARCH_ROOT, limit=1000, filter=where)
+            assert len(found) == hits, len(found)
+            await self.interleave(
+                [
+                    (f"retrieval: search {hits} of a {subtree}-key subtree, unfiltered",
+                     [("abathur", partial(mem.search_memories, SEARCH_ROOT, limit=hits))], {}),
+                    (f"retrieval: search {hits} of a {subtree}-key subtree, filtered",
+                     [("abathur", partial(mem.search_memories, SEARCH_ROOT, limit=hits,
+                                          filter=where))], {}),
+                ],
+                [()] * n,
+            )  # fmt: skip
+            listed = await mem.list_namespaces(limit=1000)
+            assert len(listed) >= min(spaces, 1000), len(listed)
+            await self.interleave(
+                [
+                    (f"retrieval: list_namespaces over {spaces} namespaces (first 100)",
+                     [("abathur", mem.list_namespaces)], {}),
+                    (f"retrieval: list_namespaces over {spaces} namespaces (max_depth=2)",
+                     [("abathur", partial(mem.list_namespaces, "user", max_depth=2))], {}),
+                ],
+                [()] * max(n // 4, 5),
+            )  # fmt: skip
+            await put("user:retrieval:get", "ttl", MEMORY_VALUE, "semantic", ttl=timedelta(days=1))
+            await put("user:retrieval:get", "plain", MEMORY_VALUE, "semantic")
+            await self.interleave(
+                [
+                    ("retrieval: get_memory (no TTL)",
+                     [("abathur", partial(mem.get_memory, "user:retrieval:get", "plain"))], {}),
+                    ("retrieval: get_memory (with TTL)",
+                     [("abathur", partial(mem.get_memory, "user:retrieval:get", "ttl"))], {}),
+                ],
+                [()] * n,
+            )  # fmt: skip
+
     async def explain(self) -> list[dict[str, Any]]:
         """EXPLAIN QUERY PLAN of every distinct statement abathur sent during the run."""
         base = await self.base_file(
@@ -922,6 +997,7 @@ def targets(
         f"{reads['wall_s'] * 1000:.1f} ms",
         reads["wall_s"] < 1.0,
     )
+    retrieval_targets(get, check)
     return out
 
 
@@ -953,6 +1029,51 @@ def peer_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def retrieval_targets(
+    get: dict[tuple[str, str], dict[str, Any]], check: Callable[[str, str, bool], None]
+) -> None:
+    """Issue 11's targets, from the ``retrieval`` cases (p50, abathur)."""
+    p50 = {op: f["p50_us"] for (op, impl), f in get.items() if op.startswith("retrieval: ")}
+    if not p50:
+        return
+
+    def one(fragment: str) -> tuple[str, float]:
+        (op,) = [op for op in p50 if fragment in op]
+        return op, p50[op]
+
+    def within(name: str, slow: str, fast: str, limit: float) -> None:
+        (_, a), (_, b) = one(slow), one(fast)
+        check(name, f"{a:.0f} us vs {b:.0f} us = {a / b:.2f}x", a / b <= limit)
+
+    within(
+        "issue 11: put_memory (new key) p50 within 1.5x of add_memory",
+        "put_memory (new key)",
+        "add_memory (new key)",
+        1.5,
+    )
+    within(
+        "issue 11: put_memory (live key) p50 within 1.5x of update_memory",
+        "put_memory (live key)",
+        "update_memory (live key)",
+        1.5,
+    )
+    within(
+        "issue 11: filtered search within 1.5x of the unfiltered search",
+        "subtree, filtered",
+        "subtree, unfiltered",
+        1.5,
+    )
+    within(
+        "issue 11: get_memory with a TTL within 1.1x of without",
+        "get_memory (with TTL)",
+        "get_memory (no TTL)",
+        1.1,
+    )
+    op, value = one("(first 100)")
+    check(f"issue 11: {op[len('retrieval: '):]} under 5 ms p50", f"{value / 1000:.2f} ms",
+          value < 5000)  # fmt: skip
 
 
 def plot(figures: list[dict[str, Any]], path: Path) -> bool:
@@ -1160,6 +1281,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         bench = Bench(Path(tmp), args.iterations, args.quick)
         await bench.sessions()
         await bench.memory()
+        await bench.retrieval()
         await bench.concurrency()
         await bench.adk()
         explain = await bench.explain()

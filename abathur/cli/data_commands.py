@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from abathur.domain.documents import SyncResult
 from abathur.domain.memory import MemoryDict
 from abathur.domain.namespaces import parse_namespace
 from abathur.domain.sessions import SessionDict, SessionWithEvents
-from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
+from abathur.errors import NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 
 # ------------------------------------------------------------------ session
@@ -179,7 +180,13 @@ def memory_get(
 @click.option("--type", "memory_type", help="semantic, episodic or procedural (for a new key).")
 @click.option("--by", "actor", required=True, help="Who writes it (created_by / updated_by).")
 @click.option("--task", "task_id", required=True, help="The task the audit row names.")
-@click.option("--metadata", help="JSON object stored with a new key.")
+@click.option("--metadata", help="JSON object; replaces the key's metadata (kept if omitted).")
+@click.option(
+    "--ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds until the key expires (default: never).",
+)
+@json_option
 @click.pass_context
 def memory_put(
     ctx: click.Context,
@@ -190,46 +197,42 @@ def memory_put(
     actor: str,
     task_id: str,
     metadata: str | None,
+    ttl: float | None,
+    as_json: bool,
 ) -> None:
-    """Store VALUE (a JSON object) under NAMESPACE/KEY.
+    """Store VALUE (a JSON object) under NAMESPACE/KEY, whether or not it exists.
 
-    A key with no live version is added (version 1, or the next number after
-    a deleted one) and needs --type. A live key gets a new version with
-    update_memory: its type and metadata carry forward, so --type, if given,
-    must match and --metadata is refused.
+    One write (MemoryService.put_memory): a key with no live version is
+    added (version 1, or the next number after a deleted or expired one) and
+    needs --type; a live key gets a new version whose type and creator carry
+    forward (a different --type is not applied) and whose metadata is
+    --metadata if given, else kept.
     """
     parsed = parse_json_argument(value, "VALUE")
     meta = None if metadata is None else parse_json_argument(metadata, "--metadata")
+    expires = None if ttl is None else timedelta(seconds=ttl)
 
-    async def work(db: Database) -> tuple[str, MemoryDict | None]:
-        current = await db.memory.get_memory(namespace, key)
-        if current is None:
-            if memory_type is None:
-                raise ValidationError(f"{namespace}/{key} is new: --type is required")
-            try:
-                await db.memory.add_memory(
-                    namespace, key, parsed, memory_type, actor, task_id, meta
-                )
-                return "added", await db.memory.get_memory(namespace, key)
-            except AlreadyExistsError:
-                pass  # created meanwhile by someone else: update it instead
+    async def work(db: Database) -> MemoryDict:
+        kind = memory_type
+        if kind is None:
             current = await db.memory.get_memory(namespace, key)
-        if (
-            current is not None
-            and memory_type is not None
-            and memory_type != current["memory_type"]
-        ):
-            raise ConflictError(
-                f"{namespace}/{key} is {current['memory_type']}; an update cannot change its type"
-            )
-        if meta is not None:
-            raise ConflictError(f"{namespace}/{key} exists; --metadata applies to new keys only")
-        await db.memory.update_memory(namespace, key, parsed, actor, task_id)
-        return "updated", await db.memory.get_memory(namespace, key)
+            if current is None:
+                raise ValidationError(f"{namespace}/{key} is new: --type is required")
+            kind = current["memory_type"]
+        return await db.memory.put_memory(
+            namespace, key, parsed, kind, by=actor, task_id=task_id, metadata=meta, ttl=expires
+        )
 
-    action, entry = run_with_db(ctx, work)
-    version = entry["version"] if entry else "?"
-    click.echo(f"{action} {namespace}/{key}: version {version}")
+    entry = run_with_db(ctx, work)
+    if as_json:
+        emit(entry, as_json, print_memory)
+        return
+    # A new (or revived) key starts its creation time afresh; an update keeps it.
+    action = "added" if entry["created_at"] == entry["updated_at"] else "updated"
+    note = ""
+    if memory_type is not None and memory_type != entry["memory_type"]:
+        note = f" (its type stays {entry['memory_type']})"
+    click.echo(f"{action} {namespace}/{key}: version {entry['version']}{note}")
 
 
 @memory_group.command("history")
@@ -248,15 +251,78 @@ def memory_history(ctx: click.Context, namespace: str, key: str, as_json: bool) 
 @memory_group.command("search")
 @click.argument("prefix")
 @click.option("--type", "memory_type", help="Only this memory type.")
+@click.option("--filter", "filter_json", help='JSON filter on the value: {"status": "open"}.')
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @json_option
 @click.pass_context
 def memory_search(
-    ctx: click.Context, prefix: str, memory_type: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    prefix: str,
+    memory_type: str | None,
+    filter_json: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
 ) -> None:
-    """Current versions of live memories in the namespace subtree PREFIX."""
-    entries = run_with_db(ctx, lambda db: db.memory.search_memories(prefix, memory_type, limit))
+    """Current versions of live memories in the namespace subtree PREFIX.
+
+    --filter takes the filter of MemoryService.search_memories: equality
+    ({"status": "open"}), operators ({"priority": {"$gte": 3}}: $eq $ne $gt
+    $gte $lt $lte $in) and dotted names ("author.name"). Newest first;
+    --offset pages.
+    """
+    filter = None if filter_json is None else parse_json_argument(filter_json, "--filter")
+    entries = run_with_db(
+        ctx,
+        lambda db: db.memory.search_memories(
+            prefix, memory_type, limit, filter=filter, offset=offset
+        ),
+    )
     emit(entries, as_json, print_memories)
+
+
+@memory_group.command("namespaces")
+@click.argument("prefix", required=False)
+@click.option("--suffix", help="Only namespaces ending with these whole segments.")
+@click.option("--max-depth", type=click.IntRange(min=1), help="Truncate to this many segments.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@json_option
+@click.pass_context
+def memory_namespaces(
+    ctx: click.Context,
+    prefix: str | None,
+    suffix: str | None,
+    max_depth: int | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """The namespaces holding live memories (in the subtree PREFIX), sorted."""
+    found = run_with_db(
+        ctx,
+        lambda db: db.memory.list_namespaces(
+            prefix, suffix=suffix, max_depth=max_depth, limit=limit, offset=offset
+        ),
+    )
+
+    def show(namespaces: list[str]) -> None:
+        if not namespaces:
+            click.echo("no namespaces")
+        for namespace in namespaces:
+            click.echo(namespace)
+
+    emit(found, as_json, show)
+
+
+@memory_group.command("sweep")
+@click.option("--task", "task_id", help="The task the audit rows name (default: the system task).")
+@click.pass_context
+def memory_sweep(ctx: click.Context, task_id: str | None) -> None:
+    """Soft-delete every memory whose TTL has run out (they are already invisible)."""
+    count = run_with_db(ctx, lambda db: db.memory.sweep_expired(task_id=task_id))
+    click.echo(f"expired {count} key(s)")
 
 
 @memory_group.command("delete")

@@ -3,13 +3,15 @@ returns (``MemoryDict``, built by ``memory_dict``) and the access scope."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol, TypedDict, get_args
 
 from pydantic import AfterValidator, Field, StrictInt
 
 from abathur.domain import Input
 from abathur.domain.namespaces import check_key, parse_namespace
+from abathur.errors import ValidationError
 from abathur.strict_json import check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
@@ -17,6 +19,9 @@ MEMORY_TYPES: tuple[MemoryType, ...] = get_args(MemoryType)
 ConsolidationStrategy = Literal["latest_wins", "merge", "llm_based"]
 CONSOLIDATION_STRATEGIES: tuple[ConsolidationStrategy, ...] = get_args(ConsolidationStrategy)
 MAX_SEARCH_LIMIT = 1000
+MAX_NAMESPACE_LIST_LIMIT = 1000
+# Offsets and filter integers must fit the databases' signed 64-bit integers.
+MAX_INT64 = 2**63 - 1
 MAX_ACTOR_LENGTH = 256
 
 
@@ -107,10 +112,164 @@ class MemoryPublish(Input):
     task_id: TaskId
 
 
+class MemoryPut(KeyRef):
+    value: JSONObject
+    memory_type: MemoryType
+    by: Actor
+    task_id: TaskId
+    metadata: Annotated[dict[str, Any] | None, Field(strict=True), AfterValidator(_metadata)] = None
+
+
+Offset = Annotated[StrictInt, Field(ge=0, le=MAX_INT64)]
+
+
 class MemorySearch(Input):
     namespace_prefix: SubtreeRoot
     memory_type: MemoryType | None = None
     limit: Annotated[StrictInt, Field(ge=1, le=MAX_SEARCH_LIMIT)] = 50
+    offset: Offset = 0
+
+
+class NamespaceListing(Input):
+    prefix: SubtreeRoot | None = None
+    suffix: Annotated[str, Field(strict=True, min_length=1)] | None = None
+    max_depth: Annotated[StrictInt, Field(ge=1)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=MAX_NAMESPACE_LIST_LIMIT)] = 100
+    offset: Offset = 0
+
+
+def check_suffix(suffix: str) -> list[str]:
+    """The segments of a ``list_namespaces`` suffix: whole, non-empty segments."""
+    segments = suffix.split(":")
+    if "" in segments:
+        raise ValidationError(f"suffix {suffix!r} has an empty segment")
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in suffix):
+        raise ValidationError(f"suffix {suffix!r} contains a control character")
+    return segments
+
+
+def ttl_arg(ttl: Any) -> timedelta | None:
+    """``ttl`` if it is None or a positive timedelta; ValidationError otherwise."""
+    if ttl is None:
+        return None
+    if not isinstance(ttl, timedelta):
+        raise ValidationError(f"ttl must be a datetime.timedelta or None, not {ttl!r}")
+    if ttl <= timedelta(0):
+        raise ValidationError(f"ttl must be positive, not {ttl}")
+    return ttl
+
+
+def expiry_after(now: datetime, ttl: timedelta) -> datetime:
+    """``now + ttl``; a TTL reaching past the year 9999 is a ValidationError."""
+    try:
+        return now + ttl
+    except OverflowError as exc:
+        raise ValidationError(f"ttl={ttl} reaches past the year 9999") from exc
+
+
+# ------------------------------------------------------------ value filters
+
+FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
+ORDERING_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
+Scalar = None | bool | int | float | str
+
+
+@dataclass(frozen=True)
+class FilterTerm:
+    """One condition of a search filter: the value at ``path`` (object keys,
+    outermost first) compared by ``operator`` with ``operand`` (a tuple of
+    scalars for ``$in``)."""
+
+    path: tuple[str, ...]
+    operator: str
+    operand: Any
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value: null, boolean, number, string, array, object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _scalar(value: Any, where: str) -> Scalar:
+    if isinstance(value, dict | list | tuple):
+        raise ValidationError(
+            f"filter {where}: compare JSON scalars (string, number, boolean, null); "
+            f"reach into nested objects with a dotted field name, not {value!r}"
+        )
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT64:
+        raise ValidationError(f"filter {where}: integer {value} does not fit in 64 bits")
+    try:
+        check_json(value, f"filter {where}")
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(str(exc)) from exc
+    if value is not None and not isinstance(value, bool | int | float | str):
+        raise ValidationError(f"filter {where}: {value!r} is not a JSON value")
+    return value
+
+
+def _field_path(field: Any) -> tuple[str, ...]:
+    if not isinstance(field, str) or not field:
+        raise ValidationError(f"filter field names must be non-empty strings, not {field!r}")
+    path = tuple(field.split("."))
+    if "" in path:
+        raise ValidationError(f"filter field {field!r} has an empty segment")
+    for segment in path:
+        if '"' in segment or "\\" in segment or any(ord(ch) < 32 for ch in segment):
+            raise ValidationError(
+                f"filter field {field!r}: a field name may not contain '\"', '\\' "
+                "or control characters"
+            )
+    return path
+
+
+def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
+    """The terms of a ``search_memories`` filter, all of which must hold.
+
+    ``{"status": "open"}`` is equality; ``{"priority": {"$gte": 3}}`` an
+    operator (several in one dict all hold); ``"author.name"`` reaches into
+    nested objects. Operands are JSON scalars (``$in``: a list of them);
+    ``$gt``/``$gte``/``$lt``/``$lte`` take a number or a string. Anything else
+    is a ValidationError naming the problem.
+    """
+    if filter is None:
+        return ()
+    if not isinstance(filter, dict):
+        raise ValidationError(f"filter must be a dict, not {type(filter).__name__}")
+    terms: list[FilterTerm] = []
+    for field, condition in filter.items():
+        path = _field_path(field)
+        if not isinstance(condition, dict):
+            terms.append(FilterTerm(path, "$eq", _scalar(condition, field)))
+            continue
+        if not condition:
+            raise ValidationError(f"filter field {field!r}: empty operator object")
+        for operator, operand in condition.items():
+            where = f"{field}.{operator}"
+            if operator not in FILTER_OPERATORS:
+                raise ValidationError(
+                    f"filter field {field!r}: unknown operator {operator!r}; "
+                    f"use one of {', '.join(FILTER_OPERATORS)}"
+                )
+            if operator == "$in":
+                if not isinstance(operand, list):
+                    raise ValidationError(f"filter {where} takes a list of JSON scalars")
+                terms.append(FilterTerm(path, operator, tuple(_scalar(v, where) for v in operand)))
+                continue
+            value = _scalar(operand, where)
+            if operator in ORDERING_OPERATORS and (value is None or isinstance(value, bool)):
+                raise ValidationError(f"filter {where} compares numbers or strings, not {value!r}")
+            terms.append(FilterTerm(path, operator, value))
+    return tuple(terms)
 
 
 class Consolidation(Input):

@@ -1,9 +1,12 @@
 """MemoryService: versioned, namespaced, audited long-term memory.
 
 Rows are immutable versions. A key is *live* when its highest version row has
-``is_deleted`` false. Writes insert version ``max + 1`` (the maximum over all
+``is_deleted`` false and its expiry (``memory_expiry``, set by a ``ttl``) has
+not passed. Writes insert version ``max + 1`` (the maximum over all
 rows of the key, deleted ones included, so version numbers are never reused);
-the only UPDATE is of ``is_deleted``, by delete, consolidation and expiry.
+the only UPDATE of a version is of ``is_deleted``, by delete, consolidation and
+expiry. A key past its expiry is invisible at once; the write that next
+touches it (or ``sweep_expired``) soft-deletes its rows.
 Every write runs in one transaction with exactly one ``audit`` row, after the
 key's writers have been serialised (``MemoryRepository.lock_key``).
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import orm
@@ -23,24 +26,30 @@ from sqlalchemy.engine import Connection
 
 from abathur.db.sqlite.prepared import Executor
 from abathur.db.storage import Storage
-from abathur.domain import text_arg, validated
-from abathur.domain.clock import utcnow
+from abathur.domain import clock, text_arg, validated
 from abathur.domain.core import MemoryOperation, NewAuditEntry, NewTask
 from abathur.domain.memory import (
     CONSOLIDATION_STRATEGIES,
+    MAX_NAMESPACE_LIST_LIMIT,
     AccessContext,
     Consolidation,
     KeyRef,
     MemoryDeletion,
     MemoryDict,
     MemoryPublish,
+    MemoryPut,
     MemoryRestore,
     MemorySearch,
     MemoryUpdate,
+    NamespaceListing,
     NewMemory,
     VersionRef,
+    check_suffix,
+    expiry_after,
     json_object,
     memory_dict,
+    parse_filter,
+    ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
 from abathur.errors import (
@@ -136,14 +145,42 @@ def _audit(
 
 
 def _begin_write(
-    executor: Executor, task_id: str, namespace: str, key: str
-) -> tuple[MemoryRepository, MemoryVersion | None]:
+    executor: Executor, task_id: str, namespace: str, key: str, now: datetime
+) -> tuple[MemoryRepository, Any | None]:
     """What every write of one key starts with: the task must exist, the key's
-    writers are serialised, and its newest version (deleted or not) is read."""
+    writers are serialised, and its newest version (deleted or not) is read,
+    with its expiry (see ``_current``)."""
     require(executor, Task, task_id, "task")
     repo = MemoryRepository(executor)
     repo.lock_key(namespace, key)
-    return repo, repo.latest(namespace, key)
+    return repo, _current(repo, namespace, key, now)
+
+
+def _current(repo: MemoryRepository, namespace: str, key: str, now: datetime) -> Any | None:
+    """The key's newest version (deleted or not) with ``expires_at`` and
+    ``ttl_seconds``, under the key's lock. A key past its expiry is already
+    invisible to every read; the write that finds it soft-deletes its rows and
+    drops its expiry first (no audit row of its own: the write's own audit row
+    follows), so that it is seen, and written after, as a deleted key."""
+    latest = repo.latest_with_expiry(namespace, key)
+    if latest is not None and _expired(latest, now):
+        if not latest.is_deleted:
+            repo.mark_deleted(namespace, key)
+        repo.clear_expiry(namespace, key)
+        latest = repo.latest_with_expiry(namespace, key)
+    return latest
+
+
+def _expired(row: Any, now: datetime) -> bool:
+    return row.expires_at is not None and bool(row.expires_at <= now)
+
+
+def _had_expiry(latest: Any | None) -> bool:
+    return latest is not None and latest.expires_at is not None
+
+
+def _expiry(ttl: timedelta | None, now: datetime) -> tuple[datetime, float] | None:
+    return None if ttl is None else (expiry_after(now, ttl), ttl.total_seconds())
 
 
 def _audit_task(session: orm.Session, task_id: str | None) -> str:
@@ -186,22 +223,41 @@ class MemoryService:
     # ------------------------------------------------------------ reads
 
     async def get_memory(
-        self, namespace: str, key: str, version: int | None = None
+        self,
+        namespace: str,
+        key: str,
+        version: int | None = None,
+        *,
+        refresh_ttl: bool = False,
     ) -> MemoryDict | None:
         """The current version of a live key, or with ``version`` that exact row
-        (deleted or not; its ``is_deleted`` says which). ``None`` when absent."""
+        (deleted or expired or not; its ``is_deleted`` says which). ``None``
+        when absent; a key past its expiry is absent.
+
+        ``refresh_ttl=True`` pushes the expiry of the key returned (if it has
+        one) to now plus its TTL, without writing a version or an audit row.
+        """
         ref = validated(VersionRef, namespace=namespace, key=key, version=version)
+        if not isinstance(refresh_ttl, bool):
+            raise ValidationError(f"refresh_ttl must be a bool, not {refresh_ttl!r}")
+        now = clock.utcnow()
 
         def work(conn: Connection) -> MemoryDict | None:
             repo = MemoryRepository(conn)
             if ref.version is not None:
                 row = repo.version(ref.namespace, ref.key, ref.version)
-            else:
-                row = repo.latest(ref.namespace, ref.key)
-                if row is not None and row.is_deleted:
-                    row = None
-            return None if row is None else memory_dict(row)
+                return None if row is None else memory_dict(row)
+            if refresh_ttl:
+                repo.lock_key(ref.namespace, ref.key)
+            current = repo.latest_with_expiry(ref.namespace, ref.key)
+            if current is None or current.is_deleted or _expired(current, now):
+                return None
+            if refresh_ttl and current.ttl_seconds is not None:
+                _refresh(repo, current, now)
+            return memory_dict(current)
 
+        if refresh_ttl and ref.version is None:
+            return await self._db.write(work)
         return await self._db.read(work, one_statement=True)
 
     async def get_memory_history(self, namespace: str, key: str) -> list[MemoryDict]:
@@ -215,7 +271,14 @@ class MemoryService:
         return await self._db.read(work, one_statement=True)
 
     async def search_memories(
-        self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
+        self,
+        namespace_prefix: str,
+        memory_type: str | None = None,
+        limit: int = 50,
+        *,
+        filter: dict[str, Any] | None = None,
+        offset: int = 0,
+        refresh_ttl: bool = False,
     ) -> list[MemoryDict]:
         """The current version of every live key in the subtree of ``namespace_prefix``.
 
@@ -223,19 +286,98 @@ class MemoryService:
         ``user:alice:prefs``, never ``user:alice2``; ``%``, ``_`` and ``\\`` are
         ordinary characters. A bare prefix (``user``) is accepted and means the
         whole ``user:`` tree; ``temp`` and unknown prefixes are rejected.
-        Newest ``updated_at`` first, at most ``limit`` (1..1000) results.
+        Newest ``updated_at`` first, ties broken by row id (newest first), at
+        most ``limit`` (1..1000) results after skipping ``offset``: pages
+        neither repeat nor skip a key while nothing is written in between.
+        Expired keys are left out.
+
+        ``filter`` selects by the value's fields, evaluated in SQL:
+        ``{"status": "open"}`` is equality, ``{"priority": {"$gte": 3}}`` uses
+        one of ``$eq $ne $gt $gte $lt $lte $in``, a dotted name
+        (``"author.name"``) reaches into nested objects, and every entry must
+        hold. Comparison follows JSON types: a number never equals a string,
+        ``$gt``/``$gte``/``$lt``/``$lte`` hold only between two numbers or two
+        strings (compared by code point), ``$ne`` holds when the field is
+        missing. Operands are JSON scalars (``$in``: a list of them); anything
+        else, an unknown operator or an empty field name is a ValidationError.
+
+        ``refresh_ttl=True`` pushes the expiry of every key returned that has
+        one to now plus its TTL, without writing a version or an audit row.
         """
         query = validated(
-            MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
+            MemorySearch,
+            namespace_prefix=namespace_prefix,
+            memory_type=memory_type,
+            limit=limit,
+            offset=offset,
         )
+        terms = parse_filter(filter)
+        if not isinstance(refresh_ttl, bool):
+            raise ValidationError(f"refresh_ttl must be a bool, not {refresh_ttl!r}")
+        now = clock.utcnow()
 
         def work(conn: Connection) -> list[MemoryDict]:
-            rows = MemoryRepository(conn).search(
-                query.namespace_prefix, query.memory_type, query.limit
+            repo = MemoryRepository(conn)
+            rows = repo.search(
+                query.namespace_prefix,
+                query.memory_type,
+                query.limit,
+                now=now,
+                offset=query.offset,
+                terms=terms,
             )
+            if refresh_ttl:
+                for row in rows:
+                    if row.ttl_seconds is not None:
+                        _refresh(repo, row, now)
             return [memory_dict(r) for r in rows]
 
+        if refresh_ttl:
+            return await self._db.write(work)
         return await self._db.read(work, one_statement=True)
+
+    async def list_namespaces(
+        self,
+        prefix: str | None = None,
+        *,
+        suffix: str | None = None,
+        max_depth: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[str]:
+        """The distinct namespaces holding at least one live, unexpired memory, sorted.
+
+        ``prefix`` (a namespace or a bare prefix such as ``user``) and
+        ``suffix`` (one or more trailing segments) match whole segments, as
+        search does: ``user:alice`` never matches ``user:alice2``. ``max_depth``
+        truncates each namespace to its first ``max_depth`` segments and
+        removes duplicates. Then ``offset`` results are skipped and at most
+        ``limit`` (1..1000) returned. Sorted by code point (byte order).
+        """
+        listing = validated(
+            NamespaceListing,
+            prefix=prefix,
+            suffix=suffix,
+            max_depth=max_depth,
+            limit=limit,
+            offset=offset,
+        )
+        tail = None if listing.suffix is None else check_suffix(listing.suffix)
+        now = clock.utcnow()
+        # Without a suffix or a depth every namespace found is a result, so the
+        # walk stops once the page is complete; otherwise it covers the range.
+        simple = tail is None and listing.max_depth is None
+        stop = listing.offset + listing.limit if simple else None
+
+        def work(conn: Connection) -> list[str]:
+            return MemoryRepository(conn).namespaces(listing.prefix, now, stop)
+
+        found = await self._db.read(work, one_statement=True)
+        if tail is not None:
+            found = [ns for ns in found if ns.split(":")[-len(tail) :] == tail]
+        if listing.max_depth is not None:
+            found = sorted({":".join(ns.split(":")[: listing.max_depth]) for ns in found})
+        return found[listing.offset : listing.offset + listing.limit]
 
     # ------------------------------------------------------------ writes
 
@@ -248,11 +390,15 @@ class MemoryService:
         created_by: str,
         task_id: str,
         metadata: dict[str, Any] | None = None,
+        *,
+        ttl: timedelta | None = None,
     ) -> int:
-        """Version 1 of a new key (or ``max + 1`` re-creating a deleted one); the row id.
+        """Version 1 of a new key (or ``max + 1`` re-creating a deleted or
+        expired one); the row id. A live key raises AlreadyExistsError.
 
-        A live key raises AlreadyExistsError.
+        ``ttl`` makes the key expire that long after this write (None: never).
         """
+        ttl = ttl_arg(ttl)
         new = validated(
             NewMemory,
             namespace=namespace,
@@ -265,7 +411,8 @@ class MemoryService:
         )
 
         def work(conn: Connection) -> int:
-            repo, latest = _begin_write(conn, new.task_id, new.namespace, new.key)
+            now = clock.utcnow()
+            repo, latest = _begin_write(conn, new.task_id, new.namespace, new.key, now)
             if latest is not None and not latest.is_deleted:
                 raise AlreadyExistsError(
                     f"memory {new.namespace!r}/{new.key!r} already exists "
@@ -280,7 +427,11 @@ class MemoryService:
                     memory_type=new.memory_type,
                     metadata=new.metadata if new.metadata is not None else {},
                     by=new.created_by,
+                    now=now,
                 )
+            )
+            repo.set_expiry(
+                new.namespace, new.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
             )
             _audit(
                 conn,
@@ -289,16 +440,29 @@ class MemoryService:
                 operation="create",
                 action_type="memory_create",
                 created_by=new.created_by,
+                **_ttl_data(ttl),
             )
             return row.id
 
         return await self._db.write(work)
 
     async def update_memory(
-        self, namespace: str, key: str, value: dict[str, Any], updated_by: str, task_id: str
+        self,
+        namespace: str,
+        key: str,
+        value: dict[str, Any],
+        updated_by: str,
+        task_id: str,
+        *,
+        ttl: timedelta | None = None,
     ) -> int:
         """A new version of a live key with ``value``; memory type, metadata,
-        ``created_by`` and ``created_at`` carry forward. Returns the new row id."""
+        ``created_by`` and ``created_at`` carry forward. Returns the new row id.
+
+        ``ttl`` makes the key expire that long after this write; without it the
+        key no longer expires (the expiry belongs to the write that sets it).
+        """
+        ttl = ttl_arg(ttl)
         change = validated(
             MemoryUpdate,
             namespace=namespace,
@@ -309,7 +473,8 @@ class MemoryService:
         )
 
         def work(conn: Connection) -> int:
-            repo, latest = _begin_write(conn, change.task_id, change.namespace, change.key)
+            now = clock.utcnow()
+            repo, latest = _begin_write(conn, change.task_id, change.namespace, change.key, now)
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
             row = repo.insert(
@@ -321,7 +486,11 @@ class MemoryService:
                     memory_type=latest.memory_type,
                     metadata=copy.deepcopy(latest.metadata_),
                     by=change.updated_by,
+                    now=now,
                 )
+            )
+            repo.set_expiry(
+                change.namespace, change.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
             )
             _audit(
                 conn,
@@ -330,8 +499,94 @@ class MemoryService:
                 operation="update",
                 action_type="memory_update",
                 updated_by=change.updated_by,
+                **_ttl_data(ttl),
             )
             return row.id
+
+        return await self._db.write(work)
+
+    async def put_memory(
+        self,
+        namespace: str,
+        key: str,
+        value: dict[str, Any],
+        memory_type: str,
+        *,
+        by: str,
+        task_id: str,
+        metadata: dict[str, Any] | None = None,
+        ttl: timedelta | None = None,
+    ) -> MemoryDict:
+        """Write ``value`` whether or not the key exists (upsert); the version written.
+
+        A new key gets version 1 (``memory_type``, ``metadata`` or ``{}``, ``by``
+        as creator). A live key gets a new version by the ``update_memory``
+        rules: its memory type, creator and creation time carry forward
+        (``memory_type`` is then not used) and ``metadata`` replaces the
+        current metadata only when given. A deleted or expired key comes back
+        as ``max + 1``, as ``add_memory`` would write it. One transaction with
+        one audit row (``create`` or ``update``). ``ttl`` as for
+        ``update_memory``: the key expires that long after this write, or never.
+        """
+        ttl = ttl_arg(ttl)
+        put = validated(
+            MemoryPut,
+            namespace=namespace,
+            key=key,
+            value=value,
+            memory_type=memory_type,
+            by=by,
+            task_id=task_id,
+            metadata=metadata,
+        )
+
+        def work(conn: Connection) -> MemoryDict:
+            now = clock.utcnow()
+            repo, latest = _begin_write(conn, put.task_id, put.namespace, put.key, now)
+            live = latest is not None and not latest.is_deleted
+            if live:
+                assert latest is not None
+                memory_type_written = latest.memory_type
+                kept = put.metadata if put.metadata is not None else latest.metadata_
+            else:
+                memory_type_written = put.memory_type
+                kept = put.metadata if put.metadata is not None else {}
+            row = repo.insert(
+                _version_after(
+                    latest,
+                    namespace=put.namespace,
+                    key=put.key,
+                    value=put.value,
+                    memory_type=memory_type_written,
+                    metadata=copy.deepcopy(kept),
+                    by=put.by,
+                    now=now,
+                )
+            )
+            repo.set_expiry(
+                put.namespace, put.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
+            )
+            if live:
+                _audit(
+                    conn,
+                    row,
+                    task_id=put.task_id,
+                    operation="update",
+                    action_type="memory_update",
+                    updated_by=put.by,
+                    **_ttl_data(ttl),
+                )
+            else:
+                _audit(
+                    conn,
+                    row,
+                    task_id=put.task_id,
+                    operation="create",
+                    action_type="memory_create",
+                    created_by=put.by,
+                    **_ttl_data(ttl),
+                )
+            return memory_dict(row)
 
         return await self._db.write(work)
 
@@ -345,10 +600,13 @@ class MemoryService:
         )
 
         def work(conn: Connection) -> None:
-            repo, latest = _begin_write(conn, deletion.task_id, deletion.namespace, deletion.key)
+            repo, latest = _begin_write(
+                conn, deletion.task_id, deletion.namespace, deletion.key, clock.utcnow()
+            )
             if latest is None or latest.is_deleted:
                 raise NotFoundError(f"memory {deletion.namespace!r}/{deletion.key!r} not found")
             repo.mark_deleted(deletion.namespace, deletion.key)
+            repo.set_expiry(deletion.namespace, deletion.key, None, had_expiry=_had_expiry(latest))
             _audit(
                 conn,
                 latest,
@@ -379,7 +637,8 @@ class MemoryService:
         )
 
         def work(conn: Connection) -> int:
-            repo, latest = _begin_write(conn, restore.task_id, restore.namespace, restore.key)
+            now = clock.utcnow()
+            repo, latest = _begin_write(conn, restore.task_id, restore.namespace, restore.key, now)
             source = repo.version(restore.namespace, restore.key, restore.version)
             if source is None or latest is None:
                 raise NotFoundError(
@@ -394,6 +653,7 @@ class MemoryService:
                     memory_type=source.memory_type,
                     metadata=copy.deepcopy(source.metadata_),
                     by=restore.restored_by,
+                    now=now,
                 )
             )
             _audit(
@@ -437,9 +697,12 @@ class MemoryService:
             )
 
         def work(conn: Connection) -> int:
-            repo, target = _begin_write(conn, publish.task_id, publish.to_namespace, publish.key)
-            source = repo.latest(publish.from_namespace, publish.key)
-            if source is None or source.is_deleted:
+            now = clock.utcnow()
+            repo, target = _begin_write(
+                conn, publish.task_id, publish.to_namespace, publish.key, now
+            )
+            source = repo.latest_with_expiry(publish.from_namespace, publish.key)
+            if source is None or source.is_deleted or _expired(source, now):
                 raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
             metadata = dict(source.metadata_ or {})
             metadata["published_from"] = {
@@ -456,6 +719,7 @@ class MemoryService:
                     memory_type=source.memory_type,
                     metadata=metadata,
                     by=publish.published_by,
+                    now=now,
                 )
             )
             _audit(
@@ -523,6 +787,7 @@ class MemoryService:
                 resolved[(ns, key)] = ([v["id"] for v in versions], value)
 
         def work(session: orm.Session) -> int:
+            now = clock.utcnow()
             audit_task = _audit_task(session, request.task_id)
             repo = MemoryRepository(session)
             if request.strategy == "llm_based":
@@ -532,6 +797,7 @@ class MemoryService:
             count = 0
             for ns, key in keys:
                 repo.lock_key(ns, key)
+                _current(repo, ns, key, now)  # an expired key has no live versions left
                 live = list(repo.live_versions(ns, key))
                 if len(live) < 2:
                     continue
@@ -561,6 +827,7 @@ class MemoryService:
                         memory_type=newest.memory_type,
                         metadata=metadata,
                         by=request.consolidated_by,
+                        now=now,
                     )
                 )
                 repo.mark_deleted(ns, key, below_version=row.version)
@@ -607,8 +874,9 @@ class MemoryService:
         text_arg(expired_by, "expired_by")
         if task_id is not None:
             text_arg(task_id, "task_id")
+        now = clock.utcnow()
         try:
-            cutoff = utcnow() - older_than
+            cutoff = now - older_than
         except OverflowError as exc:
             raise ValidationError(f"older_than={older_than} reaches before the year 1") from exc
 
@@ -618,7 +886,7 @@ class MemoryService:
             count = 0
             for ns, key in repo.stale_current_versions("episodic", cutoff):
                 repo.lock_key(ns, key)
-                latest = repo.latest(ns, key)
+                latest = _current(repo, ns, key, now)
                 if (
                     latest is None
                     or latest.is_deleted
@@ -627,6 +895,7 @@ class MemoryService:
                 ):
                     continue
                 repo.mark_deleted(ns, key)
+                repo.set_expiry(ns, key, None, had_expiry=_had_expiry(latest))
                 _audit(
                     session,
                     latest,
@@ -635,6 +904,45 @@ class MemoryService:
                     action_type="memory_expire",
                     deleted_by=expired_by,
                     older_than_seconds=older_than.total_seconds(),
+                )
+                count += 1
+            return count
+
+        return await self._db.run(work)
+
+    async def sweep_expired(self, *, task_id: str | None = None) -> int:
+        """Soft-delete every key whose expiry has passed; the number of keys.
+
+        Expired keys are already invisible to reads; this makes them deleted
+        keys in the table too, with one ``delete`` audit row each (action type
+        ``memory_expire``) naming ``task_id`` or the system task. A key written
+        meanwhile (so no longer expired) is left alone.
+        """
+        if task_id is not None:
+            text_arg(task_id, "task_id")
+
+        def work(session: orm.Session) -> int:
+            now = clock.utcnow()
+            audit_task = _audit_task(session, task_id)
+            repo = MemoryRepository(session)
+            count = 0
+            for ns, key in repo.expired_keys(now):
+                repo.lock_key(ns, key)
+                latest = repo.latest_with_expiry(ns, key)
+                if latest is None or not _expired(latest, now):
+                    continue
+                repo.clear_expiry(ns, key)
+                if latest.is_deleted:
+                    continue
+                repo.mark_deleted(ns, key)
+                _audit(
+                    session,
+                    latest,
+                    task_id=audit_task,
+                    operation="delete",
+                    action_type="memory_expire",
+                    deleted_by=SYSTEM_ACTOR,
+                    expired_at=latest.expires_at.isoformat(),
                 )
                 count += 1
             return count
@@ -655,9 +963,10 @@ class MemoryService:
             audit_task = _audit_task(session, task_id)
             repo = MemoryRepository(session)
             written = 0
+            now = clock.utcnow()
             for ns, key, memory_type, value in DEFAULT_MEMORIES:
                 repo.lock_key(ns, key)
-                latest = repo.latest(ns, key)
+                latest = _current(repo, ns, key, now)
                 if latest is not None and not latest.is_deleted:
                     continue
                 row = repo.insert(
@@ -669,6 +978,7 @@ class MemoryService:
                         memory_type=memory_type,
                         metadata={"seeded": True},
                         by=SYSTEM_ACTOR,
+                        now=now,
                     )
                 )
                 _audit(
@@ -685,6 +995,18 @@ class MemoryService:
         return await self._db.run(work)
 
 
+def _ttl_data(ttl: timedelta | None) -> dict[str, Any]:
+    """What an audit row records of a write's TTL."""
+    return {} if ttl is None else {"ttl_seconds": ttl.total_seconds()}
+
+
+def _refresh(repo: MemoryRepository, row: Any, now: datetime) -> None:
+    """Push the expiry of ``row``'s key to ``now`` plus its TTL (refresh_ttl)."""
+    ttl = timedelta(seconds=row.ttl_seconds)
+    expires_at = expiry_after(now, ttl)
+    repo.refresh_expiry(row.namespace, row.key, row.ttl_seconds, now, expires_at)
+
+
 def _version_after(
     latest: MemoryVersion | MemoryEntry | None,
     *,
@@ -694,11 +1016,11 @@ def _version_after(
     memory_type: str,
     metadata: dict[str, Any],
     by: str,
+    now: datetime,
 ) -> MemoryEntry:
-    """The next version of a key, written by ``by`` now: numbered after
+    """The next version of a key, written by ``by`` at ``now``: numbered after
     ``latest`` (1 for a key never written). A live key keeps its creator and
     creation time; a new or deleted one starts them afresh."""
-    now = utcnow()
     live = latest is not None and not latest.is_deleted
     return MemoryEntry(
         namespace=namespace,
@@ -758,11 +1080,19 @@ class ScopedMemory:
     # ------------------------------------------------------------ reads
 
     async def get_memory(
-        self, namespace: str, key: str, version: int | None = None
+        self,
+        namespace: str,
+        key: str,
+        version: int | None = None,
+        *,
+        refresh_ttl: bool = False,
     ) -> MemoryDict | None:
-        """As ``MemoryService.get_memory``; the namespace must be readable in this scope."""
+        """As ``MemoryService.get_memory``; the namespace must be readable in this
+        scope, and writable with ``refresh_ttl=True`` (it moves the key's expiry)."""
         self._allow(namespace, write=False)
-        return await self._service.get_memory(namespace, key, version)
+        if refresh_ttl:
+            self._allow(namespace, write=True)
+        return await self._service.get_memory(namespace, key, version, refresh_ttl=refresh_ttl)
 
     async def get_memory_history(self, namespace: str, key: str) -> list[MemoryDict]:
         """As ``MemoryService.get_memory_history``; the namespace must be readable in this scope."""
@@ -770,11 +1100,64 @@ class ScopedMemory:
         return await self._service.get_memory_history(namespace, key)
 
     async def search_memories(
-        self, namespace_prefix: str, memory_type: str | None = None, limit: int = 50
+        self,
+        namespace_prefix: str,
+        memory_type: str | None = None,
+        limit: int = 50,
+        *,
+        filter: dict[str, Any] | None = None,
+        offset: int = 0,
+        refresh_ttl: bool = False,
     ) -> list[MemoryDict]:
-        """As ``MemoryService.search_memories``; the prefix must lie inside a readable scope."""
+        """As ``MemoryService.search_memories``; the prefix must lie inside a
+        readable scope, and a writable one with ``refresh_ttl=True``."""
         self._allow(namespace_prefix, write=False)
-        return await self._service.search_memories(namespace_prefix, memory_type, limit)
+        if refresh_ttl:
+            self._allow(namespace_prefix, write=True)
+        return await self._service.search_memories(
+            namespace_prefix,
+            memory_type,
+            limit,
+            filter=filter,
+            offset=offset,
+            refresh_ttl=refresh_ttl,
+        )
+
+    async def list_namespaces(
+        self,
+        prefix: str | None = None,
+        *,
+        suffix: str | None = None,
+        max_depth: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[str]:
+        """As ``MemoryService.list_namespaces``, within this scope: ``prefix``
+        must lie inside a readable scope; without one, the namespaces of every
+        readable scope are listed together (sorted, truncated and paged as one)."""
+        if prefix is not None:
+            self._allow(prefix, write=False)
+            return await self._service.list_namespaces(
+                prefix, suffix=suffix, max_depth=max_depth, limit=limit, offset=offset
+            )
+        # Validate the paging arguments once, as the service would.
+        validated(NamespaceListing, suffix=suffix, max_depth=max_depth, limit=limit, offset=offset)
+        found: set[str] = set()
+        for root in self.context.readable_roots():
+            page = 0
+            while True:
+                chunk = await self._service.list_namespaces(
+                    root,
+                    suffix=suffix,
+                    max_depth=max_depth,
+                    limit=MAX_NAMESPACE_LIST_LIMIT,
+                    offset=page,
+                )
+                found.update(chunk)
+                if len(chunk) < MAX_NAMESPACE_LIST_LIMIT:
+                    break
+                page += len(chunk)
+        return sorted(found)[offset : offset + limit]
 
     # ------------------------------------------------------------ writes
 
@@ -787,19 +1170,48 @@ class ScopedMemory:
         created_by: str,
         task_id: str,
         metadata: dict[str, Any] | None = None,
+        *,
+        ttl: timedelta | None = None,
     ) -> int:
         """As ``MemoryService.add_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.add_memory(
-            namespace, key, value, memory_type, created_by, task_id, metadata
+            namespace, key, value, memory_type, created_by, task_id, metadata, ttl=ttl
         )
 
     async def update_memory(
-        self, namespace: str, key: str, value: dict[str, Any], updated_by: str, task_id: str
+        self,
+        namespace: str,
+        key: str,
+        value: dict[str, Any],
+        updated_by: str,
+        task_id: str,
+        *,
+        ttl: timedelta | None = None,
     ) -> int:
         """As ``MemoryService.update_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
-        return await self._service.update_memory(namespace, key, value, updated_by, task_id)
+        return await self._service.update_memory(
+            namespace, key, value, updated_by, task_id, ttl=ttl
+        )
+
+    async def put_memory(
+        self,
+        namespace: str,
+        key: str,
+        value: dict[str, Any],
+        memory_type: str,
+        *,
+        by: str,
+        task_id: str,
+        metadata: dict[str, Any] | None = None,
+        ttl: timedelta | None = None,
+    ) -> MemoryDict:
+        """As ``MemoryService.put_memory``; the namespace must be writable in this scope."""
+        self._allow(namespace, write=True)
+        return await self._service.put_memory(
+            namespace, key, value, memory_type, by=by, task_id=task_id, metadata=metadata, ttl=ttl
+        )
 
     async def delete_memory(self, namespace: str, key: str, deleted_by: str, task_id: str) -> None:
         """As ``MemoryService.delete_memory``; the namespace must be writable in this scope."""

@@ -8,7 +8,13 @@ checks the plans on both backends):
   scan over the namespace (see ``namespaces.in_subtree``), each candidate
   checked against newer versions of its key through the unique index;
 - keys with several live versions: ``idx_memory_is_deleted`` (live rows only);
-- stale episodic memories: ``idx_memory_type_updated`` (live rows only).
+- stale episodic memories: ``idx_memory_type_updated`` (live rows only);
+- a key's expiry: the primary key of ``memory_expiry`` (joined to the key's
+  rows); expired keys: ``idx_memory_expiry_expires_at``;
+- the distinct namespaces of a subtree: a walk of an index leading with the
+  namespace (SQLite picks ``idx_memory_namespace_key_version``, which covers
+  the query) that seeks from one namespace to the next (one index probe per
+  namespace), never reading the other rows of a namespace it has found.
 """
 
 from __future__ import annotations
@@ -18,19 +24,42 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, false, func, select, text, true, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal_column,
+    not_,
+    or_,
+    select,
+    text,
+    true,
+    type_coerce,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
 from abathur.db.errors import is_duplicate_key
 from abathur.db.sqlite.prepared import Executor, Prepared
-from abathur.domain.memory import MemoryFields
+from abathur.domain.memory import FilterTerm, MemoryFields
 from abathur.domain.namespaces import subtree_bounds
 from abathur.errors import ConflictError
 from abathur.repositories.base import dialect_name, insert_row
 from abathur.repositories.subtree import in_subtree
-from abathur.schema.models import MemoryEntry
+from abathur.schema.models import MemoryEntry, MemoryExpiry
+from abathur.schema.types import UTCDateTime
+from abathur.strict_json import dumps
 
 LIVE = MemoryEntry.is_deleted == false()
 
@@ -52,6 +81,56 @@ VERSION = Prepared(
 )
 HISTORY = Prepared(select(*VERSION_FIELDS).where(*_ONE_KEY).order_by(MemoryEntry.version))
 
+# A version row joined to its key's expiry (NULLs when the key has none).
+EXPIRY_FIELDS = (
+    MemoryExpiry.expires_at.label("expires_at"),
+    MemoryExpiry.ttl_seconds.label("ttl_seconds"),
+)
+WITH_EXPIRY = MemoryEntry.__table__.outerjoin(
+    MemoryExpiry.__table__,
+    and_(MemoryExpiry.namespace == MemoryEntry.namespace, MemoryExpiry.key == MemoryEntry.key),
+)
+NOT_EXPIRED = or_(MemoryExpiry.expires_at.is_(None), MemoryExpiry.expires_at > bindparam("now"))
+LATEST_WITH_EXPIRY = Prepared(
+    select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+    .select_from(WITH_EXPIRY)
+    .where(*_ONE_KEY)
+    .order_by(MemoryEntry.version.desc())
+    .limit(1)
+)
+EXPIRED_KEYS = Prepared(
+    select(MemoryExpiry.namespace, MemoryExpiry.key)
+    .where(MemoryExpiry.expires_at <= bindparam("now"))
+    .order_by(MemoryExpiry.expires_at, MemoryExpiry.namespace, MemoryExpiry.key)
+)
+# Parameter names differ from the column names: an UPDATE reserves those.
+_EXPIRY_OF_KEY = (MemoryExpiry.namespace == bindparam("ns"), MemoryExpiry.key == bindparam("k"))
+SET_EXPIRY = Prepared(
+    update(MemoryExpiry)
+    .where(*_EXPIRY_OF_KEY)
+    .values(expires_at=bindparam("at"), ttl_seconds=bindparam("ttl"))
+)
+NEW_EXPIRY = Prepared(
+    insert(MemoryExpiry).values(
+        namespace=bindparam("ns"),
+        key=bindparam("k"),
+        expires_at=bindparam("at"),
+        ttl_seconds=bindparam("ttl"),
+    )
+)
+CLEAR_EXPIRY = Prepared(delete(MemoryExpiry).where(*_EXPIRY_OF_KEY))
+# refresh_ttl: only a key that has not expired yet moves forward, by the TTL
+# it was read with.
+REFRESH_EXPIRY = Prepared(
+    update(MemoryExpiry)
+    .where(
+        *_EXPIRY_OF_KEY,
+        MemoryExpiry.expires_at > bindparam("now"),
+        MemoryExpiry.ttl_seconds == bindparam("ttl"),
+    )
+    .values(expires_at=bindparam("at"))
+)
+
 
 def key_lock_id(namespace: str, key: str) -> int:
     """A signed 64-bit advisory lock id for one memory key.
@@ -72,14 +151,18 @@ def _newer_version_exists() -> Any:
     )
 
 
-# The current live version of every key in a subtree, newest first.
+# The current live, unexpired version of every key in a subtree, newest
+# first; ties broken by id, so that pages neither repeat nor skip a row.
 SEARCH = (
-    select(*VERSION_FIELDS)
-    .where(in_subtree(MemoryEntry.namespace), LIVE, ~_newer_version_exists())
+    select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+    .select_from(WITH_EXPIRY)
+    .where(in_subtree(MemoryEntry.namespace), LIVE, ~_newer_version_exists(), NOT_EXPIRED)
     .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
     .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
 )
-SEARCH_OF_TYPE = Prepared(SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type")))
+SEARCH_TYPED = SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type"))
+SEARCH_OF_TYPE = Prepared(SEARCH_TYPED)
 SEARCH_ALL = Prepared(SEARCH)
 
 
@@ -147,13 +230,84 @@ class MemoryRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    def search(self, root: str, memory_type: str | None, limit: int) -> Sequence[MemoryVersion]:
-        """The current live version of every key in the subtree of ``root``, newest first."""
-        params: dict[str, Any] = {**subtree_bounds(root), "limit": limit}
-        if memory_type is None:
-            return SEARCH_ALL.all(self.executor, params)
-        params["memory_type"] = memory_type
-        return SEARCH_OF_TYPE.all(self.executor, params)
+    def latest_with_expiry(self, namespace: str, key: str) -> Any | None:
+        """``latest`` with the key's ``expires_at`` and ``ttl_seconds`` (None without)."""
+        return LATEST_WITH_EXPIRY.first(self.executor, {"namespace": namespace, "key": key})
+
+    def set_expiry(
+        self,
+        namespace: str,
+        key: str,
+        expiry: tuple[datetime, float] | None,
+        *,
+        had_expiry: bool,
+    ) -> None:
+        """Make the key expire at ``expiry = (expires_at, ttl_seconds)``, or never (None)."""
+        params: dict[str, Any] = {"ns": namespace, "k": key}
+        if expiry is None:
+            if had_expiry:
+                CLEAR_EXPIRY.execute(self.executor, params)
+            return
+        params["at"], params["ttl"] = expiry
+        (SET_EXPIRY if had_expiry else NEW_EXPIRY).execute(self.executor, params)
+
+    def clear_expiry(self, namespace: str, key: str) -> None:
+        CLEAR_EXPIRY.execute(self.executor, {"ns": namespace, "k": key})
+
+    def refresh_expiry(
+        self, namespace: str, key: str, ttl_seconds: float, now: datetime, expires_at: datetime
+    ) -> None:
+        params = {"ns": namespace, "k": key, "ttl": ttl_seconds, "now": now, "at": expires_at}
+        REFRESH_EXPIRY.execute(self.executor, params)
+
+    def expired_keys(self, now: datetime) -> list[tuple[str, str]]:
+        """Every key with an expiry at or before ``now``, the longest expired first."""
+        return [(ns, key) for ns, key in EXPIRED_KEYS.all(self.executor, {"now": now})]
+
+    def search(
+        self,
+        root: str,
+        memory_type: str | None,
+        limit: int,
+        *,
+        now: datetime,
+        offset: int = 0,
+        terms: tuple[FilterTerm, ...] = (),
+    ) -> Sequence[Any]:
+        """The current live, unexpired version of every key in the subtree of
+        ``root`` whose value satisfies every filter term, newest first; each row
+        also carries its key's ``expires_at`` and ``ttl_seconds``."""
+        params: dict[str, Any] = {
+            **subtree_bounds(root),
+            "limit": limit,
+            "offset": offset,
+            "now": now,
+        }
+        if memory_type is not None:
+            params["memory_type"] = memory_type
+        if not terms:
+            prepared = SEARCH_ALL if memory_type is None else SEARCH_OF_TYPE
+            return prepared.all(self.executor, params)
+        statement = SEARCH if memory_type is None else SEARCH_TYPED
+        postgres = dialect_name(self.executor) == "postgresql"
+        conditions = [
+            (_pg_term if postgres else _sqlite_term)(term, f"f{i}") for i, term in enumerate(terms)
+        ]
+        return self.executor.execute(statement.where(*conditions), params).all()
+
+    def namespaces(self, root: str | None, now: datetime, stop_after: int | None) -> list[str]:
+        """The distinct namespaces of the subtree of ``root`` (everything without
+        one) holding a live, unexpired row, in byte order; at most ``stop_after``."""
+        if root is None:
+            bounds = {"root": "", "lower": "", "upper": "\U0010ffff", "first": ""}
+        else:
+            bounds = {**subtree_bounds(root), "first": root}
+        postgres = dialect_name(self.executor) == "postgresql"
+        statement = _NAMESPACE_WALK[postgres]
+        # The walk's counter is a 32-bit integer on PostgreSQL.
+        stop = min(stop_after, 2**31 - 1) if stop_after is not None else 2**31 - 1
+        params = {**bounds, "now": now, "stop": stop}
+        return [ns for (ns,) in self.executor.execute(statement, params).all()]
 
     def keys_with_several_live_versions(self, root: str) -> list[tuple[str, str]]:
         query = (
@@ -180,3 +334,123 @@ class MemoryRepository:
             .order_by(MemoryEntry.namespace, MemoryEntry.key)
         )
         return [(ns, key) for ns, key in (self.executor.execute(query)).all()]
+
+
+# ------------------------------------------------------------ value filters
+
+
+def _sqlite_path(term: FilterTerm) -> str:
+    return "$" + "".join(f'."{segment}"' for segment in term.path)
+
+
+_SQLITE_TYPES = {bool: ("true", "false"), int: ("integer", "real"), float: ("integer", "real")}
+_SQL_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$eq": "=", "$ne": "="}
+
+
+def _sqlite_equals(document: Any, path: Any, value: Any, name: str) -> Any:
+    kind = func.json_type(document, path)
+    if value is None:
+        return kind == "null"
+    if isinstance(value, bool):
+        return kind == ("true" if value else "false")
+    extracted = func.json_extract(document, path)
+    if isinstance(value, str):
+        return and_(kind == "text", extracted == bindparam(name, value, type_=Text()))
+    number = bindparam(name, value, type_=Integer() if isinstance(value, int) else Float())
+    return and_(kind.in_(("integer", "real")), extracted == number)
+
+
+def _sqlite_term(term: FilterTerm, name: str) -> Any:
+    """SQLite JSON1: ``json_type`` gives the JSON type (true/false/null/integer/
+    real/text/array/object, NULL when the path is absent), ``json_extract`` the
+    SQL value; a condition holds only between values of the same JSON type."""
+    document = MemoryEntry.value
+    path = bindparam(f"{name}_path", _sqlite_path(term), type_=Text())
+    if term.operator == "$in":
+        options = [
+            _sqlite_equals(document, path, v, f"{name}_{i}") for i, v in enumerate(term.operand)
+        ]
+        return or_(false(), *options) if options else false()
+    if term.operator in ("$eq", "$ne"):
+        equal = _sqlite_equals(document, path, term.operand, name)
+        return equal if term.operator == "$eq" else not_(func.coalesce(equal, false()))
+    kind = func.json_type(document, path)
+    extracted = func.json_extract(document, path)
+    value = term.operand
+    bound: Any
+    if isinstance(value, str):
+        same_type = kind == "text"
+        bound = bindparam(name, value, type_=Text())
+    else:
+        same_type = kind.in_(("integer", "real"))
+        bound = bindparam(name, value, type_=Integer() if isinstance(value, int) else Float())
+    return and_(same_type, extracted.op(_SQL_OPS[term.operator])(bound))
+
+
+def _pg_field(term: FilterTerm, name: str) -> Any:
+    """``value -> 'a' -> 'b'``: object members only (``->`` with a text key is
+    NULL on an array or a scalar), so a path never indexes into a list."""
+    field: Any = type_coerce(MemoryEntry.value, JSONB)
+    for i, segment in enumerate(term.path):
+        field = field.op("->", return_type=JSONB)(bindparam(f"{name}_p{i}", segment, type_=Text()))
+    return field
+
+
+def _pg_json(value: Any, name: str) -> Any:
+    return cast(bindparam(name, dumps(value), type_=Text()), JSONB)
+
+
+def _pg_term(term: FilterTerm, name: str) -> Any:
+    """PostgreSQL jsonb: equality of jsonb values is type-aware (``1`` never
+    equals ``"1"``, ``1`` equals ``1.0``); orderings check ``jsonb_typeof``
+    and compare numbers as jsonb (numeric) and strings as text in byte order."""
+    field = _pg_field(term, name)
+    if term.operator == "$in":
+        options = [field == _pg_json(v, f"{name}_{i}") for i, v in enumerate(term.operand)]
+        return or_(false(), *options) if options else false()
+    if term.operator == "$eq":
+        return field == _pg_json(term.operand, name)
+    if term.operator == "$ne":
+        return not_(func.coalesce(field == _pg_json(term.operand, name), false()))
+    op = _SQL_OPS[term.operator]
+    value = term.operand
+    if isinstance(value, str):
+        as_text = field.op("#>>", return_type=Text())(literal_column("'{}'::text[]"))
+        return and_(
+            func.jsonb_typeof(field) == "string",
+            as_text.collate("C").op(op)(bindparam(name, value, type_=Text())),
+        )
+    return and_(func.jsonb_typeof(field) == "number", field.op(op)(_pg_json(value, name)))
+
+
+# ------------------------------------------------------------ namespaces
+
+
+def _namespace_walk(postgres: bool) -> Any:
+    """One statement that walks the distinct namespaces of a range in order: each
+    step is an index probe for the first live, unexpired row after the previous
+    namespace (a loose index scan as a recursive CTE), stopping after ``stop``."""
+    live = "false" if postgres else "0"
+    # No table aliases: query plans then name the tables themselves.
+    candidate = (
+        "SELECT memory_entries.namespace FROM memory_entries "
+        "WHERE {start} AND memory_entries.namespace < :upper "
+        f"AND memory_entries.is_deleted = {live} "
+        "AND (memory_entries.namespace = :root OR memory_entries.namespace >= :lower) "
+        "AND NOT EXISTS (SELECT 1 FROM memory_expiry "
+        "WHERE memory_expiry.namespace = memory_entries.namespace "
+        "AND memory_expiry.key = memory_entries.key AND memory_expiry.expires_at <= :now) "
+        "ORDER BY memory_entries.namespace LIMIT 1"
+    )
+    sql = (
+        "WITH RECURSIVE walk(ns, n) AS ("
+        f"SELECT ({candidate.format(start='memory_entries.namespace >= :first')}), 1 "
+        "UNION ALL "
+        f"SELECT ({candidate.format(start='memory_entries.namespace > walk.ns')}), walk.n + 1 "
+        "FROM walk WHERE walk.ns IS NOT NULL AND walk.n < :stop"
+        ") SELECT ns FROM walk WHERE ns IS NOT NULL"
+    )
+    return text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+_NAMESPACE_WALK = {False: _namespace_walk(False), True: _namespace_walk(True)}

@@ -411,6 +411,25 @@ Index(
 )
 
 
+class MemoryExpiry(Base):
+    """When a memory key expires (revision 0006). One row per key whose current
+    version was written with a TTL; versions themselves never change, so the
+    expiry lives beside them, keyed by (namespace, key), and moves forward
+    (``refresh_ttl``) without writing a version."""
+
+    __tablename__ = "memory_expiry"
+
+    namespace: Mapped[str] = mapped_column(ByteOrderText, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ttl_seconds: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (CheckConstraint("ttl_seconds > 0", name="ttl_seconds"),)
+
+
+Index("idx_memory_expiry_expires_at", MemoryExpiry.expires_at)
+
+
 class DocumentIndex(Base):
     __tablename__ = "document_index"
 

@@ -333,9 +333,66 @@ def test_memory_put_bad_input(seeded: Path) -> None:
           "--task", TASK_ID, expect="nonsense")  # fmt: skip
     fails(seeded, *put, "{}", "--type", "imaginary", "--by", "me", "--task", TASK_ID,
           expect="memory_type")  # fmt: skip
-    fails(seeded, "memory", "put", NAMESPACE, KEY, "{}", "--type", "episodic", "--by", "me",
-          "--task", TASK_ID, expect="cannot change its type")  # fmt: skip
+    fails(seeded, *put, "{}", "--type", "semantic", "--by", "me", "--task", TASK_ID,
+          "--metadata", "[1]", expect="metadata")  # fmt: skip
     assert invoke(seeded, *put, "{}", "--type", "semantic", "--task", TASK_ID).exit_code == 2
+    assert invoke(seeded, *put, "{}", "--type", "semantic", "--by", "me", "--task", TASK_ID,
+                  "--ttl", "0").exit_code == 2  # fmt: skip
+
+
+def test_memory_put_is_an_upsert(seeded: Path) -> None:
+    # A live key keeps its type (a different --type is reported, not applied);
+    # --metadata replaces the metadata.
+    out = ok(seeded, "memory", "put", NAMESPACE, KEY, '{"indent": 2}', "--type", "episodic",
+             "--by", "me", "--task", TASK_ID, "--metadata", '{"m": 1}').stdout  # fmt: skip
+    assert out.strip() == f"updated {NAMESPACE}/{KEY}: version 3 (its type stays semantic)"
+    entry = ok_json(seeded, "memory", "get", NAMESPACE, KEY)
+    assert (entry["memory_type"], entry["metadata"]) == ("semantic", {"m": 1})
+    # A deleted key comes back as the next version.
+    ok(seeded, "memory", "delete", NAMESPACE, KEY, "--by", "me", "--task", TASK_ID)
+    written = ok_json(seeded, "memory", "put", NAMESPACE, KEY, "{}", "--type", "episodic",
+                      "--by", "me", "--task", TASK_ID, "--ttl", "3600", "--json")  # fmt: skip
+    assert (written["version"], written["memory_type"]) == (4, "episodic")
+    assert ok_json(seeded, "memory", "get", NAMESPACE, KEY)["version"] == 4
+
+
+def test_memory_search_filter_offset_namespaces_sweep(seeded: Path) -> None:
+    for i in range(4):
+        value = json.dumps({"i": i, "odd": i % 2 == 1})
+        ok(seeded, "memory", "put", f"user:bob:n{i % 2}", f"k{i}", value,
+           "--type", "semantic", "--by", "me", "--task", TASK_ID)  # fmt: skip
+    odd = ok_json(seeded, "memory", "search", "user:bob", "--filter", '{"odd": true}')
+    assert sorted(m["key"] for m in odd) == ["k1", "k3"]
+    big = ok_json(seeded, "memory", "search", "user:bob", "--filter", '{"i": {"$gte": 2}}')
+    assert sorted(m["key"] for m in big) == ["k2", "k3"]
+    whole = ok_json(seeded, "memory", "search", "user:bob")
+    paged = [
+        m
+        for offset in range(0, 4, 3)
+        for m in ok_json(
+            seeded, "memory", "search", "user:bob", "--limit", "3", "--offset", str(offset)
+        )
+    ]
+    assert [m["id"] for m in paged] == [m["id"] for m in whole]
+    fails(seeded, "memory", "search", "user:bob", "--filter", '{"i": {"$near": 1}}',
+          expect="unknown operator")  # fmt: skip
+    fails(seeded, "memory", "search", "user:bob", "--filter", "{oops", expect="--filter")
+
+    assert ok_json(seeded, "memory", "namespaces", "user:bob") == ["user:bob:n0", "user:bob:n1"]
+    assert ok(seeded, "memory", "namespaces", "user", "--max-depth", "2").stdout.split() == [
+        "user:alice",
+        "user:bob",
+    ]
+    assert ok_json(seeded, "memory", "namespaces", "--suffix", "n1") == ["user:bob:n1"]
+    assert ok_json(seeded, "memory", "namespaces", "--limit", "1", "--offset", "1") == [
+        "user:bob:n0"
+    ]
+    assert "no namespaces" in ok(seeded, "memory", "namespaces", "project").stdout
+    fails(seeded, "memory", "namespaces", "temp:x", expect="temp:")
+
+    assert ok(seeded, "memory", "sweep").stdout.strip() == "expired 0 key(s)"
+    assert ok(seeded, "memory", "sweep", "--task", TASK_ID).stdout.strip() == "expired 0 key(s)"
+    fails(seeded, "memory", "sweep", "--task", "no-task", expect="not found")
 
 
 def test_memory_history_search_delete_restore(seeded: Path) -> None:
@@ -451,6 +508,7 @@ def test_every_read_command_accepts_json() -> None:
         ("db", "current"), ("db", "history"), ("db", "check"),
         ("session", "list"), ("session", "show"),
         ("memory", "get"), ("memory", "history"), ("memory", "search"),
+        ("memory", "namespaces"),
         ("audit", "tail"), ("docs", "sync"), ("docs", "pending"),
     }  # fmt: skip
     for group_name, command_name in read_commands:

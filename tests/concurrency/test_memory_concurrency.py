@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -12,6 +14,7 @@ from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.schema.models import AuditEntry
 from tests.conftest import DbFactory
+from tests.support.memory_model import controlled_clock
 from tests.support.processes import run_together
 
 
@@ -126,4 +129,118 @@ async def test_several_processes_lose_no_version(tmp_path: Path) -> None:
         history = await db.memory.get_memory_history("user:shared", "k")
     assert [h["version"] for h in history] == list(range(1, processes * per_process + 2))
     written = sorted((h["value"].get("by"), h["value"]["i"]) for h in history[1:])
+    assert written == sorted((f"p{n}", i) for n in range(processes) for i in range(per_process))
+
+
+# ------------------------------------------------------------------ issue 11: put_memory
+
+
+async def test_fifty_concurrent_puts_of_a_new_key_make_versions_1_to_50(
+    db: Database, task_id: str, make_db: DbFactory
+) -> None:
+    other = await make_db(share_with=db)
+
+    async def put(i: int) -> dict[str, Any]:
+        handle = db if i % 2 else other
+        return await handle.memory.put_memory(
+            "user:alice", "upsert", {"n": i}, "semantic", by=f"writer{i}", task_id=task_id
+        )
+
+    written = await asyncio.gather(*(put(i) for i in range(50)))
+    assert sorted(w["version"] for w in written) == list(range(1, 51))
+    history = await db.memory.get_memory_history("user:alice", "upsert")
+    assert [h["version"] for h in history] == list(range(1, 51))
+    assert sorted(h["value"]["n"] for h in history) == list(range(50))
+    assert {w["id"]: w["value"] for w in written} == {h["id"]: h["value"] for h in history}
+    assert {h["created_by"] for h in history} == {history[0]["created_by"]}  # carried forward
+    async with db.transaction(write=False) as session:
+        audited = (
+            await session.execute(
+                select(AuditEntry.memory_operation_type, func.count())
+                .group_by(AuditEntry.memory_operation_type)
+                .order_by(AuditEntry.memory_operation_type)
+            )
+        ).all()
+    assert [tuple(r) for r in audited] == [("create", 1), ("update", 49)]
+
+
+async def test_puts_racing_sweep_expired_lose_nothing(
+    db: Database, task_id: str, make_db: DbFactory
+) -> None:
+    other = await make_db(share_with=db)
+    keys = [f"k{i}" for i in range(20)]
+    with controlled_clock() as clock:
+        for key in keys:
+            await db.memory.put_memory("user:ttl", key, {"v": 0}, "semantic", by="a",
+                                       task_id=task_id, ttl=timedelta(seconds=5))  # fmt: skip
+        clock.advance(timedelta(seconds=6))  # every key has expired; none is swept yet
+
+        async def put(i: int) -> dict[str, Any]:
+            handle = db if i % 2 else other
+            return await handle.memory.put_memory(
+                "user:ttl", keys[i % 20], {"v": i}, "semantic", by="b", task_id=task_id,
+                ttl=timedelta(seconds=60) if i % 3 == 0 else None,
+            )  # fmt: skip
+
+        async def sweep(i: int) -> int:
+            return await (db if i % 2 else other).memory.sweep_expired()
+
+        results = await asyncio.gather(*(put(i) for i in range(40)), *(sweep(i) for i in range(6)))
+        swept = sum(r for r in results if isinstance(r, int))
+        assert swept <= 20
+        for key in keys:
+            history = await db.memory.get_memory_history("user:ttl", key)
+            # Version 1 expired (swept, or settled by the first put to reach
+            # it); both puts of the key follow as versions 2 and 3.
+            assert [h["version"] for h in history] == [1, 2, 3]
+            assert [h["is_deleted"] for h in history] == [True, False, False]
+            assert sorted(h["value"]["v"] for h in history[1:]) == sorted(
+                i for i in range(40) if i % 20 == int(key[1:])
+            )
+            assert await db.memory.get_memory("user:ttl", key) is not None
+        assert await db.memory.sweep_expired() == 0
+        async with db.transaction(write=False) as session:
+            expired = await session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.action_type == "memory_expire")
+            )
+        assert expired == swept
+
+
+PUTTER = """
+    from pathlib import Path
+    from abathur.infrastructure.database import Database
+
+    async def main(path, task_id, name, count):
+        db = Database(Path(path))
+        try:
+            for i in range(int(count)):
+                await db.memory.put_memory(
+                    "user:shared", "put", {"by": name, "i": i}, "semantic", by=name,
+                    task_id=task_id,
+                )
+        finally:
+            await db.close()
+    """
+
+
+@pytest.mark.slow
+async def test_several_processes_putting_one_key_lose_no_version(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with Database(path) as db:
+        task_id = (await db.tasks.create_task("multi-process puts")).id
+    processes, per_process = 4, 13  # 52 puts of a key that does not exist yet
+    outcomes = await asyncio.to_thread(
+        run_together,
+        tmp_path,
+        PUTTER,
+        [[str(path), task_id, f"p{n}", str(per_process)] for n in range(processes)],
+    )
+    for returncode, err in outcomes:
+        assert returncode == 0, err
+    async with Database(path) as db:
+        history = await db.memory.get_memory_history("user:shared", "put")
+    assert [h["version"] for h in history] == list(range(1, processes * per_process + 1))
+    written = sorted((h["value"]["by"], h["value"]["i"]) for h in history)
     assert written == sorted((f"p{n}", i) for n in range(processes) for i in range(per_process))

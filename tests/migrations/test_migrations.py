@@ -342,7 +342,7 @@ async def test_columns_matched_by_byte_ranges_use_byte_order(db: Database) -> No
             tables = await session.execute(
                 text(
                     "SELECT sql FROM sqlite_master WHERE name IN "
-                    "('audit', 'document_index', 'memory_entries')"
+                    "('audit', 'document_index', 'memory_entries', 'memory_expiry')"
                 )
             )
             assert [sql for (sql,) in tables if "COLLATE" in sql.upper()] == []
@@ -359,4 +359,5 @@ async def test_columns_matched_by_byte_ranges_use_byte_order(db: Database) -> No
         ("audit", "memory_namespace", "C"),
         ("document_index", "file_path", "C"),
         ("memory_entries", "namespace", "C"),
+        ("memory_expiry", "namespace", "C"),
     ]

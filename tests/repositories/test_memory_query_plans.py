@@ -13,11 +13,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
+from abathur.errors import NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
+from tests.support.memory_model import controlled_clock
 from tests.support.plans import explain, full_scans, recording
 
-MEMORY_TABLES = ("memory_entries", "audit")
+MEMORY_TABLES = ("memory_entries", "audit", "memory_expiry")
 
 
 async def _workload(db: Database, task_id: str) -> None:
@@ -41,6 +45,41 @@ async def _workload(db: Database, task_id: str) -> None:
     await memory.publish_memory("session:s", "user:u0", "draft", "me", task_id)
     await memory.expire_episodic(timedelta(0), task_id=task_id)
     await memory.seed_defaults(task_id)
+    await _retrieval_workload(memory, task_id)
+
+
+async def _retrieval_workload(memory: MemoryService, task_id: str) -> None:
+    """Issue 11: put, TTL (set, changed, cleared, refreshed, expired, swept),
+    filtered and paged search, list_namespaces in every form."""
+    ttl = timedelta(seconds=10)
+    with controlled_clock() as clock:
+        for i in range(3):
+            await memory.put_memory(f"user:t{i}", "k", {"n": i, "s": "x", "o": {"p": i}},
+                                    "semantic", by="me", task_id=task_id, ttl=ttl)  # fmt: skip
+            await memory.put_memory(f"user:t{i}", "k", {"n": i + 1}, "semantic", by="me",
+                                    task_id=task_id, ttl=ttl)  # fmt: skip
+        await memory.add_memory("user:t3", "k", {"n": 1}, "semantic", "me", task_id, ttl=ttl)
+        await memory.update_memory("user:t3", "k", {"n": 2}, "me", task_id)  # clears
+        await memory.update_memory("user:t3", "k", {"n": 3}, "me", task_id, ttl=ttl)
+        await memory.get_memory("user:t0", "k", refresh_ttl=True)
+        await memory.search_memories("user", refresh_ttl=True)
+        everything: dict[str, Any] = {"n": {"$gte": 1, "$lt": 9, "$ne": 5, "$in": [1, 2]}}
+        for filter in (
+            {"s": "x", "o.p": {"$gt": 0}},
+            {"s": {"$lte": "y", "$gt": "a"}, "n": None, "b": True},
+            everything,
+        ):
+            await memory.search_memories("user", filter=filter, offset=1)
+            await memory.search_memories("user:t1", "semantic", filter=filter, limit=5)
+        await memory.search_memories("user", offset=2, limit=2)
+        await memory.list_namespaces()
+        await memory.list_namespaces("user:t1")
+        await memory.list_namespaces("user", suffix="t2", max_depth=2, limit=2, offset=1)
+        clock.advance(timedelta(seconds=11))
+        with pytest.raises(NotFoundError):  # expired: as if deleted
+            await memory.delete_memory("user:t3", "k", "me", task_id)
+        await memory.put_memory("user:t2", "k", {}, "semantic", by="me", task_id=task_id)
+        await memory.sweep_expired(task_id=task_id)
 
 
 async def _captured(db: Database, task_id: str) -> list[tuple[str, Any]]:
@@ -59,6 +98,13 @@ async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> N
     assert len(statements) >= 8, statements
     assert any("GROUP BY" in s for s, _ in statements)  # the consolidation conflict query
     assert any("EXISTS" in s and "ORDER BY" in s and "updated_at" in s for s, _ in statements)
+    # Issue 11's statements were all issued: the namespace walk, filters,
+    # paging, the expiry reads and writes.
+    assert any(s.startswith("WITH RECURSIVE") for s, _ in statements)
+    assert any("json_extract" in s or "jsonb_typeof" in s for s, _ in statements)
+    assert any("OFFSET" in s for s, _ in statements)
+    expiry = [s.split()[0].upper() for s, _ in statements if "memory_expiry" in s]
+    assert {"SELECT", "UPDATE", "DELETE", "WITH"} <= set(expiry), expiry
 
     problems = {}
     for sql, params in statements:

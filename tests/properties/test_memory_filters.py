@@ -1,0 +1,116 @@
+"""search_memories filters evaluated in SQL select exactly what the same
+filter selects evaluated in Python (tests/support/memory_model.matches), for
+generated documents and filters, on both backends."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from abathur.infrastructure.database import Database
+from tests.support.memory_model import matches
+
+FIELDS = ["a", "b"]
+# Small pools so that equal values (and equal values of different JSON types)
+# come up often.
+# Mostly a small pool in which values of different JSON types look alike
+# (1, 1.0, True, "1", "true", null, "null"...), so that a comparison that
+# ignores JSON types shows; sometimes anything.
+COLLIDING = st.sampled_from(
+    [None, True, False, 0, 1, -1, 2, 0.0, -0.0, 1.0, 2.5, "", "0", "1", "true", "null",
+     "a", "b", "A", "ab", "é", "✓"]
+)  # fmt: skip
+SCALARS = st.one_of(
+    COLLIDING,
+    COLLIDING,
+    COLLIDING,
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.sampled_from([1e300, -1e-300, 3.0000000000000004, 0.1, 0.30000000000000004]),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.text(alphabet="ab1é✓ ", max_size=3),
+)
+LEAVES = SCALARS | st.lists(SCALARS, max_size=3)
+VALUES = st.dictionaries(
+    st.sampled_from(FIELDS),
+    LEAVES | st.dictionaries(st.sampled_from(FIELDS), LEAVES, max_size=3),
+    max_size=3,
+)
+PATHS = ["a", "b", "c", "a.b", "b.a", "a.a.a"]
+
+
+def twins(value: Any) -> list[Any]:
+    """Values of other JSON types (or the other number type) that look like
+    ``value``: what a comparison ignoring JSON types would confuse with it."""
+    if value is None:
+        return ["null", 0, False, ""]
+    if isinstance(value, bool):
+        return [int(value), float(value), str(value).lower(), str(int(value))]
+    if isinstance(value, int | float):
+        out: list[Any] = [str(value), float(value), value + 1, value - 0.5]
+        if value in (0, 1):
+            out.append(bool(value))
+        if float(value).is_integer() and abs(value) < 2**53:
+            out.append(int(value))
+        return out
+    if isinstance(value, str):
+        out = [value + "a", value[:-1], "null" if value == "" else value.upper()]
+        if value.isascii() and value.lstrip("-").isdigit():
+            out.append(int(value))
+        return out + (["true", True] if value == "true" else [])
+    return []
+
+
+def leaves(document: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every (dotted path, scalar) in a document, lists' elements included."""
+    if isinstance(document, dict):
+        return [
+            found
+            for key, child in document.items()
+            for found in leaves(child, f"{path}.{key}" if path else key)
+        ]
+    if isinstance(document, list):
+        return [found for child in document for found in leaves(child, path)]
+    return [(path, document)]
+
+
+def conditions(operands: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    orderable = operands.filter(lambda v: v is not None and not isinstance(v, bool))
+    return (
+        operands
+        | st.fixed_dictionaries({"$eq": operands})
+        | st.fixed_dictionaries({"$ne": operands})
+        | st.fixed_dictionaries({"$in": st.lists(operands, max_size=3)})
+        | st.dictionaries(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), orderable, min_size=1)
+    )
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(values=st.lists(VALUES, min_size=1, max_size=8), data=st.data())
+async def test_sql_filtering_equals_python_filtering(
+    db: Database, task_id: str, values: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    # Filters mostly name the paths the documents have and compare with the
+    # values found there or with look-alikes of another JSON type.
+    found = [(p, v) for value in values for p, v in leaves(value)]
+    paths = st.sampled_from(sorted({p for p, _ in found} | set(PATHS)))
+    near = [v for _, v in found] + [t for _, v in found for t in twins(v)]
+    operands = (st.sampled_from(near) if near else COLLIDING) | SCALARS
+    filters = data.draw(
+        st.lists(st.dictionaries(paths, conditions(operands), min_size=1, max_size=3), max_size=8)
+    )
+    root = f"user:{uuid.uuid4().hex}"  # one database serves every example
+    for i, value in enumerate(values):
+        await db.memory.put_memory(
+            f"{root}:{i % 2}", f"k{i}", value, "semantic", by="p", task_id=task_id
+        )
+    for filter in filters:
+        got = await db.memory.search_memories(root, limit=1000, filter=filter)
+        expected = sorted(f"k{i}" for i, value in enumerate(values) if matches(value, filter))
+        assert sorted(r["key"] for r in got) == expected, filter
