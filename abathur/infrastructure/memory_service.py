@@ -43,6 +43,7 @@ from abathur.domain.memory import (
     memory_dict,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
+from abathur.domain.values import task_id_arg
 from abathur.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -289,6 +290,7 @@ class MemoryService:
                 operation="create",
                 action_type="memory_create",
                 created_by=new.created_by,
+                memory_type=new.memory_type,
             )
             return row.id
 
@@ -606,7 +608,7 @@ class MemoryService:
             raise ValidationError("older_than must be a non-negative timedelta")
         text_arg(expired_by, "expired_by")
         if task_id is not None:
-            text_arg(task_id, "task_id")
+            task_id = task_id_arg(task_id)
         try:
             cutoff = utcnow() - older_than
         except OverflowError as exc:
@@ -649,7 +651,7 @@ class MemoryService:
         Idempotent: returns how many entries were written (0 on a second run).
         """
         if task_id is not None:
-            text_arg(task_id, "task_id")
+            task_id = task_id_arg(task_id)
 
         def work(session: orm.Session) -> int:
             audit_task = _audit_task(session, task_id)
@@ -678,6 +680,7 @@ class MemoryService:
                     operation="create",
                     action_type="memory_create",
                     created_by=SYSTEM_ACTOR,
+                    memory_type=memory_type,
                 )
                 written += 1
             return written

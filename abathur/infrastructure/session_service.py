@@ -159,7 +159,7 @@ class SessionService:
         text_arg(session_id, "session_id")
         if status not in SESSION_STATUSES:
             raise ValidationError(
-                f"invalid session status {status!r}; valid: {', '.join(SESSION_STATUSES)}"
+                f"Invalid status {status!r} for a session; valid: {', '.join(SESSION_STATUSES)}"
             )
 
         def work(conn: Connection) -> None:
@@ -176,11 +176,13 @@ class SessionService:
         await self._db.write(work)
 
     async def get_state(self, session_id: str, key: str) -> Any | None:
-        """The value under ``key``, or None when the key is not set."""
+        """The value under ``key``, or None when the key is not set or there is
+        no such session (as the specification's reference implementation does)."""
         ref = validated(StateKey, session_id=session_id, key=key)
 
         def work(conn: Connection) -> Any | None:
-            return SessionRepository(conn).state(ref.session_id).get(ref.key)
+            state = SessionRepository(conn).state_or_none(ref.session_id)
+            return None if state is None else state.get(ref.key)
 
         return await self._db.read(work, one_statement=True)
 

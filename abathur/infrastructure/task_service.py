@@ -14,6 +14,7 @@ from sqlalchemy import orm
 
 from abathur.db.storage import Storage
 from abathur.domain import count_arg, text_arg, validated
+from abathur.domain.values import task_id_arg
 from abathur.domain.core import (
     AgentRecord,
     AuditRecord,
@@ -52,7 +53,7 @@ class TaskService:
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """The task with this id, or None."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
 
         def work(session: orm.Session) -> TaskRecord | None:
             row = TaskRepository(session).get(task_id)
@@ -104,7 +105,7 @@ class TaskService:
         self, task_id: str, iteration: int, state: Any, *, session_id: str | None = None
     ) -> CheckpointRecord:
         """Store ``state`` as iteration ``iteration`` of ``task_id``; returns the stored row."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
         count_arg(iteration, "iteration", least=0)
         if session_id is not None:
             text_arg(session_id, "session_id")
@@ -121,7 +122,7 @@ class TaskService:
 
     async def latest_checkpoint(self, task_id: str) -> CheckpointRecord | None:
         """The checkpoint of ``task_id`` with the highest iteration, or None."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
 
         def work(session: orm.Session) -> CheckpointRecord | None:
             row = CheckpointRepository(session).latest(task_id)
@@ -135,7 +136,7 @@ class TaskService:
         check_json(entry.action_data, "action_data")
 
         def work(session: orm.Session) -> AuditRecord:
-            require(session, Task, task_id, "task")
+            require(session, Task, entry.task_id, "task")
             if entry.agent_id is not None:
                 require(session, Agent, entry.agent_id, "agent")
             if entry.memory_entry_id is not None:
@@ -147,7 +148,7 @@ class TaskService:
 
     async def audit_for_task(self, task_id: str, limit: int = 100) -> list[AuditRecord]:
         """The newest ``limit`` audit rows of ``task_id``."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
         count_arg(limit, "limit", least=1)
 
         def work(session: orm.Session) -> list[AuditRecord]:

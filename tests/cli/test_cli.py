@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 
 from abathur.cli import cli, main
 from abathur.cli.demo import KEY, NAMESPACE, SESSION_ID, TASK_ID
+from abathur.strict_json import MAX_JSON_DEPTH
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 
@@ -320,6 +321,39 @@ def test_memory_put_adds_then_updates(seeded: Path) -> None:
         "you",
     )
     assert entry["metadata"]["source"] == "cli"
+
+
+def _nested(depth: int) -> str:
+    """A JSON object ``depth`` containers deep: {"a": {"a": ... {} ...}}."""
+    return '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+def test_memory_put_refuses_values_nested_deeper_than_reads_can_print(seeded: Path) -> None:
+    """Before, 300 levels were stored and then `memory get`/`history` failed
+    ("Maximum serialization depth exceeded"): now one limit, on write."""
+    put = ("memory", "put", "user:alice:deep")
+    fails(seeded, *put, "too", _nested(300), "--type", "semantic", "--by", "me",
+          "--task", TASK_ID, expect="nested more than 100 levels")  # fmt: skip
+    fails(seeded, *put, "too", _nested(MAX_JSON_DEPTH + 1), "--type", "semantic", "--by", "me",
+          "--task", TASK_ID, expect="nested more than 100 levels")  # fmt: skip
+    ok(seeded, *put, "ok", _nested(MAX_JSON_DEPTH), "--type", "semantic", "--by", "me",
+       "--task", TASK_ID)  # fmt: skip
+    assert ok_json(seeded, "memory", "get", "user:alice:deep", "ok")["value"] == json.loads(
+        _nested(MAX_JSON_DEPTH)
+    )
+    assert len(ok_json(seeded, "memory", "history", "user:alice:deep", "ok")) == 1
+    assert "too" not in ok(seeded, "memory", "search", "user:alice:deep").stdout
+
+
+def test_empty_db_is_refused_not_a_throwaway_database(tmp_path: Path) -> None:
+    fails("", "db", "upgrade", expect="--db must name a database")
+    fails("  ", "session", "list", expect="--db must name a database")
+
+
+def test_unsupported_url_scheme_names_the_supported_backends(tmp_path: Path) -> None:
+    line = fails("mysql://u@h/db", "session", "list", expect="unsupported database URL scheme")
+    assert "SQLite" in line and "PostgreSQL" in line and "unexpected" not in line
+    fails("mysql://u@h/db", "db", "current", expect="supports SQLite and PostgreSQL")
 
 
 def test_memory_put_bad_input(seeded: Path) -> None:
