@@ -231,9 +231,7 @@ def check_directory(path: Any) -> Path:
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if isinstance(path, bytes) or not isinstance(path, str):
-        raise ValidationError(
-            f"directory must be a str or a path, not {type(path).__name__}"
-        )
+        raise ValidationError(f"directory must be a str or a path, not {type(path).__name__}")
     check_text(path, "directory", max_bytes=None)
     return Path(path)
 

@@ -14,7 +14,6 @@ from sqlalchemy import orm
 
 from abathur.db.storage import Storage
 from abathur.domain import count_arg, text_arg, validated
-from abathur.domain.values import task_id_arg
 from abathur.domain.core import (
     AgentRecord,
     AuditRecord,
@@ -24,6 +23,7 @@ from abathur.domain.core import (
     NewTask,
     TaskRecord,
 )
+from abathur.domain.values import task_id_arg
 from abathur.repositories.agents import AgentRepository
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
@@ -83,6 +83,7 @@ class TaskService:
             task_id=task_id,
             **fields,
         )
+        check_json(new.resource_usage, "resource_usage")
         agent_id = new.id or uuid.uuid4().hex
 
         def work(session: orm.Session) -> AgentRecord:
