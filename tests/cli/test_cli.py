@@ -473,6 +473,23 @@ def test_docs_sync_json_keeps_stderr_clean(db_path: Path, tmp_path: Path) -> Non
     assert result.stderr == ""
 
 
+def test_docs_sync_reports_skipped_files_and_follows_links_only_when_asked(
+    db_path: Path, tmp_path: Path
+) -> None:
+    docs, outside = tmp_path / "docs", tmp_path / "outside"
+    docs.mkdir()
+    outside.mkdir()
+    (outside / "x.md").write_text("# Outside\n")
+    (docs / "link.md").symlink_to(outside / "x.md")
+    (docs / "folder.md").mkdir()  # (a FIFO: the service tests, guarded against a hang)
+    report = ok_json(db_path, "docs", "sync", str(docs))
+    reasons = {Path(p["file_path"]).name: p["reason"] for p in report["problems"]}
+    assert reasons["folder.md"] == "unreadable: not a regular file (a directory)"
+    assert reasons["link.md"].startswith("skipped: symlink to")
+    report = ok_json(db_path, "docs", "sync", str(docs), "--follow-external-symlinks")
+    assert report["added"] == 1 and len(report["problems"]) == 1
+
+
 def test_docs_sync_bad_directory(db_path: Path, tmp_path: Path) -> None:
     fails(db_path, "docs", "sync", str(tmp_path / "missing"), expect="not found")
 
