@@ -31,6 +31,16 @@ MAX_COUNT = 2**31 - 1  # INTEGER columns, and the int4 parameters they compare w
 MAX_ROW_ID = 2**63 - 1  # BIGINT ids
 
 
+def brief_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: cut to ``limit`` characters, and
+    never an error itself (the repr of an int of 5000 digits raises)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_text(
     value: Any, what: str, *, max_bytes: int | None = MAX_ID_BYTES, empty: bool = False
 ) -> str:
@@ -70,7 +80,7 @@ def count_arg(value: Any, what: str, *, least: int, most: int = MAX_COUNT) -> in
     """An int argument (not a bool) in ``least..most``, or a ValidationError."""
     if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
         raise ValidationError(
-            f"{what} must be an integer from {least} to {most}, not {value!r}"[:300]
+            f"{what} must be an integer from {least} to {most}, not {brief_repr(value)}"
         )
     return value
 

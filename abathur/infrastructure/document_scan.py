@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from abathur.domain.documents import ScannedDocument, SyncProblem
-from abathur.domain.values import MAX_ID_BYTES, check_text
+from abathur.domain.values import MAX_ID_BYTES, brief_repr, check_text
 from abathur.errors import NotFoundError, ValidationError
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -217,7 +217,7 @@ def scan_batch(
 def check_pattern(pattern: Any) -> str:
     """A glob relative to the synced directory that cannot leave it."""
     if not isinstance(pattern, str) or not pattern:
-        raise ValidationError(f"pattern must be a non-empty glob, not {pattern!r}"[:300])
+        raise ValidationError(f"pattern must be a non-empty glob, not {brief_repr(pattern)}")
     check_text(pattern, "pattern", max_bytes=None)
     if PurePath(pattern).is_absolute() or ".." in PurePath(pattern).parts:
         raise ValidationError(

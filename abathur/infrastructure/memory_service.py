@@ -43,7 +43,7 @@ from abathur.domain.memory import (
     memory_dict,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
-from abathur.domain.values import task_id_arg
+from abathur.domain.values import brief_repr, task_id_arg
 from abathur.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -499,7 +499,7 @@ class MemoryService:
         """
         if consolidation_strategy not in CONSOLIDATION_STRATEGIES:
             raise ValidationError(
-                f"unknown consolidation strategy {consolidation_strategy!r}; "
+                f"unknown consolidation strategy {brief_repr(consolidation_strategy)}; "
                 f"use one of {', '.join(CONSOLIDATION_STRATEGIES)}"
             )
         request = validated(

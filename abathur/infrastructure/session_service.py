@@ -37,6 +37,7 @@ from abathur.domain.sessions import (
     event_dict,
     session_dict,
 )
+from abathur.domain.values import brief_repr
 from abathur.errors import (
     ConflictError,
     InvalidTransitionError,
@@ -159,7 +160,8 @@ class SessionService:
         text_arg(session_id, "session_id")
         if status not in SESSION_STATUSES:
             raise ValidationError(
-                f"Invalid status {status!r} for a session; valid: {', '.join(SESSION_STATUSES)}"
+                f"Invalid status {brief_repr(status)} for a session; "
+                f"valid: {', '.join(SESSION_STATUSES)}"
             )
 
         def work(conn: Connection) -> None:

@@ -63,6 +63,9 @@ hostile = st.one_of(
     st.sampled_from(["\ud800", "a\udfff", "x\x00", "\x00", "é" * 1500, "k" * 3000]),
     st.sampled_from(SPECIAL_INTS),
     st.integers(min_value=2**31, max_value=2**80) | st.integers(max_value=-1),
+    # Even repr() of this int raises (Python's limit on int to str conversion);
+    # built, not sampled, so that the strategy's own repr stays short.
+    st.builds(lambda: 10**5000),
     st.recursive(
         scalars,
         lambda children: (
@@ -443,6 +446,12 @@ REFUSED: list[tuple[str, Call]] = [
     ("pending_documents past BIGINT", lambda db: db.documents.pending_documents(2**63)),
     ("get_document of a string", lambda db: db.documents.get_document("x")),
     ("get_document of a bool", lambda db: db.documents.get_document(True)),
+    ("a status of 5000 digits", lambda db: db.sessions.update_status(SESSION, 10**5000)),
+    ("a limit of 5000 digits", lambda db: db.tasks.audit_tail(limit=10**5000)),
+    ("a pattern of 5000 digits", lambda db: db.documents.sync_directory(HERE, 10**5000)),
+    ("a strategy of 5000 digits", lambda db: db.memory.consolidate_memories(NS, 10**5000)),
+    ("an after_seq of 5000 digits",
+     lambda db: db.sessions.list_events(SESSION, after_seq=10**5000)),
     ("prompt given as bytes", lambda db: db.tasks.create_task(prompt=b"summarise")),
     ("resource usage that is not JSON",
      lambda db: db.tasks.create_agent("n", "s", "m", TASK, resource_usage={"x": float("nan")})),
