@@ -10,8 +10,9 @@ naming the argument, the same way on both.
 app and project ids, actors, filters); ``TaskIdValue`` also takes a
 ``uuid.UUID``, stored as its string form; ``Count`` is an int in the range of
 an INTEGER column (limits, seq numbers, iterations, versions); ``RowId`` in the
-range of a BIGINT. The same rules are offered as functions (``id_arg``,
-``count_arg``...) for arguments that are not validated through a model.
+range of a BIGINT. The same rules are offered as functions (``check_text``,
+``task_id_arg``, ``count_arg``; ``text_arg`` in ``abathur.domain``) for
+arguments that are not validated through a model.
 """
 
 from __future__ import annotations
@@ -58,11 +59,6 @@ def check_text(
     if "\x00" in value:
         raise ValidationError(f"{what} contains a NUL character")
     return value
-
-
-def id_arg(value: Any, what: str) -> str:
-    """An identifier argument (see ``check_text``)."""
-    return check_text(value, what)
 
 
 def as_task_id(value: Any) -> Any:
