@@ -20,7 +20,7 @@ from typing import Any
 
 from abathur.domain.documents import ScannedDocument, SyncProblem
 from abathur.domain.values import MAX_ID_BYTES, brief_repr, check_text
-from abathur.errors import NotFoundError, ValidationError
+from abathur.errors import AccessDeniedError, NotFoundError, ValidationError
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 """The largest file a sync reads (16 MiB): a document, not a data dump."""
@@ -253,4 +253,12 @@ def list_files(root: Path, pattern: str) -> list[Path]:
     try:
         return sorted(root.glob(pattern))
     except ValueError as exc:  # e.g. "'**' can only be an entire path component"
-        raise ValidationError(f"pattern {pattern!r} is not a valid glob: {exc}") from exc
+        raise ValidationError(f"pattern {brief_repr(pattern)} is not a valid glob: {exc}") from exc
+    except PermissionError as exc:
+        raise AccessDeniedError(f"cannot list {root.as_posix()!r}: {exc.strerror}") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ValidationError(
+                f"pattern {brief_repr(pattern)} names a path longer than the file system allows"
+            ) from exc
+        raise NotFoundError(f"cannot list {root.as_posix()!r}: {exc.strerror or exc}") from exc

@@ -440,6 +440,8 @@ REFUSED: list[tuple[str, Call]] = [
     ("sync_directory of bytes", lambda db: db.documents.sync_directory(b"/tmp")),
     ("sync_directory with an int pattern", lambda db: db.documents.sync_directory(HERE, 5)),
     ("sync_directory with a bad glob", lambda db: db.documents.sync_directory(HERE, "a**b/x")),
+    ("sync_directory with a pattern longer than a file name may be",
+     lambda db: db.documents.sync_directory(HERE, "é" * 1500)),
     ("sync_directory with a float batch",
      lambda db: db.documents.sync_directory(HERE, batch_size=1.5)),
     ("pending_documents of a string", lambda db: db.documents.pending_documents("x")),
@@ -458,12 +460,19 @@ REFUSED: list[tuple[str, Call]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "call"), REFUSED, ids=[c[0] for c in REFUSED])
-async def test_the_reported_cases_are_validation_errors(
-    db: Database, docs: Path, name: str, call: Call
-) -> None:
-    """The fuzzing run's cases, one by one: each was a raw exception (or
-    stored on one backend and refused by the other) before."""
+async def test_the_reported_cases_are_validation_errors(db: Database, docs: Path) -> None:
+    """The fuzzing run's cases, one by one (on one database, to keep the run
+    short): each was a raw exception, or stored on one backend and refused by
+    the other, before."""
     await _prepare(db, docs)
-    with pytest.raises(ValidationError):
-        await call(db)
+    escaped: list[str] = []
+    for name, call in REFUSED:
+        try:
+            await call(db)
+        except ValidationError:
+            continue
+        except Exception as exc:  # reported below, by case
+            escaped.append(f"{name}: {type(exc).__name__}")
+        else:
+            escaped.append(f"{name}: accepted")
+    assert escaped == []
