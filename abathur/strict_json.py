@@ -14,6 +14,12 @@ from typing import Any
 
 from abathur.errors import ValidationError
 
+MAX_JSON_DEPTH = 100
+"""How deeply containers may nest in a stored document (``{"a": [1]}`` is 2
+deep). SQLite's JSON functions stop at 1000, PostgreSQL's parser at its stack
+depth, and pydantic's serialiser (the CLI's output) at about 250: one limit,
+well inside all of them, checked on every write by ``check_json``."""
+
 # A JSON escape of NUL that is not itself an escaped backslash followed by "u0000".
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -79,6 +85,7 @@ def check_json(value: Any, what: str) -> JSONText:
     """Raise ValidationError, naming ``what``, unless ``value`` is storable JSON
     that reads back equal: tuples and non-string keys, which JSON would silently
     change (``{1: "a", "1": "b"}`` would even lose a key), are refused too.
+    Documents nested more than ``MAX_JSON_DEPTH`` containers deep are refused.
     Returns the serialised text, which a JSON column then stores as it is."""
     try:
         text = JSONText(dumps(value))
@@ -99,11 +106,17 @@ _CONTAINERS = (dict, list, tuple)
 
 def _check_shape(value: Any, what: str) -> None:
     """What ``dumps`` would store changed: tuples (read back as lists) and keys
-    that are not strings (read back as strings). Walks the containers only,
-    much cheaper than serialising and parsing the document again."""
-    pending = [value]
+    that are not strings (read back as strings); and nesting deeper than
+    ``MAX_JSON_DEPTH``. Walks the containers only, much cheaper than
+    serialising and parsing the document again."""
+    pending = [(value, 1)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH and isinstance(item, _CONTAINERS):
+            raise ValidationError(
+                f"{what} is nested more than {MAX_JSON_DEPTH} levels deep "
+                f"(the limit for stored JSON)"
+            )
         if isinstance(item, dict):
             for key in item:
                 if not isinstance(key, str):
@@ -111,9 +124,9 @@ def _check_shape(value: Any, what: str) -> None:
                         f"{what} does not survive a JSON round trip unchanged "
                         f"(non-string key {key!r})"
                     )
-            pending += [c for c in item.values() if isinstance(c, _CONTAINERS)]
+            pending += [(c, depth + 1) for c in item.values() if isinstance(c, _CONTAINERS)]
         elif isinstance(item, list):
-            pending += [c for c in item if isinstance(c, _CONTAINERS)]
+            pending += [(c, depth + 1) for c in item if isinstance(c, _CONTAINERS)]
         elif isinstance(item, tuple):
             raise ValidationError(
                 f"{what} does not survive a JSON round trip unchanged (tuple {item!r})"

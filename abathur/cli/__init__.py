@@ -36,6 +36,12 @@ __all__ = ["cli", "main"]
 def cli(ctx: click.Context, db_url: str) -> None:
     """abathur: sessions, versioned memory and a document index on SQLite or PostgreSQL."""
     given = ctx.get_parameter_source("db_url") == ParameterSource.COMMANDLINE
+    if not db_url.strip():
+        # Not a throwaway in-memory database that forgets every write on exit.
+        raise click.ClickException(
+            "--db must name a database: a file path or a URL "
+            "(sqlite+aiosqlite:///FILE, postgresql+asyncpg://...), not an empty string"
+        )
     ctx.obj = AppContext(db_url=db_url, db_url_given=given)
 
 

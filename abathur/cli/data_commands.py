@@ -440,11 +440,24 @@ def print_sync(result: SyncResult) -> None:
 @docs_group.command("sync")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--pattern", default="**/*.md", show_default=True, help="Glob of files to index.")
+@click.option(
+    "--follow-external-symlinks",
+    is_flag=True,
+    help="Also read files that symlinks lead to outside DIRECTORY.",
+)
 @json_option
 @click.pass_context
-def docs_sync(ctx: click.Context, directory: Path, pattern: str, as_json: bool) -> None:
+def docs_sync(
+    ctx: click.Context,
+    directory: Path,
+    pattern: str,
+    follow_external_symlinks: bool,
+    as_json: bool,
+) -> None:
     """Index the files under DIRECTORY: new ones pending, changed ones stale,
-    vanished ones flagged missing. Progress goes to stderr (not with --json)."""
+    vanished ones flagged missing. Only regular files are read; FIFOs, devices,
+    files over 16 MiB and symlinks leading outside DIRECTORY are listed as
+    problems. Progress goes to stderr (not with --json)."""
     stderr = sys.stderr
     bar: ProgressBar[int] | None = None
 
@@ -458,7 +471,12 @@ def docs_sync(ctx: click.Context, directory: Path, pattern: str, as_json: bool) 
         bar.update(done - bar.pos)
 
     async def work(db: Database) -> SyncResult:
-        return await db.documents.sync_directory(directory, pattern, progress=progress)
+        return await db.documents.sync_directory(
+            directory,
+            pattern,
+            progress=progress,
+            follow_external_symlinks=follow_external_symlinks,
+        )
 
     try:
         result = run_with_db(ctx, work)

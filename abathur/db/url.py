@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from abathur.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite+aiosqlite:///abathur.db"
 
@@ -14,20 +17,45 @@ def default_url() -> str:
     return os.environ.get("ABATHUR_DATABASE_URL", DEFAULT_URL)
 
 
+SUPPORTED = "sqlite+aiosqlite:///FILE (or a file path) and postgresql+asyncpg://..."
+
+
 def to_url(url_or_path: str | Path | URL) -> URL:
-    """An async SQLAlchemy URL from a URL string, a URL or a filesystem path."""
+    """An async SQLAlchemy URL from a URL string, a URL or a filesystem path.
+
+    ConfigurationError for an empty string (which would silently be a
+    throwaway in-memory database: say ``sqlite+aiosqlite://`` or
+    ``Path(":memory:")`` for that), a malformed URL, or a backend other than
+    SQLite (aiosqlite) and PostgreSQL (asyncpg).
+    """
     if isinstance(url_or_path, URL):
         url = url_or_path
     elif isinstance(url_or_path, Path):
         url = make_url(f"sqlite+aiosqlite:///{url_or_path}")
-    elif "://" in url_or_path:
-        url = make_url(url_or_path)
+    elif not isinstance(url_or_path, str):
+        raise ConfigurationError(
+            f"a database is a URL string or a Path, not {type(url_or_path).__name__}"
+        )
+    elif not url_or_path.strip():
+        raise ConfigurationError(
+            f"empty database URL: give a file path or a URL ({SUPPORTED}); "
+            "sqlite+aiosqlite:// is an in-memory database"
+        )
     else:
-        url = make_url(f"sqlite+aiosqlite:///{url_or_path}")
+        text = url_or_path if "://" in url_or_path else f"sqlite+aiosqlite:///{url_or_path}"
+        try:
+            url = make_url(text)
+        except ArgumentError as exc:
+            raise ConfigurationError(f"malformed database URL {url_or_path!r}: {exc}") from exc
     if url.drivername in ("sqlite", "sqlite+pysqlite"):
         url = url.set(drivername="sqlite+aiosqlite")
     elif url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         url = url.set(drivername="postgresql+asyncpg")
+    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ConfigurationError(
+            f"unsupported database URL scheme {url.drivername!r}: abathur supports "
+            f"SQLite and PostgreSQL ({SUPPORTED})"
+        )
     return url
 
 

@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticError
 
+from abathur.domain.values import check_text
+from abathur.domain.values import count_arg as count_arg  # re-exported
 from abathur.errors import ValidationError
 
 M = TypeVar("M", bound=BaseModel)
@@ -19,6 +21,14 @@ class Input(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    def __init__(self, /, **data: Any) -> None:
+        # Built directly by a caller (``AccessContext(...)``) as well as by
+        # ``validated``: either way a bad field is abathur's ValidationError.
+        try:
+            super().__init__(**data)
+        except PydanticError as exc:
+            raise ValidationError(_problems(exc)) from exc
+
 
 class Record(BaseModel):
     """A row read back from the database, as tasks and documents return it."""
@@ -26,27 +36,22 @@ class Record(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
 
+def _problems(exc: PydanticError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
+
+
 def validated(schema: type[M], /, **fields: Any) -> M:
     """Build an input model, turning pydantic's error into abathur's ValidationError."""
     try:
         return schema(**fields)
     except PydanticError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValidationError(problems) from exc
+        raise ValidationError(_problems(exc)) from exc
 
 
 def text_arg(value: Any, what: str) -> str:
     """A non-empty string argument, or a ValidationError naming it: a number or
-    None must not reach the database, where the backends would disagree."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"{what} must be a non-empty string, not {value!r}")
-    return value
-
-
-def count_arg(value: Any, what: str, *, least: int) -> int:
-    """An int argument of at least ``least`` (not a bool), or a ValidationError."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise ValidationError(f"{what} must be an integer of at least {least}, not {value!r}")
-    return value
+    None must not reach the database, where the backends would disagree; nor
+    may a lone surrogate, a NUL or more than ``MAX_ID_BYTES`` (``values.py``)."""
+    return check_text(value, what)

@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 from pydantic import Field
 
 from abathur.domain import Input, Record
+from abathur.domain.values import AnyText, Id, RowId, TaskIdValue, Text
 
 TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 AgentState = Literal["idle", "working", "waiting", "terminated"]
@@ -40,16 +41,16 @@ class TaskRecord(Record):
 
 
 class NewTask(Input):
-    prompt: str = Field(min_length=1)
-    id: str | None = Field(default=None, min_length=1)
-    agent_type: str = "general"
+    prompt: Text
+    id: TaskIdValue | None = None
+    agent_type: AnyText = "general"
     priority: int = Field(default=5, ge=1, le=10)
     status: TaskStatus = "pending"
     input_data: dict[str, Any] = Field(default_factory=dict)
-    created_by: str | None = None
-    parent_task_id: str | None = None
-    dependencies: list[str] | None = None
-    session_id: str | None = None
+    created_by: Id | None = None
+    parent_task_id: TaskIdValue | None = None
+    dependencies: list[TaskIdValue] | None = None
+    session_id: Id | None = None
 
 
 class AgentRecord(Record):
@@ -66,14 +67,14 @@ class AgentRecord(Record):
 
 
 class NewAgent(Input):
-    name: str = Field(min_length=1)
-    specialization: str
-    model: str
-    task_id: str
-    id: str | None = Field(default=None, min_length=1)
+    name: Text
+    specialization: AnyText
+    model: AnyText
+    task_id: TaskIdValue
+    id: Id | None = None
     state: AgentState = "idle"
     resource_usage: dict[str, Any] | None = None
-    session_id: str | None = None
+    session_id: Id | None = None
 
 
 class CheckpointRecord(Record):
@@ -98,11 +99,11 @@ class AuditRecord(Record):
 
 
 class NewAuditEntry(Input):
-    task_id: str
-    action_type: str = Field(min_length=1)
+    task_id: TaskIdValue
+    action_type: Text
     action_data: Any | None = None
-    agent_id: str | None = None
-    result: str | None = None
+    agent_id: Id | None = None
+    result: AnyText | None = None
     memory_operation_type: MemoryOperation | None = None
-    memory_namespace: str | None = None
-    memory_entry_id: int | None = None
+    memory_namespace: Id | None = None
+    memory_entry_id: RowId | None = None

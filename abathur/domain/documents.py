@@ -63,8 +63,10 @@ class SyncResult(BaseModel):
     ``unchanged``: rows left untouched; ``missing``: indexed files under the
     directory that no longer exist (marked ``stale`` with ``{"missing": true}``
     in their metadata, never deleted). ``problems`` lists files that matched
-    the pattern but could not be read or decoded as UTF-8; their rows, if any,
-    are left as they were.
+    the pattern but were not indexed, each with the reason: not a regular
+    file (a FIFO, a device, a directory...), a symlink leading outside the
+    directory, over the size limit, unreadable, not UTF-8 text; their rows,
+    if any, are left as they were.
     """
 
     model_config = ConfigDict(frozen=True)

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, StrictInt
 
 from abathur.domain import Input
 from abathur.domain.namespaces import check_key, parse_namespace
+from abathur.domain.values import TaskIdValue, check_text
 from abathur.errors import ValidationError
 from abathur.strict_json import check_json
 
@@ -36,6 +37,10 @@ def json_object(value: dict[str, Any], what: str = "value") -> dict[str, Any]:
         raise ValueError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
     check_json(value, what)
     return value
+
+
+def _text(value: str) -> str:
+    return check_text(value, "value")
 
 
 def _namespace(value: str) -> str:
@@ -64,8 +69,10 @@ def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
 Namespace = Annotated[str, Field(strict=True), AfterValidator(_namespace)]
 SubtreeRoot = Annotated[str, Field(strict=True), AfterValidator(_subtree_root)]
 Key = Annotated[str, Field(strict=True), AfterValidator(_key)]
-Actor = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ACTOR_LENGTH)]
-TaskId = Annotated[str, Field(strict=True, min_length=1)]
+Actor = Annotated[
+    str, Field(strict=True, min_length=1, max_length=MAX_ACTOR_LENGTH), AfterValidator(_text)
+]
+TaskId = TaskIdValue  # a str, or a uuid.UUID stored as its string form
 JSONObject = Annotated[dict[str, Any], Field(strict=True), AfterValidator(_json)]
 Version = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]  # an INTEGER column
 
@@ -288,7 +295,10 @@ def _scope_id(value: str) -> str:
 
 
 ScopeId = Annotated[
-    str, Field(strict=True, min_length=1, max_length=256), AfterValidator(_scope_id)
+    str,
+    Field(strict=True, min_length=1, max_length=256),
+    AfterValidator(_text),
+    AfterValidator(_scope_id),
 ]
 
 

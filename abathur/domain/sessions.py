@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, TypedDict, get_args
 from pydantic import Field
 
 from abathur.domain import Input
+from abathur.domain.values import Count, Id, PositiveCount, Text
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
 SESSION_STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
@@ -53,39 +54,39 @@ def split_shared(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 class NewSession(Input):
-    id: str = Field(min_length=1)
-    app_name: str = Field(min_length=1)
-    user_id: str = Field(min_length=1)
-    project_id: str | None = None
+    id: Id
+    app_name: Id
+    user_id: Id
+    project_id: Id | None = None
     state: dict[str, Any] = Field(default_factory=dict)
 
 
 class EventBatch(Input):
-    session_id: str = Field(min_length=1)
+    session_id: Id
     events: list[dict[str, Any]]
     state_delta: dict[str, Any] | None = None
-    expected_seq: int | None = Field(default=None, ge=0)
+    expected_seq: Count | None = None
 
 
 class StateKey(Input):
-    session_id: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+    session_id: Id
+    key: Text
 
 
 class EventQuery(Input):
-    recent_events: int | None = Field(default=None, ge=0)
+    recent_events: Count | None = None
     after: datetime | None = None
-    after_seq: int | None = Field(default=None, ge=0)
-    limit: int | None = Field(default=None, ge=1)
+    after_seq: Count | None = None
+    limit: PositiveCount | None = None
 
 
 class SessionQuery(Input):
-    app_name: str | None = None
-    user_id: str | None = None
-    project_id: str | None = None
+    app_name: Id | None = None
+    user_id: Id | None = None
+    project_id: Id | None = None
     status: SessionStatus | None = None
-    limit: int = Field(default=50, ge=1)
-    before: str | None = None
+    limit: PositiveCount = 50
+    before: Id | None = None
 
 
 class SessionFields(Protocol):

@@ -16,17 +16,15 @@ rows from ``pending_documents`` and reports back with ``mark_synced``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path, PurePath
-from typing import Any
+from pathlib import Path
 
 from sqlalchemy import orm
 
 from abathur.db.storage import Storage
+from abathur.domain import count_arg
 from abathur.domain.clock import utcnow
 from abathur.domain.documents import (
     DocumentRecord,
@@ -34,7 +32,16 @@ from abathur.domain.documents import (
     SyncProblem,
     SyncResult,
 )
+from abathur.domain.values import MAX_ROW_ID, check_text
 from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, ValidationError
+from abathur.infrastructure.document_scan import (
+    MAX_DOCUMENT_BYTES,
+    check_directory,
+    check_pattern,
+    list_files,
+    resolve_directory,
+    scan_batch,
+)
 from abathur.repositories.documents import DocumentIndexRepository
 
 BATCH_SIZE = 200
@@ -45,103 +52,6 @@ SYNC_ATTEMPTS = 5
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each batch of files."""
-
-_FRONT_MATTER_FIELD = re.compile(r"^([A-Za-z_][\w-]*)\s*:\s*(.*?)\s*$")
-_HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$")
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
-
-
-def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
-    """The ``key: value`` fields of a leading ``---`` block, and the text after it.
-
-    Only flat scalar fields are read (YAML-ish, no YAML library): nested or
-    list values are ignored, quotes around a value are removed.
-    """
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "---":
-        return {}, text
-    fields: dict[str, str] = {}
-    for number, line in enumerate(lines[1:], start=1):
-        if line.strip() in ("---", "..."):
-            return fields, "\n".join(lines[number + 1 :])
-        match = _FRONT_MATTER_FIELD.match(line)
-        if match and match.group(2):
-            fields.setdefault(match.group(1).lower(), _unquote(match.group(2)))
-    return {}, text  # no closing fence: not front matter after all
-
-
-def first_heading(text: str) -> str | None:
-    """The text of the first level-1 ATX heading (``# Title``) outside code fences."""
-    fenced = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(("```", "~~~")):
-            fenced = not fenced
-            continue
-        if not fenced:
-            match = _HEADING.match(stripped)
-            if match:
-                return match.group(1)
-    return None
-
-
-def describe(path: Path, text: str) -> tuple[str, str | None]:
-    """(title, document_type) of a document: front matter ``title:`` or the
-    first ``# `` heading or the file name without extension; ``type:`` or
-    ``document_type:`` from front matter, else None."""
-    fields, body = parse_front_matter(text)
-    title = fields.get("title") or first_heading(body) or path.stem or path.name
-    document_type = fields.get("document_type") or fields.get("type") or None
-    return title, document_type
-
-
-def scan_file(path: Path) -> ScannedDocument | SyncProblem:
-    """Read one file: its hash, title and type, or the reason it cannot be indexed."""
-    file_path = path.as_posix()
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        return SyncProblem(file_path=file_path, reason="unreadable: is a directory")
-    except OSError as exc:
-        return SyncProblem(file_path=file_path, reason=f"unreadable: {exc.strerror or exc}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return SyncProblem(file_path=file_path, reason=f"not valid UTF-8 (byte {exc.start})")
-    title, document_type = describe(path, text.removeprefix("\ufeff"))
-    return ScannedDocument(
-        file_path=file_path,
-        title=title,
-        document_type=document_type,
-        content_hash=hashlib.sha256(data).hexdigest(),
-    )
-
-
-def _check_pattern(pattern: Any) -> None:
-    """A glob relative to the synced directory that cannot leave it."""
-    if not isinstance(pattern, str) or not pattern:
-        raise ValidationError(f"pattern must be a non-empty glob, not {pattern!r}")
-    if PurePath(pattern).is_absolute() or ".." in PurePath(pattern).parts:
-        raise ValidationError(
-            f"pattern {pattern!r} must stay inside the directory: no absolute path, no '..'"
-        )
-
-
-def _resolve_directory(path: str | Path) -> Path:
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        raise NotFoundError(f"directory {str(path)!r} not found")
-    return root
-
-
-def scan_batch(paths: Sequence[Path]) -> list[ScannedDocument | SyncProblem]:
-    """``scan_file`` of each path, in order (run in a worker thread)."""
-    return [scan_file(p) for p in paths]
 
 
 class DocumentIndexService:
@@ -157,6 +67,8 @@ class DocumentIndexService:
         *,
         progress: ProgressCallback | None = None,
         batch_size: int = BATCH_SIZE,
+        follow_external_symlinks: bool = False,
+        max_file_bytes: int = MAX_DOCUMENT_BYTES,
     ) -> SyncResult:
         """Bring the index in step with the files under ``path`` matching ``pattern``.
 
@@ -165,16 +77,27 @@ class DocumentIndexService:
         not written at all. Indexed files below ``path`` that no longer exist
         are marked ``stale`` with ``{"missing": true}`` in their metadata and
         reported, never deleted; a missing file that reappears loses the flag
-        and counts as changed. Files that cannot be read or are not UTF-8 are
-        listed in ``problems`` and skipped; rows of files that exist but fall
-        outside ``pattern`` are left alone. Each batch of ``batch_size`` files
-        is one transaction. ``progress(done, total)`` is called after each batch.
+        and counts as changed. Rows of files that exist but fall outside
+        ``pattern`` are left alone. Each batch of ``batch_size`` files is one
+        transaction. ``progress(done, total)`` is called after each batch.
+
+        Only regular files of at most ``max_file_bytes`` are read (never a
+        FIFO, a device, a socket or a directory); a symlink that resolves
+        outside ``path`` is not followed unless ``follow_external_symlinks``.
+        Every matched file that is skipped for one of these reasons, cannot be
+        read, is not UTF-8 text or has a path too long to index is listed in
+        ``problems`` with the reason, and its row, if any, is left as it was.
         """
-        if batch_size < 1:
-            raise ValidationError("batch_size must be at least 1")
-        _check_pattern(pattern)
-        root = await asyncio.to_thread(_resolve_directory, path)
-        files = await asyncio.to_thread(lambda: sorted(root.glob(pattern)))
+        directory = check_directory(path)
+        check_pattern(pattern)
+        count_arg(batch_size, "batch_size", least=1)
+        count_arg(max_file_bytes, "max_file_bytes", least=0, most=MAX_DOCUMENT_BYTES * 64)
+        if not isinstance(follow_external_symlinks, bool):
+            raise ValidationError("follow_external_symlinks must be True or False")
+        if progress is not None and not callable(progress):
+            raise ValidationError("progress must be callable as progress(done, total)")
+        root = await asyncio.to_thread(resolve_directory, directory)
+        files = await asyncio.to_thread(list_files, root, pattern)
         total = len(files)
         added: list[str] = []
         changed: list[str] = []
@@ -185,7 +108,15 @@ class DocumentIndexService:
 
         for start in range(0, total, batch_size):
             batch = files[start : start + batch_size]
-            scanned = await asyncio.to_thread(scan_batch, batch)
+            scanned = await asyncio.to_thread(
+                partial(
+                    scan_batch,
+                    batch,
+                    root,
+                    follow_external_symlinks=follow_external_symlinks,
+                    max_bytes=max_file_bytes,
+                )
+            )
             documents = [s for s in scanned if isinstance(s, ScannedDocument)]
             problems.extend(s for s in scanned if isinstance(s, SyncProblem))
             new, updated, same = await self._apply_batch(documents)
@@ -259,6 +190,7 @@ class DocumentIndexService:
 
     async def get_document(self, document_id: int) -> DocumentRecord | None:
         """The row with this id, or None."""
+        count_arg(document_id, "document_id", least=1, most=MAX_ROW_ID)
 
         def work(session: orm.Session) -> DocumentRecord | None:
             row = DocumentIndexRepository(session).get(document_id)
@@ -268,7 +200,7 @@ class DocumentIndexService:
 
     async def list_documents(self, directory: str | Path) -> list[DocumentRecord]:
         """Every row below ``directory`` (resolved like ``sync_directory`` does), by path."""
-        root = (await asyncio.to_thread(_resolve_directory, directory)).as_posix()
+        root = (await asyncio.to_thread(resolve_directory, check_directory(directory))).as_posix()
 
         def work(session: orm.Session) -> list[DocumentRecord]:
             rows = DocumentIndexRepository(session).under(root)
@@ -282,8 +214,9 @@ class DocumentIndexService:
         """Rows that need an embedding (``pending`` first, then ``stale``; oldest
         sync first), served by the partial index ``idx_document_sync_status``.
         Rows whose file is missing are left out unless ``include_missing``."""
-        if limit < 1:
-            raise ValidationError("limit must be at least 1")
+        count_arg(limit, "limit", least=1)
+        if not isinstance(include_missing, bool):
+            raise ValidationError("include_missing must be True or False")
 
         def work(session: orm.Session) -> list[DocumentRecord]:
             rows = DocumentIndexRepository(session).pending(limit, include_missing=include_missing)
@@ -306,8 +239,10 @@ class DocumentIndexService:
         and ConflictError leaves the row in the queue. ``updated_at`` keeps
         tracking content changes only and is not touched.
         """
-        if not embedding_model:
-            raise ValidationError("embedding_model must not be empty")
+        count_arg(document_id, "document_id", least=1, most=MAX_ROW_ID)
+        check_text(embedding_model, "embedding_model")
+        if content_hash is not None:
+            check_text(content_hash, "content_hash")
         if not isinstance(embedding, bytes | bytearray | memoryview):
             raise ValidationError("embedding must be bytes")
         blob = bytes(embedding)

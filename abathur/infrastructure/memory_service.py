@@ -52,6 +52,7 @@ from abathur.domain.memory import (
     ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
+from abathur.domain.values import brief_repr, task_id_arg
 from abathur.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -440,6 +441,7 @@ class MemoryService:
                 operation="create",
                 action_type="memory_create",
                 created_by=new.created_by,
+                memory_type=new.memory_type,
                 **_ttl_data(ttl),
             )
             return row.id
@@ -584,6 +586,7 @@ class MemoryService:
                     operation="create",
                     action_type="memory_create",
                     created_by=put.by,
+                    memory_type=row.memory_type,
                     **_ttl_data(ttl),
                 )
             return memory_dict(row)
@@ -761,7 +764,7 @@ class MemoryService:
         """
         if consolidation_strategy not in CONSOLIDATION_STRATEGIES:
             raise ValidationError(
-                f"unknown consolidation strategy {consolidation_strategy!r}; "
+                f"unknown consolidation strategy {brief_repr(consolidation_strategy)}; "
                 f"use one of {', '.join(CONSOLIDATION_STRATEGIES)}"
             )
         request = validated(
@@ -873,7 +876,7 @@ class MemoryService:
             raise ValidationError("older_than must be a non-negative timedelta")
         text_arg(expired_by, "expired_by")
         if task_id is not None:
-            text_arg(task_id, "task_id")
+            task_id = task_id_arg(task_id)
         now = clock.utcnow()
         try:
             cutoff = now - older_than
@@ -957,7 +960,7 @@ class MemoryService:
         Idempotent: returns how many entries were written (0 on a second run).
         """
         if task_id is not None:
-            text_arg(task_id, "task_id")
+            task_id = task_id_arg(task_id)
 
         def work(session: orm.Session) -> int:
             audit_task = _audit_task(session, task_id)
@@ -988,6 +991,7 @@ class MemoryService:
                     operation="create",
                     action_type="memory_create",
                     created_by=SYSTEM_ACTOR,
+                    memory_type=memory_type,
                 )
                 written += 1
             return written

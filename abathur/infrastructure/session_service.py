@@ -39,6 +39,7 @@ from abathur.domain.sessions import (
     session_dict,
     split_shared,
 )
+from abathur.domain.values import brief_repr
 from abathur.errors import (
     ConflictError,
     InvalidTransitionError,
@@ -179,7 +180,8 @@ class SessionService:
         text_arg(session_id, "session_id")
         if status not in SESSION_STATUSES:
             raise ValidationError(
-                f"invalid session status {status!r}; valid: {', '.join(SESSION_STATUSES)}"
+                f"Invalid status {brief_repr(status)} for a session; "
+                f"valid: {', '.join(SESSION_STATUSES)}"
             )
 
         def work(conn: Connection) -> None:
@@ -196,14 +198,16 @@ class SessionService:
         await self._db.write(work)
 
     async def get_state(self, session_id: str, key: str) -> Any | None:
-        """The value under ``key``, or None when the key is not set. An
-        ``app:`` / ``user:`` key reads the shared state of the session's app / user."""
+        """The value under ``key``, or None when the key is not set or there is
+        no such session (as the specification's reference implementation does).
+        An ``app:`` / ``user:`` key reads the shared state of the session's app / user."""
         ref = validated(StateKey, session_id=session_id, key=key)
 
         def work(conn: Connection) -> Any | None:
             if is_shared_key(ref.key):
                 return SharedStateRepository(conn).read_key(ref.session_id, ref.key)
-            return SessionRepository(conn).state(ref.session_id).get(ref.key)
+            state = SessionRepository(conn).state_or_none(ref.session_id)
+            return None if state is None else state.get(ref.key)
 
         return await self._db.read(work, one_statement=True)
 

@@ -23,6 +23,7 @@ from abathur.domain.core import (
     NewTask,
     TaskRecord,
 )
+from abathur.domain.values import task_id_arg
 from abathur.repositories.agents import AgentRepository
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
@@ -52,7 +53,7 @@ class TaskService:
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """The task with this id, or None."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
 
         def work(session: orm.Session) -> TaskRecord | None:
             row = TaskRepository(session).get(task_id)
@@ -82,6 +83,7 @@ class TaskService:
             task_id=task_id,
             **fields,
         )
+        check_json(new.resource_usage, "resource_usage")
         agent_id = new.id or uuid.uuid4().hex
 
         def work(session: orm.Session) -> AgentRecord:
@@ -104,7 +106,7 @@ class TaskService:
         self, task_id: str, iteration: int, state: Any, *, session_id: str | None = None
     ) -> CheckpointRecord:
         """Store ``state`` as iteration ``iteration`` of ``task_id``; returns the stored row."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
         count_arg(iteration, "iteration", least=0)
         if session_id is not None:
             text_arg(session_id, "session_id")
@@ -121,7 +123,7 @@ class TaskService:
 
     async def latest_checkpoint(self, task_id: str) -> CheckpointRecord | None:
         """The checkpoint of ``task_id`` with the highest iteration, or None."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
 
         def work(session: orm.Session) -> CheckpointRecord | None:
             row = CheckpointRepository(session).latest(task_id)
@@ -135,7 +137,7 @@ class TaskService:
         check_json(entry.action_data, "action_data")
 
         def work(session: orm.Session) -> AuditRecord:
-            require(session, Task, task_id, "task")
+            require(session, Task, entry.task_id, "task")
             if entry.agent_id is not None:
                 require(session, Agent, entry.agent_id, "agent")
             if entry.memory_entry_id is not None:
@@ -147,7 +149,7 @@ class TaskService:
 
     async def audit_for_task(self, task_id: str, limit: int = 100) -> list[AuditRecord]:
         """The newest ``limit`` audit rows of ``task_id``."""
-        text_arg(task_id, "task_id")
+        task_id = task_id_arg(task_id)
         count_arg(limit, "limit", least=1)
 
         def work(session: orm.Session) -> list[AuditRecord]:

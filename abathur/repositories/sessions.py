@@ -231,9 +231,14 @@ class SessionRepository:
 
     def state(self, session_id: str) -> dict[str, Any]:
         """The session's state document; NotFoundError when there is no session."""
-        state: dict[str, Any] | None = GET_STATE.scalar(self.executor, {"id": session_id})
+        state = self.state_or_none(session_id)
         if state is None:
             raise NotFoundError(f"session {session_id!r} not found")
+        return state
+
+    def state_or_none(self, session_id: str) -> dict[str, Any] | None:
+        """The session's state document; None when there is no session."""
+        state: dict[str, Any] | None = GET_STATE.scalar(self.executor, {"id": session_id})
         return state
 
     def merge_state(self, row: SessionRow, delta: Mapping[str, JSONText]) -> None:

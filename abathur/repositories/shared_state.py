@@ -21,7 +21,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from abathur.db.sqlite.prepared import Executor, Prepared
 from abathur.domain.clock import utcnow
 from abathur.domain.sessions import APP_PREFIX
-from abathur.errors import NotFoundError
 from abathur.repositories.base import dialect_name
 from abathur.schema.models import Session, SharedState
 from abathur.strict_json import JSONText
@@ -92,13 +91,11 @@ class SharedStateRepository:
         return {row.key: row.value for row in rows}
 
     def read_key(self, session_id: str, key: str) -> Any | None:
-        """The value of a shared ``key`` as session ``session_id`` sees it (None
-        when unset); NotFoundError when there is no such session."""
+        """The value of a shared ``key`` as session ``session_id`` sees it; None
+        when unset or when there is no such session."""
         statement = READ_APP_KEY if key.startswith(APP_PREFIX) else READ_USER_KEY
         row = statement.first(self.executor, {"id": session_id, "key": key})
-        if row is None:
-            raise NotFoundError(f"session {session_id!r} not found")
-        return row.value
+        return None if row is None else row.value
 
     def write(
         self,

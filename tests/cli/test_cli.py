@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 
 from abathur.cli import cli, main
 from abathur.cli.demo import KEY, NAMESPACE, SESSION_ID, TASK_ID
+from abathur.strict_json import MAX_JSON_DEPTH
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 
@@ -322,6 +323,39 @@ def test_memory_put_adds_then_updates(seeded: Path) -> None:
     assert entry["metadata"]["source"] == "cli"
 
 
+def _nested(depth: int) -> str:
+    """A JSON object ``depth`` containers deep: {"a": {"a": ... {} ...}}."""
+    return '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+def test_memory_put_refuses_values_nested_deeper_than_reads_can_print(seeded: Path) -> None:
+    """Before, 300 levels were stored and then `memory get`/`history` failed
+    ("Maximum serialization depth exceeded"): now one limit, on write."""
+    put = ("memory", "put", "user:alice:deep")
+    fails(seeded, *put, "too", _nested(300), "--type", "semantic", "--by", "me",
+          "--task", TASK_ID, expect="nested more than 100 levels")  # fmt: skip
+    fails(seeded, *put, "too", _nested(MAX_JSON_DEPTH + 1), "--type", "semantic", "--by", "me",
+          "--task", TASK_ID, expect="nested more than 100 levels")  # fmt: skip
+    ok(seeded, *put, "ok", _nested(MAX_JSON_DEPTH), "--type", "semantic", "--by", "me",
+       "--task", TASK_ID)  # fmt: skip
+    assert ok_json(seeded, "memory", "get", "user:alice:deep", "ok")["value"] == json.loads(
+        _nested(MAX_JSON_DEPTH)
+    )
+    assert len(ok_json(seeded, "memory", "history", "user:alice:deep", "ok")) == 1
+    assert "too" not in ok(seeded, "memory", "search", "user:alice:deep").stdout
+
+
+def test_empty_db_is_refused_not_a_throwaway_database(tmp_path: Path) -> None:
+    fails("", "db", "upgrade", expect="--db must name a database")
+    fails("  ", "session", "list", expect="--db must name a database")
+
+
+def test_unsupported_url_scheme_names_the_supported_backends(tmp_path: Path) -> None:
+    line = fails("mysql://u@h/db", "session", "list", expect="unsupported database URL scheme")
+    assert "SQLite" in line and "PostgreSQL" in line and "unexpected" not in line
+    fails("mysql://u@h/db", "db", "current", expect="supports SQLite and PostgreSQL")
+
+
 def test_memory_put_bad_input(seeded: Path) -> None:
     put = ("memory", "put", "user:alice:t", "k")
     fails(seeded, *put, "{not json", "--type", "semantic", "--by", "me", "--task", TASK_ID,
@@ -494,6 +528,23 @@ def test_docs_sync_json_keeps_stderr_clean(db_path: Path, tmp_path: Path) -> Non
     result = ok(db_path, "docs", "sync", str(tmp_path), "--json")
     assert json.loads(result.stdout)["added"] == 1
     assert result.stderr == ""
+
+
+def test_docs_sync_reports_skipped_files_and_follows_links_only_when_asked(
+    db_path: Path, tmp_path: Path
+) -> None:
+    docs, outside = tmp_path / "docs", tmp_path / "outside"
+    docs.mkdir()
+    outside.mkdir()
+    (outside / "x.md").write_text("# Outside\n")
+    (docs / "link.md").symlink_to(outside / "x.md")
+    (docs / "folder.md").mkdir()  # (a FIFO: the service tests, guarded against a hang)
+    report = ok_json(db_path, "docs", "sync", str(docs))
+    reasons = {Path(p["file_path"]).name: p["reason"] for p in report["problems"]}
+    assert reasons["folder.md"] == "unreadable: not a regular file (a directory)"
+    assert reasons["link.md"].startswith("skipped: symlink to")
+    report = ok_json(db_path, "docs", "sync", str(docs), "--follow-external-symlinks")
+    assert report["added"] == 1 and len(report["problems"]) == 1
 
 
 def test_docs_sync_bad_directory(db_path: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from abathur.db import storage as database_module
 from abathur.db.errors import is_retryable
 from abathur.db.url import to_url
-from abathur.errors import DatabaseError, ValidationError
+from abathur.errors import ConfigurationError, DatabaseError, ValidationError
 from abathur.infrastructure.database import Database
 
 
@@ -31,6 +31,25 @@ def test_to_url(given: object, driver: str, database: str) -> None:
     url = to_url(given)  # type: ignore[arg-type]
     assert url.drivername == driver
     assert url.database == database
+
+
+@pytest.mark.parametrize(
+    ("given", "expect"),
+    [
+        ("", "empty database URL"),
+        ("   ", "empty database URL"),
+        ("mysql://u@h/db", "unsupported database URL scheme 'mysql'"),
+        ("mysql+aiomysql://u@h/db", "supports SQLite and PostgreSQL"),
+        ("oracle://u@h/db", "supports SQLite and PostgreSQL"),
+        ("://nothing", "malformed database URL"),
+        (5, "a URL string or a Path"),
+    ],
+)
+def test_to_url_refuses_what_is_not_a_supported_database(given: object, expect: str) -> None:
+    with pytest.raises(ConfigurationError, match=expect):
+        to_url(given)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=expect):
+        Database(given)  # type: ignore[arg-type]
 
 
 def test_default_url_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

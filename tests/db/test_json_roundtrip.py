@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
-from abathur.strict_json import check_json, dumps
+from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps
 
 scalars = (
     st.none()
@@ -104,6 +104,36 @@ def test_dumps_is_strict_compact_json(value: Any) -> None:
     """The prebuilt encoder writes exactly what ``json.dumps`` would."""
     expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     assert dumps(value) == expected
+
+
+def _deep(depth: int, inner: Any = 0) -> Any:
+    """``depth`` containers, alternating objects and arrays, around ``inner``."""
+    value = inner
+    for level in range(depth):
+        value = {"a": value} if level % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 300, 900])
+def test_documents_nested_past_the_limit_are_refused(depth: int) -> None:
+    with pytest.raises(ValidationError, match="event is nested more than 100 levels deep"):
+        check_json(_deep(depth), "event")
+    check_json(_deep(MAX_JSON_DEPTH), "event")  # the limit itself is fine
+    check_json(_deep(MAX_JSON_DEPTH, inner="scalars do not count"), "event")
+
+
+async def test_the_deepest_document_allowed_round_trips(db: Database) -> None:
+    """What the limit lets in, both backends store and read back equal."""
+    await db.sessions.create_session("deep", "app", "u")
+    deepest = _deep(MAX_JSON_DEPTH - 1)  # inside the event object: MAX_JSON_DEPTH
+    await db.sessions.append_event("deep", {"x": deepest}, {"k": _deep(MAX_JSON_DEPTH)})
+    got = await db.sessions.get_session("deep")
+    assert got is not None and got["events"][0]["x"] == deepest
+    assert got["state"]["k"] == _deep(MAX_JSON_DEPTH)
+    with pytest.raises(ValidationError, match="nested more than 100"):
+        await db.sessions.append_event("deep", {"x": _deep(MAX_JSON_DEPTH)})
+    with pytest.raises(ValidationError, match="nested more than 100"):
+        await db.tasks.create_task("deep", input_data={"x": _deep(MAX_JSON_DEPTH)})
 
 
 def _cyclic_dict() -> Any:

@@ -4,6 +4,7 @@ with every event kept in order, on both backends."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -171,3 +172,81 @@ async def test_upgrade_refuses_events_that_are_not_an_array(make_db: DbFactory) 
         await db.upgrade(M3)
     assert await db.current_revision() == M2
     assert await _arrays(db) == {"odd": {"a": 1}}
+
+
+async def _set_metadata(db: Database, sid: str, metadata: Any) -> None:
+    value = ":m" if db.is_sqlite else "CAST(:m AS JSONB)"
+    async with db.transaction() as tx:
+        await tx.execute(
+            text(f"UPDATE sessions SET metadata = {value} WHERE id = :id"),
+            {"id": sid, "m": None if metadata is None else json.dumps(metadata)},
+        )
+
+
+async def _metadata(db: Database) -> dict[str, Any]:
+    async with db.transaction(write=False) as tx:
+        rows = (await tx.execute(text("SELECT id, metadata FROM sessions"))).all()
+    return {sid: json.loads(m) if isinstance(m, str) else m for sid, m in rows}
+
+
+async def test_downgrade_and_upgrade_keep_each_events_time(make_db: DbFactory) -> None:
+    """Before, the round trip gave every event its session's last_update_time,
+    which changed what get_session(after=) returns."""
+    db = await make_db()
+    await db.upgrade("head")
+    metadata: dict[str, Any] = {"object": {"x": 1}, "null": None, "empty": {}}
+    for sid, value in metadata.items():
+        await db.sessions.create_session(sid, "app", "alice")
+        await _set_metadata(db, sid, value)
+        for n in range(4):
+            await db.sessions.append_event(sid, {"n": n})
+    await db.sessions.create_session("no-events", "app", "alice")
+    before = {sid: await db.sessions.list_events(sid) for sid in metadata}
+    times = {sid: [e["created_at"] for e in events] for sid, events in before.items()}
+    assert all(len(set(t)) == 4 for t in times.values())  # four distinct instants each
+    middle = times["object"][1]
+    seen_after = await db.sessions.get_session("object", after=middle)
+    assert seen_after is not None and [e["n"] for e in seen_after["events"]] == [2, 3]
+
+    await db.downgrade(M2)
+    arrays = await _arrays(db)
+    for sid, events in before.items():
+        assert arrays[sid] == [e["event"] for e in events]  # the events themselves unchanged
+    await db.upgrade(M3)
+    await db.upgrade("head")
+
+    for sid, events in before.items():
+        assert await db.sessions.list_events(sid) == events, sid
+    again = await db.sessions.get_session("object", after=middle)
+    assert again is not None and again["events"] == seen_after["events"]
+    # The reserved keys are gone again; a NULL metadata is NULL again.
+    assert await _metadata(db) == {**metadata, "no-events": {}}
+
+
+async def test_events_appended_below_0003_take_the_sessions_time(make_db: DbFactory) -> None:
+    """An event added at revision 0002 after the downgrade has no kept time: it
+    takes last_update_time, after every kept one; a metadata that is not an
+    object keeps no times and is left as it was."""
+    db = await make_db()
+    await db.upgrade("head")
+    for sid in ("grown", "odd"):
+        await db.sessions.create_session(sid, "app", "alice")
+        await db.sessions.append_events(sid, [{"n": 0}, {"n": 1}])
+    await _set_metadata(db, "odd", [1, 2])
+    kept = [e["created_at"] for e in await db.sessions.list_events("grown")]
+    await db.downgrade(M2)
+    grown = (await _arrays(db))["grown"] + [{"n": 2}]
+    events = ":e" if db.is_sqlite else "CAST(:e AS JSONB)"
+    async with db.transaction() as tx:
+        await tx.execute(
+            text(
+                f"UPDATE sessions SET events = {events}, last_update_time = :t WHERE id = 'grown'"
+            ),
+            {"e": json.dumps(grown), "t": kept[-1] + timedelta(seconds=5)},
+        )
+    await db.upgrade("head")
+    listed = await db.sessions.list_events("grown")
+    assert [e["event"]["n"] for e in listed] == [0, 1, 2]
+    assert [e["created_at"] for e in listed] == [*kept, kept[-1] + timedelta(seconds=5)]
+    odd = await db.sessions.get_session("odd")
+    assert odd is not None and odd["metadata"] == [1, 2] and len(odd["events"]) == 2

@@ -7,19 +7,19 @@ the pattern, both of which make the read fail with an OSError.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from abathur.domain.documents import DocumentRecord
+from abathur.domain.documents import DocumentRecord, SyncResult
 from abathur.errors import ConflictError, NotFoundError
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.document_service import (
-    DocumentIndexService,
-    describe,
-    parse_front_matter,
-)
+from abathur.infrastructure.document_scan import describe, parse_front_matter
+from abathur.infrastructure.document_service import DocumentIndexService
 
 
 @pytest.fixture
@@ -149,6 +149,80 @@ async def test_unreadable_and_non_utf8_files_are_reported_not_fatal(
     assert reasons["folder.md"].startswith("unreadable")
     assert reasons["dangling.md"].startswith("unreadable")
     assert set(await by_path(docs, tree)) == {"intro.md", "guide/setup.md", "plain.md"}
+
+
+async def _sync_unless_it_blocks(
+    docs: DocumentIndexService, root: Path, fifo: Path | None = None, **kw: Any
+) -> SyncResult:
+    """``sync_directory``, failing instead of hanging the suite if it blocks
+    on ``fifo``: the blocked reader is then released by a writer that opens
+    and closes the FIFO."""
+    try:
+        return await asyncio.wait_for(docs.sync_directory(root, **kw), timeout=60)
+    except TimeoutError:
+        if fifo is not None:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("sync_directory blocked on a special file")
+
+
+async def test_a_fifo_matching_the_pattern_is_a_problem_not_a_hang(
+    docs: DocumentIndexService, tree: Path
+) -> None:
+    fifo = tree / "pipe.md"
+    os.mkfifo(fifo)
+    result = await _sync_unless_it_blocks(docs, tree, fifo)
+    assert result.added == 3
+    assert [(Path(p.file_path).name, p.reason) for p in result.problems] == [
+        ("pipe.md", "unreadable: not a regular file (a FIFO)")
+    ]
+    assert "pipe.md" not in await by_path(docs, tree)
+
+
+async def test_a_symlink_to_a_device_is_never_read(docs: DocumentIndexService, tree: Path) -> None:
+    """Before, a link to /dev/zero read until MemoryError."""
+    (tree / "zero.md").symlink_to("/dev/zero")
+    result = await docs.sync_directory(tree)
+    reasons = {Path(p.file_path).name: p.reason for p in result.problems}
+    assert reasons["zero.md"].startswith("skipped: symlink to /dev/zero, outside the synced")
+    # Asked to follow links outside, it still reads regular files only.
+    followed = await docs.sync_directory(tree, follow_external_symlinks=True)
+    reasons = {Path(p.file_path).name: p.reason for p in followed.problems}
+    assert reasons == {"zero.md": "unreadable: not a regular file (a character device)"}
+    assert set(await by_path(docs, tree)) == {"intro.md", "guide/setup.md", "plain.md"}
+
+
+async def test_symlinks_outside_the_directory_are_followed_only_when_asked(
+    docs: DocumentIndexService, tree: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "key.md").write_text("# Private\n")
+    (tree / "leak.md").symlink_to(outside / "key.md")
+    (tree / "linked-dir").symlink_to(outside, target_is_directory=True)
+    (tree / "inside.md").symlink_to(tree / "intro.md")  # inside: followed
+    result = await docs.sync_directory(tree, "**/*.md")
+    assert {Path(p.file_path).name for p in result.problems} == {"leak.md"}
+    linked = await docs.sync_directory(tree, "linked-dir/*.md")
+    assert [(Path(p.file_path).parent.name, p.reason.split(",")[0]) for p in linked.problems] == [
+        ("linked-dir", f"skipped: symlink to {(outside / 'key.md').as_posix()}")
+    ]
+    assert "leak.md" not in await by_path(docs, tree)
+    assert (await by_path(docs, tree))["inside.md"].title == "Introduction"
+
+    followed = await docs.sync_directory(tree, follow_external_symlinks=True)
+    assert followed.problems == [] and followed.added == 1
+    assert (await by_path(docs, tree))["leak.md"].title == "Private"
+
+
+async def test_files_over_the_size_limit_are_skipped(
+    docs: DocumentIndexService, tree: Path
+) -> None:
+    (tree / "big.md").write_text("# Big\n" + "x" * 100)
+    result = await docs.sync_directory(tree, max_file_bytes=64)
+    assert [(Path(p.file_path).name, p.reason) for p in result.problems] == [
+        ("big.md", "skipped: 106 bytes, larger than the limit of 64")
+    ]
+    assert (await docs.sync_directory(tree)).added == 1  # the default limit is 16 MiB
 
 
 async def test_progress_is_reported_per_batch(docs: DocumentIndexService, tmp_path: Path) -> None:

@@ -258,7 +258,7 @@ async def test_every_write_has_one_audit_row_in_its_transaction(db: Database, ta
     assert [a.memory_entry_id for a in audit] == [created, updated, updated]
     assert all(a.task_id == task_id and a.memory_namespace == "user:alice" for a in audit)
     assert [a.action_data for a in audit] == [
-        {"key": "k", "version": 1, "created_by": "alice"},
+        {"key": "k", "version": 1, "created_by": "alice", "memory_type": "semantic"},
         {"key": "k", "version": 2, "updated_by": "bob"},
         {"key": "k", "version": 2, "deleted_by": "carol"},
     ]

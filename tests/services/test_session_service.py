@@ -344,6 +344,13 @@ async def test_invalid_status_names_the_valid_ones(sessions: SessionService) -> 
     assert (await session(sessions, "s1"))["status"] == "created"
 
 
+async def test_invalid_status_message_says_invalid_status(sessions: SessionService) -> None:
+    """The spec: an invalid status raises ValueError with "Invalid status"."""
+    await created(sessions)
+    with pytest.raises(ValueError, match="Invalid status 'running'"):
+        await sessions.update_status("s1", "running")
+
+
 async def test_update_status_of_missing_session(sessions: SessionService) -> None:
     with pytest.raises(NotFoundError):
         await sessions.update_status("nope", "active")
@@ -364,8 +371,8 @@ async def test_get_and_set_state(sessions: SessionService) -> None:
 async def test_state_errors(sessions: SessionService) -> None:
     with pytest.raises(NotFoundError):
         await sessions.set_state("nope", "k", 1)
-    with pytest.raises(NotFoundError):
-        await sessions.get_state("nope", "k")
+    # As the spec's reference implementation: no session, no value.
+    assert await sessions.get_state("nope", "k") is None
     await created(sessions)
     with pytest.raises(ValidationError):
         await sessions.set_state("s1", "k", float("nan"))

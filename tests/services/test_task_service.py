@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC
 
 import pytest
@@ -107,3 +108,43 @@ async def test_audit_append_and_read(db: Database) -> None:
         await db.tasks.record_audit("missing", "x")
     with pytest.raises(ValidationError):
         await db.tasks.record_audit(task.id, "x", memory_operation_type="restore")
+
+
+async def test_task_ids_given_as_uuid_are_stored_as_their_string_form(db: Database) -> None:
+    """The specification's own tests pass ``uuid.uuid4()`` wherever a task id goes."""
+    task_uuid, parent_uuid = uuid.uuid4(), uuid.uuid4()
+    parent = await db.tasks.create_task("parent", id=parent_uuid)
+    assert parent.id == str(parent_uuid)
+    task = await db.tasks.create_task(
+        "child", id=task_uuid, parent_task_id=parent_uuid, dependencies=[parent_uuid]
+    )
+    assert (task.id, task.parent_task_id) == (str(task_uuid), str(parent_uuid))
+    assert task.dependencies == [str(parent_uuid)]
+    assert await db.tasks.get_task(task_uuid) == task  # type: ignore[arg-type]
+    agent = await db.tasks.create_agent("a", "s", "m", task_uuid)  # type: ignore[arg-type]
+    assert agent.task_id == str(task_uuid)
+    checkpoint = await db.tasks.save_checkpoint(task_uuid, 1, {})  # type: ignore[arg-type]
+    assert checkpoint.task_id == str(task_uuid)
+    assert await db.tasks.latest_checkpoint(task_uuid) == checkpoint  # type: ignore[arg-type]
+    await db.tasks.record_audit(task_uuid, "x")  # type: ignore[arg-type]
+    row_id = await db.memory.add_memory(
+        "user:alice",
+        "k",
+        {"v": 1},
+        "semantic",
+        "alice",
+        task_uuid,  # type: ignore[arg-type]
+    )
+    await db.memory.update_memory("user:alice", "k", {"v": 2}, "a", task_uuid)  # type: ignore[arg-type]
+    await db.memory.restore_memory("user:alice", "k", 1, "a", task_uuid)  # type: ignore[arg-type]
+    await db.memory.delete_memory("user:alice", "k", "a", task_uuid)  # type: ignore[arg-type]
+    await db.memory.seed_defaults(task_id=task_uuid)  # type: ignore[arg-type]
+    await db.memory.expire_episodic(task_id=task_uuid)  # type: ignore[arg-type]
+    await db.memory.consolidate_memories(
+        "user:alice",
+        "latest_wins",
+        task_id=task_uuid,  # type: ignore[arg-type]
+    )
+    audit = await db.tasks.audit_for_task(task_uuid, limit=100)  # type: ignore[arg-type]
+    assert len(audit) == 8 and {a.task_id for a in audit} == {str(task_uuid)}
+    assert any(a.memory_entry_id == row_id for a in audit)
