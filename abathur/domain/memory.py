@@ -143,6 +143,8 @@ class NamespaceListing(Input):
     max_depth: Annotated[StrictInt, Field(ge=1)] | None = None
     limit: Annotated[StrictInt, Field(ge=1, le=MAX_NAMESPACE_LIST_LIMIT)] = 100
     offset: Offset = 0
+    wildcard: Annotated[str, Field(strict=True, min_length=1, pattern=r"^[^:]+$")] | None = None
+    min_depth: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
 def check_suffix(suffix: str) -> list[str]:
