@@ -32,8 +32,8 @@ differences):
   ``updated_at`` the time of its current version.
 - TTL. ``ttl`` minutes become the core's per-key TTL. Expired items are
   invisible at once (the core's rule; LangGraph's own SQLite store shows them
-  until a sweep). ``refresh_on_read`` pushes the expiry on reads (only when
-  the store has a TTL config, as LangGraph's SQLite store). ``sweep_ttl``
+  until a sweep). ``refresh_on_read: True`` in the TTL config makes reads
+  push the expiry (as in LangGraph's SQLite store, not without it). ``sweep_ttl``
   soft-deletes expired keys (``MemoryService.sweep_expired``); the sweeper
   (``start_ttl_sweeper``) runs it every ``sweep_interval_minutes``.
 - Threads and loops. The store is bound to one event loop: the one running
@@ -406,10 +406,11 @@ class AbathurStore(BaseStore):
         return results
 
     def _refresh(self, requested: bool) -> bool:
-        """Reads refresh expiries only when asked and the store has a TTL
-        config whose ``refresh_on_read`` is not False (LangGraph's SQLite rule)."""
+        """Reads refresh expiries only when asked and the store's TTL config
+        sets ``refresh_on_read`` (LangGraph's SQLite store's rule: without the
+        setting, or without a TTL config, reads never move an expiry)."""
         config = self.ttl_config
-        return bool(requested) and config is not None and config.get("refresh_on_read", True)
+        return bool(requested) and config is not None and bool(config.get("refresh_on_read"))
 
     def _item(self, row: MemoryDict) -> Item:
         return Item(
