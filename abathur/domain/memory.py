@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import sys
-
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol, TypedDict, get_args

@@ -1046,7 +1046,7 @@ def _segments_match(
     ``min_depth``."""
 
     def same(pattern: list[str], part: list[str]) -> bool:
-        return all(p == s or p == wildcard for p, s in zip(pattern, part, strict=True))
+        return all(p in (s, wildcard) for p, s in zip(pattern, part, strict=True))
 
     if min_depth is not None and len(segments) < min_depth:
         return False

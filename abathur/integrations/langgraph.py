@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine, Iterable
 from datetime import timedelta
@@ -73,7 +74,7 @@ from langgraph.store.base import (
 from sqlalchemy.engine import URL
 
 from abathur.domain.memory import MemoryDict
-from abathur.errors import AlreadyExistsError, NotFoundError, ValidationError
+from abathur.errors import AlreadyExistsError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 
@@ -84,6 +85,10 @@ DEFAULT_TASK_ID = "langgraph-store"
 DEFAULT_ACTOR = "langgraph"
 WILDCARD = "*"
 DEFAULT_SWEEP_MINUTES = 5.0
+# Batches run at once per store; more wait their turn (as LangGraph's async
+# stores queue their ops) instead of waiting for a pooled connection, where
+# thousands of concurrent calls would exhaust the pool's timeout.
+MAX_CONCURRENT_BATCHES = 8
 
 
 def _must_encode(ch: str) -> bool:
@@ -169,6 +174,7 @@ class AbathurStore(BaseStore):
         self.actor = actor
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._sweeper_stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -228,15 +234,13 @@ class AbathurStore(BaseStore):
     async def _ensure_task(self) -> None:
         if await self._db.tasks.get_task(self.task_id) is not None:
             return
-        try:
+        with contextlib.suppress(AlreadyExistsError):  # another store created it meanwhile
             await self._db.tasks.create_task(
                 "LangGraph store writes",
                 id=self.task_id,
                 status="completed",
                 created_by=self.actor,
             )
-        except AlreadyExistsError:
-            pass  # another store created it meanwhile
 
     async def asetup(self) -> None:
         """Migrate an owned database and make sure the store's task exists."""
@@ -338,14 +342,15 @@ class AbathurStore(BaseStore):
             if t.cancelled():
                 done.cancel()
             elif t.exception() is not None:
-                done.set_exception(t.exception())  # type: ignore[arg-type]
+                done.set_exception(t.exception())
             else:
                 done.set_result(None)
 
         self._loop.call_soon_threadsafe(task.add_done_callback, finished)
         return done
 
-    async def _stop_sweeper(self, timeout: float | None) -> bool:
+    # LangGraph's API names the parameter ``timeout`` (stop_ttl_sweeper).
+    async def _stop_sweeper(self, timeout: float | None) -> bool:  # noqa: ASYNC109
         task, stop = self._sweeper, self._sweeper_stop
         if task is None or stop is None:
             return True
@@ -357,7 +362,7 @@ class AbathurStore(BaseStore):
         self._sweeper = self._sweeper_stop = None
         return True
 
-    async def astop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+    async def astop_ttl_sweeper(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Stop the sweeper; False if it did not stop within ``timeout`` seconds."""
         return await self._async(self._stop_sweeper(timeout))
 
@@ -390,6 +395,12 @@ class AbathurStore(BaseStore):
 
     async def _run(self, ops: list[Op]) -> list[Result]:
         memory = await self._memory()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(MAX_CONCURRENT_BATCHES)
+        async with self._slots:
+            return await self._run_ops(memory, ops)
+
+    async def _run_ops(self, memory: MemoryService, ops: list[Op]) -> list[Result]:
         results: list[Result] = []
         for op in ops:
             if isinstance(op, GetOp):
@@ -453,9 +464,7 @@ class AbathurStore(BaseStore):
     async def _put(self, memory: MemoryService, op: PutOp) -> None:
         namespace = abathur_namespace(op.namespace, self.root)
         if op.value is None:
-            await memory.delete_memory(
-                namespace, op.key, self.actor, self.task_id, missing_ok=True
-            )
+            await memory.delete_memory(namespace, op.key, self.actor, self.task_id, missing_ok=True)
             return
         ttl = None if op.ttl is None else timedelta(minutes=op.ttl)
         await memory.put_memory(

@@ -196,7 +196,10 @@ class AsyncLifecycleStore(AbathurStore):
     ) -> asyncio.Task[None]:
         return await self.astart_ttl_sweeper(sweep_interval_minutes)
 
-    async def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+    async def stop_ttl_sweeper(  # type: ignore[override]
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 (LangGraph's name)
+    ) -> bool:
         return await self.astop_ttl_sweeper(timeout)
 
 
