@@ -246,6 +246,7 @@ async def test_writers_ride_through_postgresql_restarts(private_pg: PrivateClust
                 unknown.append(exc)
             else:
                 (after_restarts if restarted else acked).append(task.id)
+            finally:
                 progressed.set()
             n += 1
 
@@ -255,14 +256,14 @@ async def test_writers_ride_through_postgresql_restarts(private_pg: PrivateClust
                 assert await db.tasks.get_task(acked[-1]) is not None
             await asyncio.sleep(0)
 
-    workers = [asyncio.ensure_future(writer(me)) for me in range(6)]
+    workers: list[asyncio.Future[None]] = [asyncio.ensure_future(writer(me)) for me in range(6)]
     workers.append(asyncio.ensure_future(reader()))
     for round_ in (1, 2):
-        await _until(lambda: len(acked) >= 20 * round_, progressed)  # noqa: B023
+        await _until(lambda: len(acked) >= 20 * round_, progressed, workers)  # noqa: B023
         await asyncio.to_thread(private_pg.stop)  # ends every session: admin_shutdown
         await asyncio.to_thread(private_pg.resume)
     restarted = True
-    await _until(lambda: len(after_restarts) >= 20, progressed)
+    await _until(lambda: len(after_restarts) >= 20, progressed, workers)
     stop.set()
     await asyncio.gather(*workers)  # a raw exception in any worker fails the test here
     for task_id in acked + after_restarts:  # nothing acknowledged was lost
@@ -271,8 +272,15 @@ async def test_writers_ride_through_postgresql_restarts(private_pg: PrivateClust
     await db.close()
 
 
-async def _until(condition: Callable[[], bool], progressed: asyncio.Event) -> None:
+async def _until(
+    condition: Callable[[], bool], progressed: asyncio.Event, workers: list[asyncio.Future[None]]
+) -> None:
+    """Wait for ``condition``; a worker that ended (with a raw exception) ends the wait."""
     while not condition():
+        for worker in workers:
+            if worker.done():
+                worker.result()  # re-raises what ended it
+                raise AssertionError("a worker ended early")
         progressed.clear()
         await progressed.wait()
 
