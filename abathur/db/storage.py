@@ -154,7 +154,8 @@ class Storage:
             asyncio.Lock() if self.is_sqlite and not self.is_memory else None
         )
         # Units of work run in aiosqlite's worker thread when the lean adapter
-        # is in use (always, unless this aiosqlite lacks what it needs).
+        # is in use: the fast path, on the releases it supports
+        # (db.sqlite.support.supports_fast_path); SQLAlchemy's stock path otherwise.
         self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
         self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
         self._closed = False
@@ -181,6 +182,14 @@ class Storage:
     def is_sqlite(self) -> bool:
         """True on SQLite (file or memory)."""
         return self.dialect == "sqlite"
+
+    @property
+    def fast_path(self) -> bool:
+        """True when SQLite runs on abathur's fast path (``db.sqlite``); False
+        on PostgreSQL, or on SQLite through SQLAlchemy's stock aiosqlite adapter
+        (installed releases the fast path does not support, or
+        ``ABATHUR_SQLITE_FAST_PATH=0``)."""
+        return self._direct
 
     @property
     def is_memory(self) -> bool:

@@ -10,6 +10,7 @@ user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -91,8 +92,6 @@ class PrivateCluster:
         self._pg_ctl("-w", "start")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # it was not running
             self.stop("immediate")
-        except RuntimeError:
-            pass  # it was not running
         shutil.rmtree(self.root, ignore_errors=True)
