@@ -11,6 +11,8 @@ primary code. ``translate`` turns whatever a unit of work let through into an
 
 from __future__ import annotations
 
+import sys
+
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from abathur.errors import (
@@ -71,20 +73,35 @@ def is_retryable(exc: BaseException) -> bool:
 def is_connection_fault(exc: BaseException) -> bool:
     """The connection to the server was lost or could not be made.
 
-    Recognised by SQLSTATE, by SQLAlchemy's own disconnect flag (set when
-    the driver's error class says the connection is gone, e.g. asyncpg's
-    ``ConnectionDoesNotExistError`` or "connection is closed"), or, for a
-    connect that never reached the server, by the operating system's error
-    class (refused, reset, timed out), which drivers let through unwrapped.
+    Recognised by SQLSTATE (on SQLAlchemy's wrapper or, as older SQLAlchemy
+    2.0 releases let some through, on the driver's own exception), by
+    SQLAlchemy's disconnect flag (set when the driver's error class says the
+    connection is gone, e.g. "connection is closed"), by asyncpg's
+    ``InternalClientError`` (a connection left mid-operation by a broken
+    socket), or, for a connect that never reached the server, by the
+    operating system's error class (refused, reset, timed out).
     """
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        code = sqlstate(exc)
-        if code is None:
-            return isinstance(exc.orig, ConnectionError | TimeoutError)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    code = sqlstate(exc)
+    if code is not None:
         return code.startswith(PG_CONNECTION_CLASS) or code in PG_CONNECTION_FAULTS
-    return isinstance(exc, ConnectionError | TimeoutError)
+    orig = getattr(exc, "orig", None) or exc
+    return isinstance(orig, ConnectionError | TimeoutError) or _asyncpg_client_fault(orig)
+
+
+def _asyncpg_client_fault(exc: BaseException) -> bool:
+    """asyncpg's ``InternalClientError``, recognised by class; asyncpg is an
+    optional dependency, imported only once it is loaded anyway."""
+    asyncpg = sys.modules.get("asyncpg")
+    internal = getattr(getattr(asyncpg, "exceptions", None), "InternalClientError", None)
+    return isinstance(internal, type) and isinstance(exc, internal)
+
+
+def is_driver_fault(exc: BaseException) -> bool:
+    """An error of the driver or SQLAlchemy that ``translate`` turns into an
+    ``abathur.errors`` exception."""
+    return isinstance(exc, DBAPIError) or is_connection_fault(exc)
 
 
 def is_storage_full(exc: BaseException) -> bool:

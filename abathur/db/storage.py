@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, event, orm
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from abathur.db import errors as db_errors
@@ -65,10 +64,10 @@ def _in_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
     return result
 
 
-def _commit_unknown(exc: DBAPIError) -> CommitOutcomeUnknownError:
+def _commit_unknown(exc: BaseException) -> CommitOutcomeUnknownError:
     return CommitOutcomeUnknownError(
         "the connection to the database server was lost during COMMIT: the "
-        f"transaction may or may not have been committed: {exc.orig}"
+        f"transaction may or may not have been committed: {getattr(exc, 'orig', None) or exc}"
     )
 
 
@@ -80,7 +79,7 @@ def _commit(transaction: Any) -> None:
     """
     try:
         transaction.commit()
-    except DBAPIError as exc:
+    except Exception as exc:
         if db_errors.is_connection_fault(exc):
             raise _commit_unknown(exc) from exc
         raise
@@ -303,11 +302,13 @@ class Storage:
                     await session.connection(execution_options=options)
                 yield session
                 committing = True
-        except DBAPIError as exc:
+        except AbathurError:
+            raise
+        except Exception as exc:
+            if not db_errors.is_driver_fault(exc):
+                raise  # the caller's own
             if committing and db_errors.is_connection_fault(exc):
                 raise _commit_unknown(exc) from exc
-            raise db_errors.translate(exc) from exc
-        except (ConnectionError, TimeoutError) as exc:  # a connect that never got through
             raise db_errors.translate(exc) from exc
         if write:  # committed: it counts toward the next checkpoint like any write
             self._wrote()
@@ -360,7 +361,11 @@ class Storage:
         self._check_open()
         try:
             return await self._unit_raw(work, write=write, one_statement=one_statement)
-        except (DBAPIError, ConnectionError, TimeoutError) as exc:
+        except AbathurError:
+            raise
+        except Exception as exc:
+            if not db_errors.is_driver_fault(exc):
+                raise
             raise db_errors.translate(exc) from exc
 
     async def _unit_raw(

@@ -106,6 +106,22 @@ def test_refused_and_reset_connections_are_connection_faults() -> None:
     assert db_errors.is_connection_fault(invalidated)
 
 
+def test_raw_asyncpg_faults_are_connection_faults() -> None:
+    """SQLAlchemy 2.0.13 lets these through unwrapped during a restart."""
+    asyncpg = pytest.importorskip("asyncpg")
+    raw = [
+        asyncpg.exceptions.InternalClientError("cannot switch to state 12"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection"),
+    ]
+    for exc in raw:
+        assert db_errors.is_connection_fault(exc), exc
+        assert db_errors.is_driver_fault(exc)
+        assert isinstance(db_errors.translate(exc), ConnectionLostError)
+    assert not db_errors.is_driver_fault(asyncpg.exceptions.InterfaceError("misuse"))
+    assert not db_errors.is_driver_fault(KeyError("a bug"))
+
+
 def test_a_full_disk_is_recognised_by_code() -> None:
     assert isinstance(db_errors.translate(_sqlite_error(13)), StorageFullError)
     assert isinstance(db_errors.translate(_pg_error("53100")), StorageFullError)

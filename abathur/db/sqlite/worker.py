@@ -116,6 +116,9 @@ class LeanCursor:
     def lastrowid(self) -> Any:
         return self._lastrowid
 
+    async def _async_soft_close(self) -> None:
+        return None
+
     def close(self) -> None:
         self._rows.clear()
 
