@@ -163,11 +163,11 @@ class Storage:
         # background, off the commit path.
         self._group: GroupCommit | None = None
         self._checkpointer: Checkpointer | None = None
-        if self._writer is not None and self._direct:
+        if self._writer is not None and self._reader is not None and self._direct:
             self._group = GroupCommit(
                 self._writer, self._write_batch, lambda exc: db_errors.is_retryable(exc)
             )
-            self._checkpointer = Checkpointer(self.engine, self._writer)
+            self._checkpointer = Checkpointer(self.engine, self._writer, self._reader)
             event.listen(self.engine.sync_engine, "connect", no_autocheckpoint)
 
     # ------------------------------------------------------------ identity
