@@ -58,10 +58,18 @@ RECONNECT_MAX_DELAY = 1.0
 
 
 def _in_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A write unit: a connection lost at its COMMIT leaves the outcome unknown."""
     with conn.begin() as transaction:
         result = work(conn)
         _commit(transaction)
     return result
+
+
+def _in_read_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A read unit: it changed nothing, so a connection lost even at its
+    COMMIT is retried like any other connection fault."""
+    with conn.begin():
+        return work(conn)
 
 
 def _commit_unknown(exc: BaseException) -> CommitOutcomeUnknownError:
@@ -307,7 +315,7 @@ class Storage:
         except Exception as exc:
             if not db_errors.is_driver_fault(exc):
                 raise  # the caller's own
-            if committing and db_errors.is_connection_fault(exc):
+            if committing and write and db_errors.is_connection_fault(exc):
                 raise _commit_unknown(exc) from exc
             raise db_errors.translate(exc) from exc
         if write:  # committed: it counts toward the next checkpoint like any write
@@ -371,9 +379,10 @@ class Storage:
     async def _unit_raw(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
     ) -> T:
-        body = partial(
-            _as_one_statement if one_statement and self._direct else _in_transaction, work
-        )
+        if one_statement and self._direct:
+            body = partial(_as_one_statement, work)
+        else:
+            body = partial(_in_transaction if write else _in_read_transaction, work)
         if not write:
             return await self._retrying(lambda: self._on_connection(body, write=False))
         if self._group is not None:

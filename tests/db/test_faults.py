@@ -137,7 +137,11 @@ def _limit_pages(db: Database, pages: int) -> None:
 
     @event.listens_for(db.engine.sync_engine, "connect")
     def _limit(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute(f"PRAGMA max_page_count={pages}").close()
+        cursor = dbapi_connection.cursor()  # aiosqlite's own execute() is a coroutine on 2.0
+        try:
+            cursor.execute(f"PRAGMA max_page_count={pages}")
+        finally:
+            cursor.close()
 
 
 async def _migrated_pages(make_db: DbFactory) -> tuple[Database, int]:
@@ -358,3 +362,40 @@ async def test_a_connection_lost_during_commit_is_not_replayed(
             await session.execute(text("INSERT INTO doomed VALUES (2)"))
     assert (await db.tasks.create_task("afterwards")).id  # the Database goes on
     await db.close()
+
+
+class _DyingTransaction:
+    """A transaction whose COMMIT loses the connection; like SQLAlchemy's, it
+    commits on leaving its block unless committed or failed already."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+    def __enter__(self) -> _DyingTransaction:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None and not self.ended:
+            self.commit()
+
+    def commit(self) -> None:
+        self.ended = True
+        raise DBAPIError("COMMIT", {}, Exception("gone"), connection_invalidated=True)
+
+
+class _Conn:
+    def begin(self) -> _DyingTransaction:
+        return _DyingTransaction()
+
+
+def test_a_lost_commit_is_ambiguous_for_a_write_only() -> None:
+    """A write whose COMMIT lost the connection may have committed: not
+    replayed. A read changed nothing: its lost COMMIT is an ordinary,
+    retryable connection fault (a write's rule would fail readers during
+    every restart)."""
+    conn: Any = _Conn()
+    with pytest.raises(CommitOutcomeUnknownError):
+        storage_module._in_transaction(lambda _c: None, conn)
+    with pytest.raises(DBAPIError) as raised:
+        storage_module._in_read_transaction(lambda _c: None, conn)
+    assert db_errors.is_connection_fault(raised.value)
