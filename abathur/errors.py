@@ -50,3 +50,9 @@ class DatabaseError(AbathurError):
 
 class MigrationError(DatabaseError):
     """A schema migration failed or left the database inconsistent."""
+
+
+class EmbeddingError(AbathurError):
+    """An embedder failed: its call raised, or it returned vectors of the wrong
+    number or dimension, or with NaN, infinite or all-zero components. The
+    write that needed the embedding does not happen."""
