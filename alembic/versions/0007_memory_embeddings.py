@@ -32,9 +32,9 @@ def upgrade() -> None:
         sa.Column("field", sa.Text(), nullable=False),
         sa.Column("dims", sa.Integer(), nullable=False),
         sa.Column("vector", sa.LargeBinary(), nullable=False),
-        sa.CheckConstraint("dims > 0", name="ck_memory_embeddings_dims"),
+        sa.CheckConstraint("dims > 0", name=op.f("ck_memory_embeddings_dims")),
         sa.CheckConstraint(
-            "length(vector) = 4 * dims", name="ck_memory_embeddings_vector_size"
+            "length(vector) = 4 * dims", name=op.f("ck_memory_embeddings_vector_size")
         ),
         sa.ForeignKeyConstraint(
             ["memory_entry_id"],
