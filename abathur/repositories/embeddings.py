@@ -1,14 +1,16 @@
 """EmbeddingRepository: the SQL of memory_embeddings.
 
-Every statement is served by an index (``tests/repositories/test_memory_query_plans.py``):
+Every statement is served by an index (``tests/repositories/test_embedding_query_plans.py``):
 
 - a subtree's candidates (current live versions with an embedding of the
-  model): the range of ``idx_memory_namespace_prefix`` over memory_entries,
-  each row checked for a newer version through the unique index and joined
-  to its embeddings through the primary key (memory_entry_id, model, field);
+  model and dims): one namespace range over memory_entries (a namespace index,
+  or (memory_type, namespace) for a typed search), each row checked for a
+  newer version through the unique index and joined to its embeddings through
+  the primary key (memory_entry_id, model, field);
 - vectors of given versions, and the rows of the best-ranked versions: primary keys;
 - versions lacking an embedding (``reindex``): memory_entries by id from a
-  keyset cursor, or the namespace range, with a primary-key probe here.
+  keyset cursor (whole database) or the namespace range (a subtree), with a
+  primary-key probe here.
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, bindparam, exists, insert, select
+from sqlalchemy import Select, and_, bindparam, exists, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.db.sqlite.prepared import Executor, Prepared
 from abathur.domain.namespaces import subtree_bounds
 from abathur.embeddings.embedder import Vector
 from abathur.repositories.base import dialect_name
 from abathur.repositories.memory import LIVE, VERSION_FIELDS, MemoryVersion, _newer_version_exists
-from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEmbedding, MemoryEntry
 
 E = MemoryEmbedding
@@ -34,6 +36,16 @@ E = MemoryEmbedding
 IN_CHUNK = 500
 
 INSERT = Prepared(insert(MemoryEmbedding))
+
+def _subtree_range(column: Any) -> ColumnElement[bool]:
+    """``in_subtree`` as one range, ``root <= ns < upper``, with the descendants'
+    rule as a filter inside it: an index leading with (memory_type, namespace)
+    then serves a typed search by a single range too."""
+    root: Any = bindparam("root")
+    lower: Any = bindparam("lower")
+    upper: Any = bindparam("upper")
+    return and_(column >= root, column < upper, or_(column == root, column >= lower))
+
 
 _CANDIDATES = (
     select(MemoryEntry.id, E.field)
@@ -45,7 +57,7 @@ _CANDIDATES = (
             E.dims == bindparam("dims"),
         ),
     )
-    .where(in_subtree(MemoryEntry.namespace), LIVE, ~_newer_version_exists())
+    .where(_subtree_range(MemoryEntry.namespace), LIVE, ~_newer_version_exists())
 )
 CANDIDATES_ALL = Prepared(_CANDIDATES)
 CANDIDATES_OF_TYPE = Prepared(
@@ -53,7 +65,10 @@ CANDIDATES_OF_TYPE = Prepared(
 )
 
 
-def _lacking() -> Select[Any]:
+def _lacking(*, subtree: bool) -> Select[Any]:
+    # In a subtree the namespace range leads; ``id + 0`` keeps the planner from
+    # walking the primary key instead (through every row after the cursor).
+    cursor = (MemoryEntry.id + 0 if subtree else MemoryEntry.id) > bindparam("after")
     has_embedding = exists().where(
         E.memory_entry_id == MemoryEntry.id,
         E.model == bindparam("model"),
@@ -62,7 +77,7 @@ def _lacking() -> Select[Any]:
     return (
         select(MemoryEntry.id, MemoryEntry.value)
         .where(
-            MemoryEntry.id > bindparam("after"),
+            cursor,
             LIVE,
             ~_newer_version_exists(),
             ~has_embedding,
@@ -72,8 +87,10 @@ def _lacking() -> Select[Any]:
     )
 
 
-LACKING_ALL = Prepared(_lacking())
-LACKING_IN_SUBTREE = Prepared(_lacking().where(in_subtree(MemoryEntry.namespace)))
+LACKING_ALL = Prepared(_lacking(subtree=False))
+LACKING_IN_SUBTREE = Prepared(
+    _lacking(subtree=True).where(_subtree_range(MemoryEntry.namespace))
+)
 
 
 def to_blob(vector: Vector) -> bytes:
