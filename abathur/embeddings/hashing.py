@@ -52,7 +52,9 @@ class HashingEmbedder(Embedder):
         """The embedding of one text (all zeros only for a text without word characters,
         which ``Embedder.check`` then refuses)."""
         values = [0.0] * self.dims
-        words = [w for w in WORD.findall(text.lower()) if w not in STOPWORDS]
+        every_word = WORD.findall(text.lower())
+        # Function words say little; a text of nothing else keeps them.
+        words = [w for w in every_word if w not in STOPWORDS] or every_word
         features: list[tuple[str, float]] = []
         for word in words:
             features.append(("w:" + word, WORD_WEIGHT))
