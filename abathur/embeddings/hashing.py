@@ -63,8 +63,7 @@ class HashingEmbedder(Embedder):
                 ("c:" + padded[i : i + 3], TRIGRAM_WEIGHT) for i in range(len(padded) - 2)
             )
         features.extend(
-            ("p:" + first + " " + second, PAIR_WEIGHT)
-            for first, second in pairwise(words)
+            ("p:" + first + " " + second, PAIR_WEIGHT) for first, second in pairwise(words)
         )
         for feature, weight in features:
             index, sign = _bucket(feature, self.dims)

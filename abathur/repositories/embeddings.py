@@ -37,6 +37,7 @@ IN_CHUNK = 500
 
 INSERT = Prepared(insert(MemoryEmbedding))
 
+
 def _subtree_range(column: Any) -> ColumnElement[bool]:
     """``in_subtree`` as one range, ``root <= ns < upper``, with the descendants'
     rule as a filter inside it: an index leading with (memory_type, namespace)
@@ -88,9 +89,7 @@ def _lacking(*, subtree: bool) -> Select[Any]:
 
 
 LACKING_ALL = Prepared(_lacking(subtree=False))
-LACKING_IN_SUBTREE = Prepared(
-    _lacking(subtree=True).where(_subtree_range(MemoryEntry.namespace))
-)
+LACKING_IN_SUBTREE = Prepared(_lacking(subtree=True).where(_subtree_range(MemoryEntry.namespace)))
 
 
 def to_blob(vector: Vector) -> bytes:

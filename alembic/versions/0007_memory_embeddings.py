@@ -42,9 +42,7 @@ def upgrade() -> None:
             name="fk_memory_embeddings_memory_entry_id_memory_entries",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "memory_entry_id", "model", "field", name="pk_memory_embeddings"
-        ),
+        sa.PrimaryKeyConstraint("memory_entry_id", "model", "field", name="pk_memory_embeddings"),
     )
 
 

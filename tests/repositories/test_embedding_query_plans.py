@@ -24,7 +24,9 @@ async def _workload(db: Database, task_id: str) -> None:
     for i in range(3):
         await memory.add_memory(f"user:u{i}", "k", {"text": f"note {i}"}, "episodic", "me", task_id)
         await memory.update_memory(f"user:u{i}", "k", {"text": f"new note {i}"}, "me", task_id)
-    await memory.add_memory("user:u0", "raw", {"text": "later"}, "semantic", "me", task_id, index=False)
+    await memory.add_memory(
+        "user:u0", "raw", {"text": "later"}, "semantic", "me", task_id, index=False
+    )
     await memory.search_memories("user", query="note")
     await memory.search_memories("user:u0", memory_type="episodic", limit=5, query="note")
     await memory.search_memories("user", query="note")  # warm cache

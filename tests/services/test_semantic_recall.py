@@ -106,10 +106,7 @@ async def test_recall_by_meaning_finds_the_review_preference(db: Database, task_
     found = await memory.search_memories(
         "user:alice", query="what does alice prefer about code review"
     )
-    assert [(r["namespace"], r["key"]) for r in found][0] == (
-        "user:alice:preferences",
-        "review_style",
-    )
+    assert (found[0]["namespace"], found[0]["key"]) == ("user:alice:preferences", "review_style")
     assert all(r["namespace"].startswith("user:alice") for r in found)  # bob is outside
     assert len(found) == 3
     scores = [r["score"] for r in found]
@@ -166,7 +163,9 @@ async def test_fields_embed_parts_and_a_version_matches_through_its_best_field(
     found = await memory.search_memories("user:u", query="aaa")
     # "both" matches through body.text (a string is embedded as it is: cosine 1 with "aaa").
     assert [r["key"] for r in found] == ["both", "title_only"]
-    assert found[0]["score"] == pytest.approx(cosine([3, 0, 0, 0, 0, 0, 0, 1], [3, 0, 0, 0, 0, 0, 0, 1]))
+    assert found[0]["score"] == pytest.approx(
+        cosine([3, 0, 0, 0, 0, 0, 0, 1], [3, 0, 0, 0, 0, 0, 0, 1])
+    )
     _, _, vectors = await _counts(db)
     assert vectors == 3  # two fields of "both", one of "title_only", none of "neither"
 
@@ -213,7 +212,9 @@ async def test_delete_update_and_consolidate_change_query_results_at_once(
 
 async def test_publish_and_seed_store_embeddings(db: Database, task_id: str) -> None:
     memory = MemoryService(db, embedder=HashingEmbedder())
-    await memory.add_memory("session:s1", "fact", {"text": "alice likes tea"}, "semantic", "me", task_id)
+    await memory.add_memory(
+        "session:s1", "fact", {"text": "alice likes tea"}, "semantic", "me", task_id
+    )
     await memory.publish_memory("session:s1", "user:alice", "fact", "me", task_id)
     found = await memory.search_memories("user:alice", query="tea")
     assert [(r["namespace"], r["key"]) for r in found] == [("user:alice", "fact")]
@@ -322,7 +323,9 @@ class FailOn:
 async def test_an_embedding_failure_writes_nothing(db: Database, task_id: str, how: str) -> None:
     memory = MemoryService(db, embedder=Embedder(FailOn(how), 8, model="counts"))
     await memory.add_memory("user:u", "k", {"t": "ok"}, "semantic", "me", task_id)
-    await memory.add_memory("session:s", "draft", {"t": "FAIL"}, "semantic", "me", task_id, index=False)
+    await memory.add_memory(
+        "session:s", "draft", {"t": "FAIL"}, "semantic", "me", task_id, index=False
+    )
     # Two keys with two live versions each; the second key's merge fails to embed.
     for key, second in (("m1", {"u": "fine"}), ("m2", {"u": "FAIL"})):
         await memory.add_memory("user:c", key, {"t": "x"}, "semantic", "me", task_id)
@@ -418,9 +421,7 @@ async def test_publish_embeds_the_draft_it_copies_even_when_it_changes(
 # ------------------------------------------------------------------ concurrency
 
 
-async def test_concurrent_writers_with_an_embedder_lose_nothing(
-    db: Database, task_id: str
-) -> None:
+async def test_concurrent_writers_with_an_embedder_lose_nothing(db: Database, task_id: str) -> None:
     async def slow(texts: list[str]) -> list[list[float]]:
         await asyncio.sleep(0)
         return letter_counts(texts)
