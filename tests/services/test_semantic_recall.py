@@ -457,3 +457,19 @@ async def test_concurrent_writers_with_an_embedder_lose_nothing(db: Database, ta
     for value, blob in pairs:  # each vector belongs to its own version's value
         text = json.dumps(value, sort_keys=True, separators=(",", ":"))
         assert np.frombuffer(blob, dtype="<f4").tolist() == letter_counts([text])[0]
+
+
+async def test_a_model_server_embedder_end_to_end(db: Database, task_id: str) -> None:
+    from abathur.embeddings import OpenAICompatibleEmbedder
+    from tests.embeddings.test_embedders import FakeServer
+
+    server = FakeServer()
+    try:
+        memory = MemoryService(db, embedder=OpenAICompatibleEmbedder(server.url, "fake-model"))
+        await memory.add_memory("user:u", "short", {"t": "a"}, "semantic", "me", task_id)
+        await memory.add_memory("user:u", "spaced", {"t": "a b c d e f"}, "semantic", "me", task_id)
+        found = await memory.search_memories("user:u", query="x y z w v u")
+        assert [r["key"] for r in found] == ["spaced", "short"]
+        assert [r["body"]["model"] for r in server.requests] == ["fake-model"] * 3
+    finally:
+        server.close()
