@@ -18,8 +18,10 @@ from click import echo
 from abathur.cli.context import compact
 from abathur.cli.data_commands import print_audit, print_memories, print_session
 from abathur.domain.sessions import SessionWithEvents
+from abathur.embeddings import HashingEmbedder
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.database import Database
+from abathur.infrastructure.memory_service import MemoryService
 
 SESSION_ID = "demo-session"
 TASK_ID = "demo-task"
@@ -27,6 +29,12 @@ USER = "alice"
 NAMESPACE = f"user:{USER}:preferences"
 KEY = "coding_style"
 AGENT = "demo-agent"
+RECALL_QUERY = "what does alice prefer about code review"
+RECALL_FACTS = (
+    ("review_style", {"text": "Alice prefers small pull requests and code review within a day"}),
+    ("meetings", {"text": "no meetings before 10am; async updates in the team channel"}),
+    ("lunch", {"text": "sushi on Fridays, vegetarian otherwise"}),
+)
 
 
 async def demo_workflow(db: Database) -> None:
@@ -88,6 +96,18 @@ async def demo_workflow(db: Database) -> None:
     after = (await _session(db))["state"]
     dropped = sorted(set(state) - set(after))
     echo(f"status terminated; dropped {', '.join(dropped) or 'nothing'}")
+
+    echo("== 6. Recall by meaning (HashingEmbedder: offline, lexical)")
+    recall = MemoryService(db, embedder=HashingEmbedder())
+    embedded = await recall.reindex(f"user:{USER}")
+    echo(f"reindexed {embedded} memory written without an embedder")
+    for key, value in RECALL_FACTS:
+        await recall.add_memory(NAMESPACE, key, value, "semantic", AGENT, TASK_ID)
+        echo(f"added {NAMESPACE}/{key} with its embedding")
+    echo(f"query: {RECALL_QUERY!r}")
+    for found in await recall.search_memories(f"user:{USER}", query=RECALL_QUERY, limit=3):
+        where = f"{found['namespace']}/{found['key']}"
+        echo(f"  {found['score']:.3f}  {where}  {compact(found['value'])}")
 
     echo("")
     echo("== Session and its events")

@@ -4,7 +4,7 @@ returns (``MemoryDict``, built by ``memory_dict``) and the access scope."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol, TypedDict, get_args
+from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict, get_args
 
 from pydantic import AfterValidator, Field, StrictInt
 
@@ -209,6 +209,8 @@ class MemoryDict(TypedDict):
     updated_by: str | None
     created_at: datetime
     updated_at: datetime
+    score: NotRequired[float]
+    """Only in the results of a query search: the cosine similarity to the query, -1..1."""
 
 
 def memory_dict(row: MemoryFields) -> MemoryDict:

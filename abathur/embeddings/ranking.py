@@ -19,12 +19,12 @@ import numpy.typing as npt
 
 from abathur.embeddings.embedder import Vector, vector_norm
 
-CacheKey = tuple[str, int, str]  # (model, memory entry id, field)
+CacheKey = tuple[str, int, int, str]  # (model, dims, memory entry id, field)
 DEFAULT_CACHE_VECTORS = 100_000
 
 
 class VectorCache:
-    """Vectors (and their norms) by ``(model, row id, field)``; at most
+    """Vectors (and their norms) by ``(model, dims, row id, field)``; at most
     ``max_vectors`` of them, the oldest inserted dropped first."""
 
     def __init__(self, max_vectors: int = DEFAULT_CACHE_VECTORS):

@@ -75,12 +75,6 @@ DEFAULT_REINDEX_BATCH = 256
 MAX_REINDEX_BATCH = 10_000
 
 
-class ScoredMemoryDict(MemoryDict):
-    """A result of a query search: the version and its cosine similarity to the query."""
-
-    score: float
-
-
 class _SourceChanged(Exception):
     """Inside a unit of work: the value embedded beforehand is no longer the one to write."""
 
@@ -307,7 +301,7 @@ class MemoryService:
         model are not returned (``reindex`` embeds them).
         """
         if query is not None:
-            return list(await self._query_search(namespace_prefix, memory_type, limit, query))
+            return await self._query_search(namespace_prefix, memory_type, limit, query)
         search = validated(
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
         )
@@ -322,7 +316,7 @@ class MemoryService:
 
     async def _query_search(
         self, namespace_prefix: str, memory_type: str | None, limit: int, query: str
-    ) -> list[ScoredMemoryDict]:
+    ) -> list[MemoryDict]:
         """``search_memories(..., query=...)``: the exact ranking (``embeddings.ranking``)."""
         search = validated(
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
@@ -333,13 +327,13 @@ class MemoryService:
         target = await embedder.embed_query(query)
         model, dims = embedder.model, len(target)
 
-        def work(conn: Connection) -> list[ScoredMemoryDict]:
+        def work(conn: Connection) -> list[MemoryDict]:
             repo = EmbeddingRepository(conn)
             candidates = repo.candidates(search.namespace_prefix, search.memory_type, model, dims)
-            known = self._cached(model, candidates)
+            known = self._cached(model, dims, candidates)
             missing = [entry_id for entry_id, field in candidates if (entry_id, field) not in known]
             if missing:
-                known.update(self._remember(model, repo.vectors(model, missing)))
+                known.update(self._remember(model, dims, repo.vectors(model, dims, missing)))
             ids, vectors, norms = [], [], []
             for entry_id, field in candidates:
                 vector, norm = known[(entry_id, field)]
@@ -348,30 +342,27 @@ class MemoryService:
                 norms.append(norm)
             ranked = rank(ids, vectors, norms, target, search.limit)
             rows = repo.versions([entry_id for entry_id, _ in ranked])
-            return [
-                ScoredMemoryDict(**memory_dict(rows[entry_id]), score=score)
-                for entry_id, score in ranked
-            ]
+            return [{**memory_dict(rows[entry_id]), "score": score} for entry_id, score in ranked]
 
         return await self._db.read(work)
 
     def _cached(
-        self, model: str, candidates: Sequence[tuple[int, str]]
+        self, model: str, dims: int, candidates: Sequence[tuple[int, str]]
     ) -> dict[tuple[int, str], tuple[Vector, float]]:
         found = {}
         with self._vectors_lock:
             for entry_id, field in candidates:
-                entry = self._vectors.get((model, entry_id, field))
+                entry = self._vectors.get((model, dims, entry_id, field))
                 if entry is not None:
                     found[(entry_id, field)] = entry
         return found
 
     def _remember(
-        self, model: str, rows: Sequence[tuple[int, str, Vector]]
+        self, model: str, dims: int, rows: Sequence[tuple[int, str, Vector]]
     ) -> dict[tuple[int, str], tuple[Vector, float]]:
         with self._vectors_lock:
             return {
-                (entry_id, field): self._vectors.put((model, entry_id, field), vector)
+                (entry_id, field): self._vectors.put((model, dims, entry_id, field), vector)
                 for entry_id, field, vector in rows
             }
 

@@ -6,7 +6,7 @@ Every statement is served by an index (``tests/repositories/test_embedding_query
   model and dims): one namespace range over memory_entries (a namespace index,
   or (memory_type, namespace) for a typed search), each row checked for a
   newer version through the unique index and joined to its embeddings through
-  the primary key (memory_entry_id, model, field);
+  the primary key (memory_entry_id, model, dims, field);
 - vectors of given versions, and the rows of the best-ranked versions: primary keys;
 - versions lacking an embedding (``reindex``): memory_entries by id from a
   keyset cursor (whole database) or the namespace range (a subtree), with a
@@ -159,12 +159,14 @@ class EmbeddingRepository:
             rows = CANDIDATES_OF_TYPE.all(self.executor, params)
         return [(int(row[0]), str(row[1])) for row in rows]
 
-    def vectors(self, model: str, ids: Sequence[int]) -> list[tuple[int, str, Vector]]:
-        """Every embedding of ``model`` of the versions ``ids``."""
+    def vectors(
+        self, model: str, dims: int, ids: Sequence[int]
+    ) -> list[tuple[int, str, Vector]]:
+        """Every embedding of ``model`` and ``dims`` of the versions ``ids``."""
         found: list[tuple[int, str, Vector]] = []
         for chunk in _chunks(sorted(set(ids))):
             query = select(E.memory_entry_id, E.field, E.vector).where(
-                E.memory_entry_id.in_(chunk), E.model == model
+                E.memory_entry_id.in_(chunk), E.model == model, E.dims == dims
             )
             found.extend(
                 (int(i), str(f), from_blob(v)) for i, f, v in self.executor.execute(query).all()

@@ -381,7 +381,8 @@ Index(
 
 
 class MemoryEmbedding(Base):
-    """The embedding of one field of one memory version by one model (issue 12).
+    """The embedding of one field of one memory version by one model at one
+    dimension (issue 12).
 
     Versions are immutable, so their embeddings are too: rows are only ever
     inserted. ``vector`` holds ``dims`` float32 values, little-endian.
@@ -393,8 +394,8 @@ class MemoryEmbedding(Base):
         BigIntId, ForeignKey("memory_entries.id", ondelete="CASCADE"), primary_key=True
     )
     model: Mapped[str] = mapped_column(Text, primary_key=True)
+    dims: Mapped[int] = mapped_column(Integer, primary_key=True)
     field: Mapped[str] = mapped_column(Text, primary_key=True)
-    dims: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (

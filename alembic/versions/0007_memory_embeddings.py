@@ -1,6 +1,6 @@
 """Memory embeddings: one float32 vector per memory version, field and model (issue 12).
 
-A table of its own, keyed by (memory_entry_id, model, field); the primary key
+A table of its own, keyed by (memory_entry_id, model, dims, field); the primary key
 serves every lookup (vectors of given versions, "has this version an
 embedding for this model"). A subtree's candidates are found through
 memory_entries' own namespace index and joined here by key. Rows cascade with
@@ -29,8 +29,8 @@ def upgrade() -> None:
         "memory_embeddings",
         sa.Column("memory_entry_id", BigIntId, nullable=False),
         sa.Column("model", sa.Text(), nullable=False),
-        sa.Column("field", sa.Text(), nullable=False),
         sa.Column("dims", sa.Integer(), nullable=False),
+        sa.Column("field", sa.Text(), nullable=False),
         sa.Column("vector", sa.LargeBinary(), nullable=False),
         sa.CheckConstraint("dims > 0", name=op.f("ck_memory_embeddings_dims")),
         sa.CheckConstraint(
@@ -42,7 +42,9 @@ def upgrade() -> None:
             name="fk_memory_embeddings_memory_entry_id_memory_entries",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("memory_entry_id", "model", "field", name="pk_memory_embeddings"),
+        sa.PrimaryKeyConstraint(
+            "memory_entry_id", "model", "dims", "field", name="pk_memory_embeddings"
+        ),
     )
 
 

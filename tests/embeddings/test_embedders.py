@@ -195,11 +195,15 @@ class FakeServer:
                     {"object": "embedding", "index": i, "embedding": [len(t), t.count(" "), 1]}
                     for i, t in enumerate(body["input"])
                 ]
-                payload = owner.reply if owner.reply is not None else {
-                    "object": "list",
-                    "model": body["model"],
-                    "data": list(reversed(data)),
-                }
+                payload = (
+                    owner.reply
+                    if owner.reply is not None
+                    else {
+                        "object": "list",
+                        "model": body["model"],
+                        "data": list(reversed(data)),
+                    }
+                )
                 raw = json.dumps(payload).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -473,3 +473,23 @@ async def test_a_model_server_embedder_end_to_end(db: Database, task_id: str) ->
         assert [r["body"]["model"] for r in server.requests] == ["fake-model"] * 3
     finally:
         server.close()
+
+
+async def test_same_model_at_another_dimension_is_reindexed_not_mixed(
+    db: Database, task_id: str
+) -> None:
+    wide = MemoryService(db, embedder=HashingEmbedder(dims=64))
+    narrow = MemoryService(db, embedder=HashingEmbedder(dims=16))
+    for key, text in (("tea", "green tea"), ("code", "code review rules")):
+        await wide.add_memory("user:u", key, {"text": text}, "semantic", "me", task_id)
+    before = [r["key"] for r in await wide.search_memories("user:u", query="tea")]
+    assert await narrow.search_memories("user:u", query="tea") == []
+    assert await narrow.reindex() == 2
+    assert [r["key"] for r in await narrow.search_memories("user:u", query="tea")][0] == "tea"
+    assert [r["key"] for r in await wide.search_memories("user:u", query="tea")] == before
+    # One service's cache serves both dimensions without mixing them up.
+    both = MemoryService(db, embedder=HashingEmbedder(dims=64))
+    await both.search_memories("user:u", query="tea")
+    both.embedder = HashingEmbedder(dims=16)
+    found = await both.search_memories("user:u", query="tea")
+    assert found == await narrow.search_memories("user:u", query="tea")
