@@ -263,7 +263,7 @@ async def test_openai_compatible_embedder_batches_and_checks_dims(server: FakeSe
 async def test_server_failures_are_embedding_errors(server: FakeServer) -> None:
     embedder = OpenAICompatibleEmbedder(server.url, "m")
     server.fail_with = 503
-    with pytest.raises(EmbeddingError, match="503.*model not loaded"):
+    with pytest.raises(EmbeddingError, match=r"503.*model not loaded"):
         await embedder.embed_texts(["x"])
     server.fail_with = None
     for reply, message in [

@@ -485,7 +485,7 @@ async def test_same_model_at_another_dimension_is_reindexed_not_mixed(
     before = [r["key"] for r in await wide.search_memories("user:u", query="tea")]
     assert await narrow.search_memories("user:u", query="tea") == []
     assert await narrow.reindex() == 2
-    assert [r["key"] for r in await narrow.search_memories("user:u", query="tea")][0] == "tea"
+    assert (await narrow.search_memories("user:u", query="tea"))[0]["key"] == "tea"
     assert [r["key"] for r in await wide.search_memories("user:u", query="tea")] == before
     # One service's cache serves both dimensions without mixing them up.
     both = MemoryService(db, embedder=HashingEmbedder(dims=64))
