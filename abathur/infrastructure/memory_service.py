@@ -317,7 +317,13 @@ class MemoryService:
     async def _query_search(
         self, namespace_prefix: str, memory_type: str | None, limit: int, query: str
     ) -> list[MemoryDict]:
-        """``search_memories(..., query=...)``: the exact ranking (``embeddings.ranking``)."""
+        """``search_memories(..., query=...)``: the exact ranking (``embeddings.ranking``).
+
+        Candidates are the current live versions of the subtree, selected in
+        SQL (``EmbeddingRepository.candidates``) by the same rules as the plain
+        search: any further read rule (a value ``filter``, expiry) belongs in
+        that statement too, and an ``offset`` applies to the ranked list.
+        """
         search = validated(
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
         )
