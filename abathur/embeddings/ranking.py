@@ -53,6 +53,45 @@ class VectorCache:
         self._entries.clear()
 
 
+class Stacked:
+    """The vectors of one candidate list as one matrix, ready to rank.
+
+    A subtree searched again with the same candidates (nothing written there
+    in between) reuses it: the list's vectors cannot have changed.
+    """
+
+    __slots__ = ("candidates", "ids", "matrix", "norms", "unique")
+
+    def __init__(
+        self,
+        candidates: Sequence[tuple[int, str]],
+        vectors: Sequence[Vector],
+        norms: Sequence[float],
+    ):
+        self.candidates = list(candidates)
+        self.ids = np.asarray([entry_id for entry_id, _ in candidates], dtype=np.int64)
+        dims = len(vectors[0]) if vectors else 0
+        self.matrix = np.stack(vectors) if vectors else np.empty((0, dims), dtype=np.float32)
+        self.norms = np.asarray(norms, dtype=np.float64)
+        self.unique = len(np.unique(self.ids)) == len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes)
+
+    def rank(self, query: Vector, limit: int) -> list[tuple[int, float]]:
+        """The best ``limit`` of ``(id, score)``, best first (see the module)."""
+        if not self.candidates:
+            return []
+        dots = (self.matrix @ query).astype(np.float64)
+        scores = dots / (self.norms * vector_norm(query))
+        ids = self.ids
+        if not self.unique:
+            ids, scores = _best_per_id(ids, scores)
+        order = np.lexsort((-ids, -scores))[:limit]
+        return [(int(ids[i]), float(scores[i])) for i in order]
+
+
 def rank(
     ids: Sequence[int],
     vectors: Sequence[Vector],
@@ -62,16 +101,8 @@ def rank(
 ) -> list[tuple[int, float]]:
     """The best ``limit`` of ``(id, score)``, best first; ``ids[i]`` owns
     ``vectors[i]`` (an id may own several: its best score counts)."""
-    if not ids:
-        return []
-    matrix = np.stack(vectors)
-    dots = (matrix @ query).astype(np.float64)
-    scores = dots / (np.asarray(norms, dtype=np.float64) * vector_norm(query))
-    id_array = np.asarray(ids, dtype=np.int64)
-    if len(np.unique(id_array)) != len(id_array):
-        id_array, scores = _best_per_id(id_array, scores)
-    order = np.lexsort((-id_array, -scores))[:limit]
-    return [(int(id_array[i]), float(scores[i])) for i in order]
+    candidates = [(entry_id, str(i)) for i, entry_id in enumerate(ids)]
+    return Stacked(candidates, vectors, norms).rank(query, limit)
 
 
 def _best_per_id(

@@ -46,7 +46,7 @@ from abathur.domain.memory import (
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
 from abathur.embeddings.embedder import Embedder, Vector
-from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, VectorCache, rank
+from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -71,6 +71,7 @@ Embedding = tuple[str, list[tuple[str, Vector]]]
 ``(field, vector)`` for every embedded field."""
 ProgressCallback = Callable[[int], None]
 PUBLISH_ATTEMPTS = 8
+STACKED_SUBTREES = 4  # query searches whose stacked vectors a service keeps
 DEFAULT_REINDEX_BATCH = 256
 MAX_REINDEX_BATCH = 10_000
 
@@ -240,6 +241,9 @@ class MemoryService:
         self.embedder = embedder
         self._vectors = VectorCache(vector_cache_size)
         self._vectors_lock = threading.Lock()
+        # The stacked vectors of the last few query searches, by (model, dims,
+        # root, memory type): reused while their candidate list is unchanged.
+        self._stacked: dict[tuple[str, int, str, str | None], Stacked] = {}
 
     def scoped(self, context: AccessContext) -> ScopedMemory:
         """A view of this service that enforces ``context``'s namespace access rules."""
@@ -333,24 +337,54 @@ class MemoryService:
         target = await embedder.embed_query(query)
         model, dims = embedder.model, len(target)
 
+        memo = (model, dims, search.namespace_prefix, search.memory_type)
+
         def work(conn: Connection) -> list[MemoryDict]:
             repo = EmbeddingRepository(conn)
             candidates = repo.candidates(search.namespace_prefix, search.memory_type, model, dims)
-            known = self._cached(model, dims, candidates)
-            missing = [entry_id for entry_id, field in candidates if (entry_id, field) not in known]
-            if missing:
-                known.update(self._remember(model, dims, repo.vectors(model, dims, missing)))
-            ids, vectors, norms = [], [], []
-            for entry_id, field in candidates:
-                vector, norm = known[(entry_id, field)]
-                ids.append(entry_id)
-                vectors.append(vector)
-                norms.append(norm)
-            ranked = rank(ids, vectors, norms, target, search.limit)
+            with self._vectors_lock:
+                stacked = self._stacked.get(memo)
+            if stacked is None or stacked.candidates != candidates:
+                stacked = self._stack(repo, model, dims, candidates)
+                self._keep_stacked(memo, stacked)
+            ranked = stacked.rank(target, search.limit)
             rows = repo.versions([entry_id for entry_id, _ in ranked])
             return [{**memory_dict(rows[entry_id]), "score": score} for entry_id, score in ranked]
 
         return await self._db.read(work)
+
+    def _stack(
+        self,
+        repo: EmbeddingRepository,
+        model: str,
+        dims: int,
+        candidates: list[tuple[int, str]],
+    ) -> Stacked:
+        """The candidates' vectors, from the cache or else read (and cached)."""
+        known = self._cached(model, dims, candidates)
+        missing = [entry_id for entry_id, field in candidates if (entry_id, field) not in known]
+        if missing:
+            known.update(self._remember(model, dims, repo.vectors(model, dims, missing)))
+        vectors, norms = [], []
+        for pair in candidates:
+            vector, norm = known[pair]
+            vectors.append(vector)
+            norms.append(norm)
+        return Stacked(candidates, vectors, norms)
+
+    def _keep_stacked(self, memo: tuple[str, int, str, str | None], stacked: Stacked) -> None:
+        """Keep the stacked vectors of the last ``STACKED_SUBTREES`` searches, if
+        together they stay within the vector cache's size."""
+        limit = self._vectors.max_vectors
+        with self._vectors_lock:
+            self._stacked.pop(memo, None)
+            if len(stacked.candidates) > limit:
+                return
+            self._stacked[memo] = stacked
+            while len(self._stacked) > STACKED_SUBTREES or (
+                sum(len(s.candidates) for s in self._stacked.values()) > limit
+            ):
+                del self._stacked[next(iter(self._stacked))]
 
     def _cached(
         self, model: str, dims: int, candidates: Sequence[tuple[int, str]]

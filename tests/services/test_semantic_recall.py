@@ -493,3 +493,26 @@ async def test_same_model_at_another_dimension_is_reindexed_not_mixed(
     both.embedder = HashingEmbedder(dims=16)
     found = await both.search_memories("user:u", query="tea")
     assert found == await narrow.search_memories("user:u", query="tea")
+
+
+async def test_stacked_vectors_are_reused_only_while_the_subtree_is_unchanged(
+    db: Database, task_id: str
+) -> None:
+    memory = MemoryService(db, embedder=counts_embedder(), vector_cache_size=50)
+    for i in range(6):
+        await memory.add_memory(f"user:u{i}", "k", {"t": "a" * (i + 1)}, "semantic", "me", task_id)
+    first = await memory.search_memories("user", query="ab")
+    stacked = memory._stacked[("counts", 8, "user", None)]
+    assert await memory.search_memories("user", query="ab") == first
+    assert memory._stacked[("counts", 8, "user", None)] is stacked  # reused
+    await memory.update_memory("user:u0", "k", {"t": "bbbbbbbb"}, "me", task_id)
+    second = await memory.search_memories("user", query="ab")
+    assert memory._stacked[("counts", 8, "user", None)] is not stacked  # rebuilt
+    assert ("user:u0", 2) in {(r["namespace"], r["version"]) for r in second}
+    assert [r["score"] for r in second] != [r["score"] for r in first]
+    for i in range(6):  # at most four subtrees are kept
+        await memory.search_memories(f"user:u{i}", query="a")
+    assert len(memory._stacked) == 4
+    none = MemoryService(db, embedder=counts_embedder(), vector_cache_size=0)
+    assert await none.search_memories("user", query="ab") == second
+    assert none._stacked == {}
