@@ -21,7 +21,6 @@ from abathur.domain.sessions import SessionWithEvents
 from abathur.embeddings import HashingEmbedder
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.database import Database
-from abathur.infrastructure.memory_service import MemoryService
 
 SESSION_ID = "demo-session"
 TASK_ID = "demo-task"
@@ -97,17 +96,7 @@ async def demo_workflow(db: Database) -> None:
     dropped = sorted(set(state) - set(after))
     echo(f"status terminated; dropped {', '.join(dropped) or 'nothing'}")
 
-    echo("== 6. Recall by meaning (HashingEmbedder: offline, lexical)")
-    recall = MemoryService(db, embedder=HashingEmbedder())
-    embedded = await recall.reindex(f"user:{USER}")
-    echo(f"reindexed {embedded} memory written without an embedder")
-    for key, value in RECALL_FACTS:
-        await recall.add_memory(NAMESPACE, key, value, "semantic", AGENT, TASK_ID)
-        echo(f"added {NAMESPACE}/{key} with its embedding")
-    echo(f"query: {RECALL_QUERY!r}")
-    for found in await recall.search_memories(f"user:{USER}", query=RECALL_QUERY, limit=3):
-        where = f"{found['namespace']}/{found['key']}"
-        echo(f"  {found['score']:.3f}  {where}  {compact(found['value'])}")
+    await recall_by_meaning()
 
     echo("")
     echo("== Session and its events")
@@ -118,6 +107,23 @@ async def demo_workflow(db: Database) -> None:
     echo("")
     echo("== Audit trail (newest first)")
     print_audit(await db.tasks.audit_for_task(TASK_ID))
+
+
+async def recall_by_meaning() -> None:
+    """Step 6, on a private in-memory database with an embedder (the demo's
+    own database keeps exactly what steps 1-5 wrote)."""
+    echo("== 6. Recall by meaning (HashingEmbedder: offline, lexical)")
+    async with Database(Path(":memory:"), embedder=HashingEmbedder()) as scratch:
+        task = await scratch.tasks.create_task("recall demo")
+        echo("on a private in-memory database, with Database(..., embedder=HashingEmbedder())")
+        for key, value in RECALL_FACTS:
+            await scratch.memory.add_memory(NAMESPACE, key, value, "semantic", AGENT, task.id)
+            echo(f"added {NAMESPACE}/{key} = {compact(value)}, with its embedding")
+        echo(f"query: {RECALL_QUERY!r}")
+        for found in await scratch.memory.search_memories(
+            f"user:{USER}", query=RECALL_QUERY, limit=3
+        ):
+            echo(f"  {found.get('score', 0.0):.3f}  {found['namespace']}/{found['key']}")
 
 
 async def _session(db: Database) -> SessionWithEvents:

@@ -41,16 +41,26 @@ def ok_json(db: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     return json.loads(ok(db, *args, "--json", env=env).stdout)
 
 
+FACTS = {
+    "review_style": "Alice prefers small pull requests and code review within a day",
+    "meetings": "no meetings before 10am; async updates in the team channel",
+    "lunch": "sushi on Fridays, vegetarian otherwise",
+}
+
+
 @pytest.fixture
 def seeded(tmp_path: Path) -> Path:
+    """The demo's database plus three facts written with ABATHUR_EMBEDDER=hashing
+    (embedded); the demo's own memory (coding_style) has no embedding."""
     path = tmp_path / "cli.db"
     result = ok(path, "demo")
-    assert "== 6. Recall by meaning" in result.stdout
     recall = result.stdout[result.stdout.index("== 6.") : result.stdout.index("== Session")]
-    assert f"query: {RECALL_QUERY!r}" in recall
-    first = recall.split(f"query: {RECALL_QUERY!r}\n")[1].splitlines()[0]
-    assert first.endswith("review_style  " + first.split("review_style  ")[1])
-    assert f"{NAMESPACE}/review_style" in first
+    ranked = recall.split(f"query: {RECALL_QUERY!r}\n")[1].splitlines()
+    assert ranked[0].endswith(f"{NAMESPACE}/review_style")
+    for key, text in FACTS.items():
+        value = json.dumps({"text": text})
+        ok(path, "memory", "put", NAMESPACE, key, value, "--type", "semantic", "--by", "me",
+           "--task", TASK_ID, env={"ABATHUR_EMBEDDER": "hashing"})  # fmt: skip
     return path
 
 
@@ -73,13 +83,23 @@ def test_query_search_prints_ranked_results_with_scores(seeded: Path) -> None:
     found = ok_json(seeded, "memory", "search", "user:alice", "--query", RECALL_QUERY)
     assert found[0]["key"] == "review_style"
     scores = [r["score"] for r in found]
-    assert scores == sorted(scores, reverse=True) and len(found) == 4
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(r["key"] for r in found) == sorted(FACTS)  # coding_style has no embedding
     text = ok(seeded, "memory", "search", "user:alice", "--query", "code review").stdout
     assert text.splitlines()[0].startswith(f"{NAMESPACE} / review_style")
     assert "score 0." in text.splitlines()[1]
-    # Without --query nothing changes: newest first, no score.
+    # Without --query nothing changes: newest first, no score, every memory.
     plain = ok_json(seeded, "memory", "search", "user:alice")
-    assert all("score" not in r for r in plain)
+    assert len(plain) == 4 and all("score" not in r for r in plain)
+
+
+def test_reindex_embeds_what_lacks_an_embedding(seeded: Path) -> None:
+    result = ok(seeded, "memory", "reindex", "user:alice")
+    assert "embedded 1 memory versions with hashing-v1" in result.stdout
+    assert "embedded 1 versions" in result.stderr
+    found = ok_json(seeded, "memory", "search", "user:alice", "--query", "indent quotes")
+    assert len(found) == 4 and found[0]["key"] == "coding_style"
+    assert ok_json(seeded, "memory", "reindex") == {"embedded": 0, "model": "hashing-v1"}
 
 
 def test_reindex_with_another_embedder_then_search_with_it(seeded: Path) -> None:
@@ -96,16 +116,15 @@ def test_reindex_with_another_embedder_then_search_with_it(seeded: Path) -> None
     }
 
 
-def test_writes_embed_when_the_environment_names_an_embedder(seeded: Path) -> None:
-    env = {"ABATHUR_EMBEDDER": "hashing"}
-    ok(seeded, "memory", "put", "user:alice:t", "tea", '{"text": "green tea, no sugar"}',
-       "--type", "semantic", "--by", "me", "--task", TASK_ID, env=env)  # fmt: skip
-    found = ok_json(seeded, "memory", "search", "user:alice:t", "--query", "tea")
-    assert [r["key"] for r in found] == ["tea"]
+def test_writes_embed_only_when_the_environment_names_an_embedder(seeded: Path) -> None:
     ok(seeded, "memory", "put", "user:alice:t", "milk", '{"text": "milk"}',
        "--type", "semantic", "--by", "me", "--task", TASK_ID)  # fmt: skip
+    assert ok_json(seeded, "memory", "search", "user:alice:t", "--query", "milk") == []
+    ok(seeded, "memory", "put", "user:alice:t", "tea", '{"text": "green tea, milk"}',
+       "--type", "semantic", "--by", "me", "--task", TASK_ID,
+       env={"ABATHUR_EMBEDDER": "hashing"})  # fmt: skip
     found = ok_json(seeded, "memory", "search", "user:alice:t", "--query", "milk")
-    assert [r["key"] for r in found] == ["tea"]  # written without an embedder: not indexed
+    assert [r["key"] for r in found] == ["tea"]
 
 
 def test_search_through_a_model_server(seeded: Path) -> None:
