@@ -16,7 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: children import its abathur
 START = textwrap.dedent(
     """
 
