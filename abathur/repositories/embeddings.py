@@ -147,16 +147,31 @@ class EmbeddingRepository:
         return int(getattr(result, "rowcount", 0) or 0)
 
     def candidates(
-        self, root: str, memory_type: str | None, model: str, dims: int
+        self,
+        root: str,
+        memory_type: str | None,
+        model: str,
+        dims: int,
+        *,
+        conditions: Sequence[ColumnElement[bool]] = (),
+        params: dict[str, Any] | None = None,
     ) -> list[tuple[int, str]]:
         """``(row id, field)`` of every embedding (of ``model`` and ``dims``) of the
-        current live version of every key in the subtree of ``root``."""
-        params: dict[str, Any] = {**subtree_bounds(root), "model": model, "dims": dims}
-        if memory_type is None:
-            rows = CANDIDATES_ALL.all(self.executor, params)
+        current live version of every key in the subtree of ``root``.
+
+        ``conditions`` (over ``MemoryEntry``, with their bind ``params``) narrow
+        the candidates further: the place for any other read rule of the
+        plain search (a value filter, a key's expiry as a NOT EXISTS).
+        """
+        bound: dict[str, Any] = {**subtree_bounds(root), "model": model, "dims": dims}
+        if memory_type is not None:
+            bound["memory_type"] = memory_type
+        prepared = CANDIDATES_ALL if memory_type is None else CANDIDATES_OF_TYPE
+        if conditions:
+            statement = prepared.statement.where(*conditions)  # type: ignore[attr-defined]
+            rows = self.executor.execute(statement, {**bound, **(params or {})}).all()
         else:
-            params["memory_type"] = memory_type
-            rows = CANDIDATES_OF_TYPE.all(self.executor, params)
+            rows = prepared.all(self.executor, bound)
         return [(int(row[0]), str(row[1])) for row in rows]
 
     def vectors(

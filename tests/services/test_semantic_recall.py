@@ -516,3 +516,27 @@ async def test_stacked_vectors_are_reused_only_while_the_subtree_is_unchanged(
     none = MemoryService(db, embedder=counts_embedder(), vector_cache_size=0)
     assert await none.search_memories("user", query="ab") == second
     assert none._stacked == {}
+
+
+async def test_candidates_take_further_conditions(db: Database, task_id: str) -> None:
+    """The hook for the plain search's other read rules (a filter, expiry)."""
+    from sqlalchemy import bindparam
+
+    from abathur.repositories.embeddings import EmbeddingRepository
+
+    memory = MemoryService(db, embedder=counts_embedder())
+    ids = {}
+    for who in ("alice", "bob", "carol"):
+        ids[who] = await memory.add_memory("user:u", who, {"t": who}, "semantic", who, task_id)
+
+    async def read(conditions: Any, params: Any) -> list[tuple[int, str]]:
+        return await db.read(
+            lambda conn: EmbeddingRepository(conn).candidates(
+                "user", None, "counts", 8, conditions=conditions, params=params
+            )
+        )
+
+    everything = await read((), None)
+    assert sorted(everything) == sorted((i, "$") for i in ids.values())
+    narrowed = await read((MemoryEntry.created_by != bindparam("who"),), {"who": "bob"})
+    assert sorted(narrowed) == sorted((ids[w], "$") for w in ("alice", "carol"))
