@@ -326,7 +326,8 @@ class MemoryService:
         Candidates are the current live versions of the subtree, selected in
         SQL (``EmbeddingRepository.candidates``) by the same rules as the plain
         search: any further read rule (a value ``filter``, expiry) belongs in
-        that statement too, and an ``offset`` applies to the ranked list.
+        that statement too (its ``conditions``), and an ``offset`` applies to
+        the ranked list.
         """
         search = validated(
             MemorySearch, namespace_prefix=namespace_prefix, memory_type=memory_type, limit=limit
