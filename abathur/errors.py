@@ -75,3 +75,9 @@ class CommitOutcomeUnknownError(ConnectionLostError):
 class StorageFullError(DatabaseError):
     """The disk (or the database's size limit) is full; nothing of the failed
     call was committed. Free space, then retry."""
+
+
+class EmbeddingError(AbathurError):
+    """An embedder failed: its call raised, or it returned vectors of the wrong
+    number or dimension, or with NaN, infinite or all-zero components. The
+    write that needed the embedding does not happen."""
