@@ -3,7 +3,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench clean
+LOWEST ?= .venv-lowest
+
+.PHONY: install test test-lowest lint demo bench clean
 
 install: $(BIN)/.installed
 
@@ -15,6 +17,22 @@ $(BIN)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/pytest --cov=abathur --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
+
+# The suite on SQLite in a second environment holding the lowest release of
+# every direct dependency that pyproject.toml allows (ci/constraints-lowest.txt):
+# the floors are verified, not guessed.
+$(LOWEST)/.installed: pyproject.toml ci/constraints-lowest.txt
+	$(PY) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install --upgrade pip
+	$(LOWEST)/bin/pip install -e '.[test]' -c ci/constraints-lowest.txt
+	touch $@
+
+# The framework adapters are optional extras whose own floors are above the
+# core's (google-adk needs pydantic 2.12): their tests run in `make test`.
+test-lowest: $(LOWEST)/.installed
+	$(LOWEST)/bin/pip check
+	env -u ABATHUR_TEST_POSTGRES_URL $(LOWEST)/bin/pytest -p no:cacheprovider -q \
+		--ignore=tests/conformance --ignore=tests/integrations $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check abathur tests alembic benchmarks
@@ -28,6 +46,7 @@ demo: install
 bench: install
 	$(BIN)/pip install -q 'matplotlib>=3.7'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.recall $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

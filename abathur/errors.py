@@ -50,3 +50,34 @@ class DatabaseError(AbathurError):
 
 class MigrationError(DatabaseError):
     """A schema migration failed or left the database inconsistent."""
+
+
+class DatabaseClosedError(DatabaseError):
+    """The Database was closed; open a new one to go on."""
+
+
+class DatabaseBusyError(DatabaseError):
+    """Other writers held the database's locks through every retry."""
+
+
+class ConnectionLostError(DatabaseError):
+    """The database server could not be reached, or the connection to it was
+    lost, and it did not come back within the retry budget. Nothing of the
+    failed call was committed."""
+
+
+class CommitOutcomeUnknownError(ConnectionLostError):
+    """The connection was lost while the transaction was committing: the
+    server may or may not have committed it. Not retried automatically;
+    the caller must check before doing it again."""
+
+
+class StorageFullError(DatabaseError):
+    """The disk (or the database's size limit) is full; nothing of the failed
+    call was committed. Free space, then retry."""
+
+
+class EmbeddingError(AbathurError):
+    """An embedder failed: its call raised, or it returned vectors of the wrong
+    number or dimension, or with NaN, infinite or all-zero components. The
+    write that needed the embedding does not happen."""

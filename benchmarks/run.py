@@ -464,6 +464,48 @@ class Bench:
                 lost = count * appends - _count_events(c.paths["sqlite3"])
                 self.record(op, "sqlite3", samples, wall_s=wall, extra={"lost_events": lost})
 
+    async def readers_beside_writers(self) -> None:
+        """Appends while readers read whole sessions without pause: the write
+        throughput abathur keeps, and the largest WAL it lets grow meanwhile
+        (issue 15: a checkpoint must restart the WAL despite the readers)."""
+        writers = readers = 4
+        appends = 50 if self.quick else 2000
+        ids = [f"rw{j}" for j in range(writers)]
+        base = await self.base_file("rw", sessions=dict.fromkeys(ids, 200))
+        path = self.workdir / "rw.abathur.db"
+        shutil.copyfile(base, path)
+        wal = Path(f"{path}-wal")
+        op = f"{writers} writers x {appends} appends beside {readers} concurrent readers"
+        largest = 0
+        done = False
+        async with Database(path) as db:
+
+            async def writer(sid: str, samples: list[float]) -> None:
+                nonlocal largest
+                for i in range(appends):
+                    start = time.perf_counter_ns()
+                    await db.sessions.append_event(sid, {**EVENT, "i": i}, {"session:k": i})
+                    samples.append((time.perf_counter_ns() - start) / 1000)
+                    largest = max(largest, _file_size(wal))
+
+            async def reader(sid: str) -> None:
+                while not done:
+                    await db.sessions.get_session(sid)
+
+            samples: list[float] = []
+            gc.collect()
+            running = [asyncio.ensure_future(reader(sid)) for sid in ids[:readers]]
+            start = time.perf_counter()
+            try:
+                await asyncio.gather(*(writer(sid, samples) for sid in ids))
+            finally:
+                wall = time.perf_counter() - start
+                done = True
+                await asyncio.gather(*running)
+        lost = writers * (200 + appends) - _count_events(path)
+        extra = {"lost_events": lost, "largest_wal_mb": round(largest / 2**20, 1)}
+        self.record(op, "abathur", samples, wall_s=wall, extra=extra)
+
     async def memory(self) -> None:
         n = self.n
         base = await self.base_file("memory", sessions={}, history_keys=10)
@@ -812,6 +854,10 @@ def _appender(db: Database) -> Callable[..., Awaitable[Any]]:
         await db.sessions.append_event(session_id, event, state_delta=delta)
 
     return append
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def _count_events(path: Path) -> int:
@@ -1167,16 +1213,18 @@ def render(result: dict[str, Any], png: str | None) -> str:
         )
     lines += ["", "Concurrent runs (wall time for the whole batch, events lost):", ""]
     lines += [
-        "| run | implementation | wall | p50 | p99 | lost | slowest 1% started within |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| run | implementation | wall | p50 | p99 | lost | slowest 1% started within | largest WAL |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for f in result["figures"]:
         if f["wall_s"] is not None:
             window = f.get("slowest_1pct_window_ms")
+            wal = f.get("largest_wal_mb")
             lines.append(
                 f"| {f['op']} | {f['impl']} | {f['wall_s'] * 1000:,.1f} ms | {f['p50_us']:,.0f} us | "
                 f"{f['p99_us']:,.0f} us | {f.get('lost_events', '')} | "
-                f"{'' if window is None else f'{window:,.1f} ms'} |"
+                f"{'' if window is None else f'{window:,.1f} ms'} | "
+                f"{'' if wal is None else f'{wal:,.1f} MB'} |"
             )
     if png:
         lines += ["", f"![latency against session length and table size]({png})"]
@@ -1284,6 +1332,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await bench.retrieval()
         await bench.concurrency()
         await bench.adk()
+        await bench.readers_beside_writers()
         explain = await bench.explain()
         profile = await bench.profile()
         figures = [f.summary() for f in bench.figures]

@@ -1,7 +1,9 @@
 """Fixtures: a fresh, migrated database per test, on SQLite and on PostgreSQL.
 
 Every test that takes ``db`` runs once per backend. SQLite gets a new file in
-the test's own temporary directory (WAL, the production settings);
+the test's own temporary directory (WAL, the production settings); the
+service tests also run on ``sqlite-stock``, SQLite through SQLAlchemy's stock
+aiosqlite adapter instead of the fast path (``ABATHUR_SQLITE_FAST_PATH=0``);
 PostgreSQL gets a new schema on the server named by
 ``ABATHUR_TEST_POSTGRES_URL``, dropped afterwards. Without that variable the
 PostgreSQL runs are skipped with a reason; CI sets it.
@@ -20,6 +22,7 @@ import pytest
 from sqlalchemy import text
 
 from abathur.db.engine import create_engine
+from abathur.db.sqlite.support import ENVIRONMENT as FAST_PATH
 from abathur.db.url import to_url
 from abathur.infrastructure.database import Database
 
@@ -42,6 +45,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def stock_sqlite(path: Path | str, **options: Any) -> Database:
+    """A SQLite Database on SQLAlchemy's stock adapter: the fast path's seam
+    (``db.sqlite.support``) is asked when the engine is made, and says no."""
+    saved = os.environ.get(FAST_PATH)
+    os.environ[FAST_PATH] = "0"
+    try:
+        database = Database(path, **options)
+    finally:
+        if saved is None:
+            del os.environ[FAST_PATH]
+        else:
+            os.environ[FAST_PATH] = saved
+    assert not database.fast_path
+    return database
 
 
 @asynccontextmanager
@@ -72,9 +91,12 @@ async def make_db(backend: str, tmp_path: Path) -> AsyncIterator[DbFactory]:
     ) -> Database:
         """A new Database object; ``share_with`` opens the same database again."""
         if share_with is not None:
-            database = Database(share_with.url, **connect_options[id(share_with)], **options)
+            opener = Database if share_with.fast_path or not share_with.is_sqlite else stock_sqlite
+            database = opener(share_with.url, **connect_options[id(share_with)], **options)
         elif backend == "sqlite":
             database = Database(tmp_path / name, **options)
+        elif backend == "sqlite-stock":
+            database = stock_sqlite(tmp_path / name, **options)
         else:
             context = pg_schema()
             schema = await context.__aenter__()

@@ -22,12 +22,64 @@ import click
 from pydantic_core import to_jsonable_python
 from sqlalchemy.exc import SQLAlchemyError
 
-from abathur.errors import AbathurError, DatabaseError, NotFoundError, ValidationError
+from abathur.embeddings import Embedder, HashingEmbedder, OpenAICompatibleEmbedder
+from abathur.errors import (
+    AbathurError,
+    ConfigurationError,
+    DatabaseError,
+    NotFoundError,
+    ValidationError,
+)
 from abathur.infrastructure.database import Database
 
 T = TypeVar("T")
 
 DEBUG_ENV = "ABATHUR_DEBUG"
+EMBEDDER_ENV = "ABATHUR_EMBEDDER"
+EMBEDDER_MODEL_ENV = "ABATHUR_EMBEDDER_MODEL"
+EMBEDDER_KEY_ENV = "ABATHUR_EMBEDDER_API_KEY"
+
+
+def make_embedder(spec: str) -> Embedder:
+    """The embedder a command line names: ``hashing`` (``HashingEmbedder``, 384
+    dims), ``hashing:DIMS``, or the base URL of a server speaking the OpenAI
+    ``/v1/embeddings`` API, whose model is ``ABATHUR_EMBEDDER_MODEL`` (and key
+    ``ABATHUR_EMBEDDER_API_KEY``, if any)."""
+    if spec == "hashing":
+        return HashingEmbedder()
+    if spec.startswith("hashing:"):
+        dims = spec.partition(":")[2]
+        if not dims.isdigit():
+            raise ValidationError(f"embedder {spec!r}: use hashing:DIMS with a whole number")
+        return HashingEmbedder(dims=int(dims))
+    if spec.startswith(("http://", "https://")):
+        model = os.environ.get(EMBEDDER_MODEL_ENV)
+        if not model:
+            raise ConfigurationError(
+                f"embedder {spec!r} is a model server: set {EMBEDDER_MODEL_ENV} to its model"
+            )
+        return OpenAICompatibleEmbedder(spec, model, api_key=os.environ.get(EMBEDDER_KEY_ENV))
+    raise ValidationError(
+        f"unknown embedder {spec!r}: use hashing, hashing:DIMS or a model server's http(s) URL"
+    )
+
+
+def embedder_from_env() -> Embedder | None:
+    """The embedder ``ABATHUR_EMBEDDER`` names, or None when it is unset: every
+    command's memory writes then store embeddings for it."""
+    spec = os.environ.get(EMBEDDER_ENV)
+    return make_embedder(spec) if spec else None
+
+
+embedder_option = click.option(
+    "--embedder",
+    "embedder_spec",
+    envvar=EMBEDDER_ENV,
+    default="hashing",
+    show_default=True,
+    show_envvar=True,
+    help="hashing, hashing:DIMS, or a model server's base URL (model: ABATHUR_EMBEDDER_MODEL).",
+)
 
 
 @dataclass(frozen=True)
@@ -112,16 +164,19 @@ def run_with_db(
     *,
     prepare: bool = True,
     url: str | None = None,
+    embedder: Embedder | None = None,
 ) -> T:
     """Open the database, run ``work(db)`` on a fresh event loop, close it again.
 
     With ``prepare`` (every command outside ``abathur db``) an empty database
-    is migrated first and one at an older or newer revision is refused.
+    is migrated first and one at an older or newer revision is refused. The
+    database's embedder is ``embedder``, else the one ``ABATHUR_EMBEDDER`` names.
     """
     target = url if url is not None else app(ctx).db_url
+    chosen = embedder if embedder is not None else embedder_from_env()
 
     async def go() -> T:
-        db = Database(target)
+        db = Database(target, embedder=chosen)
         try:
             await _check_sqlite_directory(db)
             if prepare:

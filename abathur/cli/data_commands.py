@@ -12,8 +12,10 @@ from click._termui_impl import ProgressBar
 
 from abathur.cli.context import (
     compact,
+    embedder_option,
     emit,
     json_option,
+    make_embedder,
     parse_json_argument,
     run_with_db,
     to_json,
@@ -145,6 +147,8 @@ def print_memory(entry: MemoryDict) -> None:
         f"{entry['namespace']} / {entry['key']}  v{entry['version']}  "
         f"({entry['memory_type']}){deleted}  by {by} at {when(entry.get('updated_at'))}"
     )
+    if "score" in entry:
+        click.echo(f"  score {entry['score']:.4f}")
     click.echo(f"  {compact(entry['value'])}")
 
 
@@ -254,6 +258,8 @@ def memory_history(ctx: click.Context, namespace: str, key: str, as_json: bool) 
 @click.option("--filter", "filter_json", help='JSON filter on the value: {"status": "open"}.')
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--query", help="Rank by similarity of meaning to this text (prints scores).")
+@embedder_option
 @json_option
 @click.pass_context
 def memory_search(
@@ -263,6 +269,8 @@ def memory_search(
     filter_json: str | None,
     limit: int,
     offset: int,
+    query: str | None,
+    embedder_spec: str,
     as_json: bool,
 ) -> None:
     """Current versions of live memories in the namespace subtree PREFIX.
@@ -270,14 +278,18 @@ def memory_search(
     --filter takes the filter of MemoryService.search_memories: equality
     ({"status": "open"}), operators ({"priority": {"$gte": 3}}: $eq $ne $gt
     $gte $lt $lte $in) and dotted names ("author.name"). Newest first;
-    --offset pages.
+    --offset pages. With --query, best match first, each with its score (the
+    cosine similarity of the embeddings, -1..1). A query search finds only
+    memories embedded by the same embedder: see `abathur memory reindex`.
     """
     filter = None if filter_json is None else parse_json_argument(filter_json, "--filter")
+    embedder = make_embedder(embedder_spec) if query is not None else None
     entries = run_with_db(
         ctx,
         lambda db: db.memory.search_memories(
-            prefix, memory_type, limit, filter=filter, offset=offset
+            prefix, memory_type, limit, filter=filter, offset=offset, query=query
         ),
+        embedder=embedder,
     )
     emit(entries, as_json, print_memories)
 
@@ -323,6 +335,40 @@ def memory_sweep(ctx: click.Context, task_id: str | None) -> None:
     """Soft-delete every memory whose TTL has run out (they are already invisible)."""
     count = run_with_db(ctx, lambda db: db.memory.sweep_expired(task_id=task_id))
     click.echo(f"expired {count} key(s)")
+
+
+
+@memory_group.command("reindex")
+@click.argument("prefix", required=False)
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True)
+@embedder_option
+@json_option
+@click.pass_context
+def memory_reindex(
+    ctx: click.Context, prefix: str | None, batch_size: int, embedder_spec: str, as_json: bool
+) -> None:
+    """Embed the current memories (of the subtree PREFIX, or all) that lack an
+    embedding of the embedder's model: after a model change, or for memories
+    written without an embedder. Shows a running count on stderr."""
+    embedder = make_embedder(embedder_spec)
+    show = not as_json
+
+    def progress(done: int) -> None:
+        if show:
+            click.echo(f"\rembedded {done} versions", nl=False, err=True)
+
+    count = run_with_db(
+        ctx,
+        lambda db: db.memory.reindex(prefix, batch_size=batch_size, progress=progress),
+        embedder=embedder,
+    )
+    if show and count:
+        click.echo("", err=True)
+    emit(
+        {"embedded": count, "model": embedder.model},
+        as_json,
+        lambda r: click.echo(f"embedded {r['embedded']} memory versions with {r['model']}"),
+    )
 
 
 @memory_group.command("delete")

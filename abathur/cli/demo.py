@@ -18,6 +18,7 @@ from click import echo
 from abathur.cli.context import compact
 from abathur.cli.data_commands import print_audit, print_memories, print_session
 from abathur.domain.sessions import SessionWithEvents
+from abathur.embeddings import HashingEmbedder
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.infrastructure.database import Database
 
@@ -27,6 +28,12 @@ USER = "alice"
 NAMESPACE = f"user:{USER}:preferences"
 KEY = "coding_style"
 AGENT = "demo-agent"
+RECALL_QUERY = "what does alice prefer about code review"
+RECALL_FACTS = (
+    ("review_style", {"text": "Alice prefers small pull requests and code review within a day"}),
+    ("meetings", {"text": "no meetings before 10am; async updates in the team channel"}),
+    ("lunch", {"text": "sushi on Fridays, vegetarian otherwise"}),
+)
 
 
 async def demo_workflow(db: Database) -> None:
@@ -89,6 +96,8 @@ async def demo_workflow(db: Database) -> None:
     dropped = sorted(set(state) - set(after))
     echo(f"status terminated; dropped {', '.join(dropped) or 'nothing'}")
 
+    await recall_by_meaning()
+
     echo("")
     echo("== Session and its events")
     print_session(await _session(db))
@@ -98,6 +107,23 @@ async def demo_workflow(db: Database) -> None:
     echo("")
     echo("== Audit trail (newest first)")
     print_audit(await db.tasks.audit_for_task(TASK_ID))
+
+
+async def recall_by_meaning() -> None:
+    """Step 6, on a private in-memory database with an embedder (the demo's
+    own database keeps exactly what steps 1-5 wrote)."""
+    echo("== 6. Recall by meaning (HashingEmbedder: offline, lexical)")
+    async with Database(Path(":memory:"), embedder=HashingEmbedder()) as scratch:
+        task = await scratch.tasks.create_task("recall demo")
+        echo("on a private in-memory database, with Database(..., embedder=HashingEmbedder())")
+        for key, value in RECALL_FACTS:
+            await scratch.memory.add_memory(NAMESPACE, key, value, "semantic", AGENT, task.id)
+            echo(f"added {NAMESPACE}/{key} = {compact(value)}, with its embedding")
+        echo(f"query: {RECALL_QUERY!r}")
+        for found in await scratch.memory.search_memories(
+            f"user:{USER}", query=RECALL_QUERY, limit=3
+        ):
+            echo(f"  {found.get('score', 0.0):.3f}  {found['namespace']}/{found['key']}")
 
 
 async def _session(db: Database) -> SessionWithEvents:

@@ -17,9 +17,13 @@ LOG = logging.getLogger("abathur")
 # behind that COMMIT wait for its fsync, is off on its connections.
 CHECKPOINT_EVERY = 500
 # A WAL of this many frames (16 MB of 4 KB pages; SQLite's own automatic
-# checkpoint restarts it at 1000) is checkpointed to its end under the writer
-# lock, so that it starts over (``Checkpointer._run``).
+# checkpoint restarts it at 1000) is checkpointed to its end and truncated
+# under the Database's locks (``Checkpointer._run``).
 WAL_RESTART_FRAMES = 4000
+# How long that truncating checkpoint waits for readers and writers it cannot
+# see otherwise (other processes', ``transaction()`` blocks) before it gives
+# up until soon after.
+RESTART_WAIT_MS = 1000
 
 
 def _checkpoint(conn: Connection) -> int:
@@ -33,13 +37,33 @@ def _checkpoint(conn: Connection) -> int:
     return int(frames)
 
 
+def _truncate(conn: Connection) -> bool:
+    """In the worker thread: copy every frame and truncate the WAL to nothing;
+    False if readers or writers still held it after ``RESTART_WAIT_MS``.
+
+    TRUNCATE waits (SQLite's busy handler, with a busy timeout of its own)
+    until no process writes and no reader needs the WAL, holding off new
+    writers in every process meanwhile: the file's own locks coordinate the
+    checkpointers of all processes. PASSIVE could never finish while some
+    reader held an old snapshot, and the WAL grew without end.
+    """
+    (timeout,) = execute_in_worker("PRAGMA busy_timeout")
+    execute_in_worker(f"PRAGMA busy_timeout={int(RESTART_WAIT_MS)}")
+    try:
+        busy, _frames, _copied = execute_in_worker("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        execute_in_worker(f"PRAGMA busy_timeout={int(timeout)}")
+    return not busy
+
+
 class Checkpointer:
     """Counts committed write units and runs a checkpoint every
     ``CHECKPOINT_EVERY`` of them, as a task of its own."""
 
-    def __init__(self, engine: AsyncEngine, writer: asyncio.Lock):
+    def __init__(self, engine: AsyncEngine, writer: asyncio.Lock, reader: asyncio.Lock):
         self._engine = engine
         self._writer = writer
+        self._reader = reader
         self._writes = 0
         self.running: asyncio.Task[None] | None = None
         self.stopped = False
@@ -58,18 +82,25 @@ class Checkpointer:
         the Database: writers and readers carry on while it copies and syncs.
 
         SQLite starts the WAL over from its beginning only after a checkpoint
-        that copied every frame, and writers that never pause leave every
-        such checkpoint short of what they committed meanwhile: the WAL would
-        grow with every write, forever. So once it holds ``WAL_RESTART_FRAMES``
-        frames, a second pass takes the writer lock (between two batches of
-        group commit) and copies the rest; the next write restarts the WAL.
+        that copied every frame, with no reader left on an old snapshot; writers
+        that never pause, and readers beside them (in this process or another),
+        leave every PASSIVE checkpoint short: the WAL would grow with every
+        write, forever. So once it holds ``WAL_RESTART_FRAMES`` frames, a
+        second pass takes this process's writer and reader locks (between two
+        batches of group commit, between two reads) and runs a TRUNCATE
+        checkpoint, which waits briefly for everyone else (``_truncate``).
+        If they outlast the wait, the next attempt comes after a quarter of
+        the usual writes.
         """
         try:
             async with self._engine.connect() as conn:
                 frames = await run_unit_in_worker(conn, _checkpoint)
                 if frames >= WAL_RESTART_FRAMES:
-                    async with self._writer:
-                        await run_unit_in_worker(conn, _checkpoint)
+                    async with self._writer, self._reader:
+                        done = await run_unit_in_worker(conn, _truncate)
+                    if not done:
+                        LOG.info("WAL still in use by readers; truncating it again soon")
+                        self._writes = CHECKPOINT_EVERY * 3 // 4
         except Exception as exc:  # a missed checkpoint is retried after the next write
             LOG.warning("background WAL checkpoint failed: %s", exc)
             self._writes = CHECKPOINT_EVERY

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import URL, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 
 from abathur.db.sqlite.worker import execute_in_worker, in_worker, lean_dbapi
 from abathur.db.url import is_memory_url
@@ -52,6 +52,11 @@ def _create_engine(url: URL, **options: Any) -> AsyncEngine:
             # One private connection for the object's whole life; Storage
             # serialises transactions on it.
             options.setdefault("poolclass", StaticPool)
+        else:
+            # SQLAlchemy's own default for a file is AsyncAdaptedQueuePool
+            # only since 2.0.38 (NullPool before: a new connection, and a new
+            # aiosqlite thread, per checkout): the same pool on every version.
+            options.setdefault("poolclass", AsyncAdaptedQueuePool)
         if url.drivername == "sqlite+aiosqlite" and "module" not in options:
             module = lean_dbapi()
             if module is not None:
@@ -89,4 +94,10 @@ def _attach_sqlite_hooks(engine: AsyncEngine, *, file_backed: bool) -> None:
 
 def no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     """Connect hook of file Databases, which checkpoint in the background."""
-    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0").close()
+    # Through a cursor: SQLAlchemy 2.0's aiosqlite adapter returns aiosqlite's
+    # own cursor from ``connection.execute()``, whose ``close()`` is a coroutine.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+    finally:
+        cursor.close()

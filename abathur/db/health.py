@@ -8,8 +8,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from abathur.errors import DatabaseClosedError, DatabaseError
 
 
 class _Transactions(Protocol):
@@ -26,8 +27,11 @@ async def integrity_check(storage: _Transactions) -> str:
             async with storage.transaction(write=False) as session:
                 result = await session.execute(text("PRAGMA integrity_check"))
                 return "\n".join(str(r) for r in result.scalars().all())
-        except DBAPIError as exc:
-            return f"integrity check could not run: {exc.orig}"
+        except DatabaseClosedError:
+            raise
+        except DatabaseError as exc:  # transaction() translated the driver's error
+            cause = exc.__cause__
+            return f"integrity check could not run: {getattr(cause, 'orig', None) or exc}"
     async with storage.transaction(write=False) as session:
         result = await session.execute(
             text(

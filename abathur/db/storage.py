@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, event, orm
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from abathur.db import errors as db_errors
@@ -31,7 +30,13 @@ from abathur.db.engine import create_engine, no_autocheckpoint
 from abathur.db.sqlite.group_commit import GROUPED, GroupCommit
 from abathur.db.sqlite.worker import LeanDBAPI, run_unit_in_worker
 from abathur.db.url import default_url, is_memory_url, to_url
-from abathur.errors import DatabaseError
+from abathur.errors import (
+    AbathurError,
+    CommitOutcomeUnknownError,
+    ConnectionLostError,
+    DatabaseBusyError,
+    DatabaseClosedError,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -46,11 +51,46 @@ RETRY_MAX_DELAY = 0.5
 # much as dozens of reads. Units take turns (see Storage.__init__), so one of
 # each is the norm; more appear only beside ``transaction()`` users.
 IDLE_CONNECTIONS = 4
+# A unit whose connection was lost (or could not be made) before it committed
+# is run again, for this long at most: long enough for a server restart.
+RECONNECT_SECONDS = 30.0
+RECONNECT_MAX_DELAY = 1.0
 
 
 def _in_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A write unit: a connection lost at its COMMIT leaves the outcome unknown."""
+    with conn.begin() as transaction:
+        result = work(conn)
+        _commit(transaction)
+    return result
+
+
+def _in_read_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A read unit: it changed nothing, so a connection lost even at its
+    COMMIT is retried like any other connection fault."""
     with conn.begin():
         return work(conn)
+
+
+def _commit_unknown(exc: BaseException) -> CommitOutcomeUnknownError:
+    return CommitOutcomeUnknownError(
+        "the connection to the database server was lost during COMMIT: the "
+        f"transaction may or may not have been committed: {getattr(exc, 'orig', None) or exc}"
+    )
+
+
+def _commit(transaction: Any) -> None:
+    """COMMIT; a connection lost during it leaves the outcome unknown.
+
+    The server may have committed before the connection went, so the unit
+    is not run again: the caller hears ``CommitOutcomeUnknownError``.
+    """
+    try:
+        transaction.commit()
+    except Exception as exc:
+        if db_errors.is_connection_fault(exc):
+            raise _commit_unknown(exc) from exc
+        raise
 
 
 def _as_one_statement(work: Callable[[Connection], T], conn: Connection) -> T:
@@ -121,7 +161,8 @@ class Storage:
             asyncio.Lock() if self.is_sqlite and not self.is_memory else None
         )
         # Units of work run in aiosqlite's worker thread when the lean adapter
-        # is in use (always, unless this aiosqlite lacks what it needs).
+        # is in use: the fast path, on the releases it supports
+        # (db.sqlite.support.supports_fast_path); SQLAlchemy's stock path otherwise.
         self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
         self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
         self._closed = False
@@ -130,11 +171,11 @@ class Storage:
         # background, off the commit path.
         self._group: GroupCommit | None = None
         self._checkpointer: Checkpointer | None = None
-        if self._writer is not None and self._direct:
+        if self._writer is not None and self._reader is not None and self._direct:
             self._group = GroupCommit(
                 self._writer, self._write_batch, lambda exc: db_errors.is_retryable(exc)
             )
-            self._checkpointer = Checkpointer(self.engine, self._writer)
+            self._checkpointer = Checkpointer(self.engine, self._writer, self._reader)
             event.listen(self.engine.sync_engine, "connect", no_autocheckpoint)
 
     # ------------------------------------------------------------ identity
@@ -148,6 +189,14 @@ class Storage:
     def is_sqlite(self) -> bool:
         """True on SQLite (file or memory)."""
         return self.dialect == "sqlite"
+
+    @property
+    def fast_path(self) -> bool:
+        """True when SQLite runs on abathur's fast path (``db.sqlite``); False
+        on PostgreSQL, or on SQLite through SQLAlchemy's stock aiosqlite adapter
+        (installed releases the fast path does not support, or
+        ``ABATHUR_SQLITE_FAST_PATH=0``)."""
+        return self._direct
 
     @property
     def is_memory(self) -> bool:
@@ -169,6 +218,8 @@ class Storage:
         Queued writes and a running background checkpoint finish first;
         connections still in use by a unit are closed when it ends.
         """
+        if self._closed:
+            return
         self._closed = True
         if self._checkpointer is not None:
             self._checkpointer.stopped = True  # from now on no write starts a checkpoint
@@ -189,6 +240,16 @@ class Storage:
                 await idle.pop().close()
         await self.engine.dispose()
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called; every later call raises
+        ``DatabaseClosedError``."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseClosedError(f"the database {self!r} is closed; open a new one")
+
     # ------------------------------------------------------------ migrations
 
     async def upgrade(self, revision: str = "head") -> None:
@@ -205,12 +266,14 @@ class Storage:
 
     async def current_revision(self) -> str | None:
         """The database's Alembic revision, or None for an empty database."""
+        self._check_open()
         async with self._exclusive(), self.engine.connect() as conn:
             return await conn.run_sync(migrate.current_revision)
 
     async def _migrate(self, step: Callable[[Config], None]) -> None:
         # One migration at a time per process; other processes queue on the
         # database's own lock.
+        self._check_open()
         async with migrate.process_migration_lock(), self._exclusive():
             await migrate.run_migration(self.engine, step)
 
@@ -226,19 +289,35 @@ class Storage:
 
         ``write=True`` on SQLite takes the write lock at BEGIN (``BEGIN
         IMMEDIATE``): the busy timeout then applies at the start, and a
-        transaction that read a row can always write it.
+        transaction can always write it.
+
+        It is not retried (its body is the caller's); a driver error in it,
+        or at its COMMIT, reaches the caller as an ``abathur.errors`` exception
+        (``CommitOutcomeUnknownError`` for a connection lost during COMMIT).
         """
+        self._check_open()
         writer = self._writer if write and self._writer is not None else nullcontext()
-        async with (
-            self._exclusive(),
-            writer,
-            self._sessionmaker() as session,
-            session.begin(),
-        ):
-            options = self._transaction_options(write)
-            if options:
-                await session.connection(execution_options=options)
-            yield session
+        committing = False
+        try:
+            async with (
+                self._exclusive(),
+                writer,
+                self._sessionmaker() as session,
+                session.begin(),
+            ):
+                options = self._transaction_options(write)
+                if options:
+                    await session.connection(execution_options=options)
+                yield session
+                committing = True
+        except AbathurError:
+            raise
+        except Exception as exc:
+            if not db_errors.is_driver_fault(exc):
+                raise  # the caller's own
+            if committing and write and db_errors.is_connection_fault(exc):
+                raise _commit_unknown(exc) from exc
+            raise db_errors.translate(exc) from exc
         if write:  # committed: it counts toward the next checkpoint like any write
             self._wrote()
 
@@ -287,17 +366,23 @@ class Storage:
     async def _unit(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
     ) -> T:
+        self._check_open()
         try:
             return await self._unit_raw(work, write=write, one_statement=one_statement)
-        except DBAPIError as exc:
+        except AbathurError:
+            raise
+        except Exception as exc:
+            if not db_errors.is_driver_fault(exc):
+                raise
             raise db_errors.translate(exc) from exc
 
     async def _unit_raw(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
     ) -> T:
-        body = partial(
-            _as_one_statement if one_statement and self._direct else _in_transaction, work
-        )
+        if one_statement and self._direct:
+            body = partial(_as_one_statement, work)
+        else:
+            body = partial(_in_transaction if write else _in_read_transaction, work)
         if not write:
             return await self._retrying(lambda: self._on_connection(body, write=False))
         if self._group is not None:
@@ -352,20 +437,43 @@ class Storage:
             idle.append(conn)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds, again after each fault a retry
+        can cure: contention (``RETRY_ATTEMPTS`` times) and a connection
+        lost before the unit committed (for ``RECONNECT_SECONDS``; the pool
+        drops the dead connection, ``pool_pre_ping`` any other one)."""
         delay = RETRY_FIRST_DELAY
-        for number in range(RETRY_ATTEMPTS):
+        busy = 0
+        reconnect_until: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
             try:
                 return await attempt()
-            except DBAPIError as exc:
-                if not db_errors.is_retryable(exc):
+            except AbathurError:
+                raise
+            except Exception as exc:
+                if db_errors.is_retryable(exc):
+                    busy += 1
+                    if busy == RETRY_ATTEMPTS:
+                        raise DatabaseBusyError(
+                            f"database still busy after {RETRY_ATTEMPTS} attempts: "
+                            f"{getattr(exc, 'orig', exc)}"
+                        ) from exc
+                    limit = RETRY_MAX_DELAY
+                elif db_errors.is_connection_fault(exc):
+                    self._check_open()
+                    if reconnect_until is None:
+                        reconnect_until = loop.time() + RECONNECT_SECONDS
+                    elif loop.time() >= reconnect_until:
+                        raise ConnectionLostError(
+                            "the database server could not be reached for "
+                            f"{RECONNECT_SECONDS:g} s; nothing of this call was committed: "
+                            f"{getattr(exc, 'orig', None) or exc}"
+                        ) from exc
+                    limit = RECONNECT_MAX_DELAY
+                else:
                     raise
-                if number == RETRY_ATTEMPTS - 1:
-                    raise DatabaseError(
-                        f"database still busy after {RETRY_ATTEMPTS} attempts: {exc.orig}"
-                    ) from exc
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, RETRY_MAX_DELAY)
-        raise AssertionError("unreachable")  # pragma: no cover
+                delay = min(delay * 2, limit)
 
     # ------------------------------------------------------------ health
 

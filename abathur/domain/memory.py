@@ -7,7 +7,7 @@ import math
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Protocol, TypedDict, get_args
+from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict, get_args
 
 from pydantic import AfterValidator, Field, StrictInt
 
@@ -432,6 +432,8 @@ class MemoryDict(TypedDict):
     updated_by: str | None
     created_at: datetime
     updated_at: datetime
+    score: NotRequired[float]
+    """Only in the results of a query search: the cosine similarity to the query, -1..1."""
 
 
 def memory_dict(row: MemoryFields) -> MemoryDict:

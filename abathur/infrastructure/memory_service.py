@@ -17,8 +17,10 @@ bool, timestamps timezone-aware UTC.
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import orm
@@ -53,15 +55,19 @@ from abathur.domain.memory import (
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
 from abathur.domain.values import brief_repr, task_id_arg
+from abathur.embeddings.embedder import Embedder, Vector
+from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
     AccessDeniedError,
     AlreadyExistsError,
     ConfigurationError,
+    ConflictError,
     NotFoundError,
     ValidationError,
 )
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
+from abathur.repositories.embeddings import EmbeddingRepository
 from abathur.repositories.memory import MemoryRepository, MemoryVersion
 from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
@@ -69,6 +75,46 @@ from abathur.schema.models import MemoryEntry, Task
 Resolver = Callable[[list[MemoryDict]], Awaitable[Any]]
 """``llm_based`` consolidation: receives a key's live versions (oldest first) and
 returns the consolidated value, a JSON object."""
+
+Embedding = tuple[str, list[tuple[str, Vector]]]
+"""A version's embedding, computed before its transaction: the model and
+``(field, vector)`` for every embedded field."""
+ProgressCallback = Callable[[int], None]
+PUBLISH_ATTEMPTS = 8
+STACKED_SUBTREES = 4  # query searches whose stacked vectors a service keeps
+DEFAULT_REINDEX_BATCH = 256
+MAX_REINDEX_BATCH = 10_000
+
+
+class _SourceChanged(Exception):
+    """Inside a unit of work: the value embedded beforehand is no longer the one to write."""
+
+
+def _lacking(
+    root: str | None, model: str, dims: int, after: int, limit: int, conn: Connection
+) -> list[tuple[int, Any]]:
+    return EmbeddingRepository(conn).lacking(root, model, dims, after, limit)
+
+
+def _insert_missing(model: str, rows: list[tuple[int, str, Vector]], conn: Connection) -> int:
+    return EmbeddingRepository(conn).insert_missing(model, rows)
+
+
+def _check_index(index: Any) -> None:
+    if not isinstance(index, bool):
+        raise ValidationError(f"index must be a bool, got {type(index).__name__}")
+
+
+def _store_embedding(executor: Executor, row_id: int, embedding: Embedding | None) -> None:
+    """Store a new version's embedding, inside the unit of work that wrote the version.
+
+    Every memory write calls it right after inserting the version (``put_memory``
+    must too), with what ``MemoryService._embed`` computed before the unit began.
+    """
+    if embedding is not None:
+        model, vectors = embedding
+        EmbeddingRepository(executor).insert(row_id, model, vectors)
+
 
 SYSTEM_TASK_ID = "abathur-system"
 SYSTEM_ACTOR = "abathur"
@@ -209,11 +255,33 @@ def _audit_task(session: orm.Session, task_id: str | None) -> str:
 
 
 class MemoryService:
-    """Long-term memory. ``resolver`` serves the ``llm_based`` consolidation strategy."""
+    """Long-term memory. ``resolver`` serves the ``llm_based`` consolidation strategy.
 
-    def __init__(self, db: Storage, resolver: Resolver | None = None):
+    With an ``embedder`` every write stores the new version's embedding in the
+    version's own transaction (computed before it begins; ``index=False`` on a
+    write skips it) and ``search_memories(..., query=...)`` ranks by meaning.
+    Vectors read for a query stay in a per-service cache of at most
+    ``vector_cache_size`` vectors: versions are immutable, so none goes stale.
+    """
+
+    def __init__(
+        self,
+        db: Storage,
+        resolver: Resolver | None = None,
+        *,
+        embedder: Embedder | None = None,
+        vector_cache_size: int = DEFAULT_CACHE_VECTORS,
+    ):
+        if embedder is not None and not isinstance(embedder, Embedder):
+            raise ValidationError("embedder must be an abathur.embeddings.Embedder")
         self._db = db
         self._resolver = resolver
+        self.embedder = embedder
+        self._vectors = VectorCache(vector_cache_size)
+        self._vectors_lock = threading.Lock()
+        # The stacked vectors of the last few query searches, by (model, dims,
+        # root, memory type): reused while their candidate list is unchanged.
+        self._stacked: dict[tuple[str, int, str, str | None], Stacked] = {}
 
     def scoped(self, context: AccessContext) -> ScopedMemory:
         """A view of this service that enforces ``context``'s namespace access rules."""
@@ -280,6 +348,7 @@ class MemoryService:
         filter: dict[str, Any] | None = None,
         offset: int = 0,
         refresh_ttl: bool = False,
+        query: str | None = None,
     ) -> list[MemoryDict]:
         """The current version of every live key in the subtree of ``namespace_prefix``.
 
@@ -304,8 +373,25 @@ class MemoryService:
 
         ``refresh_ttl=True`` pushes the expiry of every key returned that has
         one to now plus its TTL, without writing a version or an audit row.
+
+        With ``query`` (needs an embedder, else ConfigurationError) the same
+        versions, after ``memory_type``, ``filter`` and expiry, are ranked by the
+        cosine similarity of their embedding to the query's, best first, ties by
+        row id descending, then paged by ``offset`` and ``limit``; each result
+        has a ``score`` (-1..1). Versions without an embedding of the embedder's
+        model are not returned (``reindex`` embeds them).
         """
-        query = validated(
+        if query is not None:
+            return await self._query_search(
+                namespace_prefix,
+                memory_type,
+                limit,
+                query,
+                filter=filter,
+                offset=offset,
+                refresh_ttl=refresh_ttl,
+            )
+        search = validated(
             MemorySearch,
             namespace_prefix=namespace_prefix,
             memory_type=memory_type,
@@ -320,11 +406,11 @@ class MemoryService:
         def work(conn: Connection) -> list[MemoryDict]:
             repo = MemoryRepository(conn)
             rows = repo.search(
-                query.namespace_prefix,
-                query.memory_type,
-                query.limit,
+                search.namespace_prefix,
+                search.memory_type,
+                search.limit,
                 now=now,
-                offset=query.offset,
+                offset=search.offset,
                 terms=terms,
             )
             if refresh_ttl:
@@ -402,6 +488,195 @@ class MemoryService:
             found = sorted({":".join(ns.split(":")[: listing.max_depth]) for ns in found})
         return found[listing.offset : listing.offset + listing.limit]
 
+    async def _query_search(
+        self,
+        namespace_prefix: str,
+        memory_type: str | None,
+        limit: int,
+        query: str,
+        *,
+        filter: dict[str, Any] | None,
+        offset: int,
+        refresh_ttl: bool,
+    ) -> list[MemoryDict]:
+        """``search_memories(..., query=...)``: the exact ranking (``embeddings.ranking``).
+
+        Candidates are the current live versions of the subtree, selected in
+        SQL (``EmbeddingRepository.candidates``) by the same rules as the plain
+        search (``MemoryRepository.read_rules``: the value ``filter`` and the
+        key's expiry); ``offset`` and ``limit`` page the ranked list.
+        """
+        search = validated(
+            MemorySearch,
+            namespace_prefix=namespace_prefix,
+            memory_type=memory_type,
+            limit=limit,
+            offset=offset,
+        )
+        terms = parse_filter(filter)
+        if not isinstance(refresh_ttl, bool):
+            raise ValidationError(f"refresh_ttl must be a bool, not {refresh_ttl!r}")
+        embedder = self._require_embedder("search_memories(query=...)")
+        if not isinstance(query, str):
+            raise ValidationError(f"query must be a string, got {type(query).__name__}")
+        target = await embedder.embed_query(query)
+        model, dims = embedder.model, len(target)
+        now = clock.utcnow()
+        memo = (model, dims, search.namespace_prefix, search.memory_type)
+        # The stacked vectors of a subtree are reused only for unfiltered
+        # candidates (a filter or an expiry narrows them per call).
+        reusable = not terms
+
+        def work(conn: Connection) -> list[MemoryDict]:
+            repo = EmbeddingRepository(conn)
+            memory = MemoryRepository(conn)
+            conditions, params = memory.read_rules(terms, now)
+            candidates = repo.candidates(
+                search.namespace_prefix,
+                search.memory_type,
+                model,
+                dims,
+                conditions=conditions,
+                params=params,
+            )
+            with self._vectors_lock:
+                stacked = self._stacked.get(memo) if reusable else None
+            if stacked is None or stacked.candidates != candidates:
+                stacked = self._stack(repo, model, dims, candidates)
+                if reusable:
+                    self._keep_stacked(memo, stacked)
+            ranked = stacked.rank(target, search.offset + search.limit)[search.offset :]
+            rows = repo.versions([entry_id for entry_id, _ in ranked])
+            if refresh_ttl:
+                for entry_id, _ in ranked:
+                    row = memory.latest_with_expiry(rows[entry_id].namespace, rows[entry_id].key)
+                    if row is not None and row.ttl_seconds is not None:
+                        _refresh(memory, row, now)
+            return [{**memory_dict(rows[entry_id]), "score": score} for entry_id, score in ranked]
+
+        if refresh_ttl:
+            return await self._db.write(work)
+        return await self._db.read(work)
+
+    def _stack(
+        self,
+        repo: EmbeddingRepository,
+        model: str,
+        dims: int,
+        candidates: list[tuple[int, str]],
+    ) -> Stacked:
+        """The candidates' vectors, from the cache or else read (and cached)."""
+        known = self._cached(model, dims, candidates)
+        missing = [entry_id for entry_id, field in candidates if (entry_id, field) not in known]
+        if missing:
+            known.update(self._remember(model, dims, repo.vectors(model, dims, missing)))
+        vectors, norms = [], []
+        for pair in candidates:
+            vector, norm = known[pair]
+            vectors.append(vector)
+            norms.append(norm)
+        return Stacked(candidates, vectors, norms)
+
+    def _keep_stacked(self, memo: tuple[str, int, str, str | None], stacked: Stacked) -> None:
+        """Keep the stacked vectors of the last ``STACKED_SUBTREES`` searches, if
+        together they stay within the vector cache's size."""
+        limit = self._vectors.max_vectors
+        with self._vectors_lock:
+            self._stacked.pop(memo, None)
+            if len(stacked.candidates) > limit:
+                return
+            self._stacked[memo] = stacked
+            while len(self._stacked) > STACKED_SUBTREES or (
+                sum(len(s.candidates) for s in self._stacked.values()) > limit
+            ):
+                del self._stacked[next(iter(self._stacked))]
+
+    def _cached(
+        self, model: str, dims: int, candidates: Sequence[tuple[int, str]]
+    ) -> dict[tuple[int, str], tuple[Vector, float]]:
+        found = {}
+        with self._vectors_lock:
+            for entry_id, field in candidates:
+                entry = self._vectors.get((model, dims, entry_id, field))
+                if entry is not None:
+                    found[(entry_id, field)] = entry
+        return found
+
+    def _remember(
+        self, model: str, dims: int, rows: Sequence[tuple[int, str, Vector]]
+    ) -> dict[tuple[int, str], tuple[Vector, float]]:
+        with self._vectors_lock:
+            return {
+                (entry_id, field): self._vectors.put((model, dims, entry_id, field), vector)
+                for entry_id, field, vector in rows
+            }
+
+    def _require_embedder(self, what: str) -> Embedder:
+        if self.embedder is None:
+            raise ConfigurationError(
+                f"{what} needs an embedder: Database(url, embedder=...) or "
+                "MemoryService(db, embedder=...)"
+            )
+        return self.embedder
+
+    async def _embed(self, value: Any, index: bool) -> Embedding | None:
+        """The embedding of a version about to be written, or None without an
+        embedder or with ``index=False``. Runs before the unit of work: never
+        while the writer lock is held. EmbeddingError when the embedder fails."""
+        _check_index(index)
+        if self.embedder is None or not index:
+            return None
+        return self.embedder.model, await self.embedder.embed_value(value)
+
+    async def reindex(
+        self,
+        namespace_prefix: str | None = None,
+        *,
+        batch_size: int = DEFAULT_REINDEX_BATCH,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Embed the current live versions (of the subtree of ``namespace_prefix``,
+        or of every namespace) that have no embedding of the embedder's model.
+
+        After a model change, or for memories written without an embedder or
+        with ``index=False``. Works in batches of ``batch_size`` versions, each
+        embedded outside any transaction and stored in one; ``progress``, if
+        given, is called with the running count after each batch. Versions of
+        a value with none of the embedder's fields get no embedding. Returns
+        the number of versions embedded.
+        """
+        embedder = self._require_embedder("reindex")
+        root: str | None = None
+        if namespace_prefix is not None:
+            root = validated(MemorySearch, namespace_prefix=namespace_prefix).namespace_prefix
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or not 1 <= batch_size <= MAX_REINDEX_BATCH
+        ):
+            raise ValidationError(f"batch_size must be an integer in 1..{MAX_REINDEX_BATCH}")
+        if progress is not None and not callable(progress):
+            raise ValidationError("progress must be a callable taking the count so far")
+        model = embedder.model
+        after, done = 0, 0
+        while True:
+            batch = await self._db.read(
+                partial(_lacking, root, model, embedder.dims, after, batch_size)
+            )
+            if not batch:
+                return done
+            embedded = await embedder.embed_values([value for _, value in batch])
+            rows = [
+                (entry_id, field, vector)
+                for (entry_id, _), pairs in zip(batch, embedded, strict=True)
+                for field, vector in pairs
+            ]
+            await self._db.write(partial(_insert_missing, model, rows))
+            done += sum(1 for pairs in embedded if pairs)
+            after = batch[-1][0]
+            if progress is not None:
+                progress(done)
+
     # ------------------------------------------------------------ writes
 
     async def add_memory(
@@ -415,11 +690,14 @@ class MemoryService:
         metadata: dict[str, Any] | None = None,
         *,
         ttl: timedelta | None = None,
+        index: bool = True,
     ) -> int:
         """Version 1 of a new key (or ``max + 1`` re-creating a deleted or
         expired one); the row id. A live key raises AlreadyExistsError.
 
         ``ttl`` makes the key expire that long after this write (None: never).
+        A live key raises AlreadyExistsError. With an embedder the version's
+        embedding is stored with it, unless ``index=False``.
         """
         ttl = ttl_arg(ttl)
         new = validated(
@@ -432,6 +710,7 @@ class MemoryService:
             task_id=task_id,
             metadata=metadata,
         )
+        embedding = await self._embed(new.value, index)
 
         def work(conn: Connection) -> int:
             now = clock.utcnow()
@@ -456,6 +735,7 @@ class MemoryService:
             repo.set_expiry(
                 new.namespace, new.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
             )
+            _store_embedding(conn, row.id, embedding)
             _audit(
                 conn,
                 row,
@@ -479,12 +759,14 @@ class MemoryService:
         task_id: str,
         *,
         ttl: timedelta | None = None,
+        index: bool = True,
     ) -> int:
         """A new version of a live key with ``value``; memory type, metadata,
         ``created_by`` and ``created_at`` carry forward. Returns the new row id.
 
         ``ttl`` makes the key expire that long after this write; without it the
         key no longer expires (the expiry belongs to the write that sets it).
+        ``index`` as for ``add_memory``.
         """
         ttl = ttl_arg(ttl)
         change = validated(
@@ -495,6 +777,7 @@ class MemoryService:
             updated_by=updated_by,
             task_id=task_id,
         )
+        embedding = await self._embed(change.value, index)
 
         def work(conn: Connection) -> int:
             now = clock.utcnow()
@@ -516,6 +799,7 @@ class MemoryService:
             repo.set_expiry(
                 change.namespace, change.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
             )
+            _store_embedding(conn, row.id, embedding)
             _audit(
                 conn,
                 row,
@@ -540,6 +824,7 @@ class MemoryService:
         task_id: str,
         metadata: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
+        index: bool = True,
     ) -> MemoryDict:
         """Write ``value`` whether or not the key exists (upsert); the version written.
 
@@ -551,6 +836,8 @@ class MemoryService:
         as ``max + 1``, as ``add_memory`` would write it. One transaction with
         one audit row (``create`` or ``update``). ``ttl`` as for
         ``update_memory``: the key expires that long after this write, or never.
+        With an embedder the version's embedding is stored with it, unless
+        ``index=False``.
         """
         ttl = ttl_arg(ttl)
         put = validated(
@@ -563,6 +850,7 @@ class MemoryService:
             task_id=task_id,
             metadata=metadata,
         )
+        embedding = await self._embed(put.value, index)
 
         def work(conn: Connection) -> MemoryDict:
             now = clock.utcnow()
@@ -590,6 +878,7 @@ class MemoryService:
             repo.set_expiry(
                 put.namespace, put.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
             )
+            _store_embedding(conn, row.id, embedding)
             if live:
                 _audit(
                     conn,
@@ -657,13 +946,20 @@ class MemoryService:
         await self._db.write(work)
 
     async def restore_memory(
-        self, namespace: str, key: str, version: int, restored_by: str, task_id: str
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        restored_by: str,
+        task_id: str,
+        *,
+        index: bool = True,
     ) -> int:
         """A new version holding the value, type and metadata of ``version``.
 
         Undo without rewriting history; on a deleted key it brings the key back.
         Audited as an ``update`` with action type ``memory_restore``. Returns
-        the new row id.
+        the new row id. ``index`` as for ``add_memory``.
         """
         restore = validated(
             MemoryRestore,
@@ -673,6 +969,13 @@ class MemoryService:
             restored_by=restored_by,
             task_id=task_id,
         )
+        _check_index(index)
+        embedding = None
+        if self.embedder is not None and index:
+            # A version's value never changes: the one read now is the one restored.
+            source_row = await self.get_memory(restore.namespace, restore.key, restore.version)
+            if source_row is not None:
+                embedding = await self._embed(source_row["value"], index)
 
         def work(conn: Connection) -> int:
             now = clock.utcnow()
@@ -694,6 +997,7 @@ class MemoryService:
                     now=now,
                 )
             )
+            _store_embedding(conn, row.id, embedding)
             _audit(
                 conn,
                 row,
@@ -708,12 +1012,21 @@ class MemoryService:
         return await self._db.write(work)
 
     async def publish_memory(
-        self, from_ns: str, to_ns: str, key: str, published_by: str, task_id: str
+        self,
+        from_ns: str,
+        to_ns: str,
+        key: str,
+        published_by: str,
+        task_id: str,
+        *,
+        index: bool = True,
     ) -> int:
         """Copy the current version of a ``session:`` draft into ``user:`` or ``project:``.
 
         The target key gets a new version (version 1 if it never existed); the
-        draft stays. Audited as ``publish``. Returns the new row id.
+        draft stays. Audited as ``publish``. Returns the new row id. ``index``
+        as for ``add_memory`` (the draft's value is embedded before the
+        transaction; if the draft changes meanwhile, the publish starts over).
         """
         publish = validated(
             MemoryPublish,
@@ -734,6 +1047,10 @@ class MemoryService:
                 f"publish copies into a user: or project: namespace, not {publish.to_namespace!r}"
             )
 
+        _check_index(index)
+        embedding: Embedding | None = None
+        embedded_id: int | None = None
+
         def work(conn: Connection) -> int:
             now = clock.utcnow()
             repo, target = _begin_write(
@@ -742,6 +1059,8 @@ class MemoryService:
             source = repo.latest_with_expiry(publish.from_namespace, publish.key)
             if source is None or source.is_deleted or _expired(source, now):
                 raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
+            if indexing and source.id != embedded_id:
+                raise _SourceChanged
             metadata = dict(source.metadata_ or {})
             metadata["published_from"] = {
                 "namespace": publish.from_namespace,
@@ -760,6 +1079,7 @@ class MemoryService:
                     now=now,
                 )
             )
+            _store_embedding(conn, row.id, embedding)
             _audit(
                 conn,
                 row,
@@ -772,7 +1092,23 @@ class MemoryService:
             )
             return row.id
 
-        return await self._db.write(work)
+        indexing = self.embedder is not None and index
+        if not indexing:
+            return await self._db.write(work)
+        for _attempt in range(PUBLISH_ATTEMPTS):
+            draft = await self.get_memory(publish.from_namespace, publish.key)
+            if draft is None:
+                raise NotFoundError(f"memory {publish.from_namespace!r}/{publish.key!r} not found")
+            embedding = await self._embed(draft["value"], index)
+            embedded_id = draft["id"]
+            try:
+                return await self._db.write(work)
+            except _SourceChanged:
+                continue
+        raise ConflictError(
+            f"memory {publish.from_namespace!r}/{publish.key!r} changed during each of "
+            f"{PUBLISH_ATTEMPTS} attempts to publish it"
+        )
 
     # ------------------------------------------------------------ consolidation
 
@@ -783,6 +1119,7 @@ class MemoryService:
         *,
         consolidated_by: str = SYSTEM_ACTOR,
         task_id: str | None = None,
+        index: bool = True,
     ) -> int:
         """Resolve every key in the subtree of ``namespace`` that has several live versions.
 
@@ -796,6 +1133,10 @@ class MemoryService:
         nothing is written. A key changed meanwhile is left for the next run.
         Audit rows name ``task_id`` or, without one, the system task
         (see ``_audit_task``). Returns the number of keys consolidated.
+
+        With an embedder (and ``index`` true) every strategy resolves the keys
+        before the transaction, as ``llm_based`` does, so that the new
+        versions' embeddings are computed outside it and stored with them.
         """
         if consolidation_strategy not in CONSOLIDATION_STRATEGIES:
             raise ValidationError(
@@ -809,26 +1150,35 @@ class MemoryService:
             consolidated_by=consolidated_by,
             task_id=task_id,
         )
+        _check_index(index)
         resolved: dict[tuple[str, str], tuple[list[int], dict[str, Any]]] = {}
-        if request.strategy == "llm_based":
-            resolver = self._resolver
-            if resolver is None:
-                raise ConfigurationError(
-                    "llm_based consolidation needs a resolver: MemoryService(db, resolver=...)"
-                )
+        embeddings: dict[tuple[str, str], Embedding | None] = {}
+        beforehand = request.strategy == "llm_based" or (self.embedder is not None and index)
+        if request.strategy == "llm_based" and self._resolver is None:
+            raise ConfigurationError(
+                "llm_based consolidation needs a resolver: MemoryService(db, resolver=...)"
+            )
+        if beforehand:
             for (ns, key), versions in (await self._conflicts(request.namespace)).items():
-                value = await resolver(copy.deepcopy(versions))
-                try:
-                    json_object(value, f"resolver result for {ns!r}/{key!r}")
-                except ValueError as exc:
-                    raise ValidationError(str(exc)) from exc
+                if request.strategy == "llm_based":
+                    assert self._resolver is not None
+                    value = await self._resolver(copy.deepcopy(versions))
+                    try:
+                        json_object(value, f"resolver result for {ns!r}/{key!r}")
+                    except ValueError as exc:
+                        raise ValidationError(str(exc)) from exc
+                else:
+                    value = _consolidated_value(request.strategy, [v["value"] for v in versions])
                 resolved[(ns, key)] = ([v["id"] for v in versions], value)
+            # Every embedding before any write: a failure leaves nothing written.
+            for ns_key, (_ids, value) in resolved.items():
+                embeddings[ns_key] = await self._embed(value, index)
 
         def work(session: orm.Session) -> int:
             now = clock.utcnow()
             audit_task = _audit_task(session, request.task_id)
             repo = MemoryRepository(session)
-            if request.strategy == "llm_based":
+            if beforehand:
                 keys = sorted(resolved)
             else:
                 keys = repo.keys_with_several_live_versions(request.namespace)
@@ -840,16 +1190,12 @@ class MemoryService:
                 if len(live) < 2:
                     continue
                 ids = [r.id for r in live]
-                if request.strategy == "llm_based":
+                if beforehand:
                     expected_ids, value = resolved[(ns, key)]
                     if ids != expected_ids:
                         continue
-                elif request.strategy == "merge":
-                    value = {}
-                    for r in live:
-                        value = deep_merge(value, r.value)
                 else:
-                    value = copy.deepcopy(live[-1].value)
+                    value = _consolidated_value(request.strategy, [r.value for r in live])
                 latest = repo.latest(ns, key)
                 assert latest is not None
                 newest = live[-1]
@@ -869,6 +1215,7 @@ class MemoryService:
                     )
                 )
                 repo.mark_deleted(ns, key, below_version=row.version)
+                _store_embedding(session, row.id, embeddings.get((ns, key)))
                 _audit(
                     session,
                     row,
@@ -996,13 +1343,16 @@ class MemoryService:
         """
         if task_id is not None:
             task_id = task_id_arg(task_id)
+        embeddings = [await self._embed(value, True) for *_, value in DEFAULT_MEMORIES]
 
         def work(session: orm.Session) -> int:
             audit_task = _audit_task(session, task_id)
             repo = MemoryRepository(session)
             written = 0
             now = clock.utcnow()
-            for ns, key, memory_type, value in DEFAULT_MEMORIES:
+            for (ns, key, memory_type, value), embedding in zip(
+                DEFAULT_MEMORIES, embeddings, strict=True
+            ):
                 repo.lock_key(ns, key)
                 latest = _current(repo, ns, key, now)
                 if latest is not None and not latest.is_deleted:
@@ -1019,6 +1369,7 @@ class MemoryService:
                         now=now,
                     )
                 )
+                _store_embedding(session, row.id, embedding)
                 _audit(
                     session,
                     row,
@@ -1067,6 +1418,16 @@ def _refresh(repo: MemoryRepository, row: Any, now: datetime) -> None:
     ttl = timedelta(seconds=row.ttl_seconds)
     expires_at = expiry_after(now, ttl)
     repo.refresh_expiry(row.namespace, row.key, row.ttl_seconds, now, expires_at)
+
+
+def _consolidated_value(strategy: str, values: list[Any]) -> Any:
+    """What ``merge`` and ``latest_wins`` make of a key's live values, oldest first."""
+    if strategy == "merge":
+        merged: dict[str, Any] = {}
+        for value in values:
+            merged = deep_merge(merged, value)
+        return merged
+    return copy.deepcopy(values[-1])
 
 
 def _version_after(
@@ -1170,9 +1531,10 @@ class ScopedMemory:
         filter: dict[str, Any] | None = None,
         offset: int = 0,
         refresh_ttl: bool = False,
+        query: str | None = None,
     ) -> list[MemoryDict]:
-        """As ``MemoryService.search_memories``; the prefix must lie inside a
-        readable scope, and a writable one with ``refresh_ttl=True``."""
+        """As ``MemoryService.search_memories`` (a query search too); the prefix
+        must lie inside a readable scope, and a writable one with ``refresh_ttl=True``."""
         self._allow(namespace_prefix, write=False)
         if refresh_ttl:
             self._allow(namespace_prefix, write=True)
@@ -1183,6 +1545,7 @@ class ScopedMemory:
             filter=filter,
             offset=offset,
             refresh_ttl=refresh_ttl,
+            query=query,
         )
 
     async def list_namespaces(
@@ -1234,11 +1597,12 @@ class ScopedMemory:
         metadata: dict[str, Any] | None = None,
         *,
         ttl: timedelta | None = None,
+        index: bool = True,
     ) -> int:
         """As ``MemoryService.add_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.add_memory(
-            namespace, key, value, memory_type, created_by, task_id, metadata, ttl=ttl
+            namespace, key, value, memory_type, created_by, task_id, metadata, ttl=ttl, index=index
         )
 
     async def update_memory(
@@ -1250,11 +1614,12 @@ class ScopedMemory:
         task_id: str,
         *,
         ttl: timedelta | None = None,
+        index: bool = True,
     ) -> int:
         """As ``MemoryService.update_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.update_memory(
-            namespace, key, value, updated_by, task_id, ttl=ttl
+            namespace, key, value, updated_by, task_id, ttl=ttl, index=index
         )
 
     async def put_memory(
@@ -1268,11 +1633,20 @@ class ScopedMemory:
         task_id: str,
         metadata: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
+        index: bool = True,
     ) -> MemoryDict:
         """As ``MemoryService.put_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.put_memory(
-            namespace, key, value, memory_type, by=by, task_id=task_id, metadata=metadata, ttl=ttl
+            namespace,
+            key,
+            value,
+            memory_type,
+            by=by,
+            task_id=task_id,
+            metadata=metadata,
+            ttl=ttl,
+            index=index,
         )
 
     async def delete_memory(
@@ -1291,20 +1665,38 @@ class ScopedMemory:
         )
 
     async def restore_memory(
-        self, namespace: str, key: str, version: int, restored_by: str, task_id: str
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        restored_by: str,
+        task_id: str,
+        *,
+        index: bool = True,
     ) -> int:
         """As ``MemoryService.restore_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
-        return await self._service.restore_memory(namespace, key, version, restored_by, task_id)
+        return await self._service.restore_memory(
+            namespace, key, version, restored_by, task_id, index=index
+        )
 
     async def publish_memory(
-        self, from_ns: str, to_ns: str, key: str, published_by: str, task_id: str
+        self,
+        from_ns: str,
+        to_ns: str,
+        key: str,
+        published_by: str,
+        task_id: str,
+        *,
+        index: bool = True,
     ) -> int:
         """As ``MemoryService.publish_memory``; ``from_ns`` must be readable and
         ``to_ns`` writable in this scope."""
         self._allow(from_ns, write=False)
         self._allow(to_ns, write=True)
-        return await self._service.publish_memory(from_ns, to_ns, key, published_by, task_id)
+        return await self._service.publish_memory(
+            from_ns, to_ns, key, published_by, task_id, index=index
+        )
 
     async def consolidate_memories(
         self,
@@ -1313,10 +1705,15 @@ class ScopedMemory:
         *,
         consolidated_by: str = SYSTEM_ACTOR,
         task_id: str | None = None,
+        index: bool = True,
     ) -> int:
         """As ``MemoryService.consolidate_memories``; the namespace must be
         writable in this scope."""
         self._allow(namespace, write=True)
         return await self._service.consolidate_memories(
-            namespace, consolidation_strategy, consolidated_by=consolidated_by, task_id=task_id
+            namespace,
+            consolidation_strategy,
+            consolidated_by=consolidated_by,
+            task_id=task_id,
+            index=index,
         )

@@ -49,6 +49,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.db.errors import is_duplicate_key
 from abathur.db.sqlite.prepared import Executor, Prepared
@@ -289,11 +290,27 @@ class MemoryRepository:
             prepared = SEARCH_ALL if memory_type is None else SEARCH_OF_TYPE
             return prepared.all(self.executor, params)
         statement = SEARCH if memory_type is None else SEARCH_TYPED
+        return self.executor.execute(statement.where(*self._terms(terms)), params).all()
+
+    def _terms(self, terms: tuple[FilterTerm, ...]) -> list[ColumnElement[bool]]:
+        """The SQL of each filter term, over ``MemoryEntry.value``."""
         postgres = dialect_name(self.executor) == "postgresql"
-        conditions = [
+        return [
             (_pg_term if postgres else _sqlite_term)(term, f"f{i}") for i, term in enumerate(terms)
         ]
-        return self.executor.execute(statement.where(*conditions), params).all()
+
+    def read_rules(
+        self, terms: tuple[FilterTerm, ...], now: datetime
+    ) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
+        """The read rules of a search besides the subtree, memory type and
+        liveness, as conditions over ``MemoryEntry`` with their bind parameters:
+        every filter term, and that the key has not expired at ``now``."""
+        unexpired = ~exists().where(
+            MemoryExpiry.namespace == MemoryEntry.namespace,
+            MemoryExpiry.key == MemoryEntry.key,
+            MemoryExpiry.expires_at <= bindparam("now"),
+        )
+        return [*self._terms(terms), unexpired], {"now": now}
 
     def namespaces(self, root: str | None, now: datetime, stop_after: int | None) -> list[str]:
         """The distinct namespaces of the subtree of ``root`` (everything without

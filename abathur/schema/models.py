@@ -430,6 +430,30 @@ class MemoryExpiry(Base):
 Index("idx_memory_expiry_expires_at", MemoryExpiry.expires_at)
 
 
+class MemoryEmbedding(Base):
+    """The embedding of one field of one memory version by one model at one
+    dimension (issue 12).
+
+    Versions are immutable, so their embeddings are too: rows are only ever
+    inserted. ``vector`` holds ``dims`` float32 values, little-endian.
+    """
+
+    __tablename__ = "memory_embeddings"
+
+    memory_entry_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("memory_entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(Text, primary_key=True)
+    dims: Mapped[int] = mapped_column(Integer, primary_key=True)
+    field: Mapped[str] = mapped_column(Text, primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        CheckConstraint("dims > 0", name="dims"),
+        CheckConstraint("length(vector) = 4 * dims", name="vector_size"),
+    )
+
+
 class DocumentIndex(Base):
     __tablename__ = "document_index"
 

@@ -21,7 +21,7 @@ functions: SQLite's ``json_each`` turns numbers into doubles, which would
 change big integers and some floats.
 
 Revision ID: 0008_shared_state_scopes
-Revises: 0006_memory_retrieval
+Revises: 0007_memory_embeddings
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from abathur.schema.types import JSONDocument, UTCDateTime
 from alembic import op
 
 revision = "0008_shared_state_scopes"
-down_revision = "0006_memory_retrieval"
+down_revision = "0007_memory_embeddings"
 branch_labels = None
 depends_on = None
 

@@ -9,6 +9,7 @@ memory ``user:alice:preferences``/``coding_style`` at version 2.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sqlite3
@@ -27,10 +28,18 @@ from abathur.strict_json import MAX_JSON_DEPTH
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 
+# click < 8.2 mixes stderr into output unless told not to; 8.2 removed the option
+# and always keeps stderr apart.
+_SEPARATE_STDERR: dict[str, Any] = (
+    {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+)
+
 
 def invoke(db: Path | str, *args: str) -> Result:
     """Run ``abathur --db DB ARGS...`` with a clean environment variable."""
-    runner = CliRunner(env={"ABATHUR_DATABASE_URL": None, "ABATHUR_DEBUG": None})
+    runner = CliRunner(
+        env={"ABATHUR_DATABASE_URL": None, "ABATHUR_DEBUG": None}, **_SEPARATE_STDERR
+    )
     return runner.invoke(cli, ["--db", str(db), *args], prog_name="abathur")
 
 
@@ -140,7 +149,7 @@ def test_demo_refuses_a_used_database(seeded: Path) -> None:
 
 def test_demo_ignores_the_environment_database(tmp_path: Path) -> None:
     target = tmp_path / "env.db"
-    runner = CliRunner(env={"ABATHUR_DATABASE_URL": str(target)})
+    runner = CliRunner(env={"ABATHUR_DATABASE_URL": str(target)}, **_SEPARATE_STDERR)
     result = runner.invoke(cli, ["demo"], prog_name="abathur")
     assert result.exit_code == 0, result.stderr
     assert not target.exists()

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from abathur.db import background
 from abathur.db.sqlite.worker import worker_connection
 from abathur.infrastructure.database import Database
+from tests.support.processes import run_together
 
 
 def autocheckpoint(_conn: Connection) -> int:
@@ -120,3 +121,133 @@ async def test_close_waits_for_a_write_in_flight_and_starts_no_checkpoint(
     async with Database(tmp_path / "x.db") as again:
         got = await again.sessions.get_session("s")
         assert got is not None and [e["n"] for e in got["events"]] == [1]
+
+
+# ------------------------------------------------ the WAL bound, readers and processes
+
+# Small thresholds keep these tests short; the bound they prove scales with them.
+EVERY = 25
+RESTART_FRAMES = 100
+# The WAL may hold this many frames at most, whatever the workload: the
+# restart threshold plus the writes of a few checkpoint rounds. (Measured
+# before the fix: 1,221 frames with readers in one process, 4,887 with four
+# processes; after it: 291 and 399.)
+CEILING_FRAMES = 6 * RESTART_FRAMES
+COUNT = text("SELECT count(*) FROM session_events WHERE session_id != 'big'")
+SEQ = text("SELECT max(seq) FROM session_events WHERE session_id = :sid")
+
+
+def wal_frames(path: Path) -> int:
+    """Frames the WAL file has room for (its size; SQLite reuses it from the start)."""
+    wal = Path(f"{path}-wal")
+    if not wal.exists():
+        return 0
+    with sqlite3.connect(path) as conn:
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    return max(0, (wal.stat().st_size - 32) // (page + 24))
+
+
+async def _create_big_session(path: Path) -> None:
+    """A session of 2,000 events: reading it whole takes a while."""
+    async with Database(path) as db:
+        await db.sessions.create_session("big", "app", "u")
+        for start in range(0, 2000, 500):
+            await db.sessions.append_events("big", [{"n": n} for n in range(start, start + 500)])
+        with sqlite3.connect(path) as conn:  # start the measured run from an empty WAL
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+async def _readers_and_writers(path: Path, me: int, writes: int) -> tuple[int, int]:
+    """Four writers and four readers on one Database for ``writes`` appends in
+    all; the largest WAL seen after any write, and the frames written."""
+    largest = 0
+    written = 0
+    done = False
+    async with Database(path) as db:
+        sessions = [f"p{me}-s{n}" for n in range(4)]
+        for sid in sessions:
+            await db.sessions.create_session(sid, "app", "u")
+
+        async def writer(sid: str) -> None:
+            nonlocal largest
+            for n in range(writes // len(sessions)):
+                await db.sessions.append_event(sid, {"n": n, "pad": "x" * 300}, {"k": n})
+                largest = max(largest, wal_frames(path))
+
+        async def reader(sid: str) -> None:
+            while not done:  # a long read: its snapshot is old by the time it ends
+                got = await db.sessions.get_session("big")
+                assert got is not None
+                # A read transaction of the caller's own, open across writes.
+                async with db.transaction(write=False) as session:
+                    for _ in range(3):
+                        await session.execute(SEQ, {"sid": sid})
+                        await asyncio.sleep(0)
+
+        readers = [asyncio.ensure_future(reader(sid)) for sid in sessions]
+        try:
+            await asyncio.gather(*(writer(sid) for sid in sessions))
+        finally:
+            done = True
+            await asyncio.gather(*readers)
+        async with db.transaction(write=False) as session:
+            written = int(await session.scalar(COUNT) or 0)
+    return largest, written
+
+
+async def test_the_wal_stays_bounded_with_readers_beside_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers run all the time beside the writers: a checkpoint that finds one
+    with an old snapshot cannot copy every frame, and the WAL never restarts
+    unless the restart pass keeps this process's readers out and waits for
+    those of others."""
+    monkeypatch.setattr(background, "CHECKPOINT_EVERY", EVERY)
+    monkeypatch.setattr(background, "WAL_RESTART_FRAMES", RESTART_FRAMES)
+    path = tmp_path / "r.db"
+    await _create_big_session(path)
+    largest, written = await _readers_and_writers(path, 0, 3000)
+    assert written == 3000
+    assert largest < CEILING_FRAMES, f"the WAL reached {largest} frames"
+
+
+CHILD = f"""
+from pathlib import Path
+
+from abathur.db import background
+from tests.db.test_checkpoint import _readers_and_writers
+
+background.CHECKPOINT_EVERY = {EVERY}
+background.WAL_RESTART_FRAMES = {RESTART_FRAMES}
+
+
+async def main(path, me, writes, out):
+    largest, _ = await _readers_and_writers(Path(path), int(me), int(writes))
+    Path(out).write_text(str(largest))
+"""
+
+
+@pytest.mark.slow
+async def test_the_wal_stays_bounded_with_several_processes(tmp_path: Path) -> None:
+    """Four processes, each with readers and writers, on one file: each one's
+    checkpoints meet the others' readers and writers, which only SQLite's own
+    locks (a RESTART checkpoint waiting for them, briefly) can coordinate."""
+    path = tmp_path / "m.db"
+    await _create_big_session(path)
+    processes, writes = 4, 1000
+    outs = [tmp_path / f"largest{n}.txt" for n in range(processes)]
+    outcomes = await asyncio.to_thread(
+        run_together,
+        tmp_path,
+        CHILD,
+        [[str(path), str(n), str(writes), str(outs[n])] for n in range(processes)],
+    )
+    for returncode, err in outcomes:
+        assert returncode == 0, err
+    largest = max(int(out.read_text()) for out in outs)
+    async with Database(path) as db:
+        async with db.transaction(write=False) as session:
+            count = await session.scalar(COUNT)
+        assert count == processes * writes
+        assert await db.integrity_check() == "ok"
+    assert largest < CEILING_FRAMES, f"the WAL reached {largest} frames"

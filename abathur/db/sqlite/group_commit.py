@@ -17,7 +17,9 @@ committed, as durable as ``synchronous=NORMAL`` makes any commit).
 
 A batch that fails as a whole (a lock another process held past the busy
 timeout) is retried whole, like any unit of work: units are plain functions
-of their arguments, so running one again after a rollback is safe.
+of their arguments, so running one again after a rollback is safe. A unit
+whose error made SQLite roll back the whole transaction (SQLITE_FULL may)
+gets its error; the batch's other units, rolled back with it, run again.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
-from abathur.db.sqlite.worker import execute_in_worker, future_safe
+from abathur.db.sqlite.worker import execute_in_worker, future_safe, worker_connection
 
 T = TypeVar("T")
 # Set in ``Connection.info`` while a batch runs: its units share one transaction.
@@ -48,6 +51,15 @@ class _Request(Generic[T]):
         self.work = work
         self.alone = alone
         self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+
+class _TransactionLost(Exception):
+    """A unit's error ended the batch's whole transaction, not its savepoint."""
+
+    def __init__(self, request: _Request[Any], error: Exception):
+        super().__init__(str(error))
+        self.request = request
+        self.error = error
 
 
 class GroupCommit:
@@ -119,6 +131,13 @@ class GroupCommit:
                 outcomes = [(True, await self._run(partial(_run_alone, batch[0])))]
             else:
                 outcomes = await self._run(partial(_run_batch, batch, self._retryable))
+        except _TransactionLost as lost:  # the rest was rolled back unharmed: run it again
+            if not lost.request.future.done():
+                lost.request.future.set_exception(lost.error)
+            rest = [r for r in batch if r is not lost.request and not r.future.done()]
+            if rest:
+                await self._commit(rest)
+            return
         except Exception as exc:  # the batch as a whole failed: nothing committed
             for request in batch:
                 if not request.future.done():
@@ -163,8 +182,25 @@ def _run_unit(
     except Exception as exc:
         if retryable(exc):
             raise  # contention: the whole batch is retried
+        raw = worker_connection()
+        if raw is not None and not raw.in_transaction:  # SQLite ended the transaction
+            raise _TransactionLost(request, future_safe(_first_cause(exc))) from exc
         execute_in_worker("ROLLBACK TO grouped_unit")
         execute_in_worker("RELEASE grouped_unit")
         return (False, future_safe(exc))
     execute_in_worker("RELEASE grouped_unit")
     return (True, result)
+
+
+def _first_cause(exc: Exception) -> Exception:
+    """The error that ended the transaction: a savepoint's ROLLBACK TO, sent
+    while handling it, fails ("no such savepoint") and hides it as context."""
+    first = exc
+    seen = {id(exc)}
+    cause = exc.__context__
+    while isinstance(cause, Exception) and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DBAPIError):
+            first = cause
+        cause = cause.__context__
+    return first

@@ -142,7 +142,7 @@ class Prepared:
         """Every row."""
         raw = worker_connection()
         if raw is None:
-            return list(executor.execute(self.statement, params).all())
+            return list(_autoflushed(executor).execute(self.statement, params).all())
         plan, cursor = self._run(raw, executor, params)
         try:
             return plan.rows(cursor.fetchall())
@@ -153,7 +153,7 @@ class Prepared:
         """The first row, or None."""
         raw = worker_connection()
         if raw is None:
-            return executor.execute(self.statement, params).first()
+            return _autoflushed(executor).execute(self.statement, params).first()
         plan, cursor = self._run(raw, executor, params)
         try:
             found = cursor.fetchone()
@@ -170,7 +170,8 @@ class Prepared:
         """Run a statement that returns no rows; the number of rows it changed."""
         raw = worker_connection()
         if raw is None:
-            return int(getattr(executor.execute(self.statement, params), "rowcount", 0) or 0)
+            result = _autoflushed(executor).execute(self.statement, params)
+            return int(getattr(result, "rowcount", 0) or 0)
         _plan, cursor = self._run(raw, executor, params)
         try:
             return int(cursor.rowcount)
@@ -184,7 +185,7 @@ class Prepared:
             return
         raw = worker_connection()
         if raw is None:
-            executor.execute(self.statement, list(rows))
+            _autoflushed(executor).execute(self.statement, list(rows))
             return
         connection = _connection(executor)
         plan = self._plan(connection.dialect, rows[0])
@@ -216,6 +217,17 @@ class Prepared:
             return plan, raw.execute(plan.sql, args)
         except sqlite3.Error as exc:
             raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
+
+
+def _autoflushed(executor: Executor) -> Executor:
+    """The executor, its ORM session's pending changes flushed first.
+
+    SQLAlchemy 2.1 autoflushes before any statement a Session executes; 2.0
+    only before ORM statements (``select(Model)``), not before Core ones over
+    a ``Table`` such as ``Prepared``'s: flush here, whatever the version."""
+    if isinstance(executor, orm.Session) and executor.autoflush:
+        executor.flush()
+    return executor
 
 
 def _connection(executor: Executor) -> Connection:

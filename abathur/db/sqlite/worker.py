@@ -13,8 +13,9 @@ every statement, BEGIN, COMMIT and ROLLBACK the unit sends there calls sqlite3
 directly: one crossing for the whole unit.
 
 It uses ``aiosqlite.Connection._execute`` (run a function in the worker
-thread). If a future aiosqlite drops it, ``lean_dbapi()`` returns None and the
-engine falls back to SQLAlchemy's stock adapter.
+thread) and other private parts; ``support.supports_fast_path()`` says whether
+the installed releases are ones it was tested on. If not, ``lean_dbapi()``
+returns None and the engine falls back to SQLAlchemy's stock adapter.
 """
 
 from __future__ import annotations
@@ -24,21 +25,25 @@ import collections
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
-    AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.util import immutabledict
+from sqlalchemy.util import concurrency
+
+from abathur.db.sqlite.support import supports_fast_path
 
 T = TypeVar("T")
+# SQLAlchemy 2.1 names it ``await_``; 2.0 has only ``await_only`` (2.1 keeps
+# it as a deprecated alias).
+_await: Any = getattr(concurrency, "await_", None) or concurrency.await_only
 
 # Set while a unit of work runs inside aiosqlite's worker thread
 # (``run_in_worker``): statements then call sqlite3 directly, no hop, no await.
@@ -70,17 +75,34 @@ def execute_in_worker(sql: str) -> Any:
         raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
-class LeanCursor(AsyncAdapt_aiosqlite_cursor):
-    __slots__ = ("_description", "_lastrowid", "_rowcount")
+class LeanCursor:
+    """A DBAPI cursor of its own, not derived from SQLAlchemy's aiosqlite
+    cursor: that class's internals differ between SQLAlchemy 2.0 (a
+    standalone class that awaits four times per statement) and 2.1 (built on
+    ``connectors.asyncio.AsyncAdapt_dbapi_cursor``, with ``_execute_async``
+    and the connection's ``_execute_mutex``). Only the DBAPI surface that
+    SQLAlchemy calls is implemented here, and it is the same in both."""
+
+    __slots__ = (
+        "_adapt_connection",
+        "_connection",
+        "_description",
+        "_lastrowid",
+        "_rowcount",
+        "_rows",
+        "arraysize",
+    )
+
+    server_side = False
 
     def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection):
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
-        self._rows = collections.deque()
-        self._soft_closed_memoized = immutabledict()
+        self._rows: collections.deque[Any] = collections.deque()
         self._description: Any = None
         self._rowcount = -1
         self._lastrowid: int | None = None
+        self.arraysize = 1
 
     @property
     def description(self) -> Any:
@@ -99,6 +121,31 @@ class LeanCursor(AsyncAdapt_aiosqlite_cursor):
 
     def close(self) -> None:
         self._rows.clear()
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None
+
+    def __enter__(self) -> LeanCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Any]:
+        while self._rows:
+            yield self._rows.popleft()
+
+    def fetchone(self) -> Any:
+        return self._rows.popleft() if self._rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        rows = self._rows
+        return [rows.popleft() for _ in range(min(size or self.arraysize, len(rows)))]
+
+    def fetchall(self) -> list[Any]:
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
 
     def _statement(
         self, operation: str, parameters: Any, many: bool
@@ -130,28 +177,38 @@ class LeanCursor(AsyncAdapt_aiosqlite_cursor):
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         if in_worker():
             return self._direct(operation, parameters, many=False)
-        return super().execute(operation, parameters)
+        return self._hop(operation, parameters, many=False)
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
         if in_worker():
             return self._direct(operation, seq_of_parameters, many=True)
-        return super().executemany(operation, seq_of_parameters)
+        return self._hop(operation, seq_of_parameters, many=True)
+
+    def _hop(self, operation: str, parameters: Any, many: bool) -> None:
+        """From the event loop's greenlet: one crossing to the worker thread."""
+        try:
+            _await(self._run(operation, parameters, many))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
 
     async def _run(self, operation: str, parameters: Any, many: bool) -> None:
-        async with self._adapt_connection._execute_mutex:
+        # SQLAlchemy 2.1 serialises a connection's statements on this mutex;
+        # 2.0 has none (aiosqlite's own queue orders them).
+        mutex = getattr(self._adapt_connection, "_execute_mutex", None)
+        async with mutex or contextlib.nullcontext():
             result = await self._connection._execute(self._statement, operation, parameters, many)
         self._store(result)
-
-    async def _execute_async(self, operation: Any, parameters: Any) -> None:
-        await self._run(operation, parameters, many=False)
-
-    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> None:
-        await self._run(operation, seq_of_parameters, many=True)
 
 
 class LeanConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
-    _cursor_cls = LeanCursor  # type: ignore[assignment]
+
+    def cursor(self, server_side: bool = False) -> Any:
+        # SQLAlchemy 2.1 picks the class from ``_cursor_cls``; 2.0 hardcodes
+        # its own cursor class in ``cursor()``: override the method itself.
+        if server_side:
+            return super().cursor(server_side=True)
+        return LeanCursor(self)
 
     def _in_transaction(self) -> bool:
         connection = self._connection
@@ -180,8 +237,9 @@ class LeanDBAPI(AsyncAdapt_aiosqlite_dbapi):
 
 
 def lean_dbapi() -> LeanDBAPI | None:
-    """The lean adapter, or None when this aiosqlite lacks what it needs."""
-    if not hasattr(aiosqlite.Connection, "_execute"):  # pragma: no cover - depends on aiosqlite
+    """The lean adapter, or None when the fast path does not support the
+    installed aiosqlite and SQLAlchemy (``support.supports_fast_path``)."""
+    if not supports_fast_path():
         return None
     return LeanDBAPI(aiosqlite, sqlite3)
 

@@ -1,0 +1,211 @@
+"""EmbeddingRepository: the SQL of memory_embeddings.
+
+Every statement is served by an index (``tests/repositories/test_embedding_query_plans.py``):
+
+- a subtree's candidates (current live versions with an embedding of the
+  model and dims): one namespace range over memory_entries (a namespace index,
+  or (memory_type, namespace) for a typed search), each row checked for a
+  newer version through the unique index and joined to its embeddings through
+  the primary key (memory_entry_id, model, dims, field);
+- vectors of given versions, and the rows of the best-ranked versions: primary keys;
+- versions lacking an embedding (``reindex``): memory_entries by id from a
+  keyset cursor (whole database) or the namespace range (a subtree), with a
+  primary-key probe here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, and_, bindparam, exists, insert, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.elements import ColumnElement
+
+from abathur.db.sqlite.prepared import Executor, Prepared
+from abathur.domain.namespaces import subtree_bounds
+from abathur.embeddings.embedder import Vector
+from abathur.repositories.base import dialect_name
+from abathur.repositories.memory import LIVE, VERSION_FIELDS, MemoryVersion, _newer_version_exists
+from abathur.schema.models import MemoryEmbedding, MemoryEntry
+
+E = MemoryEmbedding
+# Statements that list ids (IN) run through SQLAlchemy, in chunks of this many.
+IN_CHUNK = 500
+
+INSERT = Prepared(insert(MemoryEmbedding))
+
+
+def _subtree_range(column: Any) -> ColumnElement[bool]:
+    """``in_subtree`` as one range, ``root <= ns < upper``, with the descendants'
+    rule as a filter inside it: an index leading with (memory_type, namespace)
+    then serves a typed search by a single range too."""
+    root: Any = bindparam("root")
+    lower: Any = bindparam("lower")
+    upper: Any = bindparam("upper")
+    return and_(column >= root, column < upper, or_(column == root, column >= lower))
+
+
+_CANDIDATES = (
+    select(MemoryEntry.id, E.field)
+    .join(
+        E,
+        and_(
+            E.memory_entry_id == MemoryEntry.id,
+            E.model == bindparam("model"),
+            E.dims == bindparam("dims"),
+        ),
+    )
+    .where(_subtree_range(MemoryEntry.namespace), LIVE, ~_newer_version_exists())
+)
+CANDIDATES_ALL = Prepared(_CANDIDATES)
+CANDIDATES_OF_TYPE = Prepared(
+    _CANDIDATES.where(MemoryEntry.memory_type == bindparam("memory_type"))
+)
+
+
+def _lacking(*, subtree: bool) -> Select[Any]:
+    # In a subtree the namespace range leads; ``id + 0`` keeps the planner from
+    # walking the primary key instead (through every row after the cursor).
+    cursor = (MemoryEntry.id + 0 if subtree else MemoryEntry.id) > bindparam("after")
+    has_embedding = exists().where(
+        E.memory_entry_id == MemoryEntry.id,
+        E.model == bindparam("model"),
+        E.dims == bindparam("dims"),
+    )
+    return (
+        select(MemoryEntry.id, MemoryEntry.value)
+        .where(
+            cursor,
+            LIVE,
+            ~_newer_version_exists(),
+            ~has_embedding,
+        )
+        .order_by(MemoryEntry.id)
+        .limit(bindparam("limit"))
+    )
+
+
+LACKING_ALL = Prepared(_lacking(subtree=False))
+LACKING_IN_SUBTREE = Prepared(_lacking(subtree=True).where(_subtree_range(MemoryEntry.namespace)))
+
+
+def to_blob(vector: Vector) -> bytes:
+    """A vector as stored: little-endian float32."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> Vector:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + IN_CHUNK] for i in range(0, len(items), IN_CHUNK)]
+
+
+class EmbeddingRepository:
+    def __init__(self, executor: Executor):
+        self.executor = executor
+
+    def insert(
+        self, memory_entry_id: int, model: str, vectors: Sequence[tuple[str, Vector]]
+    ) -> None:
+        """The embeddings of a version just written (no row of it can exist yet)."""
+        rows = [
+            {
+                "memory_entry_id": memory_entry_id,
+                "model": model,
+                "field": field,
+                "dims": len(vector),
+                "vector": to_blob(vector),
+            }
+            for field, vector in vectors
+        ]
+        if rows:
+            INSERT.execute_many(self.executor, rows)
+
+    def insert_missing(self, model: str, rows: Sequence[tuple[int, str, Vector]]) -> int:
+        """Embeddings of existing versions, skipping any another writer stored first;
+        the number of rows inserted."""
+        if not rows:
+            return 0
+        values = [
+            {
+                "memory_entry_id": entry_id,
+                "model": model,
+                "field": field,
+                "dims": len(vector),
+                "vector": to_blob(vector),
+            }
+            for entry_id, field, vector in rows
+        ]
+        upsert = pg_insert if dialect_name(self.executor) == "postgresql" else sqlite_insert
+        statement = upsert(E).on_conflict_do_nothing()
+        result = self.executor.execute(statement, values)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def candidates(
+        self,
+        root: str,
+        memory_type: str | None,
+        model: str,
+        dims: int,
+        *,
+        conditions: Sequence[ColumnElement[bool]] = (),
+        params: dict[str, Any] | None = None,
+    ) -> list[tuple[int, str]]:
+        """``(row id, field)`` of every embedding (of ``model`` and ``dims``) of the
+        current live version of every key in the subtree of ``root``.
+
+        ``conditions`` (over ``MemoryEntry``, with their bind ``params``) narrow
+        the candidates further: the place for any other read rule of the
+        plain search (a value filter, a key's expiry as a NOT EXISTS).
+        """
+        bound: dict[str, Any] = {**subtree_bounds(root), "model": model, "dims": dims}
+        if memory_type is not None:
+            bound["memory_type"] = memory_type
+        prepared = CANDIDATES_ALL if memory_type is None else CANDIDATES_OF_TYPE
+        if conditions:
+            statement = prepared.statement.where(*conditions)  # type: ignore[attr-defined]
+            rows = self.executor.execute(statement, {**bound, **(params or {})}).all()
+        else:
+            rows = prepared.all(self.executor, bound)
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    def vectors(
+        self, model: str, dims: int, ids: Sequence[int]
+    ) -> list[tuple[int, str, Vector]]:
+        """Every embedding of ``model`` and ``dims`` of the versions ``ids``."""
+        found: list[tuple[int, str, Vector]] = []
+        for chunk in _chunks(sorted(set(ids))):
+            query = select(E.memory_entry_id, E.field, E.vector).where(
+                E.memory_entry_id.in_(chunk), E.model == model, E.dims == dims
+            )
+            found.extend(
+                (int(i), str(f), from_blob(v)) for i, f, v in self.executor.execute(query).all()
+            )
+        return found
+
+    def versions(self, ids: Sequence[int]) -> dict[int, MemoryVersion]:
+        """The memory rows ``ids``, by id."""
+        found: dict[int, MemoryVersion] = {}
+        for chunk in _chunks(list(ids)):
+            query = select(*VERSION_FIELDS).where(MemoryEntry.id.in_(chunk))
+            for row in self.executor.execute(query).all():
+                found[int(row.id)] = row
+        return found
+
+    def lacking(
+        self, root: str | None, model: str, dims: int, after: int, limit: int
+    ) -> list[tuple[int, Any]]:
+        """``(row id, value)`` of current live versions after row id ``after`` (in the
+        subtree of ``root``, if given) with no embedding of ``model`` and ``dims``;
+        ascending by id, at most ``limit``."""
+        params: dict[str, Any] = {"model": model, "dims": dims, "after": after, "limit": limit}
+        if root is None:
+            rows = LACKING_ALL.all(self.executor, params)
+        else:
+            rows = LACKING_IN_SUBTREE.all(self.executor, {**params, **subtree_bounds(root)})
+        return [(int(row[0]), row[1]) for row in rows]
