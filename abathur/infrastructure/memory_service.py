@@ -55,7 +55,7 @@ from abathur.domain.memory import (
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
 from abathur.domain.values import brief_repr, task_id_arg
-from abathur.embeddings.embedder import Embedder, Vector
+from abathur.embeddings.embedder import Embedder, Vector, check_fields
 from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
     AccessDeniedError,
@@ -101,8 +101,14 @@ def _insert_missing(model: str, rows: list[tuple[int, str, Vector]], conn: Conne
 
 
 def _check_index(index: Any) -> None:
-    if not isinstance(index, bool):
-        raise ValidationError(f"index must be a bool, got {type(index).__name__}")
+    """``index`` is a bool or (``put_memory``) a non-empty list of field names."""
+    if isinstance(index, bool):
+        return
+    if not isinstance(index, list | tuple) or not index:
+        raise ValidationError(
+            f"index must be a bool or a non-empty list of field names, got {index!r}"
+        )
+    check_fields(index)
 
 
 def _store_embedding(executor: Executor, row_id: int, embedding: Embedding | None) -> None:
@@ -619,14 +625,16 @@ class MemoryService:
             )
         return self.embedder
 
-    async def _embed(self, value: Any, index: bool) -> Embedding | None:
+    async def _embed(self, value: Any, index: bool | Sequence[str]) -> Embedding | None:
         """The embedding of a version about to be written, or None without an
-        embedder or with ``index=False``. Runs before the unit of work: never
+        embedder or with ``index=False``; a list of field names embeds those
+        fields instead of the embedder's. Runs before the unit of work: never
         while the writer lock is held. EmbeddingError when the embedder fails."""
         _check_index(index)
-        if self.embedder is None or not index:
+        if self.embedder is None or index is False:
             return None
-        return self.embedder.model, await self.embedder.embed_value(value)
+        fields = None if index is True else tuple(index)
+        return self.embedder.model, await self.embedder.embed_value(value, fields=fields)
 
     async def reindex(
         self,
@@ -824,7 +832,7 @@ class MemoryService:
         task_id: str,
         metadata: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
-        index: bool = True,
+        index: bool | Sequence[str] = True,
     ) -> MemoryDict:
         """Write ``value`` whether or not the key exists (upsert); the version written.
 
@@ -837,7 +845,8 @@ class MemoryService:
         one audit row (``create`` or ``update``). ``ttl`` as for
         ``update_memory``: the key expires that long after this write, or never.
         With an embedder the version's embedding is stored with it, unless
-        ``index=False``.
+        ``index=False``; ``index`` as a list of field names (``"$"`` or dotted
+        names) embeds those fields of this version instead of the embedder's.
         """
         ttl = ttl_arg(ttl)
         put = validated(
@@ -1633,7 +1642,7 @@ class ScopedMemory:
         task_id: str,
         metadata: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
-        index: bool = True,
+        index: bool | Sequence[str] = True,
     ) -> MemoryDict:
         """As ``MemoryService.put_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)

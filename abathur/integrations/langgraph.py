@@ -71,9 +71,11 @@ from langgraph.store.base import (
     TTLConfig,
     validate_op_namespace,
 )
+from langgraph.store.base.embed import ensure_embeddings
 from sqlalchemy.engine import URL
 
 from abathur.domain.memory import MemoryDict
+from abathur.embeddings.embedder import WHOLE_VALUE, Embedder
 from abathur.errors import AlreadyExistsError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
@@ -130,6 +132,41 @@ def langgraph_namespace(namespace: str, root: str = DEFAULT_ROOT) -> tuple[str, 
     return tuple(decode_label(s) for s in namespace[len(root) + 1 :].split(":"))
 
 
+def index_fields(paths: Iterable[str]) -> list[str]:
+    """LangGraph field paths as abathur's embedder fields: ``"$"`` (the whole
+    value) and dotted names are the same; array paths (``a[*].b``, ``a[0]``)
+    have no abathur equivalent and are a ValidationError."""
+    fields = list(paths)
+    for path in fields:
+        if not isinstance(path, str) or "[" in path or "]" in path:
+            raise ValidationError(
+                f"index field {path!r}: abathur embeds '$' or dotted object paths, "
+                "not array paths"
+            )
+    return fields
+
+
+def index_embedder(index: IndexConfig) -> Embedder:
+    """abathur's Embedder for a LangGraph ``IndexConfig``: ``embed`` (a
+    langchain ``Embeddings``, a sync or async function of a list of texts, or a
+    ``"provider:model"`` string langchain can resolve), ``dims``, and
+    ``fields`` (SQLite's ``text_fields`` is read too; default ``["$"]``).
+    Vectors are stored under the model name ``langgraph:<Embeddings class>``."""
+    if not isinstance(index, dict) or "embed" not in index or "dims" not in index:
+        raise ValidationError("index must be a LangGraph IndexConfig with 'dims' and 'embed'")
+    config: dict[str, Any] = dict(index)
+    embeddings = ensure_embeddings(config["embed"])
+    fields = config.get("fields") or config.get("text_fields") or [WHOLE_VALUE]
+    if isinstance(fields, str):
+        fields = [fields]
+    return Embedder(
+        embeddings.aembed_documents,
+        config["dims"],
+        fields=index_fields(fields),
+        model=f"langgraph:{type(embeddings).__name__}",
+    )
+
+
 class AbathurStore(BaseStore):
     """LangGraph's ``BaseStore`` on an abathur database (SQLite or PostgreSQL).
 
@@ -155,13 +192,20 @@ class AbathurStore(BaseStore):
         actor: str = DEFAULT_ACTOR,
         **engine_options: Any,
     ) -> None:
+        embedder = None if index is None else index_embedder(index)
         if isinstance(db_or_url, Database):
             if engine_options:
                 raise ValidationError("engine options apply only when the store opens the URL")
+            if embedder is not None:
+                if db_or_url.embedder is not None:
+                    raise ValidationError(
+                        "the Database already has an embedder: pass index=None to use it"
+                    )
+                db_or_url.embedder = embedder
             self._db = db_or_url
             self._owned = False
         else:
-            self._db = Database(db_or_url, **engine_options)
+            self._db = Database(db_or_url, embedder=embedder, **engine_options)
             self._owned = True
         if not isinstance(root, str) or WILDCARD in root.split(":"):
             raise ValidationError(f"root must be an abathur namespace without '*', not {root!r}")
@@ -441,6 +485,9 @@ class AbathurStore(BaseStore):
         return None if row is None else self._item(row)
 
     async def _search(self, memory: MemoryService, op: SearchOp) -> list[SearchItem]:
+        # A query ranks by meaning when the database has an embedder; an empty
+        # query, or none, searches newest first (LangGraph's stores do the same).
+        query = op.query if op.query and self._db.embedder is not None else None
         rows = await memory.search_memories(
             abathur_namespace(op.namespace_prefix, self.root),
             None,
@@ -448,6 +495,7 @@ class AbathurStore(BaseStore):
             filter=op.filter,
             offset=op.offset,
             refresh_ttl=self._refresh(op.refresh_ttl),
+            query=query,
         )
         return [
             SearchItem(
@@ -456,7 +504,7 @@ class AbathurStore(BaseStore):
                 value=r["value"],
                 created_at=r["created_at"],
                 updated_at=r["updated_at"],
-                score=None,
+                score=r.get("score"),
             )
             for r in rows
         ]
@@ -467,6 +515,11 @@ class AbathurStore(BaseStore):
             await memory.delete_memory(namespace, op.key, self.actor, self.task_id, missing_ok=True)
             return
         ttl = None if op.ttl is None else timedelta(minutes=op.ttl)
+        index: bool | list[str] = True
+        if op.index is False:
+            index = False
+        elif op.index is not None:
+            index = index_fields(op.index)
         await memory.put_memory(
             namespace,
             op.key,
@@ -475,6 +528,7 @@ class AbathurStore(BaseStore):
             by=self.actor,
             task_id=self.task_id,
             ttl=ttl,
+            index=index,
         )
 
     async def _list(self, memory: MemoryService, op: ListNamespacesOp) -> list[tuple[str, ...]]:

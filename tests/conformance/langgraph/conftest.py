@@ -61,11 +61,6 @@ TTL_IMPLEMENTATIONS = [SQLITE] + (
 
 CAN_LOAD_EXTENSIONS = hasattr(sqlite3.Connection, "enable_load_extension")
 
-SEMANTIC = (
-    "AbathurStore does not embed yet: IndexConfig is wired to abathur's semantic "
-    "recall (issue 12), which is not merged into this branch; a query search "
-    "returns the filtered items newest first with score None"
-)
 ARRAY_FILTER = (
     "filter={'tags': ['draft']} compares with a list; abathur's filters compare JSON "
     "scalars only ('a list or object value equals nothing', and a list operand is a "
@@ -78,15 +73,6 @@ XFAIL: dict[str, str] = {
         "reads SqliteStore internals: store.embeddings (the langchain Embeddings object "
         "LangGraph builds from the config) and store.conn (its sqlite3 connection)"
     ),
-    "test_store::test_vector_update_with_embedding": SEMANTIC,
-    "test_store::test_vector_search_with_filters": SEMANTIC,
-    "test_store::test_vector_search_pagination": SEMANTIC,
-    "test_store::test_embed_with_path": SEMANTIC,
-    "test_store::test_embed_with_path_operation_config": SEMANTIC,
-    "test_store::test_scores": SEMANTIC,
-    "test_store::test_non_ascii": SEMANTIC,
-    "test_async_store::test_vector_update_with_embedding": SEMANTIC,
-    "test_async_store::test_embed_with_path": SEMANTIC,
     "test_store::test_search_items": ARRAY_FILTER,
     "test_async_store::test_search_items": ARRAY_FILTER,
     "test_store::test_sql_injection_vulnerability": (
