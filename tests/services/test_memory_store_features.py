@@ -1,7 +1,7 @@
 """Issue 13 (LangGraph store): the core features AbathurStore builds on, on
 both backends: filter operands no stored value can equal (NaN, infinities,
 NUL strings, integers beyond 64 bits), ``list_namespaces`` wildcards and
-``min_depth``, and ``delete_memory(missing_ok=True)``."""
+``min_depth``, ``delete_memory(missing_ok=True)`` and ``put_memory(index=[fields])``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from abathur.domain.memory import parse_filter
+from abathur.embeddings import Embedder
 from abathur.errors import NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
+from abathur.infrastructure.memory_service import MemoryService
 from abathur.schema.models import AuditEntry, MemoryEntry
 
 
@@ -128,3 +130,32 @@ async def test_delete_missing_ok(db: Database, task_id: str) -> None:
         await memory.delete_memory("user:d", "k", "a", task_id)
     with pytest.raises(ValidationError, match="missing_ok"):
         await memory.delete_memory("user:d", "k", "a", task_id, missing_ok=1)  # type: ignore[arg-type]
+
+
+def letter_counts(texts: list[str]) -> list[list[float]]:
+    """How often each of seven letters occurs, plus one (never all zeros)."""
+    return [[float(t.count(c)) for c in "abcdefg"] + [1.0] for t in texts]
+
+
+async def test_put_index_fields_embed_those_fields_of_the_version(
+    db: Database, task_id: str
+) -> None:
+    memory = MemoryService(db, embedder=Embedder(letter_counts, 8, fields=("title",)))
+    put = memory.put_memory
+    await put("user:i", "own", {"title": "aaa", "body": "ggg"}, "semantic", by="a", task_id=task_id)
+    await put(
+        "user:i", "body", {"title": "aaa", "body": "ggg"}, "semantic",
+        by="a", task_id=task_id, index=["body"],
+    )  # fmt: skip
+    await put(
+        "user:i", "none", {"title": "ggg"}, "semantic", by="a", task_id=task_id, index=["x.y"]
+    )
+    found = await memory.search_memories("user:i", query="ggg")
+    # "body" was embedded through its body only, "own" through its title only,
+    # "none" lacks every field it named and has no embedding.
+    assert [r["key"] for r in found] == ["body", "own"]
+    assert found[0]["score"] == pytest.approx(1.0)
+    for bad in ([], ["a..b"], ["a", "a"], "title", 3):
+        with pytest.raises(ValidationError, match="index|field"):
+            await put("user:i", "k", {}, "semantic", by="a", task_id=task_id, index=bad)
+    assert await memory.get_memory("user:i", "k") is None
