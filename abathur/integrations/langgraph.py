@@ -140,8 +140,7 @@ def index_fields(paths: Iterable[str]) -> list[str]:
     for path in fields:
         if not isinstance(path, str) or "[" in path or "]" in path:
             raise ValidationError(
-                f"index field {path!r}: abathur embeds '$' or dotted object paths, "
-                "not array paths"
+                f"index field {path!r}: abathur embeds '$' or dotted object paths, not array paths"
             )
     return fields
 

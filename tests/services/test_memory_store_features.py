@@ -156,6 +156,6 @@ async def test_put_index_fields_embed_those_fields_of_the_version(
     assert [r["key"] for r in found] == ["body", "own"]
     assert found[0]["score"] == pytest.approx(1.0)
     for bad in ([], ["a..b"], ["a", "a"], "title", 3):
-        with pytest.raises(ValidationError, match="index|field"):
+        with pytest.raises(ValidationError, match=r"index|field"):
             await put("user:i", "k", {}, "semantic", by="a", task_id=task_id, index=bad)
     assert await memory.get_memory("user:i", "k") is None
