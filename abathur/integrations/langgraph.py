@@ -175,6 +175,8 @@ class AbathurStore(BaseStore):
     its ``TTLConfig`` (minutes). ``root`` is the abathur namespace the
     store's tuples live under, ``memory_type`` the type of the memories it
     writes, ``task_id`` and ``actor`` what its audit rows name.
+    ``close_database=True`` makes ``close()`` close a ``Database`` it was
+    given (by default it closes only one it opened itself).
     """
 
     supports_ttl: bool = True
@@ -189,6 +191,7 @@ class AbathurStore(BaseStore):
         memory_type: str = "semantic",
         task_id: str = DEFAULT_TASK_ID,
         actor: str = DEFAULT_ACTOR,
+        close_database: bool | None = None,
         **engine_options: Any,
     ) -> None:
         embedder = None if index is None else index_embedder(index)
@@ -206,6 +209,9 @@ class AbathurStore(BaseStore):
         else:
             self._db = Database(db_or_url, embedder=embedder, **engine_options)
             self._owned = True
+        if close_database is not None and not isinstance(close_database, bool):
+            raise ValidationError(f"close_database must be a bool, not {close_database!r}")
+        self._closes = self._owned if close_database is None else close_database
         if not isinstance(root, str) or WILDCARD in root.split(":"):
             raise ValidationError(f"root must be an abathur namespace without '*', not {root!r}")
         self.root = root
@@ -295,7 +301,7 @@ class AbathurStore(BaseStore):
 
     async def _close(self) -> None:
         await self._stop_sweeper(None)
-        if self._owned:
+        if self._closes:
             await self._db.close()
         self._ready = False
 

@@ -238,3 +238,21 @@ async def test_index_config_ranks_by_meaning(db: Database) -> None:
         AbathurStore(db, index={"dims": 64, "embed": embed, "fields": ["a[*]"]})
     with pytest.raises(ValidationError, match="IndexConfig"):
         AbathurStore(db, index={"dims": 64})  # type: ignore[typeddict-item]
+
+
+async def test_a_given_database_stays_open_unless_asked(make_db: Any) -> None:
+    db = await make_db("kept.db")
+    await db.initialize()
+    async with AbathurStore(db) as store:
+        await store.aput(("a",), "k", {"v": 1})
+    assert await db.memory.get_memory("app:langgraph:a", "k") is not None  # still open
+    assert not db.closed
+    closing = await make_db("closed.db")
+    await closing.initialize()
+    async with AbathurStore(closing, close_database=True) as store:
+        await store.aput(("a",), "k", {"v": 1})
+    assert closing.closed
+    with pytest.raises(ValidationError, match="close_database"):
+        AbathurStore(db, close_database=1)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="engine options"):
+        AbathurStore(db, echo=True)
