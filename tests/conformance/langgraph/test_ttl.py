@@ -2,8 +2,8 @@
 #   path:    libs/checkpoint-sqlite/tests/test_ttl.py
 #   source:  the PyPI sdist langgraph_checkpoint_sqlite-3.1.2.tar.gz
 #            (sha256 4e3f376fa6f192d6ad2a1a4643b039986f1593552ef870e9e45281575de6fbf2),
-#            tests/ copied byte for byte; no git commit of the mirror holds this
-#            version of the file (see docs/integrations.md)
+#            tests/ copied byte for byte (this file is also blob 28d43a79... of the
+#            repository, e.g. in commit c46dc9cd...)
 #   license: MIT, Copyright (c) 2024 LangChain, Inc. (full text: ./LICENSE)
 #
 # abathur changes: none in this file
