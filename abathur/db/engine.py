@@ -65,7 +65,22 @@ def _create_engine(url: URL, **options: Any) -> AsyncEngine:
         _attach_sqlite_hooks(engine, file_backed=not is_memory_url(url))
         return engine
     options.setdefault("json_serializer", dumps)
-    options.setdefault("pool_pre_ping", True)
+    # No ping before every checkout (a round trip per unit of work): a pooled
+    # connection that died fails its first statement, which is a connection
+    # fault, and a unit that has not committed is run again on a new one
+    # (``Storage._retrying``).
+    options.setdefault("pool_pre_ping", False)
+    connect_args = dict(options.get("connect_args") or {})
+    server_settings = dict(connect_args.get("server_settings") or {})
+    # Every execution gets a plan for its own parameters. asyncpg prepares
+    # each statement once per connection, and after five executions
+    # PostgreSQL may switch a prepared statement to a generic plan, chosen
+    # without the parameters: for a namespace range that can be a backward
+    # walk of the whole updated_at index (26 ms instead of 0.3 ms). Planning
+    # these statements costs microseconds; a wrong generic plan, milliseconds.
+    server_settings.setdefault("plan_cache_mode", "force_custom_plan")
+    connect_args["server_settings"] = server_settings
+    options["connect_args"] = connect_args
     return create_async_engine(url, **options)
 
 

@@ -379,12 +379,20 @@ class Storage:
     async def _unit_raw(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
     ) -> T:
-        if one_statement and self._direct:
+        # One statement is atomic and reads one snapshot on its own: SQLite's
+        # fast path sends it without BEGIN/COMMIT, and a one-statement read on
+        # PostgreSQL runs in autocommit (two round trips fewer). A write keeps
+        # its transaction there: a COMMIT lost with the connection must stay
+        # distinguishable from a statement that never ran.
+        autocommit = one_statement and not write and not self.is_sqlite
+        if (one_statement and self._direct) or autocommit:
             body = partial(_as_one_statement, work)
         else:
             body = partial(_in_transaction if write else _in_read_transaction, work)
         if not write:
-            return await self._retrying(lambda: self._on_connection(body, write=False))
+            return await self._retrying(
+                lambda: self._on_connection(body, write=False, autocommit=autocommit)
+            )
         if self._group is not None:
             result = await self._group.submit(work, body)
         else:
@@ -396,13 +404,19 @@ class Storage:
         if self._checkpointer is not None:
             self._checkpointer.wrote()
 
-    async def _on_connection(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+    async def _on_connection(
+        self, fn: Callable[[Connection], T], *, write: bool, autocommit: bool = False
+    ) -> T:
         turn = self._writer if write else self._reader
         async with self._exclusive(), turn or nullcontext():
             if self._direct:
                 return await self._in_worker(fn, write=write)
             async with self.engine.connect() as conn:
-                options = self._transaction_options(write)
+                options = (
+                    {"isolation_level": "AUTOCOMMIT"}
+                    if autocommit
+                    else self._transaction_options(write)
+                )
                 if options:
                     conn = await conn.execution_options(**options)
                 return await conn.run_sync(fn)
@@ -410,6 +424,11 @@ class Storage:
     async def _in_worker(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """``fn`` on one of this Storage's SQLite connections, in its worker thread."""
         conn = await self._checkout(write)
+        if conn.get_transaction() is not None:
+            # A transaction SQLite ended by itself (SQLITE_FULL rolls back the
+            # whole transaction) can leave SQLAlchemy's transaction object
+            # behind, inactive: the next BEGIN would fail. Clear it first.
+            await conn.rollback()
         try:
             return await run_unit_in_worker(conn, fn)
         finally:

@@ -143,6 +143,14 @@ async def check_memory(db: Database, a: dict[str, Any], row_id: Any) -> None:
         assert (got["memory_type"], got["created_by"]) == (a["memory_type"], a["created_by"])
 
 
+async def _reindex(db: Database, a: dict[str, Any]) -> int:
+    """``reindex`` needs an embedder: a service over the same database with one."""
+    from abathur.embeddings import HashingEmbedder
+    from abathur.infrastructure.memory_service import MemoryService
+
+    return await MemoryService(db, embedder=HashingEmbedder(dims=8)).reindex(**a)
+
+
 async def check_put(db: Database, a: dict[str, Any], written: Any) -> None:
     got = await db.memory.get_memory(a["namespace"], a["key"])
     assert got is not None and got == written
@@ -241,6 +249,8 @@ MEMORY_METHODS = [
     m("list_namespaces", lambda db, a: db.memory.list_namespaces(**a),
       prefix="user", suffix=None, max_depth=None, limit=10, offset=0),
     m("sweep_expired", lambda db, a: db.memory.sweep_expired(**a), task_id=TASK),
+    m("reindex", lambda db, a: _reindex(db, a), namespace_prefix="user", batch_size=10,
+      progress=None),
     m("add_memory", lambda db, a: db.memory.add_memory(**a), check_memory,
       namespace=NS, key="new", value={"v": 1}, memory_type="semantic", created_by="alice",
       task_id=TASK, metadata=None),
