@@ -3,6 +3,8 @@ returns (``MemoryDict``, built by ``memory_dict``) and the access scope."""
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict, get_args
@@ -143,6 +145,8 @@ class NamespaceListing(Input):
     max_depth: Annotated[StrictInt, Field(ge=1)] | None = None
     limit: Annotated[StrictInt, Field(ge=1, le=MAX_NAMESPACE_LIST_LIMIT)] = 100
     offset: Offset = 0
+    wildcard: Annotated[str, Field(strict=True, min_length=1, pattern=r"^[^:]+$")] | None = None
+    min_depth: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
 def check_suffix(suffix: str) -> list[str]:
@@ -239,14 +243,52 @@ def _field_path(field: Any) -> tuple[str, ...]:
     return path
 
 
+def _number_operand(value: Any) -> Any:
+    """An integer beyond 64 bits compares as the float nearest to it (or as an
+    infinity beyond the float range); anything else is returned as it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT64:
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return value
+
+
+def _unmatchable(value: Any) -> bool:
+    """No stored value equals this operand: NaN and the infinities are not JSON,
+    and a stored string never holds the NUL character."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, str) and "\x00" in value
+
+
+def _never(path: tuple[str, ...]) -> FilterTerm:
+    return FilterTerm(path, "$in", ())
+
+
+def _ordering(path: tuple[str, ...], operator: str, value: float) -> FilterTerm:
+    """An ordering against NaN or an infinity: it holds for every number, or
+    for nothing."""
+    if math.isnan(value):
+        return _never(path)
+    below = operator in ("$lt", "$lte")
+    if (value > 0) == below:  # x < inf, x > -inf: every number
+        return FilterTerm(path, "$gte", -sys.float_info.max)
+    return _never(path)
+
+
 def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
     """The terms of a ``search_memories`` filter, all of which must hold.
 
     ``{"status": "open"}`` is equality; ``{"priority": {"$gte": 3}}`` an
     operator (several in one dict all hold); ``"author.name"`` reaches into
     nested objects. Operands are JSON scalars (``$in``: a list of them);
-    ``$gt``/``$gte``/``$lt``/``$lte`` take a number or a string. Anything else
-    is a ValidationError naming the problem.
+    ``$gt``/``$gte``/``$lt``/``$lte`` take a number or a string. Operands no
+    stored value can equal are accepted and compare as such: NaN, the
+    infinities and strings holding NUL equal nothing (``$ne`` holds for
+    all), every number is below infinity and none below NaN; an integer
+    beyond 64 bits compares as the nearest float. Anything else is a
+    ValidationError naming the problem.
     """
     if filter is None:
         return ()
@@ -256,11 +298,10 @@ def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
     for field, condition in filter.items():
         path = _field_path(field)
         if not isinstance(condition, dict):
-            terms.append(FilterTerm(path, "$eq", _scalar(condition, field)))
-            continue
+            condition = {"$eq": condition}
         if not condition:
             raise ValidationError(f"filter field {field!r}: empty operator object")
-        for operator, operand in condition.items():
+        for operator, raw in condition.items():
             where = f"{field}.{operator}"
             if operator not in FILTER_OPERATORS:
                 raise ValidationError(
@@ -268,9 +309,22 @@ def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
                     f"use one of {', '.join(FILTER_OPERATORS)}"
                 )
             if operator == "$in":
-                if not isinstance(operand, list):
+                if not isinstance(raw, list):
                     raise ValidationError(f"filter {where} takes a list of JSON scalars")
-                terms.append(FilterTerm(path, operator, tuple(_scalar(v, where) for v in operand)))
+                options = [_number_operand(v) for v in raw]
+                kept = tuple(_scalar(v, where) for v in options if not _unmatchable(v))
+                terms.append(FilterTerm(path, operator, kept))
+                continue
+            operand = _number_operand(raw)
+            if isinstance(operand, float) and not math.isfinite(operand):
+                if operator == "$eq":
+                    terms.append(_never(path))
+                elif operator in ORDERING_OPERATORS:
+                    terms.append(_ordering(path, operator, operand))
+                continue  # $ne: holds for every value
+            if operator in ("$eq", "$ne") and _unmatchable(operand):
+                if operator == "$eq":
+                    terms.append(_never(path))
                 continue
             value = _scalar(operand, where)
             if operator in ORDERING_OPERATORS and (value is None or isinstance(value, bool)):

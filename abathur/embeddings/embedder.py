@@ -50,6 +50,18 @@ def select_field(value: Any, field: str) -> tuple[bool, Any]:
     return True, part
 
 
+def check_fields(fields: Any) -> None:
+    """ValidationError unless ``fields`` is a non-empty sequence of distinct
+    field names (``"$"`` or dotted names)."""
+    if isinstance(fields, str) or not isinstance(fields, Sequence) or not fields:
+        raise ValidationError("fields must be a non-empty sequence of field names")
+    for field in fields:
+        if not isinstance(field, str) or not field or "" in field.split("."):
+            raise ValidationError(f"invalid field name {field!r}: use '$' or a dotted name")
+    if len(set(fields)) != len(fields):
+        raise ValidationError(f"fields {list(fields)!r} name a field twice")
+
+
 class Embedder:
     """``Embedder(embed, dims, *, fields=("$",), model="custom")``.
 
@@ -78,13 +90,7 @@ class Embedder:
             raise ValidationError("embed must be a callable taking a list of texts")
         if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
             raise ValidationError(f"dims must be a positive integer, got {dims!r}")
-        if isinstance(fields, str) or not isinstance(fields, Sequence) or not fields:
-            raise ValidationError("fields must be a non-empty sequence of field names")
-        for field in fields:
-            if not isinstance(field, str) or not field or "" in field.split("."):
-                raise ValidationError(f"invalid field name {field!r}: use '$' or a dotted name")
-        if len(set(fields)) != len(fields):
-            raise ValidationError(f"fields {list(fields)!r} name a field twice")
+        check_fields(fields)
         if not isinstance(model, str) or not model.strip():
             raise ValidationError("model must be a non-empty string naming the model")
         self._embed = embed
@@ -97,10 +103,11 @@ class Embedder:
         name = type(self).__name__
         return f"{name}(model={self.model!r}, dims={self.dims}, fields={self.fields})"
 
-    def texts(self, value: Any) -> list[tuple[str, str]]:
-        """``(field, text)`` for every configured field the value has."""
+    def texts(self, value: Any, fields: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """``(field, text)`` for every configured field (or every one of
+        ``fields``) the value has."""
         found = []
-        for field in self.fields:
+        for field in self.fields if fields is None else fields:
             present, part = select_field(value, field)
             if present:
                 found.append((field, canonical_text(part)))
@@ -166,9 +173,12 @@ class Embedder:
             checked.append(stored)
         return checked
 
-    async def embed_value(self, value: Any) -> list[tuple[str, Vector]]:
-        """``(field, vector)`` for every configured field of a memory value."""
-        texts = self.texts(value)
+    async def embed_value(
+        self, value: Any, fields: Sequence[str] | None = None
+    ) -> list[tuple[str, Vector]]:
+        """``(field, vector)`` for every configured field (or every one of
+        ``fields``) of a memory value."""
+        texts = self.texts(value, fields)
         vectors = await self.embed_texts([text for _, text in texts])
         return [(field, vector) for (field, _), vector in zip(texts, vectors, strict=True)]
 

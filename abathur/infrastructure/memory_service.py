@@ -55,7 +55,7 @@ from abathur.domain.memory import (
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
 from abathur.domain.values import brief_repr, task_id_arg
-from abathur.embeddings.embedder import Embedder, Vector
+from abathur.embeddings.embedder import Embedder, Vector, check_fields
 from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
     AccessDeniedError,
@@ -101,8 +101,14 @@ def _insert_missing(model: str, rows: list[tuple[int, str, Vector]], conn: Conne
 
 
 def _check_index(index: Any) -> None:
-    if not isinstance(index, bool):
-        raise ValidationError(f"index must be a bool, got {type(index).__name__}")
+    """``index`` is a bool or (``put_memory``) a non-empty list of field names."""
+    if isinstance(index, bool):
+        return
+    if not isinstance(index, list | tuple) or not index:
+        raise ValidationError(
+            f"index must be a bool or a non-empty list of field names, got {index!r}"
+        )
+    check_fields(index)
 
 
 def _store_embedding(executor: Executor, row_id: int, embedding: Embedding | None) -> None:
@@ -431,15 +437,21 @@ class MemoryService:
         max_depth: int | None = None,
         limit: int = 100,
         offset: int = 0,
+        wildcard: str | None = None,
+        min_depth: int | None = None,
     ) -> list[str]:
         """The distinct namespaces holding at least one live, unexpired memory, sorted.
 
         ``prefix`` (a namespace or a bare prefix such as ``user``) and
         ``suffix`` (one or more trailing segments) match whole segments, as
-        search does: ``user:alice`` never matches ``user:alice2``. ``max_depth``
-        truncates each namespace to its first ``max_depth`` segments and
-        removes duplicates. Then ``offset`` results are skipped and at most
-        ``limit`` (1..1000) returned. Sorted by code point (byte order).
+        search does: ``user:alice`` never matches ``user:alice2``. With
+        ``wildcard`` (say ``"*"``), a segment of ``prefix`` or ``suffix`` that is
+        exactly the wildcard matches any one segment (``user:*:prefs``).
+        ``min_depth`` keeps the namespaces of at least that many segments.
+        ``max_depth`` truncates each namespace to its first ``max_depth``
+        segments and removes duplicates. Then ``offset`` results are skipped
+        and at most ``limit`` (1..1000) returned. Sorted by code point (byte
+        order).
         """
         listing = validated(
             NamespaceListing,
@@ -448,20 +460,36 @@ class MemoryService:
             max_depth=max_depth,
             limit=limit,
             offset=offset,
+            wildcard=wildcard,
+            min_depth=min_depth,
         )
         tail = None if listing.suffix is None else check_suffix(listing.suffix)
+        head = None if listing.prefix is None else listing.prefix.split(":")
+        root = listing.prefix
+        wild = listing.wildcard
+        if head is not None and wild is not None and wild in head:
+            literal = head[: head.index(wild)]
+            root = ":".join(literal) if literal else None
+        else:
+            head = None  # the walk's range is the whole condition
         now = clock.utcnow()
-        # Without a suffix or a depth every namespace found is a result, so the
-        # walk stops once the page is complete; otherwise it covers the range.
-        simple = tail is None and listing.max_depth is None
+        # Without a wildcard prefix, a suffix or depth bounds every namespace
+        # found is a result, so the walk stops once the page is complete;
+        # otherwise it covers the range.
+        simple = tail is None and head is None and listing.max_depth is None
+        simple = simple and listing.min_depth is None
         stop = listing.offset + listing.limit if simple else None
 
         def work(conn: Connection) -> list[str]:
-            return MemoryRepository(conn).namespaces(listing.prefix, now, stop)
+            return MemoryRepository(conn).namespaces(root, now, stop)
 
         found = await self._db.read(work, one_statement=True)
-        if tail is not None:
-            found = [ns for ns in found if ns.split(":")[-len(tail) :] == tail]
+        if head is not None or tail is not None or listing.min_depth is not None:
+            found = [
+                ns
+                for ns in found
+                if _segments_match(ns.split(":"), head, tail, wild, listing.min_depth)
+            ]
         if listing.max_depth is not None:
             found = sorted({":".join(ns.split(":")[: listing.max_depth]) for ns in found})
         return found[listing.offset : listing.offset + listing.limit]
@@ -597,14 +625,16 @@ class MemoryService:
             )
         return self.embedder
 
-    async def _embed(self, value: Any, index: bool) -> Embedding | None:
+    async def _embed(self, value: Any, index: bool | Sequence[str]) -> Embedding | None:
         """The embedding of a version about to be written, or None without an
-        embedder or with ``index=False``. Runs before the unit of work: never
+        embedder or with ``index=False``; a list of field names embeds those
+        fields instead of the embedder's. Runs before the unit of work: never
         while the writer lock is held. EmbeddingError when the embedder fails."""
         _check_index(index)
-        if self.embedder is None or not index:
+        if self.embedder is None or index is False:
             return None
-        return self.embedder.model, await self.embedder.embed_value(value)
+        fields = None if index is True else tuple(index)
+        return self.embedder.model, await self.embedder.embed_value(value, fields=fields)
 
     async def reindex(
         self,
@@ -802,7 +832,7 @@ class MemoryService:
         task_id: str,
         metadata: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
-        index: bool = True,
+        index: bool | Sequence[str] = True,
     ) -> MemoryDict:
         """Write ``value`` whether or not the key exists (upsert); the version written.
 
@@ -815,7 +845,8 @@ class MemoryService:
         one audit row (``create`` or ``update``). ``ttl`` as for
         ``update_memory``: the key expires that long after this write, or never.
         With an embedder the version's embedding is stored with it, unless
-        ``index=False``.
+        ``index=False``; ``index`` as a list of field names (``"$"`` or dotted
+        names) embeds those fields of this version instead of the embedder's.
         """
         ttl = ttl_arg(ttl)
         put = validated(
@@ -882,20 +913,33 @@ class MemoryService:
 
         return await self._db.write(work)
 
-    async def delete_memory(self, namespace: str, key: str, deleted_by: str, task_id: str) -> None:
+    async def delete_memory(
+        self,
+        namespace: str,
+        key: str,
+        deleted_by: str,
+        task_id: str,
+        *,
+        missing_ok: bool = False,
+    ) -> None:
         """Soft delete: ``is_deleted`` on every version; nothing is removed.
 
-        A missing or already deleted key raises NotFoundError.
+        A missing or already deleted key raises NotFoundError, or with
+        ``missing_ok=True`` is left as it is (nothing written, no audit row).
         """
         deletion = validated(
             MemoryDeletion, namespace=namespace, key=key, deleted_by=deleted_by, task_id=task_id
         )
+        if not isinstance(missing_ok, bool):
+            raise ValidationError(f"missing_ok must be a bool, not {missing_ok!r}")
 
         def work(conn: Connection) -> None:
             repo, latest = _begin_write(
                 conn, deletion.task_id, deletion.namespace, deletion.key, clock.utcnow()
             )
             if latest is None or latest.is_deleted:
+                if missing_ok:
+                    return
                 raise NotFoundError(f"memory {deletion.namespace!r}/{deletion.key!r} not found")
             repo.mark_deleted(deletion.namespace, deletion.key)
             repo.set_expiry(deletion.namespace, deletion.key, None, had_expiry=_had_expiry(latest))
@@ -1350,6 +1394,29 @@ class MemoryService:
         return await self._db.run(work)
 
 
+def _segments_match(
+    segments: list[str],
+    head: list[str] | None,
+    tail: list[str] | None,
+    wildcard: str | None,
+    min_depth: int | None,
+) -> bool:
+    """Whether a namespace's segments start with ``head`` and end with
+    ``tail`` (a ``wildcard`` segment matching any one) and number at least
+    ``min_depth``."""
+
+    def same(pattern: list[str], part: list[str]) -> bool:
+        return all(p in (s, wildcard) for p, s in zip(pattern, part, strict=True))
+
+    if min_depth is not None and len(segments) < min_depth:
+        return False
+    if head is not None and (len(segments) < len(head) or not same(head, segments[: len(head)])):
+        return False
+    return tail is None or (
+        len(segments) >= len(tail) and same(tail, segments[len(segments) - len(tail) :])
+    )
+
+
 def _ttl_data(ttl: timedelta | None) -> dict[str, Any]:
     """What an audit row records of a write's TTL."""
     return {} if ttl is None else {"ttl_seconds": ttl.total_seconds()}
@@ -1575,7 +1642,7 @@ class ScopedMemory:
         task_id: str,
         metadata: dict[str, Any] | None = None,
         ttl: timedelta | None = None,
-        index: bool = True,
+        index: bool | Sequence[str] = True,
     ) -> MemoryDict:
         """As ``MemoryService.put_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
@@ -1591,10 +1658,20 @@ class ScopedMemory:
             index=index,
         )
 
-    async def delete_memory(self, namespace: str, key: str, deleted_by: str, task_id: str) -> None:
+    async def delete_memory(
+        self,
+        namespace: str,
+        key: str,
+        deleted_by: str,
+        task_id: str,
+        *,
+        missing_ok: bool = False,
+    ) -> None:
         """As ``MemoryService.delete_memory``; the namespace must be writable in this scope."""
         self._allow(namespace, write=True)
-        await self._service.delete_memory(namespace, key, deleted_by, task_id)
+        await self._service.delete_memory(
+            namespace, key, deleted_by, task_id, missing_ok=missing_ok
+        )
 
     async def restore_memory(
         self,

@@ -29,14 +29,18 @@ def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path)
     assert len([t for t in named if t.startswith("issue 11: ")]) == 5, named
     report = (tmp_path / "performance_validation_milestone2.md").read_text()
     assert "## Targets" in report and "## Index usage" in report
-    # The ADK peers (the dev and bench extras install google-adk).
+    # The ADK and LangGraph peers (the dev and bench extras install google-adk and
+    # langgraph-checkpoint-sqlite).
     assert {r["op"] for r in result["peers"]} == {
         "ADK create_session",
         "ADK append_event",
         "ADK get_session (100 events)",
+        "LangGraph put (update)",
+        "LangGraph get",
+        "LangGraph search (filter, 10 of 100)",
     }
     assert all(r["abathur"]["p50_us"] > 0 and r["peer"]["p50_us"] > 0 for r in result["peers"])
-    assert "## Peers: Google ADK" in report
+    assert "## Peers: Google ADK and LangGraph" in report
 
 
 def _stored(path: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
