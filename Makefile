@@ -28,11 +28,13 @@ $(LOWEST)/.installed: pyproject.toml ci/constraints-lowest.txt
 	touch $@
 
 # The framework adapters are optional extras whose own floors are above the
-# core's (google-adk needs pydantic 2.12): their tests run in `make test`.
+# core's (google-adk needs pydantic 2.12): their tests, and the benchmark's
+# smoke test (its peers are those frameworks), run in `make test`.
 test-lowest: $(LOWEST)/.installed
 	$(LOWEST)/bin/pip check
 	env -u ABATHUR_TEST_POSTGRES_URL $(LOWEST)/bin/pytest -p no:cacheprovider -q \
-		--ignore=tests/conformance --ignore=tests/integrations $(PYTEST_ARGS)
+		--ignore=tests/conformance --ignore=tests/integrations \
+		--ignore=tests/docs/test_benchmark_smoke.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check abathur tests alembic benchmarks

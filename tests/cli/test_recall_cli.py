@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.cli.test_cli import _SEPARATE_STDERR
+
 from abathur.cli import cli
 from abathur.cli.context import make_embedder
 from abathur.cli.demo import NAMESPACE, RECALL_QUERY, TASK_ID
@@ -27,7 +29,7 @@ CLEAN = {
 
 
 def invoke(db: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    runner = CliRunner(env={**CLEAN, **(env or {})})
+    runner = CliRunner(env={**CLEAN, **(env or {})}, **_SEPARATE_STDERR)
     return runner.invoke(cli, ["--db", str(db), *args], prog_name="abathur")
 
 
