@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.cli.test_cli import _SEPARATE_STDERR
-
 from abathur.cli import cli
 from abathur.cli.context import make_embedder
 from abathur.cli.demo import NAMESPACE, RECALL_QUERY, TASK_ID
 from abathur.embeddings import HashingEmbedder, OpenAICompatibleEmbedder
 from abathur.errors import ConfigurationError, ValidationError
+from tests.cli.test_cli import _SEPARATE_STDERR
 from tests.embeddings.test_embedders import FakeServer
 
 CLEAN = {
