@@ -336,7 +336,7 @@ async def _scale_work(
             "per_key": per_key}  # fmt: skip
 
 
-async def scale_out(url: str, seconds: float) -> list[dict[str, Any]]:
+async def scale_out(url: str, seconds: float, start_delay: float = 3.0) -> list[dict[str, Any]]:
     """``PROCESSES`` OS processes write to one server for ``seconds`` per phase:
     sessions (create, then 9 appends each), put_memory of keys of each
     process's own, put_memory of 10 keys every process writes. Afterwards the
@@ -351,7 +351,7 @@ async def scale_out(url: str, seconds: float) -> list[dict[str, Any]]:
                 schema = await create_schema(url, stack)
                 await prefill(url, schema)
                 loop = asyncio.get_running_loop()
-                start_at = time.time() + 3.0  # after every process has started
+                start_at = time.time() + start_delay  # after every process has started
                 runs = await asyncio.gather(*(
                     loop.run_in_executor(pool, _scale_worker, url, schema, phase, p, seconds,
                                          start_at)
@@ -423,7 +423,7 @@ def _scale_summary(
 
 async def run(bench: Bench, url: str, seconds: float) -> dict[str, Any]:
     result = await compare(bench, url)
-    result["scale_out"] = await scale_out(url, seconds)
+    result["scale_out"] = await scale_out(url, seconds, 1.5 if bench.quick else 3.0)
     result["server"] = to_url(url).render_as_string(hide_password=True)
     return result
 
