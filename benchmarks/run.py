@@ -9,6 +9,9 @@ Writes ``docs/performance_milestone2.json`` (every figure),
 ``docs/performance_milestone2.png`` (latency against session length and
 table size) and ``docs/performance_validation_milestone2.md`` (the report).
 ``--quick`` runs a few iterations of everything (the smoke test uses it).
+With ``ABATHUR_BENCH_POSTGRES_URL`` the report has a PostgreSQL section
+(``benchmarks/postgres.py``); ``--only postgres`` runs that section alone and
+writes ``performance_postgres.json`` and ``performance_validation_postgres.md``.
 """
 
 from __future__ import annotations
