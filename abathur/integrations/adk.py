@@ -192,17 +192,22 @@ class AbathurSessionService(BaseSessionService):
         sid = str(uuid.uuid4()) if session_id is None else session_id
         cid = abathur_session_id(app_name, user_id, sid)
         try:
-            await sessions.create_session(
+            created = await sessions.create_session(
                 cid, app_name, user_id, initial_state=_json_safe(state or {})
             )
         except AlreadyExistsError as exc:
             raise AdkAlreadyExistsError(f"Session with id {sid} already exists.") from exc
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
-        got = await sessions.get_session(cid, recent_events=0)
-        if got is None:  # deleted between the two calls
-            raise SessionNotFoundError(f"Session {sid} not found.")
-        return self._session(app_name, user_id, sid, got, [], got["last_update_time"].timestamp())
+        # What was written, as get_session would read it (one transaction).
+        return self._session(
+            app_name,
+            user_id,
+            sid,
+            {**created, "last_seq": 0},
+            [],
+            created["last_update_time"].timestamp(),
+        )
 
     async def get_session(
         self,
