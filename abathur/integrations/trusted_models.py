@@ -258,14 +258,21 @@ class TrustedModels:
             item = self._converter(args[0], owner) if args else _identity
             if item is None:
                 return None
-            collect = list if origin is list else set
+            if origin is list:
 
-            def sequence(value: Any) -> Any:
+                def sequence(value: Any) -> Any:
+                    if type(value) is not list:
+                        raise _Mismatch
+                    return [item(v) for v in value]
+
+                return sequence
+
+            def members(value: Any) -> Any:
                 if type(value) is not list:
                     raise _Mismatch
-                return collect(item(v) for v in value)
+                return {item(v) for v in value}
 
-            return sequence
+            return members
         if origin is dict:
             if args and args[0] is not str:
                 return None
