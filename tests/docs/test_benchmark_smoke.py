@@ -47,6 +47,7 @@ def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path)
         "ADK get_session (100 events)",
         "LangGraph put (update)",
         "LangGraph get",
+        "LangGraph search (10 of 100)",
         "LangGraph search (filter, 10 of 100)",
     }
     assert all(r["abathur"]["p50_us"] > 0 and r["peer"]["p50_us"] > 0 for r in result["peers"])
