@@ -33,7 +33,14 @@ def _refuse_nul(_conn: Any, _cursor: Any, _sql: str, params: Any, _ctx: Any, man
     """
     rows = params if many else (params,)
     for row in rows:
-        values = row.values() if isinstance(row, dict) else row or ()
+        if isinstance(row, dict):
+            values = row.values()
+        elif isinstance(row, list | tuple):
+            values = row
+        else:
+            # SQLAlchemy's "insertmanyvalues" (an executemany with RETURNING on
+            # PostgreSQL) reports each batch as ``many`` with one flat row.
+            values = (row,)
         for value in values:
             if isinstance(value, str) and "\x00" in value:
                 raise ValidationError(f"text may not contain the NUL character: {value!r}")

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import orm
 from sqlalchemy.engine import Connection
@@ -34,6 +34,7 @@ from abathur.domain.memory import (
     CONSOLIDATION_STRATEGIES,
     MAX_NAMESPACE_LIST_LIMIT,
     AccessContext,
+    BulkPut,
     Consolidation,
     KeyRef,
     MemoryDeletion,
@@ -46,6 +47,7 @@ from abathur.domain.memory import (
     NamespaceListing,
     NewMemory,
     VersionRef,
+    bulk_puts,
     check_suffix,
     expiry_after,
     json_object,
@@ -68,9 +70,17 @@ from abathur.errors import (
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
 from abathur.repositories.embeddings import EmbeddingRepository
-from abathur.repositories.memory import MemoryRepository, MemoryVersion
+from abathur.repositories.memory import (
+    MemoryRepository,
+    MemoryVersion,
+    insert_versions,
+    latest_of_keys,
+    lock_keys,
+    set_expiries,
+)
 from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
+from abathur.strict_json import JSONText
 
 Resolver = Callable[[list[MemoryDict]], Awaitable[Any]]
 """``llm_based`` consolidation: receives a key's live versions (oldest first) and
@@ -1119,6 +1129,54 @@ class MemoryService:
             f"{PUBLISH_ATTEMPTS} attempts to publish it"
         )
 
+    async def put_memories(self, items: Sequence[dict[str, Any]]) -> list[MemoryDict]:
+        """``put_memory`` for many items in one transaction; the versions written, in order.
+
+        Each item is a dict of ``put_memory``'s arguments by name (``namespace``,
+        ``key``, ``value``, ``memory_type``, ``by``, ``task_id``; optionally
+        ``metadata``, ``ttl``, ``index``). The result equals calling
+        ``put_memory`` for each item in order (a key given several times gets
+        consecutive versions), except that all are written at once with the
+        same ``updated_at``: one audit row per item (``create`` or ``update``),
+        all or nothing. Any invalid item is a ValidationError naming its index
+        (``item 3: ...``) and nothing is written; a missing task is the
+        NotFoundError ``put_memory`` gives. With an embedder every item's
+        embedding is computed first, in one call of the embedder, before the
+        transaction begins. The statements are set-based (a few per
+        thousands of keys, see ``repositories.memory.latest_of_keys``), so
+        loading is tens of times faster than one ``put_memory`` per item.
+        """
+        puts = bulk_puts(items)
+        if not puts:
+            return []
+        for number, put in enumerate(puts):
+            try:
+                _check_index(put.index)
+            except ValidationError as exc:
+                raise ValidationError(f"item {number}: {exc}") from exc
+        embeddings = await self._embed_many(puts)
+        return await self._db.write(partial(_put_many, puts, embeddings))
+
+    async def _embed_many(self, puts: Sequence[BulkPut]) -> list[Embedding | None]:
+        """``_embed`` of every item, with one call of the embedder for them all."""
+        if self.embedder is None:
+            return [None] * len(puts)
+        embedder = self.embedder
+        texts = [
+            None
+            if put.index is False
+            else embedder.texts(put.value, None if put.index is True else tuple(put.index))
+            for put in puts
+        ]
+        flat = [text for found in texts if found for _, text in found]
+        vectors = iter(await embedder.embed_texts(flat) if flat else [])
+        return [
+            None
+            if found is None
+            else (embedder.model, [(field, next(vectors)) for field, _ in found])
+            for found in texts
+        ]
+
     # ------------------------------------------------------------ consolidation
 
     async def consolidate_memories(
@@ -1469,6 +1527,157 @@ def _version_after(
     )
 
 
+def _put_many(
+    puts: Sequence[BulkPut], embeddings: Sequence[Embedding | None], conn: Connection
+) -> list[MemoryDict]:
+    """``put_memories``' unit of work: ``put_memory``'s rules applied to every
+    item in order, with a few statements for all of them.
+
+    The tasks must exist; the keys are locked (``lock_keys``) and their newest
+    versions read (``latest_of_keys``); a key past its expiry is first made a
+    deleted key, as ``_current`` does. Then each item's version follows from
+    its key's state (read, or left by the item before it), exactly as
+    ``put_memory`` computes it; versions, expiries, embeddings and audit rows
+    are written with one executemany each.
+    """
+    now = clock.utcnow()
+    for task_id in dict.fromkeys(put.task_id for put in puts):
+        require(conn, Task, task_id, "task")
+    keys = list(dict.fromkeys((put.namespace, put.key) for put in puts))
+    lock_keys(conn, keys)
+    found = latest_of_keys(conn, keys)
+    repo = MemoryRepository(conn)
+    for ns_key, latest in list(found.items()):
+        if _expired(latest, now):
+            found[ns_key] = _current(repo, *ns_key, now)
+    heads: dict[tuple[str, str], _Head] = {
+        ns_key: _Head(
+            row.version,
+            not row.is_deleted,
+            row.memory_type,
+            row.metadata_,
+            row.created_by,
+            row.created_at,
+        )
+        for ns_key, row in found.items()
+    }
+    expiries: dict[tuple[str, str], tuple[datetime, float] | None] = {}
+    rows: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    written: list[MemoryDict] = []
+    for number, put in enumerate(puts):
+        ns_key = (put.namespace, put.key)
+        head = heads.get(ns_key)
+        live = head is not None and head.live
+        if head is not None and head.live:
+            memory_type = head.memory_type
+            kept = put.metadata if put.metadata is not None else head.metadata
+            created_by, created_at = head.created_by, head.created_at
+        else:
+            memory_type = put.memory_type
+            kept = put.metadata if put.metadata is not None else {}
+            created_by, created_at = put.by, now
+        metadata = copy.deepcopy(kept) if kept else {}
+        version = 1 if head is None else head.version + 1
+        heads[ns_key] = _Head(version, True, memory_type, metadata, created_by, created_at)
+        try:
+            expiries[ns_key] = _expiry(put.ttl, now)
+        except ValidationError as exc:
+            raise ValidationError(f"item {number}: {exc}") from exc
+        rows.append(
+            {
+                "namespace": put.namespace,
+                "key": put.key,
+                "value": JSONText(put.text),
+                "memory_type": memory_type,
+                "version": version,
+                "is_deleted": False,
+                "metadata": metadata,
+                "created_by": created_by,
+                "updated_by": put.by,
+                "created_at": created_at,
+                "updated_at": now,
+            }
+        )
+        written.append(
+            {
+                "id": 0,
+                "namespace": put.namespace,
+                "key": put.key,
+                "value": put.value,
+                "memory_type": memory_type,
+                "version": version,
+                "is_deleted": False,
+                "metadata": metadata,
+                "created_by": created_by,
+                "updated_by": put.by,
+                "created_at": created_at,
+                "updated_at": now,
+            }
+        )
+        if live:
+            data = {"key": put.key, "version": version, "updated_by": put.by}
+        else:
+            data = {
+                "key": put.key,
+                "version": version,
+                "created_by": put.by,
+                "memory_type": memory_type,
+            }
+        audits.append(
+            {
+                "task_id": put.task_id,
+                "action_type": "memory_update" if live else "memory_create",
+                "action_data": {**data, **_ttl_data(put.ttl)},
+                "result": "success",
+                "memory_operation_type": "update" if live else "create",
+                "memory_namespace": put.namespace,
+            }
+        )
+    ids = insert_versions(conn, rows)
+    for row_id, result, audit in zip(ids, written, audits, strict=True):
+        result["id"] = row_id
+        audit["memory_entry_id"] = row_id
+    _set_expiries(conn, found, expiries)
+    vectors = [(row_id, e[1]) for row_id, e in zip(ids, embeddings, strict=True) if e is not None]
+    if vectors:
+        model = next(e[0] for e in embeddings if e is not None)
+        EmbeddingRepository(conn).insert_many(model, vectors)
+    AuditRepository(conn).append_many(audits)
+    return written
+
+
+class _Head(NamedTuple):
+    """What the next version of a key follows from: its newest version's."""
+
+    version: int
+    live: bool
+    memory_type: str
+    metadata: Any
+    created_by: str | None
+    created_at: datetime
+
+
+def _set_expiries(
+    conn: Connection,
+    found: dict[tuple[str, str], Any],
+    expiries: dict[tuple[str, str], tuple[datetime, float] | None],
+) -> None:
+    """Each key's expiry as its last write in the batch leaves it (each write
+    sets or clears it, so the last decides), from what it was before."""
+    cleared, changed, added = [], [], []
+    for ns_key, expiry in expiries.items():
+        had = _had_expiry(found.get(ns_key))
+        if expiry is None:
+            if had:
+                cleared.append(ns_key)
+        elif had:
+            changed.append((*ns_key, *expiry))
+        else:
+            added.append((*ns_key, *expiry))
+    set_expiries(conn, cleared=cleared, changed=changed, added=added)
+
+
 class ScopedMemory:
     """MemoryService seen through an AccessContext: reads and writes outside the
     context's namespaces raise AccessDeniedError (a PermissionError) naming the rule."""
@@ -1657,6 +1866,23 @@ class ScopedMemory:
             ttl=ttl,
             index=index,
         )
+
+    async def put_memories(self, items: Sequence[dict[str, Any]]) -> list[MemoryDict]:
+        """As ``MemoryService.put_memories``; every item's namespace must be
+        writable in this scope (else AccessDeniedError naming the item, and
+        nothing is written)."""
+        if isinstance(items, list | tuple):
+            allowed: set[str] = set()
+            for number, item in enumerate(items):
+                namespace = item.get("namespace") if isinstance(item, dict) else None
+                if not isinstance(namespace, str) or namespace in allowed:
+                    continue
+                try:
+                    self._allow(namespace, write=True)
+                except AccessDeniedError as exc:
+                    raise AccessDeniedError(f"item {number}: {exc}") from None
+                allowed.add(namespace)
+        return await self._service.put_memories(items)
 
     async def delete_memory(
         self,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
-from abathur.db.sqlite.prepared import Executor
+from abathur.db.sqlite.prepared import Executor, Prepared
 from abathur.domain.clock import utcnow
 from abathur.domain.core import NewAuditEntry
 from abathur.repositories.base import insert_row
 from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import AuditEntry
+
+_INSERT_MANY = Prepared(insert(AuditEntry))
 
 
 class AuditRepository:
@@ -22,6 +25,13 @@ class AuditRepository:
         row = AuditEntry(**entry.model_dump(), timestamp=utcnow())
         insert_row(self.executor, row)
         return row
+
+    def append_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Many audit rows in one executemany: dicts of the columns of
+        ``NewAuditEntry`` (already valid; all with the same keys), each stamped now."""
+        if rows:
+            now = utcnow()
+            _INSERT_MANY.execute_many(self.executor, [{**row, "timestamp": now} for row in rows])
 
     def for_task(self, task_id: str, limit: int = 100) -> Sequence[AuditEntry]:
         query = (

@@ -126,6 +126,24 @@ class EmbeddingRepository:
         if rows:
             INSERT.execute_many(self.executor, rows)
 
+    def insert_many(
+        self, model: str, versions: Sequence[tuple[int, Sequence[tuple[str, Vector]]]]
+    ) -> None:
+        """``insert`` for many versions just written, in one executemany."""
+        rows = [
+            {
+                "memory_entry_id": memory_entry_id,
+                "model": model,
+                "field": field,
+                "dims": len(vector),
+                "vector": to_blob(vector),
+            }
+            for memory_entry_id, vectors in versions
+            for field, vector in vectors
+        ]
+        if rows:
+            INSERT.execute_many(self.executor, rows)
+
     def insert_missing(self, model: str, rows: Sequence[tuple[int, str, Vector]]) -> int:
         """Embeddings of existing versions, skipping any another writer stored first;
         the number of rows inserted."""

@@ -46,7 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -471,3 +471,165 @@ def _namespace_walk(postgres: bool) -> Any:
 
 
 _NAMESPACE_WALK = {False: _namespace_walk(False), True: _namespace_walk(True)}
+
+
+# ------------------------------------------------------------ bulk writes (put_memories)
+#
+# ``MemoryService.put_memories`` writes many versions in one transaction with
+# a constant number of statements per chunk of keys: one to lock them
+# (PostgreSQL), one to read their newest versions, one executemany of the
+# versions and one of the audit rows.
+
+BULK_CHUNK = 5_000  # keys per latest-versions read and per lock statement
+
+
+def _latest_of_keys_sqlite() -> Any:
+    """The newest version of each key of a JSON array of ``[namespace, key]``
+    pairs, with its expiry: one probe of the unique index per key."""
+    wanted = func.json_each(bindparam("keys", type_=Text())).table_valued("value").alias("wanted")
+    ns = func.json_extract(wanted.c.value, "$[0]")
+    key = func.json_extract(wanted.c.value, "$[1]")
+    newest = aliased(MemoryEntry, name="newest")
+    newest_id = (
+        select(newest.id)
+        .where(newest.namespace == ns, newest.key == key)
+        .order_by(newest.version.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+        .select_from(wanted)
+        .join(WITH_EXPIRY, MemoryEntry.id == newest_id)
+    )
+
+
+def _latest_of_keys_pg() -> Any:
+    """As on SQLite, the keys given as two parallel text arrays."""
+    wanted = (
+        func.unnest(
+            bindparam("namespaces", type_=ARRAY(Text())), bindparam("keys", type_=ARRAY(Text()))
+        )
+        .table_valued("ns", "k")
+        .render_derived(name="wanted")
+    )
+    newest = aliased(MemoryEntry, name="newest")
+    newest_id = (
+        select(newest.id)
+        .where(newest.namespace == wanted.c.ns, newest.key == wanted.c.k)
+        .order_by(newest.version.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+        .select_from(wanted)
+        .join(WITH_EXPIRY, MemoryEntry.id == newest_id)
+    )
+
+
+LATEST_OF_KEYS = {False: Prepared(_latest_of_keys_sqlite()), True: _latest_of_keys_pg()}
+# Row ids on SQLite: the next AUTOINCREMENT value is one past the larger of the
+# table's sequence and its highest id (the rule SQLite itself applies).
+_NEXT_ID_SQLITE = Prepared(
+    select(
+        func.max(
+            func.coalesce(
+                select(literal_column("seq"))
+                .select_from(text("sqlite_sequence"))
+                .where(literal_column("name") == "memory_entries")
+                .scalar_subquery(),
+                0,
+            ),
+            func.coalesce(select(func.max(MemoryEntry.id)).scalar_subquery(), 0),
+        )
+    )
+)
+_INSERT_VERSIONS = Prepared(insert(MemoryEntry.__table__))
+_INSERT_VERSIONS_RETURNING = insert(MemoryEntry.__table__).returning(
+    MemoryEntry.__table__.c.id, sort_by_parameter_order=True
+)
+
+
+def _chunked(items: Sequence[Any], size: int = BULK_CHUNK) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def lock_keys(executor: Executor, keys: Sequence[tuple[str, str]]) -> None:
+    """``lock_key`` for many keys: on PostgreSQL their advisory locks, taken in
+    ascending lock id order (so two bulk writers never deadlock), a few
+    statements for all; nothing on SQLite (one writer at a time)."""
+    if dialect_name(executor) != "postgresql" or not keys:
+        return
+    ids = sorted({key_lock_id(ns, key) for ns, key in keys})
+    statement = text(
+        "SELECT count(pg_advisory_xact_lock(lock_id)) FROM "
+        "(SELECT lock_id FROM unnest(:ids) AS lock_id ORDER BY lock_id) AS ordered"
+    ).bindparams(bindparam("ids", type_=ARRAY(BIGINT())))
+    for chunk in _chunked(ids):
+        executor.execute(statement, {"ids": list(chunk)})
+
+
+def latest_of_keys(
+    executor: Executor, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """``latest_with_expiry`` of many keys: the newest version (deleted or not)
+    of each key that has one, with its ``expires_at`` and ``ttl_seconds``."""
+    found: dict[tuple[str, str], Any] = {}
+    postgres = dialect_name(executor) == "postgresql"
+    for chunk in _chunked(keys):
+        if postgres:
+            params: dict[str, Any] = {
+                "namespaces": [ns for ns, _ in chunk],
+                "keys": [key for _, key in chunk],
+            }
+            rows = executor.execute(LATEST_OF_KEYS[True], params).all()
+        else:
+            rows = LATEST_OF_KEYS[False].all(executor, {"keys": dumps([list(k) for k in chunk])})
+        for row in rows:
+            found[(row.namespace, row.key)] = row
+    return found
+
+
+def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
+    """INSERT many new version rows (dicts of column values, every one with the
+    same columns); their row ids, in order.
+
+    SQLite: one executemany with the ids given (the ones AUTOINCREMENT would
+    assign: the write transaction holds the only write lock). PostgreSQL: a
+    multi-row INSERT ... RETURNING per batch, ids sorted back into the rows' order.
+    A duplicate (namespace, key, version) is a ConflictError, as for ``insert``.
+    """
+    if not rows:
+        return []
+    try:
+        if dialect_name(executor) == "postgresql":
+            result = executor.execute(_INSERT_VERSIONS_RETURNING, rows)
+            return [int(row_id) for (row_id,) in result.all()]
+        first = int(_NEXT_ID_SQLITE.scalar(executor, {}) or 0) + 1
+        ids = list(range(first, first + len(rows)))
+        for row_id, row in zip(ids, rows, strict=True):
+            row["id"] = row_id
+        _INSERT_VERSIONS.execute_many(executor, rows)
+        return ids
+    except IntegrityError as exc:
+        if is_duplicate_key(exc):
+            raise ConflictError("a version of one of the keys was written concurrently") from exc
+        raise
+
+
+def set_expiries(
+    executor: Executor,
+    *,
+    cleared: Sequence[tuple[str, str]],
+    changed: Sequence[tuple[str, str, datetime, float]],
+    added: Sequence[tuple[str, str, datetime, float]],
+) -> None:
+    """``set_expiry`` for many keys: expiries removed, replaced and created."""
+    if cleared:
+        CLEAR_EXPIRY.execute_many(executor, [{"ns": ns, "k": k} for ns, k in cleared])
+    for statement, group in ((SET_EXPIRY, changed), (NEW_EXPIRY, added)):
+        if group:
+            statement.execute_many(
+                executor, [{"ns": ns, "k": k, "at": at, "ttl": ttl} for ns, k, at, ttl in group]
+            )
