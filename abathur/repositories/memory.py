@@ -551,8 +551,8 @@ _INSERT_VERSIONS_RETURNING = insert(MemoryEntry.__table__).returning(
 )
 
 
-def _chunked(items: Sequence[Any], size: int = BULK_CHUNK) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _chunked(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + BULK_CHUNK] for i in range(0, len(items), BULK_CHUNK)]
 
 
 def lock_keys(executor: Executor, keys: Sequence[tuple[str, str]]) -> None:
