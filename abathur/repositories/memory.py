@@ -105,6 +105,15 @@ EXPIRED_KEYS = Prepared(
     .order_by(MemoryExpiry.expires_at, MemoryExpiry.namespace, MemoryExpiry.key)
 )
 # Parameter names differ from the column names: an UPDATE reserves those.
+UNSET_CURRENT = Prepared(
+    update(MemoryEntry)
+    .where(
+        MemoryEntry.namespace == bindparam("ns"),
+        MemoryEntry.key == bindparam("k"),
+        MemoryEntry.is_current == true(),
+    )
+    .values(is_current=false())
+)
 _EXPIRY_OF_KEY = (MemoryExpiry.namespace == bindparam("ns"), MemoryExpiry.key == bindparam("k"))
 SET_EXPIRY = Prepared(
     update(MemoryExpiry)
@@ -207,7 +216,14 @@ class MemoryRepository:
         return (self.executor.scalars(query)).all()
 
     def insert(self, row: MemoryEntry) -> MemoryEntry:
+        """Insert ``row`` as its key's new current version: the key's previous
+        current row (if any) loses ``is_current`` first, in the same
+        transaction. Callers hold the key's lock and number ``row`` after the
+        key's highest version; a concurrent writer that got past both is a
+        ConflictError (UNIQUE version, or the one current row per key)."""
+        row.is_current = True
         try:
+            UNSET_CURRENT.execute(self.executor, {"ns": row.namespace, "k": row.key})
             insert_row(self.executor, row)
         except IntegrityError as exc:
             if is_duplicate_key(exc):
