@@ -77,6 +77,7 @@ from abathur.repositories.memory import (
     latest_of_keys,
     lock_keys,
     set_expiries,
+    unset_current,
 )
 from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
@@ -1537,8 +1538,9 @@ def _put_many(
     versions read (``latest_of_keys``); a key past its expiry is first made a
     deleted key, as ``_current`` does. Then each item's version follows from
     its key's state (read, or left by the item before it), exactly as
-    ``put_memory`` computes it; versions, expiries, embeddings and audit rows
-    are written with one executemany each.
+    ``put_memory`` computes it; the keys' current rows lose ``is_current`` and
+    the last new version of each key gains it; versions, expiries, embeddings
+    and audit rows are written with one executemany each.
     """
     now = clock.utcnow()
     for task_id in dict.fromkeys(put.task_id for put in puts):
@@ -1562,6 +1564,7 @@ def _put_many(
         for ns_key, row in found.items()
     }
     expiries: dict[tuple[str, str], tuple[datetime, float] | None] = {}
+    last = {(put.namespace, put.key): number for number, put in enumerate(puts)}
     rows: list[dict[str, Any]] = []
     audits: list[dict[str, Any]] = []
     written: list[MemoryDict] = []
@@ -1597,6 +1600,7 @@ def _put_many(
                 "updated_by": put.by,
                 "created_at": created_at,
                 "updated_at": now,
+                "is_current": last[ns_key] == number,
             }
         )
         written.append(
@@ -1634,6 +1638,7 @@ def _put_many(
                 "memory_namespace": put.namespace,
             }
         )
+    unset_current(conn, list(found))
     ids = insert_versions(conn, rows)
     for row_id, result, audit in zip(ids, written, audits, strict=True):
         result["id"] = row_id

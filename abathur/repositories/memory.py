@@ -499,29 +499,35 @@ _NAMESPACE_WALK = {False: _namespace_walk(False), True: _namespace_walk(True)}
 BULK_CHUNK = 5_000  # keys per latest-versions read and per lock statement
 
 
-def _latest_of_keys_sqlite() -> Any:
-    """The newest version of each key of a JSON array of ``[namespace, key]``
-    pairs, with its expiry: one probe of the unique index per key."""
-    wanted = func.json_each(bindparam("keys", type_=Text())).table_valued("value").alias("wanted")
-    ns = func.json_extract(wanted.c.value, "$[0]")
-    key = func.json_extract(wanted.c.value, "$[1]")
-    newest = aliased(MemoryEntry, name="newest")
-    newest_id = (
-        select(newest.id)
-        .where(newest.namespace == ns, newest.key == key)
-        .order_by(newest.version.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+def _latest_of_keys(wanted: Any, ns: Any, key: Any) -> Any:
+    """The current version (the newest, deleted or not) of each key listed by
+    ``wanted``, with its expiry: one probe of ``idx_memory_current_key`` per key."""
     return (
         select(*VERSION_FIELDS, *EXPIRY_FIELDS)
         .select_from(wanted)
-        .join(WITH_EXPIRY, MemoryEntry.id == newest_id)
+        .join(
+            WITH_EXPIRY,
+            and_(
+                MemoryEntry.namespace == ns,
+                MemoryEntry.key == key,
+                MemoryEntry.is_current == true(),
+            ),
+        )
+    )
+
+
+def _latest_of_keys_sqlite() -> Any:
+    """The keys as a JSON array of ``[namespace, key]`` pairs."""
+    wanted = func.json_each(bindparam("keys", type_=Text())).table_valued("value").alias("wanted")
+    return _latest_of_keys(
+        wanted,
+        func.json_extract(wanted.c.value, "$[0]"),
+        func.json_extract(wanted.c.value, "$[1]"),
     )
 
 
 def _latest_of_keys_pg() -> Any:
-    """As on SQLite, the keys given as two parallel text arrays."""
+    """The keys as two parallel text arrays."""
     wanted = (
         func.unnest(
             bindparam("namespaces", type_=ARRAY(Text())), bindparam("keys", type_=ARRAY(Text()))
@@ -529,19 +535,7 @@ def _latest_of_keys_pg() -> Any:
         .table_valued("ns", "k")
         .render_derived(name="wanted")
     )
-    newest = aliased(MemoryEntry, name="newest")
-    newest_id = (
-        select(newest.id)
-        .where(newest.namespace == wanted.c.ns, newest.key == wanted.c.k)
-        .order_by(newest.version.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    return (
-        select(*VERSION_FIELDS, *EXPIRY_FIELDS)
-        .select_from(wanted)
-        .join(WITH_EXPIRY, MemoryEntry.id == newest_id)
-    )
+    return _latest_of_keys(wanted, wanted.c.ns, wanted.c.k)
 
 
 LATEST_OF_KEYS = {False: Prepared(_latest_of_keys_sqlite()), True: _latest_of_keys_pg()}
@@ -609,7 +603,8 @@ def latest_of_keys(
 
 def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
     """INSERT many new version rows (dicts of column values, every one with the
-    same columns); their row ids, in order.
+    same columns; at most one current row per key, after ``unset_current``);
+    their row ids, in order.
 
     SQLite: one executemany with the ids given (the ones AUTOINCREMENT would
     assign: the write transaction holds the only write lock). PostgreSQL: a
@@ -632,6 +627,13 @@ def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]
         if is_duplicate_key(exc):
             raise ConflictError("a version of one of the keys was written concurrently") from exc
         raise
+
+
+def unset_current(executor: Executor, keys: Sequence[tuple[str, str]]) -> None:
+    """Take ``is_current`` off the current row of each key (that has one), before
+    its new versions are inserted: one executemany."""
+    if keys:
+        UNSET_CURRENT.execute_many(executor, [{"ns": ns, "k": k} for ns, k in keys])
 
 
 def set_expiries(

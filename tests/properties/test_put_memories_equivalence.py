@@ -83,7 +83,7 @@ async def state(db: Database, root: str) -> tuple[Any, ...]:
         ).scalars().all()  # fmt: skip
     versions = [
         (r.namespace, r.key, r.version, r.value, r.memory_type, r.is_deleted, r.metadata_,
-         r.created_by, r.updated_by, r.created_at == r.updated_at)
+         r.created_by, r.updated_by, r.created_at, r.updated_at, r.is_current)
         for r in rows
     ]  # fmt: skip
     trail = [
