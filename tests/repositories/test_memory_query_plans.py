@@ -80,6 +80,25 @@ async def _retrieval_workload(memory: MemoryService, task_id: str) -> None:
             await memory.delete_memory("user:t3", "k", "me", task_id)
         await memory.put_memory("user:t2", "k", {}, "semantic", by="me", task_id=task_id)
         await memory.sweep_expired(task_id=task_id)
+        await _bulk_workload(memory, task_id, clock)
+
+
+async def _bulk_workload(memory: MemoryService, task_id: str, clock: Any) -> None:
+    """Issue 16: put_memories over new, live, deleted and expired keys, with
+    TTLs set, changed and cleared."""
+
+    def item(ns: str, key: str, **extra: Any) -> dict[str, Any]:
+        return {"namespace": ns, "key": key, "value": {"n": 1}, "memory_type": "semantic",
+                "by": "me", "task_id": task_id, **extra}  # fmt: skip
+
+    ttl = timedelta(seconds=10)
+    await memory.put_memories(
+        [item("user:b", "new", ttl=ttl), item("user:u0", "k_%"), item("user:b", "new"),
+         item("user:b", "x", ttl=ttl), item("user:u2", "k_%", ttl=ttl)]
+    )  # fmt: skip
+    await memory.put_memories([item("user:b", "x", ttl=ttl), item("user:b", "y", ttl=ttl)])
+    clock.advance(timedelta(seconds=11))
+    await memory.put_memories([item("user:b", "x"), item("user:b", "new")])
 
 
 async def _captured(db: Database, task_id: str) -> list[tuple[str, Any]]:
@@ -105,6 +124,8 @@ async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> N
     assert any("OFFSET" in s for s, _ in statements)
     expiry = [s.split()[0].upper() for s, _ in statements if "memory_expiry" in s]
     assert {"SELECT", "UPDATE", "DELETE", "WITH"} <= set(expiry), expiry
+    # Issue 16: put_memories' read of many keys' current versions.
+    assert any("json_each" in s or "unnest" in s for s, _ in statements)
 
     problems = {}
     for sql, params in statements:
@@ -137,3 +158,25 @@ async def _captured_search(db: Database) -> list[tuple[str, Any]]:
     statements = [(sql, params) for sql, params in recorded.items() if "memory_entries" in sql]
     assert len(statements) == 1
     return statements
+
+
+async def test_put_memories_reads_current_versions_by_the_current_key_index(
+    db: Database, task_id: str
+) -> None:
+    """One probe of ``idx_memory_current_key`` per key given, never a range."""
+    item = {"namespace": "user:a", "key": "k", "value": {}, "memory_type": "semantic",
+            "by": "me", "task_id": task_id}  # fmt: skip
+    await db.memory.put_memories([item])
+    with recording(db) as recorded:
+        await db.memory.put_memories([item, {**item, "key": "other"}])
+    (sql, params), *_ = [
+        (s, p)
+        for s, p in recorded.items()
+        if ("json_each" in s or "unnest" in s) and "memory_entries" in s
+    ]
+    plan = "\n".join(await explain(db, sql, params))
+    if db.is_sqlite:
+        probe = "SEARCH memory_entries USING INDEX idx_memory_current_key (namespace=? AND key=?)"
+        assert probe in plan
+    else:
+        assert "idx_memory_current_key" in plan, plan
