@@ -33,6 +33,7 @@ def _refuse_nul(_conn: Any, _cursor: Any, _sql: str, params: Any, _ctx: Any, man
     """
     rows = params if many else (params,)
     for row in rows:
+        values: Any
         if isinstance(row, dict):
             values = row.values()
         elif isinstance(row, list | tuple):

@@ -555,9 +555,9 @@ _NEXT_ID_SQLITE = Prepared(
         )
     )
 )
-_INSERT_VERSIONS = Prepared(insert(MemoryEntry.__table__))
-_INSERT_VERSIONS_RETURNING = insert(MemoryEntry.__table__).returning(
-    MemoryEntry.__table__.c.id, sort_by_parameter_order=True
+_INSERT_VERSIONS = Prepared(insert(MemoryEntry))
+_INSERT_VERSIONS_RETURNING = insert(MemoryEntry).returning(
+    MemoryEntry.id, sort_by_parameter_order=True
 )
 
 
