@@ -1580,7 +1580,7 @@ def _put_many(
             memory_type = put.memory_type
             kept = put.metadata if put.metadata is not None else {}
             created_by, created_at = put.by, now
-        metadata = copy.deepcopy(kept) if kept else {}
+        metadata: dict[str, Any] = copy.deepcopy(kept) if kept else {}
         version = 1 if head is None else head.version + 1
         heads[ns_key] = _Head(version, True, memory_type, metadata, created_by, created_at)
         try:
@@ -1595,7 +1595,8 @@ def _put_many(
                 "memory_type": memory_type,
                 "version": version,
                 "is_deleted": False,
-                "metadata": metadata,
+                # One shared object for every empty one: processed once.
+                "metadata": metadata or _NO_METADATA,
                 "created_by": created_by,
                 "updated_by": put.by,
                 "created_at": created_at,
@@ -1650,6 +1651,9 @@ def _put_many(
         EmbeddingRepository(conn).insert_many(model, vectors)
     AuditRepository(conn).append_many(audits)
     return written
+
+
+_NO_METADATA: dict[str, Any] = {}  # never handed out
 
 
 class _Head(NamedTuple):

@@ -28,10 +28,13 @@ class AuditRepository:
 
     def append_many(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many audit rows in one executemany: dicts of the columns of
-        ``NewAuditEntry`` (already valid; all with the same keys), each stamped now."""
+        ``NewAuditEntry`` (already valid; all with the same keys), each stamped
+        now (in place)."""
         if rows:
             now = utcnow()
-            _INSERT_MANY.execute_many(self.executor, [{**row, "timestamp": now} for row in rows])
+            for row in rows:
+                row["timestamp"] = now
+            _INSERT_MANY.execute_many(self.executor, rows)
 
     def for_task(self, task_id: str, limit: int = 100) -> Sequence[AuditEntry]:
         query = (

@@ -601,6 +601,10 @@ def latest_of_keys(
     return found
 
 
+def _index_order(row: dict[str, Any]) -> tuple[str, str, int]:
+    return row["namespace"], row["key"], row["version"]
+
+
 def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
     """INSERT many new version rows (dicts of column values, every one with the
     same columns; at most one current row per key, after ``unset_current``);
@@ -621,7 +625,9 @@ def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]
         ids = list(range(first, first + len(rows)))
         for row_id, row in zip(ids, rows, strict=True):
             row["id"] = row_id
-        _INSERT_VERSIONS.execute_many(executor, rows)
+        # In index order: the namespace-led indexes are then written page by page.
+        in_order = sorted(rows, key=_index_order)
+        _INSERT_VERSIONS.execute_many(executor, in_order)
         return ids
     except IntegrityError as exc:
         if is_duplicate_key(exc):
