@@ -118,9 +118,13 @@ class _Plan:
         row before is processed once."""
         columns = []
         for name, default, process in self.binds:
-            if default is _MISSING and name not in rows[0]:  # all rows have the same keys
-                raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
-            values = [row.get(name, default) for row in rows]
+            if default is _MISSING:
+                try:
+                    values = [row[name] for row in rows]
+                except KeyError:
+                    raise KeyError(f"no value for parameter {name!r} of: {self.sql}") from None
+            else:
+                values = [row.get(name, default) for row in rows]
             if isinstance(default, _Computed):
                 values = [v.compute() if isinstance(v, _Computed) else v for v in values]
             if process is not _identity:
