@@ -556,9 +556,37 @@ _NEXT_ID_SQLITE = Prepared(
     )
 )
 _INSERT_VERSIONS = Prepared(insert(MemoryEntry))
-_INSERT_VERSIONS_RETURNING = insert(MemoryEntry).returning(
-    MemoryEntry.id, sort_by_parameter_order=True
+# PostgreSQL: every column as one array parameter, the JSON documents as
+# text (already strict JSON) cast to jsonb, the rows in the arrays' order.
+_VERSION_ARRAYS = (
+    ("namespace", "text"), ("key", "text"), ("value", "text"), ("memory_type", "text"),
+    ("version", "integer"), ("is_deleted", "boolean"), ("metadata", "text"),
+    ("created_by", "text"), ("updated_by", "text"), ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"), ("is_current", "boolean"),
+)  # fmt: skip
+_JSON_COLUMNS = ("value", "metadata")
+_INSERT_VERSIONS_PG = text(
+    "INSERT INTO memory_entries (namespace, \"key\", value, memory_type, version, is_deleted, "
+    "metadata, created_by, updated_by, created_at, updated_at, is_current) "
+    "SELECT t.namespace, t.\"key\", CAST(t.value AS jsonb), t.memory_type, t.version, "
+    "t.is_deleted, CAST(t.metadata AS jsonb), t.created_by, t.updated_by, t.created_at, "
+    "t.updated_at, t.is_current FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _VERSION_ARRAYS)
+    + ") WITH ORDINALITY AS t("
+    + ", ".join(f'"{name}"' for name, _ in _VERSION_ARRAYS)
+    + ", n) ORDER BY t.n RETURNING id, namespace, \"key\", version"
 )
+
+
+def _insert_versions_pg(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
+    ids: dict[tuple[str, str, int], int] = {}
+    for chunk in _chunked(rows):
+        params = {name: [row[name] for row in chunk] for name, _ in _VERSION_ARRAYS}
+        for name in _JSON_COLUMNS:
+            params[name] = [dumps(document) for document in params[name]]
+        for row_id, ns, key, version in executor.execute(_INSERT_VERSIONS_PG, params).all():
+            ids[(ns, key, version)] = int(row_id)
+    return [ids[(row["namespace"], row["key"], row["version"])] for row in rows]
 
 
 def _chunked(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -611,16 +639,16 @@ def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]
     their row ids, in order.
 
     SQLite: one executemany with the ids given (the ones AUTOINCREMENT would
-    assign: the write transaction holds the only write lock). PostgreSQL: a
-    multi-row INSERT ... RETURNING per batch, ids sorted back into the rows' order.
+    assign: the write transaction holds the only write lock). PostgreSQL: one
+    ``INSERT ... SELECT FROM unnest(arrays)`` per chunk, in the rows' order,
+    the ids returned matched back to the rows by (namespace, key, version).
     A duplicate (namespace, key, version) is a ConflictError, as for ``insert``.
     """
     if not rows:
         return []
     try:
         if dialect_name(executor) == "postgresql":
-            result = executor.execute(_INSERT_VERSIONS_RETURNING, rows)
-            return [int(row_id) for (row_id,) in result.all()]
+            return _insert_versions_pg(executor, rows)
         first = int(_NEXT_ID_SQLITE.scalar(executor, {}) or 0) + 1
         ids = list(range(first, first + len(rows)))
         for row_id, row in zip(ids, rows, strict=True):
