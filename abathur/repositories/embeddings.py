@@ -3,9 +3,9 @@
 Every statement is served by an index (``tests/repositories/test_embedding_query_plans.py``):
 
 - a subtree's candidates (current live versions with an embedding of the
-  model and dims): one namespace range over memory_entries (a namespace index,
-  or (memory_type, namespace) for a typed search), each row checked for a
-  newer version through the unique index and joined to its embeddings through
+  model and dims): one namespace range over memory_entries (the current-live
+  ``idx_memory_namespace_prefix``, or another index leading with the
+  namespace or (memory_type, namespace)), joined to its embeddings through
   the primary key (memory_entry_id, model, dims, field);
 - vectors of given versions, and the rows of the best-ranked versions: primary keys;
 - versions lacking an embedding (``reindex``): memory_entries by id from a

@@ -1,19 +1,26 @@
 """MemoryRepository: the SQL of versioned memory rows.
 
+A key's current version is its highest, deleted or not; ``is_current`` marks
+it (revision 0009), kept exact by ``insert``: the previous current row loses
+the flag in the transaction that inserts its successor, and a partial UNIQUE
+index (``idx_memory_current_key``) allows one per key. Reads of current live
+versions use ``is_current AND NOT is_deleted``, never a newer-version check.
+
 Every query here is served by an index (``tests/repositories/test_memory_query_plans.py``
 checks the plans on both backends):
 
 - one key's rows: the UNIQUE (namespace, key, version) index;
-- a subtree's current live versions: ``idx_memory_namespace_prefix``, a range
-  scan over the namespace (see ``namespaces.in_subtree``), each candidate
-  checked against newer versions of its key through the unique index;
+- the newest current live versions of a subtree (``search``): one statement
+  choosing between a range of ``idx_memory_namespace_prefix`` (small or
+  sparse subtrees) and an ordered walk of ``idx_memory_updated_at`` /
+  ``idx_memory_type_updated`` (large ones), see SEARCH_CAP;
+- the flag's move (``insert``): ``idx_memory_current_key``;
 - keys with several live versions: ``idx_memory_is_deleted`` (live rows only);
-- stale episodic memories: ``idx_memory_type_updated`` (live rows only);
+- stale episodic memories: ``idx_memory_type_updated`` (current live rows);
 - a key's expiry: the primary key of ``memory_expiry`` (joined to the key's
   rows); expired keys: ``idx_memory_expiry_expires_at``;
 - the distinct namespaces of a subtree: a walk of an index leading with the
-  namespace (SQLite picks ``idx_memory_namespace_key_version``, which covers
-  the query) that seeks from one namespace to the next (one index probe per
+  namespace that seeks from one namespace to the next (one index probe per
   namespace), never reading the other rows of a namespace it has found.
 """
 
