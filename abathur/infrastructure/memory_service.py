@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import orm
 from sqlalchemy.engine import Connection
@@ -732,38 +732,18 @@ class MemoryService:
         embedding = await self._embed(new.value, index)
 
         def work(conn: Connection) -> int:
-            now = clock.utcnow()
-            repo, latest = _begin_write(conn, new.task_id, new.namespace, new.key, now)
-            if latest is not None and not latest.is_deleted:
-                raise AlreadyExistsError(
-                    f"memory {new.namespace!r}/{new.key!r} already exists "
-                    f"(version {latest.version}); use update_memory"
-                )
-            row = repo.insert(
-                _version_after(
-                    latest,
-                    namespace=new.namespace,
-                    key=new.key,
-                    value=new.value,
-                    memory_type=new.memory_type,
-                    metadata=new.metadata if new.metadata is not None else {},
-                    by=new.created_by,
-                    now=now,
-                )
-            )
-            repo.set_expiry(
-                new.namespace, new.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
-            )
-            _store_embedding(conn, row.id, embedding)
-            _audit(
+            row = _write_version(
                 conn,
-                row,
+                "create",
                 task_id=new.task_id,
-                operation="create",
-                action_type="memory_create",
-                created_by=new.created_by,
+                namespace=new.namespace,
+                key=new.key,
+                value=new.value,
                 memory_type=new.memory_type,
-                **_ttl_data(ttl),
+                metadata=new.metadata,
+                by=new.created_by,
+                ttl=ttl,
+                embedding=embedding,
             )
             return row.id
 
@@ -799,34 +779,18 @@ class MemoryService:
         embedding = await self._embed(change.value, index)
 
         def work(conn: Connection) -> int:
-            now = clock.utcnow()
-            repo, latest = _begin_write(conn, change.task_id, change.namespace, change.key, now)
-            if latest is None or latest.is_deleted:
-                raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
-            row = repo.insert(
-                _version_after(
-                    latest,
-                    namespace=latest.namespace,
-                    key=latest.key,
-                    value=change.value,
-                    memory_type=latest.memory_type,
-                    metadata=copy.deepcopy(latest.metadata_),
-                    by=change.updated_by,
-                    now=now,
-                )
-            )
-            repo.set_expiry(
-                change.namespace, change.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
-            )
-            _store_embedding(conn, row.id, embedding)
-            _audit(
+            row = _write_version(
                 conn,
-                row,
+                "update",
                 task_id=change.task_id,
-                operation="update",
-                action_type="memory_update",
-                updated_by=change.updated_by,
-                **_ttl_data(ttl),
+                namespace=change.namespace,
+                key=change.key,
+                value=change.value,
+                memory_type=None,
+                metadata=None,
+                by=change.updated_by,
+                ttl=ttl,
+                embedding=embedding,
             )
             return row.id
 
@@ -873,53 +837,19 @@ class MemoryService:
         embedding = await self._embed(put.value, index)
 
         def work(conn: Connection) -> MemoryDict:
-            now = clock.utcnow()
-            repo, latest = _begin_write(conn, put.task_id, put.namespace, put.key, now)
-            live = latest is not None and not latest.is_deleted
-            if live:
-                assert latest is not None
-                memory_type_written = latest.memory_type
-                kept = put.metadata if put.metadata is not None else latest.metadata_
-            else:
-                memory_type_written = put.memory_type
-                kept = put.metadata if put.metadata is not None else {}
-            row = repo.insert(
-                _version_after(
-                    latest,
-                    namespace=put.namespace,
-                    key=put.key,
-                    value=put.value,
-                    memory_type=memory_type_written,
-                    metadata=copy.deepcopy(kept),
-                    by=put.by,
-                    now=now,
-                )
+            row = _write_version(
+                conn,
+                "put",
+                task_id=put.task_id,
+                namespace=put.namespace,
+                key=put.key,
+                value=put.value,
+                memory_type=put.memory_type,
+                metadata=put.metadata,
+                by=put.by,
+                ttl=ttl,
+                embedding=embedding,
             )
-            repo.set_expiry(
-                put.namespace, put.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
-            )
-            _store_embedding(conn, row.id, embedding)
-            if live:
-                _audit(
-                    conn,
-                    row,
-                    task_id=put.task_id,
-                    operation="update",
-                    action_type="memory_update",
-                    updated_by=put.by,
-                    **_ttl_data(ttl),
-                )
-            else:
-                _audit(
-                    conn,
-                    row,
-                    task_id=put.task_id,
-                    operation="create",
-                    action_type="memory_create",
-                    created_by=put.by,
-                    memory_type=row.memory_type,
-                    **_ttl_data(ttl),
-                )
             return memory_dict(row)
 
         return await self._db.write(work)
@@ -1451,6 +1381,85 @@ class MemoryService:
             return written
 
         return await self._db.run(work)
+
+
+def _write_version(
+    conn: Connection,
+    rule: Literal["create", "update", "put"],
+    *,
+    task_id: str,
+    namespace: str,
+    key: str,
+    value: Any,
+    memory_type: str | None,
+    metadata: dict[str, Any] | None,
+    by: str,
+    ttl: timedelta | None,
+    embedding: Embedding | None,
+) -> MemoryEntry:
+    """The unit of work of ``add_memory`` (``rule="create"``: the key must not
+    be live), ``update_memory`` (``"update"``: it must be) and ``put_memory``
+    (``"put"``: either). A live key gets a new version by the update rules:
+    its memory type, creator and creation time carry forward and ``metadata``
+    replaces the current metadata only when given. A new, deleted or expired
+    key gets version ``max + 1`` (1 if never written) with ``memory_type`` and
+    ``metadata`` or ``{}``. The key expires ``ttl`` after this write, or never.
+    One audit row: ``update`` for a live key, ``create`` otherwise."""
+    now = clock.utcnow()
+    repo, latest = _begin_write(conn, task_id, namespace, key, now)
+    live = latest is not None and not latest.is_deleted
+    if rule == "create" and live:
+        assert latest is not None
+        raise AlreadyExistsError(
+            f"memory {namespace!r}/{key!r} already exists "
+            f"(version {latest.version}); use update_memory"
+        )
+    if rule == "update" and not live:
+        raise NotFoundError(f"memory {namespace!r}/{key!r} not found")
+    if live:
+        assert latest is not None
+        memory_type_written = latest.memory_type
+        kept = metadata if metadata is not None else latest.metadata_
+    else:
+        assert memory_type is not None
+        memory_type_written = memory_type
+        kept = metadata if metadata is not None else {}
+    row = repo.insert(
+        _version_after(
+            latest,
+            namespace=namespace,
+            key=key,
+            value=value,
+            memory_type=memory_type_written,
+            metadata=copy.deepcopy(kept),
+            by=by,
+            now=now,
+        )
+    )
+    repo.set_expiry(namespace, key, _expiry(ttl, now), had_expiry=_had_expiry(latest))
+    _store_embedding(conn, row.id, embedding)
+    if live:
+        _audit(
+            conn,
+            row,
+            task_id=task_id,
+            operation="update",
+            action_type="memory_update",
+            updated_by=by,
+            **_ttl_data(ttl),
+        )
+    else:
+        _audit(
+            conn,
+            row,
+            task_id=task_id,
+            operation="create",
+            action_type="memory_create",
+            created_by=by,
+            memory_type=row.memory_type,
+            **_ttl_data(ttl),
+        )
+    return row
 
 
 def _segments_match(

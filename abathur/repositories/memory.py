@@ -1,19 +1,26 @@
 """MemoryRepository: the SQL of versioned memory rows.
 
+A key's current version is its highest, deleted or not; ``is_current`` marks
+it (revision 0009), kept exact by ``insert``: the previous current row loses
+the flag in the transaction that inserts its successor, and a partial UNIQUE
+index (``idx_memory_current_key``) allows one per key. Reads of current live
+versions use ``is_current AND NOT is_deleted``, never a newer-version check.
+
 Every query here is served by an index (``tests/repositories/test_memory_query_plans.py``
 checks the plans on both backends):
 
 - one key's rows: the UNIQUE (namespace, key, version) index;
-- a subtree's current live versions: ``idx_memory_namespace_prefix``, a range
-  scan over the namespace (see ``namespaces.in_subtree``), each candidate
-  checked against newer versions of its key through the unique index;
+- the newest current live versions of a subtree (``search``): one statement
+  choosing between a range of ``idx_memory_namespace_prefix`` (small or
+  sparse subtrees) and an ordered walk of ``idx_memory_updated_at`` /
+  ``idx_memory_type_updated`` (large ones), see SEARCH_CAP;
+- the flag's move (``insert``): ``idx_memory_current_key``;
 - keys with several live versions: ``idx_memory_is_deleted`` (live rows only);
-- stale episodic memories: ``idx_memory_type_updated`` (live rows only);
+- stale episodic memories: ``idx_memory_type_updated`` (current live rows);
 - a key's expiry: the primary key of ``memory_expiry`` (joined to the key's
   rows); expired keys: ``idx_memory_expiry_expires_at``;
 - the distinct namespaces of a subtree: a walk of an index leading with the
-  namespace (SQLite picks ``idx_memory_namespace_key_version``, which covers
-  the query) that seeks from one namespace to the next (one index probe per
+  namespace that seeks from one namespace to the next (one index probe per
   namespace), never reading the other rows of a namespace it has found.
 """
 
@@ -30,6 +37,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     exists,
@@ -43,13 +51,14 @@ from sqlalchemy import (
     text,
     true,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
 
 from abathur.db.errors import is_duplicate_key
 from abathur.db.sqlite.prepared import Executor, Prepared
@@ -57,7 +66,7 @@ from abathur.domain.memory import FilterTerm, MemoryFields
 from abathur.domain.namespaces import subtree_bounds
 from abathur.errors import ConflictError
 from abathur.repositories.base import dialect_name, insert_row
-from abathur.repositories.subtree import in_subtree
+from abathur.repositories.subtree import in_subtree, in_subtree_range
 from abathur.schema.models import MemoryEntry, MemoryExpiry
 from abathur.schema.types import UTCDateTime
 from abathur.strict_json import dumps
@@ -152,28 +161,148 @@ def key_lock_id(namespace: str, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _newer_version_exists() -> Any:
-    newer = aliased(MemoryEntry)
-    return exists().where(
-        newer.namespace == MemoryEntry.namespace,
-        newer.key == MemoryEntry.key,
-        newer.version > MemoryEntry.version,
+# The current version of a key is its highest, deleted or not (``is_current``,
+# kept exact by ``MemoryRepository.insert``); the current live versions are
+# what every search returns.
+CURRENT_LIVE = and_(MemoryEntry.is_current == true(), LIVE)
+
+# A search for the newest ``limit`` current versions of a subtree (after
+# ``offset``) runs one of two plans, chosen inside the statement:
+# - RANGE: the subtree's rows in ``idx_memory_namespace_prefix``, sorted: cost
+#   proportional to the subtree, used when it holds fewer than SEARCH_CAP
+#   current live rows (or is rare among the newest rows of the store);
+# - WALK: the store's current live rows newest first (``idx_memory_updated_at``,
+#   or ``idx_memory_type_updated`` for a memory type), keeping the subtree's,
+#   until ``offset + limit`` are found: cost proportional to ``offset + limit``
+#   over the subtree's share of recent rows, whatever the store's size. It is
+#   used when the subtree holds at least SEARCH_CAP current live rows and at
+#   least ``offset + limit`` of the newest WALK_DENSITY * (offset + limit)
+#   current live rows of the store (of the memory type): so the walk finds its
+#   rows near the top of the index instead of crossing the store.
+SEARCH_CAP = 1000
+WALK_DENSITY = 16
+WALK_WINDOW_MIN = 1024
+
+
+def _search_statement(
+    typed: bool, postgres: bool, terms: Sequence[ColumnElement[bool]] = ()
+) -> Any:
+    """The search statement (see SEARCH_CAP): one CTE decides between the
+    RANGE and WALK branches (each with its own ORDER BY and LIMIT) and the
+    outer query orders and pages the rows of the branch that ran. The branch
+    not chosen never runs: PostgreSQL gates each by a one-time filter (an
+    uncorrelated condition in WHERE); SQLite, which evaluates such a WHERE
+    condition per row, by its LIMIT (0 for the branch not chosen)."""
+    typed_terms = (MemoryEntry.memory_type == bindparam("memory_type"),) if typed else ()
+    in_range: Any = select(literal_column("1")).where(
+        in_subtree_range(MemoryEntry.namespace), CURRENT_LIVE
+    )
+    # In the order of idx_memory_namespace_prefix (only it has that order): a
+    # scan of the range in that index, which stops at the cap.
+    probe_order = (MemoryEntry.namespace, MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+    subtree_size = select(func.count()).select_from(
+        in_range.order_by(*probe_order).limit(bindparam("cap")).subquery("probe")
+    )
+    recent = (
+        select(MemoryEntry.namespace.label("namespace"))
+        .where(CURRENT_LIVE, *typed_terms)
+        .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+        .limit(bindparam("window"))
+        .subquery("recent")
+    )
+    recent_share = select(func.count()).select_from(recent).where(in_subtree(recent.c.namespace))
+    choice = (
+        select(
+            case(
+                (
+                    subtree_size.scalar_subquery() >= bindparam("cap"),
+                    recent_share.scalar_subquery() >= bindparam("need"),
+                ),
+                else_=false(),
+            ).label("walk")
+        )
+        .cte("choice")
+        .prefix_with("MATERIALIZED")
+    )
+    walk = select(choice.c.walk).scalar_subquery()
+
+    def branch(walking: bool) -> Any:
+        chosen = walk == (true() if walking else false())
+        if walking and postgres:
+            return select(_pg_walk(typed_terms, terms).where(chosen).subquery("by_walk"))
+        # SQLite's walk tests the subtree on a concatenation: no index range
+        # on the namespace, so the planner walks the recency index.
+        subtree = (
+            in_subtree(MemoryEntry.namespace.concat(literal_column("''")))
+            if walking
+            else in_subtree_range(MemoryEntry.namespace)
+        )
+        # RANGE sorts by expressions no index yields (``id + 0``, and on
+        # PostgreSQL, which could sort incrementally, ``updated_at + 0 s``),
+        # so the planner reads the range, never a recency index, whatever its
+        # guess of the range's size.
+        order: tuple[Any, Any] = (MemoryEntry.updated_at, MemoryEntry.id)
+        if not walking:
+            stamp: Any = MemoryEntry.updated_at
+            if postgres:
+                stamp = stamp.op("+")(literal_column("interval '0 seconds'"))
+            order = (stamp, MemoryEntry.id + 0)
+        query = (
+            select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+            .select_from(WITH_EXPIRY)
+            .where(subtree, CURRENT_LIVE, *typed_terms, NOT_EXPIRED, *terms)
+            .order_by(order[0].desc(), order[1].desc())
+        )
+        if postgres:
+            query = query.where(chosen).limit(bindparam("need"))
+        else:
+            query = query.limit(case((chosen, bindparam("need")), else_=0))
+        return select(query.subquery("by_walk" if walking else "by_range"))
+
+    rows = union_all(branch(False), branch(True)).subquery("found")
+    return (
+        select(rows)
+        .order_by(rows.c.updated_at.desc(), rows.c.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
     )
 
 
-# The current live, unexpired version of every key in a subtree, newest
-# first; ties broken by id, so that pages neither repeat nor skip a row.
-SEARCH = (
-    select(*VERSION_FIELDS, *EXPIRY_FIELDS)
-    .select_from(WITH_EXPIRY)
-    .where(in_subtree(MemoryEntry.namespace), LIVE, ~_newer_version_exists(), NOT_EXPIRED)
-    .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
-    .limit(bindparam("limit"))
-    .offset(bindparam("offset"))
-)
-SEARCH_TYPED = SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type"))
-SEARCH_OF_TYPE = Prepared(SEARCH_TYPED)
-SEARCH_ALL = Prepared(SEARCH)
+def _pg_walk(typed_terms: Sequence[Any], terms: Sequence[ColumnElement[bool]]) -> Any:
+    """PostgreSQL's WALK branch: the current live rows newest first in a
+    subquery of their own (ORDER BY, fenced by OFFSET 0) whose only conditions
+    are the index's predicate and the memory type; the subtree, the filters
+    and the expiry are tested on that stream, which keeps its order, and a
+    LIMIT stops it. The expiry is read by scalar subqueries (one primary-key
+    probe per row), not a join: with nothing but a filter and a LIMIT above
+    it, the planner plans the stream for the few rows the LIMIT takes, an
+    ordered scan of ``idx_memory_updated_at`` / ``idx_memory_type_updated``,
+    whatever it guesses of the subtree's and the filters' selectivity."""
+    newest = (
+        select(*VERSION_FIELDS)
+        .where(CURRENT_LIVE, *typed_terms)
+        .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+        .offset(literal_column("0"))
+        .subquery("newest")
+    )
+    adapt = ClauseAdapter(newest).traverse
+    of_key = (MemoryExpiry.namespace == newest.c.namespace, MemoryExpiry.key == newest.c.key)
+    expires_at = select(MemoryExpiry.expires_at).where(*of_key).scalar_subquery()
+    ttl_seconds = select(MemoryExpiry.ttl_seconds).where(*of_key).scalar_subquery()
+    unexpired = or_(expires_at.is_(None), expires_at > bindparam("now"))
+    return (
+        select(newest, expires_at.label("expires_at"), ttl_seconds.label("ttl_seconds"))
+        .where(in_subtree(newest.c.namespace), unexpired, *[adapt(t) for t in terms])
+        .limit(bindparam("need"))
+    )
+
+
+# By (memory type given, PostgreSQL).
+SEARCHES = {
+    (typed, postgres): Prepared(_search_statement(typed, postgres))
+    for typed in (False, True)
+    for postgres in (False, True)
+}
 
 
 class MemoryRepository:
@@ -294,19 +423,24 @@ class MemoryRepository:
         """The current live, unexpired version of every key in the subtree of
         ``root`` whose value satisfies every filter term, newest first; each row
         also carries its key's ``expires_at`` and ``ttl_seconds``."""
+        need = offset + limit
         params: dict[str, Any] = {
             **subtree_bounds(root),
             "limit": limit,
             "offset": offset,
+            "need": need,
+            "cap": max(SEARCH_CAP, need),
+            "window": max(WALK_WINDOW_MIN, WALK_DENSITY * need),
             "now": now,
         }
         if memory_type is not None:
             params["memory_type"] = memory_type
+        postgres = dialect_name(self.executor) == "postgresql"
+        typed = memory_type is not None
         if not terms:
-            prepared = SEARCH_ALL if memory_type is None else SEARCH_OF_TYPE
-            return prepared.all(self.executor, params)
-        statement = SEARCH if memory_type is None else SEARCH_TYPED
-        return self.executor.execute(statement.where(*self._terms(terms)), params).all()
+            return SEARCHES[typed, postgres].all(self.executor, params)
+        statement = _search_statement(typed, postgres, self._terms(terms))
+        return self.executor.execute(statement, params).all()
 
     def _terms(self, terms: tuple[FilterTerm, ...]) -> list[ColumnElement[bool]]:
         """The SQL of each filter term, over ``MemoryEntry.value``."""
@@ -359,9 +493,8 @@ class MemoryRepository:
             .where(
                 and_(
                     MemoryEntry.memory_type == memory_type,
-                    LIVE,
+                    CURRENT_LIVE,
                     MemoryEntry.updated_at < cutoff,
-                    ~_newer_version_exists(),
                 )
             )
             .order_by(MemoryEntry.namespace, MemoryEntry.key)
@@ -463,12 +596,14 @@ def _namespace_walk(postgres: bool) -> Any:
     """One statement that walks the distinct namespaces of a range in order: each
     step is an index probe for the first live, unexpired row after the previous
     namespace (a loose index scan as a recursive CTE), stopping after ``stop``."""
-    live = "false" if postgres else "0"
+    live = "is_current = true AND memory_entries.is_deleted = false" if postgres else (
+        "is_current = 1 AND memory_entries.is_deleted = 0"
+    )
     # No table aliases: query plans then name the tables themselves.
     candidate = (
         "SELECT memory_entries.namespace FROM memory_entries "
         "WHERE {start} AND memory_entries.namespace < :upper "
-        f"AND memory_entries.is_deleted = {live} "
+        f"AND memory_entries.{live} "
         "AND (memory_entries.namespace = :root OR memory_entries.namespace >= :lower) "
         "AND NOT EXISTS (SELECT 1 FROM memory_expiry "
         "WHERE memory_expiry.namespace = memory_entries.namespace "

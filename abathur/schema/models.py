@@ -392,10 +392,10 @@ Index(
     MemoryEntry.is_deleted,
     MemoryEntry.version.desc(),
 )
-# The indexes over current live versions (revision 0009): a subtree's newest
-# (namespace range), the whole store's newest and one memory type's newest
-# (ordered walks); namespace trails the latter two so that a walk tests its
-# subtree without reading the row.
+# The indexes over current live versions (revision 0009; the spec's names,
+# its purposes): a subtree's newest (namespace range), one memory type's
+# newest and the whole store's newest (ordered walks); namespace trails the
+# walks' indexes so that a walk tests its subtree without reading the row.
 Index(
     "idx_memory_type_updated",
     MemoryEntry.memory_type,
@@ -412,7 +412,7 @@ Index(
     **CURRENT_LIVE_ROWS,
 )
 Index(
-    "idx_memory_current_updated",
+    "idx_memory_updated_at",
     MemoryEntry.updated_at.desc(),
     MemoryEntry.id.desc(),
     MemoryEntry.namespace,
@@ -426,7 +426,6 @@ Index(
     **CURRENT_ROW,
 )
 Index("idx_memory_created_by", MemoryEntry.created_by, MemoryEntry.created_at.desc())
-Index("idx_memory_updated_at", MemoryEntry.updated_at)
 Index("idx_memory_type_namespace", MemoryEntry.memory_type, MemoryEntry.namespace)
 Index(
     "idx_memory_is_deleted",

@@ -9,15 +9,16 @@ concurrent writers cannot break.
 
 Reads of current live versions then need no "is there a newer version?"
 check per candidate: partial indexes over the current live rows serve them
-directly. ``idx_memory_namespace_prefix`` (a subtree's newest first) and
-``idx_memory_type_updated`` (one memory type's newest first) keep their spec
-names and purpose, now over current live rows with ``id`` as the tie-breaker;
-``idx_memory_current_updated`` serves the whole store's newest first.
+directly. Three spec indexes keep their names and purposes, redefined over
+current live rows with ``id`` as the tie-breaker: ``idx_memory_namespace_prefix``
+(a subtree's newest first), ``idx_memory_type_updated`` (one memory type's
+newest first) and ``idx_memory_updated_at`` (the whole store's newest first;
+it indexed every version before, and no statement used it).
 
 Upgrade: the column is added false everywhere, then one set-based UPDATE
 flags every row that has no higher version of its key (one probe of the
 UNIQUE (namespace, key, version) index per row), then the indexes are built.
-Downgrade drops the indexes and the column, restores the two indexes'
+Downgrade drops the indexes and the column, restores the three indexes'
 previous definitions and keeps every row.
 
 Revision ID: 0009_memory_current_version
@@ -37,6 +38,7 @@ branch_labels = None
 depends_on = None
 
 TABLE = "memory_entries"
+REDEFINED = ("idx_memory_namespace_prefix", "idx_memory_type_updated", "idx_memory_updated_at")
 
 
 def upgrade() -> None:
@@ -50,8 +52,8 @@ def upgrade() -> None:
         "WHERE newer.namespace = memory_entries.namespace AND newer.key = memory_entries.key "
         "AND newer.version > memory_entries.version)"
     )
-    op.drop_index("idx_memory_namespace_prefix", table_name=TABLE)
-    op.drop_index("idx_memory_type_updated", table_name=TABLE)
+    for name in REDEFINED:
+        op.drop_index(name, table_name=TABLE)
     op.create_index(
         "idx_memory_current_key", TABLE, ["namespace", "key"], unique=True, **CURRENT_ROW
     )
@@ -62,7 +64,7 @@ def upgrade() -> None:
         **CURRENT_LIVE_ROWS,
     )
     op.create_index(
-        "idx_memory_current_updated",
+        "idx_memory_updated_at",
         TABLE,
         [sa.text("updated_at DESC"), sa.text("id DESC"), "namespace"],
         **CURRENT_LIVE_ROWS,
@@ -76,12 +78,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in (
-        "idx_memory_type_updated",
-        "idx_memory_current_updated",
-        "idx_memory_namespace_prefix",
-        "idx_memory_current_key",
-    ):
+    for name in (*REDEFINED, "idx_memory_current_key"):
         op.drop_index(name, table_name=TABLE)
     # SQLite (3.35+) drops a column in place once no index names it.
     op.drop_column(TABLE, "is_current")
@@ -91,3 +88,4 @@ def downgrade() -> None:
     op.create_index(
         "idx_memory_namespace_prefix", TABLE, ["namespace", sa.text("updated_at DESC")], **LIVE_ROWS
     )
+    op.create_index("idx_memory_updated_at", TABLE, ["updated_at"])

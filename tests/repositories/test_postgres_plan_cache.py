@@ -32,12 +32,18 @@ def _literal(value: Any) -> str:
 
 
 def _conditions(plan: Any) -> list[str]:
-    """Every condition text of a JSON plan, all nodes."""
+    """Every condition text of a JSON plan, all nodes, but the one-time
+    filters of the search's branches: their ``$n`` is the result of an
+    InitPlan (which branch runs), not a parameter."""
     found: list[str] = []
     nodes = [plan[0]["Plan"]]
     while nodes:
         node = nodes.pop()
-        found += [str(v) for k, v in node.items() if k.endswith(("Cond", "Filter"))]
+        found += [
+            str(v)
+            for k, v in node.items()
+            if k.endswith(("Cond", "Filter")) and k != "One-Time Filter"
+        ]
         nodes += node.get("Plans", [])
     return found
 
