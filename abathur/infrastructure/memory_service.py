@@ -1074,8 +1074,8 @@ class MemoryService:
         NotFoundError ``put_memory`` gives. With an embedder every item's
         embedding is computed first, in one call of the embedder, before the
         transaction begins. The statements are set-based (a few per
-        thousands of keys, see ``repositories.memory.latest_of_keys``), so
-        loading is tens of times faster than one ``put_memory`` per item.
+        thousands of keys, see ``repositories.memory.latest_of_keys``):
+        loading is many times faster than one ``put_memory`` per item.
         """
         puts = bulk_puts(items)
         if not puts:
