@@ -429,7 +429,6 @@ def memory_import(ctx: click.Context, source: Any, batch_size: int, as_json: boo
     emit({"imported": count}, as_json, lambda r: click.echo(f"imported {r['imported']} memories"))
 
 
-
 def _file_size(source: Any) -> int | None:
     """The size in bytes of a regular file (the progress bar's length), else None."""
     try:

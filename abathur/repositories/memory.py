@@ -701,15 +701,15 @@ _VERSION_ARRAYS = (
 )  # fmt: skip
 _JSON_COLUMNS = ("value", "metadata")
 _INSERT_VERSIONS_PG = text(
-    "INSERT INTO memory_entries (namespace, \"key\", value, memory_type, version, is_deleted, "
+    'INSERT INTO memory_entries (namespace, "key", value, memory_type, version, is_deleted, '
     "metadata, created_by, updated_by, created_at, updated_at, is_current) "
-    "SELECT t.namespace, t.\"key\", CAST(t.value AS jsonb), t.memory_type, t.version, "
+    'SELECT t.namespace, t."key", CAST(t.value AS jsonb), t.memory_type, t.version, '
     "t.is_deleted, CAST(t.metadata AS jsonb), t.created_by, t.updated_by, t.created_at, "
     "t.updated_at, t.is_current FROM unnest("
     + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _VERSION_ARRAYS)
     + ") WITH ORDINALITY AS t("
     + ", ".join(f'"{name}"' for name, _ in _VERSION_ARRAYS)
-    + ", n) ORDER BY t.n RETURNING id, namespace, \"key\", version"
+    + ', n) ORDER BY t.n RETURNING id, namespace, "key", version'
 )
 
 

@@ -142,4 +142,3 @@ async def _twin(make_db: DbFactory, task_id: str) -> Database:
         _TWINS.clear()
         _TWINS[key] = twin
     return _TWINS[key]
-

@@ -268,9 +268,7 @@ async def test_embeddings_in_one_call_before_the_transaction(db: Database, task_
     assert calls == [3, 1]
 
 
-async def test_the_scoped_view_needs_every_namespace_writable(
-    db: Database, task_id: str
-) -> None:
+async def test_the_scoped_view_needs_every_namespace_writable(db: Database, task_id: str) -> None:
     scope = db.memory.scoped(AccessContext(session_id="s1", user_id="alice", app_name="app"))
     items = [
         item("a", {}, task_id, namespace="user:alice"),
