@@ -71,7 +71,12 @@ async def test_connections_plan_every_execution_for_its_own_values(db: Database)
     async with db.transaction(write=False) as session:
         conn = await session.connection()
         mode = (await conn.exec_driver_sql("SHOW plan_cache_mode")).scalar()
+        jit = (await conn.exec_driver_sql("SHOW jit")).scalar()
+        workers = (await conn.exec_driver_sql("SHOW max_parallel_workers_per_gather")).scalar()
     assert mode == "force_custom_plan"
+    # No JIT compilation and no parallel workers: both cost milliseconds, more
+    # than any statement here (see db/engine.py).
+    assert (jit, workers) == ("off", "0")
 
 
 async def test_a_search_keeps_its_plan_past_the_generic_plan_switch(
