@@ -151,6 +151,18 @@ REFRESH_EXPIRY = Prepared(
 )
 
 
+# PostgreSQL: every writer of memory keys holds this advisory lock in shared
+# mode before its keys' locks; a bulk write of more keys than MAX_KEY_LOCKS
+# holds it exclusively instead of one lock per key (``lock_keys``). The
+# subquery makes the shared lock come first.
+BULK_LOCK_ID = -0x6162617468757221  # a constant of its own, outside blake2b's pattern
+MAX_KEY_LOCKS = 1_000
+_LOCK_KEY = text(
+    "SELECT pg_advisory_xact_lock(:lock_id) FROM "
+    f"(SELECT pg_advisory_xact_lock_shared({BULK_LOCK_ID})) AS bulk"
+)
+
+
 def key_lock_id(namespace: str, key: str) -> int:
     """A signed 64-bit advisory lock id for one memory key.
 
@@ -316,13 +328,11 @@ class MemoryRepository:
 
         SQLite needs nothing: write transactions begin IMMEDIATE and so run one
         at a time. PostgreSQL takes a transaction-scoped advisory lock, which
-        also covers a key that has no row yet.
+        also covers a key that has no row yet, after the shared side of the
+        bulk lock (``BULK_LOCK_ID``, see ``lock_keys``), in one statement.
         """
         if dialect_name(self.executor) == "postgresql":
-            self.executor.execute(
-                text("SELECT pg_advisory_xact_lock(:lock_id)"),
-                {"lock_id": key_lock_id(namespace, key)},
-            )
+            self.executor.execute(_LOCK_KEY, {"lock_id": key_lock_id(namespace, key)})
 
     def latest(self, namespace: str, key: str) -> MemoryVersion | None:
         """The highest version of the key, deleted or not."""
@@ -729,12 +739,23 @@ def _chunked(items: Sequence[Any]) -> list[Sequence[Any]]:
 
 
 def lock_keys(executor: Executor, keys: Sequence[tuple[str, str]]) -> None:
-    """``lock_key`` for many keys: on PostgreSQL their advisory locks, taken in
-    ascending lock id order (so two bulk writers never deadlock), a few
-    statements for all; nothing on SQLite (one writer at a time)."""
+    """``lock_key`` for many keys; nothing on SQLite (one writer at a time).
+
+    PostgreSQL: up to ``MAX_KEY_LOCKS`` keys, the shared bulk lock and then
+    the keys' advisory locks in ascending lock id order (so two bulk writers
+    never deadlock), a few statements for all. More keys would exhaust the
+    server's lock table (``max_locks_per_transaction``; "out of shared
+    memory"), so the bulk lock is taken exclusively instead: it waits for
+    every writer of memory keys to finish and holds the next ones off until
+    this transaction ends.
+    """
     if dialect_name(executor) != "postgresql" or not keys:
         return
     ids = sorted({key_lock_id(ns, key) for ns, key in keys})
+    if len(ids) > MAX_KEY_LOCKS:
+        executor.execute(text(f"SELECT pg_advisory_xact_lock({BULK_LOCK_ID})"))
+        return
+    executor.execute(text(f"SELECT pg_advisory_xact_lock_shared({BULK_LOCK_ID})"))
     statement = text(
         "SELECT count(pg_advisory_xact_lock(lock_id)) FROM "
         "(SELECT lock_id FROM unnest(:ids) AS lock_id ORDER BY lock_id) AS ordered"

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from abathur.infrastructure.database import Database
+from abathur.repositories import memory as memory_repository
 from abathur.schema.models import AuditEntry
 from tests.conftest import DbFactory
 from tests.support.processes import run_together
@@ -39,9 +40,14 @@ async def check_gapless(db: Database, writes: Counter[str], values: set[tuple[st
     assert found == values
 
 
+@pytest.mark.parametrize("key_locks", ["per key", "exclusive"])
 async def test_bulk_and_single_puts_of_shared_keys_lose_nothing(
-    db: Database, task_id: str, make_db: DbFactory
+    db: Database, task_id: str, make_db: DbFactory, key_locks: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On PostgreSQL a batch of up to MAX_KEY_LOCKS keys locks each key, a
+    larger one the whole store (``lock_keys``): both lose nothing."""
+    if key_locks == "exclusive":
+        monkeypatch.setattr(memory_repository, "MAX_KEY_LOCKS", len(KEYS) - 1)
     other = await make_db(share_with=db)
     batches = {f"bulk{i}": batch(f"bulk{i}", task_id) for i in range(4)}
 

@@ -298,3 +298,19 @@ async def test_chunks_stay_in_one_transaction(
     with pytest.raises(NotFoundError):
         await db.memory.put_memories(items)
     assert await count(db, MemoryEntry) == 15
+
+
+async def test_more_keys_than_the_lock_table_holds(db: Database, task_id: str) -> None:
+    """PostgreSQL's lock table holds max_locks_per_transaction (64) times
+    max_connections (100) locks by default: a batch of more keys than that
+    takes one exclusive lock instead of one per key."""
+    count = 7_000
+    written = await db.memory.put_memories(
+        [item(f"k{i}", {"i": i}, task_id, namespace=f"user:many:{i % 7}") for i in range(count)]
+    )
+    assert len(written) == count and {w["version"] for w in written} == {1}
+    assert await count_rows(db) == count
+
+
+async def count_rows(db: Database) -> int:
+    return await count(db, MemoryEntry)
