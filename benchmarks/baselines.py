@@ -74,10 +74,14 @@ HISTORY = (
     "created_by, updated_by, created_at, updated_at FROM memory_entries "
     "WHERE namespace = ? AND key = ? ORDER BY version"
 )
+# A new version becomes its key's current one (the flag abathur keeps exact).
+UNSET_CURRENT = (
+    "UPDATE memory_entries SET is_current = 0 WHERE namespace = ? AND key = ? AND is_current = 1"
+)
 INSERT_MEMORY = (
     "INSERT INTO memory_entries (namespace, key, value, memory_type, version, is_deleted, "
-    "metadata, created_by, updated_by, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
+    "metadata, created_by, updated_by, created_at, updated_at, is_current) "
+    "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 1)"
 )
 INSERT_AUDIT = (
     "INSERT INTO audit (timestamp, task_id, action_type, action_data, memory_operation_type, "
@@ -89,8 +93,7 @@ SEARCH = (
     "SELECT m.id, m.namespace, m.key, m.value, m.memory_type, m.version, m.is_deleted, "
     "m.metadata, m.created_by, m.updated_by, m.created_at, m.updated_at "
     "FROM memory_entries AS m WHERE (m.namespace = ? OR (m.namespace >= ? AND m.namespace < ?)) "
-    "AND m.is_deleted = 0 AND NOT EXISTS (SELECT 1 FROM memory_entries AS n "
-    "WHERE n.namespace = m.namespace AND n.key = m.key AND n.version > m.version) "
+    "AND m.is_current = 1 AND m.is_deleted = 0 "
     "ORDER BY m.updated_at DESC, m.id DESC LIMIT ?"
 )
 
@@ -182,6 +185,7 @@ class SyncBaseline:
             version = 1 if latest is None else latest[5] + 1
             memory_type = "semantic" if latest is None else latest[4]
             stamp = now()
+            c.execute(UNSET_CURRENT, (ns, key))
             cur = c.execute(
                 INSERT_MEMORY,
                 (ns, key, dumps(value), memory_type, version, "{}", by, by, stamp, stamp),
@@ -292,6 +296,7 @@ class AsyncBaseline:
                 version = 1 if latest is None else latest[5] + 1
                 memory_type = "semantic" if latest is None else latest[4]
                 stamp = now()
+                await c.execute(UNSET_CURRENT, (ns, key))
                 cur = await c.execute(
                     INSERT_MEMORY,
                     (ns, key, dumps(value), memory_type, version, "{}", by, by, stamp, stamp),

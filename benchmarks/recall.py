@@ -93,6 +93,7 @@ def _rows(size: int, start_id: int) -> tuple[list[dict[str, Any]], list[dict[str
                 "memory_type": "semantic",
                 "version": 1,
                 "is_deleted": False,
+                "is_current": True,
                 "metadata_": {},
                 "created_by": "bench",
                 "updated_by": "bench",

@@ -123,16 +123,16 @@ def prefill(
     rows: list[tuple[Any, ...]] = []
     for i in range(memories):
         ns = SEARCH_ROOT if i < in_root else f"user:other{i % namespaces}:notes"
-        rows.append((ns, f"k{i}", dumps({**MEMORY_VALUE, "i": i}), 1))
+        rows.append((ns, f"k{i}", dumps({**MEMORY_VALUE, "i": i}), 1, 1))
     for k in range(history_keys):
         rows.extend(
-            ("user:bench:history", f"h{k}", dumps({"v": v}), v)
+            ("user:bench:history", f"h{k}", dumps({"v": v}), v, int(v == history_versions))
             for v in range(1, history_versions + 1)
         )
     conn.executemany(
-        "INSERT INTO memory_entries (namespace, key, value, memory_type, version, is_deleted, "
-        "metadata, created_by, updated_by, created_at, updated_at) "
-        "VALUES (?, ?, ?, 'semantic', ?, 0, '{}', 'bench', 'bench', ?, ?)",
+        "INSERT INTO memory_entries (namespace, key, value, memory_type, version, is_current, "
+        "is_deleted, metadata, created_by, updated_by, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'semantic', ?, ?, 0, '{}', 'bench', 'bench', ?, ?)",
         ((*r, stamp, stamp) for r in rows),
     )
     conn.execute("COMMIT")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import stat
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from abathur.domain.documents import SyncResult
 from abathur.domain.memory import MemoryDict
 from abathur.domain.namespaces import parse_namespace
 from abathur.domain.sessions import SessionDict, SessionWithEvents
-from abathur.errors import NotFoundError, ValidationError
+from abathur.errors import AbathurError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 
 # ------------------------------------------------------------------ session
@@ -369,6 +374,163 @@ def memory_reindex(
         as_json,
         lambda r: click.echo(f"embedded {r['embedded']} memory versions with {r['model']}"),
     )
+
+
+DEFAULT_IMPORT_BATCH = 1000
+MAX_IMPORT_BATCH = 100_000
+_ITEM_ERROR = re.compile(r"item (\d+): (.*)", re.DOTALL)
+
+
+@memory_group.command("import")
+@click.argument("source", metavar="FILE", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, MAX_IMPORT_BATCH),
+    default=DEFAULT_IMPORT_BATCH,
+    show_default=True,
+    help="Lines written per transaction.",
+)
+@json_option
+@click.pass_context
+def memory_import(ctx: click.Context, source: Any, batch_size: int, as_json: bool) -> None:
+    """Load memories from FILE (JSON Lines; ``-`` reads stdin) with put_memories.
+
+    Each non-blank line is one JSON object with put_memory's arguments:
+    namespace, key, value, memory_type, by, task_id, and optionally metadata,
+    ttl (seconds) and index. Every line is an upsert, as ``memory put``.
+    Lines are written in batches of --batch-size, each in one transaction.
+    A bad line stops the import with an error naming its line number:
+    nothing of its batch is written, and the batches before it stay
+    imported (the error says up to which line; resume from there with
+    ``tail -n +LINE FILE | abathur memory import -``). Progress goes to
+    stderr (not with --json); the count imported to stdout.
+    """
+    stderr = sys.stderr
+    show = not as_json
+    total = _file_size(source)
+    bar: ProgressBar[int] | None = None
+    if show and total is not None:
+        bar = click.progressbar(length=total, label="importing memories", file=stderr)
+        bar.render_progress()
+
+    def progress(done: int, position: int) -> None:
+        if bar is not None:
+            bar.update(position - bar.pos)
+        elif show:
+            click.echo(f"\rimported {done} memories", nl=False, err=True)
+
+    try:
+        count = run_with_db(ctx, lambda db: _import_lines(db, source, batch_size, progress))
+    finally:
+        if bar is not None:
+            bar.render_finish()
+        elif show:
+            click.echo("", err=True)
+    emit({"imported": count}, as_json, lambda r: click.echo(f"imported {r['imported']} memories"))
+
+
+def _file_size(source: Any) -> int | None:
+    """The size in bytes of a regular file (the progress bar's length), else None."""
+    try:
+        info = os.fstat(source.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None
+
+
+def _import_item(line: str, number: int) -> dict[str, Any]:
+    """One line of ``memory import`` as an item of put_memories (``ttl`` seconds
+    become a timedelta)."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"line {number}: not valid JSON: {exc.msg} at column {exc.colno}"
+        ) from exc
+    if not isinstance(item, dict):
+        raise ValidationError(f"line {number}: must be a JSON object, not {type(item).__name__}")
+    ttl = item.get("ttl")
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+            raise ValidationError(f"line {number}: ttl must be a positive number of seconds")
+        try:
+            item["ttl"] = timedelta(seconds=ttl)
+        except OverflowError as exc:
+            raise ValidationError(f"line {number}: ttl={ttl} seconds is too long") from exc
+    return item
+
+
+async def _import_lines(
+    db: Database, source: Any, batch_size: int, progress: Callable[[int, int], None]
+) -> int:
+    """``memory import``: the lines of ``source`` written by put_memories in
+    batches; the number imported."""
+    imported, position = 0, 0
+    items: list[dict[str, Any]] = []
+    numbers: list[int] = []  # the line number of each item
+
+    known: set[str] = set()  # task ids found to exist
+
+    async def flush() -> None:
+        nonlocal imported
+        try:
+            await _check_tasks(db, items, known)
+            await db.memory.put_memories(items)
+        except AbathurError as exc:
+            raise type(exc)(_line_error(exc, numbers, imported)) from exc
+        imported += len(items)
+        progress(imported, position)
+        items.clear()
+        numbers.clear()
+
+    number = 0
+    for number, line in enumerate(source, 1):
+        position += len(line.encode("utf-8"))
+        if not line.strip():
+            continue
+        try:
+            items.append(_import_item(line, number))
+        except ValidationError as exc:
+            raise ValidationError(_line_error(exc, [*numbers, number], imported)) from exc
+        numbers.append(number)
+        if len(items) >= batch_size:
+            await flush()
+    if items:
+        await flush()
+    return imported
+
+
+async def _check_tasks(db: Database, items: list[dict[str, Any]], known: set[str]) -> None:
+    """A task that does not exist, named by the first item that gives it
+    (put_memories would only name the task)."""
+    for index, item in enumerate(items):
+        task_id = item.get("task_id")
+        if not isinstance(task_id, str) or task_id in known:
+            continue
+        try:
+            task = await db.tasks.get_task(task_id)
+        except ValidationError:
+            continue  # put_memories names the item
+        if task is None:
+            raise NotFoundError(f"item {index}: task {task_id!r} not found")
+        known.add(task_id)
+
+
+def _line_error(exc: Exception, numbers: list[int], imported: int) -> str:
+    """An error of a batch, told by line: ``item i`` becomes its line number,
+    and what the import wrote before the batch is said."""
+    message = str(exc)
+    found = _ITEM_ERROR.match(message)
+    if found is not None and int(found.group(1)) < len(numbers):
+        message = f"line {numbers[int(found.group(1))]}: {found.group(2)}"
+    elif not message.startswith("line "):
+        message = f"lines {numbers[0]}-{numbers[-1]}: {message}"
+    if imported:
+        return (
+            f"{message} (nothing from line {numbers[0]} on was written; the "
+            f"{imported} memories before it were imported)"
+        )
+    return f"{message} (nothing was written)"
 
 
 @memory_group.command("delete")

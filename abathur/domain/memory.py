@@ -451,3 +451,132 @@ def memory_dict(row: MemoryFields) -> MemoryDict:
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+
+
+# ------------------------------------------------------------ bulk put (put_memories)
+
+PUT_FIELDS = ("namespace", "key", "value", "memory_type", "by", "task_id")
+PUT_OPTIONS = ("metadata", "ttl", "index")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPut:
+    """One valid item of ``put_memories``: ``put_memory``'s arguments after its
+    checks, with the value's JSON text (``check_json``) ready to store."""
+
+    namespace: str
+    key: str
+    value: dict[str, Any]
+    text: str
+    memory_type: str
+    by: str
+    task_id: str
+    metadata: dict[str, Any] | None
+    ttl: timedelta | None
+    index: Any
+
+
+class _Unusual(Exception):
+    """An item the quick checks leave to pydantic (a str subclass, a UUID task id...)."""
+
+
+def bulk_puts(items: Any) -> list[BulkPut]:
+    """Every item of ``put_memories`` checked by ``put_memory``'s rules (``MemoryPut``
+    and ``ttl_arg``); a ValidationError names the first bad item's index.
+
+    Plain items (exact ``str`` and ``dict`` values) are checked by the very
+    functions ``MemoryPut``'s validators call, each distinct namespace, actor
+    and task id once; anything else, or any item those checks refuse, goes
+    through ``MemoryPut`` itself, so the result and every error message are
+    the ones ``put_memory`` would give. ``index`` is returned as given.
+    """
+    if isinstance(items, str | bytes | dict) or not isinstance(items, list | tuple):
+        raise ValidationError(
+            f"items must be a list of dicts (put_memory's arguments), not {type(items).__name__}"
+        )
+    seen: set[tuple[str, str]] = set()  # (what, text) already accepted
+    puts = []
+    for number, item in enumerate(items):
+        try:
+            puts.append(_bulk_put(item, seen))
+        except ValidationError as exc:
+            raise ValidationError(f"item {number}: {exc}") from exc
+    return puts
+
+
+def _bulk_put(item: Any, seen: set[tuple[str, str]]) -> BulkPut:
+    if not isinstance(item, dict):
+        raise ValidationError(
+            f"must be a dict of put_memory's arguments, not {type(item).__name__}"
+        )
+    missing = [name for name in PUT_FIELDS if name not in item]
+    if missing:
+        raise ValidationError(f"missing {', '.join(missing)}")
+    unknown = [name for name in item if name not in PUT_FIELDS and name not in PUT_OPTIONS]
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+    ttl = ttl_arg(item.get("ttl"))
+    try:
+        return _plain_put(item, ttl, seen)
+    except (_Unusual, ValidationError):
+        pass
+    put = MemoryPut(**{name: item[name] for name in (*PUT_FIELDS, "metadata") if name in item})
+    return BulkPut(
+        namespace=put.namespace,
+        key=put.key,
+        value=put.value,
+        text=check_json(put.value, "value"),
+        memory_type=put.memory_type,
+        by=put.by,
+        task_id=put.task_id,
+        metadata=put.metadata,
+        ttl=ttl,
+        index=item.get("index", True),
+    )
+
+
+def _plain_put(item: dict[str, Any], ttl: timedelta | None, seen: set[tuple[str, str]]) -> BulkPut:
+    """``MemoryPut``'s checks on an item of exact ``str`` and ``dict`` values."""
+    namespace, key, value = item["namespace"], item["key"], item["value"]
+    memory_type, by, task_id = item["memory_type"], item["by"], item["task_id"]
+    metadata = item.get("metadata")
+    if not (
+        type(namespace) is str
+        and type(key) is str
+        and type(value) is dict
+        and type(memory_type) is str
+        and type(by) is str
+        and type(task_id) is str
+        and (metadata is None or type(metadata) is dict)
+    ):
+        raise _Unusual
+    if ("namespace", namespace) not in seen:
+        parse_namespace(namespace)
+        seen.add(("namespace", namespace))
+    check_key(key)
+    if memory_type not in MEMORY_TYPES:
+        raise _Unusual
+    if ("by", by) not in seen:
+        if not 1 <= len(by) <= MAX_ACTOR_LENGTH:
+            raise _Unusual
+        check_text(by, "value")
+        seen.add(("by", by))
+    if ("task_id", task_id) not in seen:
+        check_text(task_id, "value")
+        seen.add(("task_id", task_id))
+    text = check_json(value, "value")
+    if metadata is not None:
+        check_json(metadata, "metadata")
+        metadata = dict(metadata)
+    return BulkPut(
+        namespace=namespace,
+        key=key,
+        value=dict(value),
+        text=text,
+        memory_type=memory_type,
+        by=by,
+        task_id=task_id,
+        metadata=metadata,
+        ttl=ttl,
+        index=item.get("index", True),
+    )

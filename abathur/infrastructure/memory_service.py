@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import orm
 from sqlalchemy.engine import Connection
@@ -34,6 +34,7 @@ from abathur.domain.memory import (
     CONSOLIDATION_STRATEGIES,
     MAX_NAMESPACE_LIST_LIMIT,
     AccessContext,
+    BulkPut,
     Consolidation,
     KeyRef,
     MemoryDeletion,
@@ -46,6 +47,7 @@ from abathur.domain.memory import (
     NamespaceListing,
     NewMemory,
     VersionRef,
+    bulk_puts,
     check_suffix,
     expiry_after,
     json_object,
@@ -68,9 +70,18 @@ from abathur.errors import (
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
 from abathur.repositories.embeddings import EmbeddingRepository
-from abathur.repositories.memory import MemoryRepository, MemoryVersion
+from abathur.repositories.memory import (
+    MemoryRepository,
+    MemoryVersion,
+    insert_versions,
+    latest_of_keys,
+    lock_keys,
+    set_expiries,
+    unset_current,
+)
 from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
+from abathur.strict_json import JSONText
 
 Resolver = Callable[[list[MemoryDict]], Awaitable[Any]]
 """``llm_based`` consolidation: receives a key's live versions (oldest first) and
@@ -718,38 +729,18 @@ class MemoryService:
         embedding = await self._embed(new.value, index)
 
         def work(conn: Connection) -> int:
-            now = clock.utcnow()
-            repo, latest = _begin_write(conn, new.task_id, new.namespace, new.key, now)
-            if latest is not None and not latest.is_deleted:
-                raise AlreadyExistsError(
-                    f"memory {new.namespace!r}/{new.key!r} already exists "
-                    f"(version {latest.version}); use update_memory"
-                )
-            row = repo.insert(
-                _version_after(
-                    latest,
-                    namespace=new.namespace,
-                    key=new.key,
-                    value=new.value,
-                    memory_type=new.memory_type,
-                    metadata=new.metadata if new.metadata is not None else {},
-                    by=new.created_by,
-                    now=now,
-                )
-            )
-            repo.set_expiry(
-                new.namespace, new.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
-            )
-            _store_embedding(conn, row.id, embedding)
-            _audit(
+            row = _write_version(
                 conn,
-                row,
+                "create",
                 task_id=new.task_id,
-                operation="create",
-                action_type="memory_create",
-                created_by=new.created_by,
+                namespace=new.namespace,
+                key=new.key,
+                value=new.value,
                 memory_type=new.memory_type,
-                **_ttl_data(ttl),
+                metadata=new.metadata,
+                by=new.created_by,
+                ttl=ttl,
+                embedding=embedding,
             )
             return row.id
 
@@ -785,34 +776,18 @@ class MemoryService:
         embedding = await self._embed(change.value, index)
 
         def work(conn: Connection) -> int:
-            now = clock.utcnow()
-            repo, latest = _begin_write(conn, change.task_id, change.namespace, change.key, now)
-            if latest is None or latest.is_deleted:
-                raise NotFoundError(f"memory {change.namespace!r}/{change.key!r} not found")
-            row = repo.insert(
-                _version_after(
-                    latest,
-                    namespace=latest.namespace,
-                    key=latest.key,
-                    value=change.value,
-                    memory_type=latest.memory_type,
-                    metadata=copy.deepcopy(latest.metadata_),
-                    by=change.updated_by,
-                    now=now,
-                )
-            )
-            repo.set_expiry(
-                change.namespace, change.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
-            )
-            _store_embedding(conn, row.id, embedding)
-            _audit(
+            row = _write_version(
                 conn,
-                row,
+                "update",
                 task_id=change.task_id,
-                operation="update",
-                action_type="memory_update",
-                updated_by=change.updated_by,
-                **_ttl_data(ttl),
+                namespace=change.namespace,
+                key=change.key,
+                value=change.value,
+                memory_type=None,
+                metadata=None,
+                by=change.updated_by,
+                ttl=ttl,
+                embedding=embedding,
             )
             return row.id
 
@@ -859,53 +834,19 @@ class MemoryService:
         embedding = await self._embed(put.value, index)
 
         def work(conn: Connection) -> MemoryDict:
-            now = clock.utcnow()
-            repo, latest = _begin_write(conn, put.task_id, put.namespace, put.key, now)
-            live = latest is not None and not latest.is_deleted
-            if live:
-                assert latest is not None
-                memory_type_written = latest.memory_type
-                kept = put.metadata if put.metadata is not None else latest.metadata_
-            else:
-                memory_type_written = put.memory_type
-                kept = put.metadata if put.metadata is not None else {}
-            row = repo.insert(
-                _version_after(
-                    latest,
-                    namespace=put.namespace,
-                    key=put.key,
-                    value=put.value,
-                    memory_type=memory_type_written,
-                    metadata=copy.deepcopy(kept),
-                    by=put.by,
-                    now=now,
-                )
+            row = _write_version(
+                conn,
+                "put",
+                task_id=put.task_id,
+                namespace=put.namespace,
+                key=put.key,
+                value=put.value,
+                memory_type=put.memory_type,
+                metadata=put.metadata,
+                by=put.by,
+                ttl=ttl,
+                embedding=embedding,
             )
-            repo.set_expiry(
-                put.namespace, put.key, _expiry(ttl, now), had_expiry=_had_expiry(latest)
-            )
-            _store_embedding(conn, row.id, embedding)
-            if live:
-                _audit(
-                    conn,
-                    row,
-                    task_id=put.task_id,
-                    operation="update",
-                    action_type="memory_update",
-                    updated_by=put.by,
-                    **_ttl_data(ttl),
-                )
-            else:
-                _audit(
-                    conn,
-                    row,
-                    task_id=put.task_id,
-                    operation="create",
-                    action_type="memory_create",
-                    created_by=put.by,
-                    memory_type=row.memory_type,
-                    **_ttl_data(ttl),
-                )
             return memory_dict(row)
 
         return await self._db.write(work)
@@ -1114,6 +1055,54 @@ class MemoryService:
             f"memory {publish.from_namespace!r}/{publish.key!r} changed during each of "
             f"{PUBLISH_ATTEMPTS} attempts to publish it"
         )
+
+    async def put_memories(self, items: Sequence[dict[str, Any]]) -> list[MemoryDict]:
+        """``put_memory`` for many items in one transaction; the versions written, in order.
+
+        Each item is a dict of ``put_memory``'s arguments by name (``namespace``,
+        ``key``, ``value``, ``memory_type``, ``by``, ``task_id``; optionally
+        ``metadata``, ``ttl``, ``index``). The result equals calling
+        ``put_memory`` for each item in order (a key given several times gets
+        consecutive versions), except that all are written at once with the
+        same ``updated_at``: one audit row per item (``create`` or ``update``),
+        all or nothing. Any invalid item is a ValidationError naming its index
+        (``item 3: ...``) and nothing is written; a missing task is the
+        NotFoundError ``put_memory`` gives. With an embedder every item's
+        embedding is computed first, in one call of the embedder, before the
+        transaction begins. The statements are set-based (a few per
+        thousands of keys, see ``repositories.memory.latest_of_keys``):
+        loading is many times faster than one ``put_memory`` per item.
+        """
+        puts = bulk_puts(items)
+        if not puts:
+            return []
+        for number, put in enumerate(puts):
+            try:
+                _check_index(put.index)
+            except ValidationError as exc:
+                raise ValidationError(f"item {number}: {exc}") from exc
+        embeddings = await self._embed_many(puts)
+        return await self._db.write(partial(_put_many, puts, embeddings))
+
+    async def _embed_many(self, puts: Sequence[BulkPut]) -> list[Embedding | None]:
+        """``_embed`` of every item, with one call of the embedder for them all."""
+        if self.embedder is None:
+            return [None] * len(puts)
+        embedder = self.embedder
+        texts = [
+            None
+            if put.index is False
+            else embedder.texts(put.value, None if put.index is True else tuple(put.index))
+            for put in puts
+        ]
+        flat = [text for found in texts if found for _, text in found]
+        vectors = iter(await embedder.embed_texts(flat) if flat else [])
+        return [
+            None
+            if found is None
+            else (embedder.model, [(field, next(vectors)) for field, _ in found])
+            for found in texts
+        ]
 
     # ------------------------------------------------------------ consolidation
 
@@ -1390,6 +1379,85 @@ class MemoryService:
         return await self._db.run(work)
 
 
+def _write_version(
+    conn: Connection,
+    rule: Literal["create", "update", "put"],
+    *,
+    task_id: str,
+    namespace: str,
+    key: str,
+    value: Any,
+    memory_type: str | None,
+    metadata: dict[str, Any] | None,
+    by: str,
+    ttl: timedelta | None,
+    embedding: Embedding | None,
+) -> MemoryEntry:
+    """The unit of work of ``add_memory`` (``rule="create"``: the key must not
+    be live), ``update_memory`` (``"update"``: it must be) and ``put_memory``
+    (``"put"``: either). A live key gets a new version by the update rules:
+    its memory type, creator and creation time carry forward and ``metadata``
+    replaces the current metadata only when given. A new, deleted or expired
+    key gets version ``max + 1`` (1 if never written) with ``memory_type`` and
+    ``metadata`` or ``{}``. The key expires ``ttl`` after this write, or never.
+    One audit row: ``update`` for a live key, ``create`` otherwise."""
+    now = clock.utcnow()
+    repo, latest = _begin_write(conn, task_id, namespace, key, now)
+    live = latest is not None and not latest.is_deleted
+    if rule == "create" and live:
+        assert latest is not None
+        raise AlreadyExistsError(
+            f"memory {namespace!r}/{key!r} already exists "
+            f"(version {latest.version}); use update_memory"
+        )
+    if rule == "update" and not live:
+        raise NotFoundError(f"memory {namespace!r}/{key!r} not found")
+    if live:
+        assert latest is not None
+        memory_type_written = latest.memory_type
+        kept = metadata if metadata is not None else latest.metadata_
+    else:
+        assert memory_type is not None
+        memory_type_written = memory_type
+        kept = metadata if metadata is not None else {}
+    row = repo.insert(
+        _version_after(
+            latest,
+            namespace=namespace,
+            key=key,
+            value=value,
+            memory_type=memory_type_written,
+            metadata=copy.deepcopy(kept),
+            by=by,
+            now=now,
+        )
+    )
+    repo.set_expiry(namespace, key, _expiry(ttl, now), had_expiry=_had_expiry(latest))
+    _store_embedding(conn, row.id, embedding)
+    if live:
+        _audit(
+            conn,
+            row,
+            task_id=task_id,
+            operation="update",
+            action_type="memory_update",
+            updated_by=by,
+            **_ttl_data(ttl),
+        )
+    else:
+        _audit(
+            conn,
+            row,
+            task_id=task_id,
+            operation="create",
+            action_type="memory_create",
+            created_by=by,
+            memory_type=row.memory_type,
+            **_ttl_data(ttl),
+        )
+    return row
+
+
 def _segments_match(
     segments: list[str],
     head: list[str] | None,
@@ -1463,6 +1531,165 @@ def _version_after(
         created_at=latest.created_at if live and latest else now,
         updated_at=now,
     )
+
+
+def _put_many(
+    puts: Sequence[BulkPut], embeddings: Sequence[Embedding | None], conn: Connection
+) -> list[MemoryDict]:
+    """``put_memories``' unit of work: ``put_memory``'s rules applied to every
+    item in order, with a few statements for all of them.
+
+    The tasks must exist; the keys are locked (``lock_keys``) and their newest
+    versions read (``latest_of_keys``); a key past its expiry is first made a
+    deleted key, as ``_current`` does. Then each item's version follows from
+    its key's state (read, or left by the item before it), exactly as
+    ``put_memory`` computes it; the keys' current rows lose ``is_current`` and
+    the last new version of each key gains it; versions, expiries, embeddings
+    and audit rows are written with one executemany each.
+    """
+    now = clock.utcnow()
+    for task_id in dict.fromkeys(put.task_id for put in puts):
+        require(conn, Task, task_id, "task")
+    keys = list(dict.fromkeys((put.namespace, put.key) for put in puts))
+    lock_keys(conn, keys)
+    found = latest_of_keys(conn, keys)
+    repo = MemoryRepository(conn)
+    for ns_key, latest in list(found.items()):
+        if _expired(latest, now):
+            found[ns_key] = _current(repo, *ns_key, now)
+    heads: dict[tuple[str, str], _Head] = {
+        ns_key: _Head(
+            row.version,
+            not row.is_deleted,
+            row.memory_type,
+            row.metadata_,
+            row.created_by,
+            row.created_at,
+        )
+        for ns_key, row in found.items()
+    }
+    expiries: dict[tuple[str, str], tuple[datetime, float] | None] = {}
+    last = {(put.namespace, put.key): number for number, put in enumerate(puts)}
+    rows: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    written: list[MemoryDict] = []
+    for number, put in enumerate(puts):
+        ns_key = (put.namespace, put.key)
+        head = heads.get(ns_key)
+        live = head is not None and head.live
+        if head is not None and head.live:
+            memory_type = head.memory_type
+            kept = put.metadata if put.metadata is not None else head.metadata
+            created_by, created_at = head.created_by, head.created_at
+        else:
+            memory_type = put.memory_type
+            kept = put.metadata if put.metadata is not None else {}
+            created_by, created_at = put.by, now
+        metadata: dict[str, Any] = copy.deepcopy(kept) if kept else {}
+        version = 1 if head is None else head.version + 1
+        heads[ns_key] = _Head(version, True, memory_type, metadata, created_by, created_at)
+        try:
+            expiries[ns_key] = _expiry(put.ttl, now)
+        except ValidationError as exc:
+            raise ValidationError(f"item {number}: {exc}") from exc
+        rows.append(
+            {
+                "namespace": put.namespace,
+                "key": put.key,
+                "value": JSONText(put.text),
+                "memory_type": memory_type,
+                "version": version,
+                "is_deleted": False,
+                # One shared object for every empty one: processed once.
+                "metadata": metadata or _NO_METADATA,
+                "created_by": created_by,
+                "updated_by": put.by,
+                "created_at": created_at,
+                "updated_at": now,
+                "is_current": last[ns_key] == number,
+            }
+        )
+        written.append(
+            {
+                "id": 0,
+                "namespace": put.namespace,
+                "key": put.key,
+                "value": put.value,
+                "memory_type": memory_type,
+                "version": version,
+                "is_deleted": False,
+                "metadata": metadata,
+                "created_by": created_by,
+                "updated_by": put.by,
+                "created_at": created_at,
+                "updated_at": now,
+            }
+        )
+        if live:
+            data = {"key": put.key, "version": version, "updated_by": put.by}
+        else:
+            data = {
+                "key": put.key,
+                "version": version,
+                "created_by": put.by,
+                "memory_type": memory_type,
+            }
+        audits.append(
+            {
+                "task_id": put.task_id,
+                "action_type": "memory_update" if live else "memory_create",
+                "action_data": {**data, **_ttl_data(put.ttl)},
+                "result": "success",
+                "memory_operation_type": "update" if live else "create",
+                "memory_namespace": put.namespace,
+            }
+        )
+    unset_current(conn, list(found))
+    ids = insert_versions(conn, rows)
+    for row_id, result, audit in zip(ids, written, audits, strict=True):
+        result["id"] = row_id
+        audit["memory_entry_id"] = row_id
+    _set_expiries(conn, found, expiries)
+    vectors = [(row_id, e[1]) for row_id, e in zip(ids, embeddings, strict=True) if e is not None]
+    if vectors:
+        model = next(e[0] for e in embeddings if e is not None)
+        EmbeddingRepository(conn).insert_many(model, vectors)
+    AuditRepository(conn).append_many(audits)
+    return written
+
+
+_NO_METADATA: dict[str, Any] = {}  # never handed out
+
+
+class _Head(NamedTuple):
+    """What the next version of a key follows from: its newest version's."""
+
+    version: int
+    live: bool
+    memory_type: str
+    metadata: Any
+    created_by: str | None
+    created_at: datetime
+
+
+def _set_expiries(
+    conn: Connection,
+    found: dict[tuple[str, str], Any],
+    expiries: dict[tuple[str, str], tuple[datetime, float] | None],
+) -> None:
+    """Each key's expiry as its last write in the batch leaves it (each write
+    sets or clears it, so the last decides), from what it was before."""
+    cleared, changed, added = [], [], []
+    for ns_key, expiry in expiries.items():
+        had = _had_expiry(found.get(ns_key))
+        if expiry is None:
+            if had:
+                cleared.append(ns_key)
+        elif had:
+            changed.append((*ns_key, *expiry))
+        else:
+            added.append((*ns_key, *expiry))
+    set_expiries(conn, cleared=cleared, changed=changed, added=added)
 
 
 class ScopedMemory:
@@ -1653,6 +1880,23 @@ class ScopedMemory:
             ttl=ttl,
             index=index,
         )
+
+    async def put_memories(self, items: Sequence[dict[str, Any]]) -> list[MemoryDict]:
+        """As ``MemoryService.put_memories``; every item's namespace must be
+        writable in this scope (else AccessDeniedError naming the item, and
+        nothing is written)."""
+        if isinstance(items, list | tuple):
+            allowed: set[str] = set()
+            for number, item in enumerate(items):
+                namespace = item.get("namespace") if isinstance(item, dict) else None
+                if not isinstance(namespace, str) or namespace in allowed:
+                    continue
+                try:
+                    self._allow(namespace, write=True)
+                except AccessDeniedError as exc:
+                    raise AccessDeniedError(f"item {number}: {exc}") from None
+                allowed.add(namespace)
+        return await self._service.put_memories(items)
 
     async def delete_memory(
         self,

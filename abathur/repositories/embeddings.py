@@ -3,9 +3,9 @@
 Every statement is served by an index (``tests/repositories/test_embedding_query_plans.py``):
 
 - a subtree's candidates (current live versions with an embedding of the
-  model and dims): one namespace range over memory_entries (a namespace index,
-  or (memory_type, namespace) for a typed search), each row checked for a
-  newer version through the unique index and joined to its embeddings through
+  model and dims): one namespace range over memory_entries (the current-live
+  ``idx_memory_namespace_prefix``, or another index leading with the
+  namespace or (memory_type, namespace)), joined to its embeddings through
   the primary key (memory_entry_id, model, dims, field);
 - vectors of given versions, and the rows of the best-ranked versions: primary keys;
 - versions lacking an embedding (``reindex``): memory_entries by id from a
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, bindparam, exists, insert, or_, select
+from sqlalchemy import Select, and_, bindparam, exists, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnElement
@@ -28,7 +28,8 @@ from abathur.db.sqlite.prepared import Executor, Prepared
 from abathur.domain.namespaces import subtree_bounds
 from abathur.embeddings.embedder import Vector
 from abathur.repositories.base import dialect_name
-from abathur.repositories.memory import LIVE, VERSION_FIELDS, MemoryVersion, _newer_version_exists
+from abathur.repositories.memory import CURRENT_LIVE, VERSION_FIELDS, MemoryVersion
+from abathur.repositories.subtree import in_subtree_range
 from abathur.schema.models import MemoryEmbedding, MemoryEntry
 
 E = MemoryEmbedding
@@ -36,16 +37,6 @@ E = MemoryEmbedding
 IN_CHUNK = 500
 
 INSERT = Prepared(insert(MemoryEmbedding))
-
-
-def _subtree_range(column: Any) -> ColumnElement[bool]:
-    """``in_subtree`` as one range, ``root <= ns < upper``, with the descendants'
-    rule as a filter inside it: an index leading with (memory_type, namespace)
-    then serves a typed search by a single range too."""
-    root: Any = bindparam("root")
-    lower: Any = bindparam("lower")
-    upper: Any = bindparam("upper")
-    return and_(column >= root, column < upper, or_(column == root, column >= lower))
 
 
 _CANDIDATES = (
@@ -58,7 +49,7 @@ _CANDIDATES = (
             E.dims == bindparam("dims"),
         ),
     )
-    .where(_subtree_range(MemoryEntry.namespace), LIVE, ~_newer_version_exists())
+    .where(in_subtree_range(MemoryEntry.namespace), CURRENT_LIVE)
 )
 CANDIDATES_ALL = Prepared(_CANDIDATES)
 CANDIDATES_OF_TYPE = Prepared(
@@ -79,8 +70,7 @@ def _lacking(*, subtree: bool) -> Select[Any]:
         select(MemoryEntry.id, MemoryEntry.value)
         .where(
             cursor,
-            LIVE,
-            ~_newer_version_exists(),
+            CURRENT_LIVE,
             ~has_embedding,
         )
         .order_by(MemoryEntry.id)
@@ -89,7 +79,7 @@ def _lacking(*, subtree: bool) -> Select[Any]:
 
 
 LACKING_ALL = Prepared(_lacking(subtree=False))
-LACKING_IN_SUBTREE = Prepared(_lacking(subtree=True).where(_subtree_range(MemoryEntry.namespace)))
+LACKING_IN_SUBTREE = Prepared(_lacking(subtree=True).where(in_subtree_range(MemoryEntry.namespace)))
 
 
 def to_blob(vector: Vector) -> bytes:
@@ -121,6 +111,24 @@ class EmbeddingRepository:
                 "dims": len(vector),
                 "vector": to_blob(vector),
             }
+            for field, vector in vectors
+        ]
+        if rows:
+            INSERT.execute_many(self.executor, rows)
+
+    def insert_many(
+        self, model: str, versions: Sequence[tuple[int, Sequence[tuple[str, Vector]]]]
+    ) -> None:
+        """``insert`` for many versions just written, in one executemany."""
+        rows = [
+            {
+                "memory_entry_id": memory_entry_id,
+                "model": model,
+                "field": field,
+                "dims": len(vector),
+                "vector": to_blob(vector),
+            }
+            for memory_entry_id, vectors in versions
             for field, vector in vectors
         ]
         if rows:

@@ -1,19 +1,26 @@
 """MemoryRepository: the SQL of versioned memory rows.
 
+A key's current version is its highest, deleted or not; ``is_current`` marks
+it (revision 0009), kept exact by ``insert``: the previous current row loses
+the flag in the transaction that inserts its successor, and a partial UNIQUE
+index (``idx_memory_current_key``) allows one per key. Reads of current live
+versions use ``is_current AND NOT is_deleted``, never a newer-version check.
+
 Every query here is served by an index (``tests/repositories/test_memory_query_plans.py``
 checks the plans on both backends):
 
 - one key's rows: the UNIQUE (namespace, key, version) index;
-- a subtree's current live versions: ``idx_memory_namespace_prefix``, a range
-  scan over the namespace (see ``namespaces.in_subtree``), each candidate
-  checked against newer versions of its key through the unique index;
+- the newest current live versions of a subtree (``search``): one statement
+  choosing between a range of ``idx_memory_namespace_prefix`` (small or
+  sparse subtrees) and an ordered walk of ``idx_memory_updated_at`` /
+  ``idx_memory_type_updated`` (large ones), see SEARCH_CAP;
+- the flag's move (``insert``): ``idx_memory_current_key``;
 - keys with several live versions: ``idx_memory_is_deleted`` (live rows only);
-- stale episodic memories: ``idx_memory_type_updated`` (live rows only);
+- stale episodic memories: ``idx_memory_type_updated`` (current live rows);
 - a key's expiry: the primary key of ``memory_expiry`` (joined to the key's
   rows); expired keys: ``idx_memory_expiry_expires_at``;
 - the distinct namespaces of a subtree: a walk of an index leading with the
-  namespace (SQLite picks ``idx_memory_namespace_key_version``, which covers
-  the query) that seeks from one namespace to the next (one index probe per
+  namespace that seeks from one namespace to the next (one index probe per
   namespace), never reading the other rows of a namespace it has found.
 """
 
@@ -30,6 +37,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     exists,
@@ -43,13 +51,14 @@ from sqlalchemy import (
     text,
     true,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
 
 from abathur.db.errors import is_duplicate_key
 from abathur.db.sqlite.prepared import Executor, Prepared
@@ -57,7 +66,7 @@ from abathur.domain.memory import FilterTerm, MemoryFields
 from abathur.domain.namespaces import subtree_bounds
 from abathur.errors import ConflictError
 from abathur.repositories.base import dialect_name, insert_row
-from abathur.repositories.subtree import in_subtree
+from abathur.repositories.subtree import in_subtree, in_subtree_range
 from abathur.schema.models import MemoryEntry, MemoryExpiry
 from abathur.schema.types import UTCDateTime
 from abathur.strict_json import dumps
@@ -105,6 +114,15 @@ EXPIRED_KEYS = Prepared(
     .order_by(MemoryExpiry.expires_at, MemoryExpiry.namespace, MemoryExpiry.key)
 )
 # Parameter names differ from the column names: an UPDATE reserves those.
+UNSET_CURRENT = Prepared(
+    update(MemoryEntry)
+    .where(
+        MemoryEntry.namespace == bindparam("ns"),
+        MemoryEntry.key == bindparam("k"),
+        MemoryEntry.is_current == true(),
+    )
+    .values(is_current=false())
+)
 _EXPIRY_OF_KEY = (MemoryExpiry.namespace == bindparam("ns"), MemoryExpiry.key == bindparam("k"))
 SET_EXPIRY = Prepared(
     update(MemoryExpiry)
@@ -133,6 +151,18 @@ REFRESH_EXPIRY = Prepared(
 )
 
 
+# PostgreSQL: every writer of memory keys holds this advisory lock in shared
+# mode before its keys' locks; a bulk write of more keys than MAX_KEY_LOCKS
+# holds it exclusively instead of one lock per key (``lock_keys``). The
+# subquery makes the shared lock come first.
+BULK_LOCK_ID = -0x6162617468757221  # a constant of its own, outside blake2b's pattern
+MAX_KEY_LOCKS = 1_000
+_LOCK_KEY = text(
+    "SELECT pg_advisory_xact_lock(:lock_id) FROM "
+    f"(SELECT pg_advisory_xact_lock_shared({BULK_LOCK_ID})) AS bulk"
+)
+
+
 def key_lock_id(namespace: str, key: str) -> int:
     """A signed 64-bit advisory lock id for one memory key.
 
@@ -143,28 +173,148 @@ def key_lock_id(namespace: str, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _newer_version_exists() -> Any:
-    newer = aliased(MemoryEntry)
-    return exists().where(
-        newer.namespace == MemoryEntry.namespace,
-        newer.key == MemoryEntry.key,
-        newer.version > MemoryEntry.version,
+# The current version of a key is its highest, deleted or not (``is_current``,
+# kept exact by ``MemoryRepository.insert``); the current live versions are
+# what every search returns.
+CURRENT_LIVE = and_(MemoryEntry.is_current == true(), LIVE)
+
+# A search for the newest ``limit`` current versions of a subtree (after
+# ``offset``) runs one of two plans, chosen inside the statement:
+# - RANGE: the subtree's rows in ``idx_memory_namespace_prefix``, sorted: cost
+#   proportional to the subtree, used when it holds fewer than SEARCH_CAP
+#   current live rows (or is rare among the newest rows of the store);
+# - WALK: the store's current live rows newest first (``idx_memory_updated_at``,
+#   or ``idx_memory_type_updated`` for a memory type), keeping the subtree's,
+#   until ``offset + limit`` are found: cost proportional to ``offset + limit``
+#   over the subtree's share of recent rows, whatever the store's size. It is
+#   used when the subtree holds at least SEARCH_CAP current live rows and at
+#   least ``offset + limit`` of the newest WALK_DENSITY * (offset + limit)
+#   current live rows of the store (of the memory type): so the walk finds its
+#   rows near the top of the index instead of crossing the store.
+SEARCH_CAP = 1000
+WALK_DENSITY = 16
+WALK_WINDOW_MIN = 1024
+
+
+def _search_statement(
+    typed: bool, postgres: bool, terms: Sequence[ColumnElement[bool]] = ()
+) -> Any:
+    """The search statement (see SEARCH_CAP): one CTE decides between the
+    RANGE and WALK branches (each with its own ORDER BY and LIMIT) and the
+    outer query orders and pages the rows of the branch that ran. The branch
+    not chosen never runs: PostgreSQL gates each by a one-time filter (an
+    uncorrelated condition in WHERE); SQLite, which evaluates such a WHERE
+    condition per row, by its LIMIT (0 for the branch not chosen)."""
+    typed_terms = (MemoryEntry.memory_type == bindparam("memory_type"),) if typed else ()
+    in_range: Any = select(literal_column("1")).where(
+        in_subtree_range(MemoryEntry.namespace), CURRENT_LIVE
+    )
+    # In the order of idx_memory_namespace_prefix (only it has that order): a
+    # scan of the range in that index, which stops at the cap.
+    probe_order = (MemoryEntry.namespace, MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+    subtree_size = select(func.count()).select_from(
+        in_range.order_by(*probe_order).limit(bindparam("cap")).subquery("probe")
+    )
+    recent = (
+        select(MemoryEntry.namespace.label("namespace"))
+        .where(CURRENT_LIVE, *typed_terms)
+        .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+        .limit(bindparam("window"))
+        .subquery("recent")
+    )
+    recent_share = select(func.count()).select_from(recent).where(in_subtree(recent.c.namespace))
+    choice = (
+        select(
+            case(
+                (
+                    subtree_size.scalar_subquery() >= bindparam("cap"),
+                    recent_share.scalar_subquery() >= bindparam("need"),
+                ),
+                else_=false(),
+            ).label("walk")
+        )
+        .cte("choice")
+        .prefix_with("MATERIALIZED")
+    )
+    walk = select(choice.c.walk).scalar_subquery()
+
+    def branch(walking: bool) -> Any:
+        chosen = walk == (true() if walking else false())
+        if walking and postgres:
+            return select(_pg_walk(typed_terms, terms).where(chosen).subquery("by_walk"))
+        # SQLite's walk tests the subtree on a concatenation: no index range
+        # on the namespace, so the planner walks the recency index.
+        subtree = (
+            in_subtree(MemoryEntry.namespace.concat(literal_column("''")))
+            if walking
+            else in_subtree_range(MemoryEntry.namespace)
+        )
+        # RANGE sorts by expressions no index yields (``id + 0``, and on
+        # PostgreSQL, which could sort incrementally, ``updated_at + 0 s``),
+        # so the planner reads the range, never a recency index, whatever its
+        # guess of the range's size.
+        order: tuple[Any, Any] = (MemoryEntry.updated_at, MemoryEntry.id)
+        if not walking:
+            stamp: Any = MemoryEntry.updated_at
+            if postgres:
+                stamp = stamp.op("+")(literal_column("interval '0 seconds'"))
+            order = (stamp, MemoryEntry.id + 0)
+        query = (
+            select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+            .select_from(WITH_EXPIRY)
+            .where(subtree, CURRENT_LIVE, *typed_terms, NOT_EXPIRED, *terms)
+            .order_by(order[0].desc(), order[1].desc())
+        )
+        if postgres:
+            query = query.where(chosen).limit(bindparam("need"))
+        else:
+            query = query.limit(case((chosen, bindparam("need")), else_=0))
+        return select(query.subquery("by_walk" if walking else "by_range"))
+
+    rows = union_all(branch(False), branch(True)).subquery("found")
+    return (
+        select(rows)
+        .order_by(rows.c.updated_at.desc(), rows.c.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
     )
 
 
-# The current live, unexpired version of every key in a subtree, newest
-# first; ties broken by id, so that pages neither repeat nor skip a row.
-SEARCH = (
-    select(*VERSION_FIELDS, *EXPIRY_FIELDS)
-    .select_from(WITH_EXPIRY)
-    .where(in_subtree(MemoryEntry.namespace), LIVE, ~_newer_version_exists(), NOT_EXPIRED)
-    .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
-    .limit(bindparam("limit"))
-    .offset(bindparam("offset"))
-)
-SEARCH_TYPED = SEARCH.where(MemoryEntry.memory_type == bindparam("memory_type"))
-SEARCH_OF_TYPE = Prepared(SEARCH_TYPED)
-SEARCH_ALL = Prepared(SEARCH)
+def _pg_walk(typed_terms: Sequence[Any], terms: Sequence[ColumnElement[bool]]) -> Any:
+    """PostgreSQL's WALK branch: the current live rows newest first in a
+    subquery of their own (ORDER BY, fenced by OFFSET 0) whose only conditions
+    are the index's predicate and the memory type; the subtree, the filters
+    and the expiry are tested on that stream, which keeps its order, and a
+    LIMIT stops it. The expiry is read by scalar subqueries (one primary-key
+    probe per row), not a join: with nothing but a filter and a LIMIT above
+    it, the planner plans the stream for the few rows the LIMIT takes, an
+    ordered scan of ``idx_memory_updated_at`` / ``idx_memory_type_updated``,
+    whatever it guesses of the subtree's and the filters' selectivity."""
+    newest = (
+        select(*VERSION_FIELDS)
+        .where(CURRENT_LIVE, *typed_terms)
+        .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
+        .offset(literal_column("0"))
+        .subquery("newest")
+    )
+    adapt = ClauseAdapter(newest).traverse
+    of_key = (MemoryExpiry.namespace == newest.c.namespace, MemoryExpiry.key == newest.c.key)
+    expires_at = select(MemoryExpiry.expires_at).where(*of_key).scalar_subquery()
+    ttl_seconds = select(MemoryExpiry.ttl_seconds).where(*of_key).scalar_subquery()
+    unexpired = or_(expires_at.is_(None), expires_at > bindparam("now"))
+    return (
+        select(newest, expires_at.label("expires_at"), ttl_seconds.label("ttl_seconds"))
+        .where(in_subtree(newest.c.namespace), unexpired, *[adapt(t) for t in terms])
+        .limit(bindparam("need"))
+    )
+
+
+# By (memory type given, PostgreSQL).
+SEARCHES = {
+    (typed, postgres): Prepared(_search_statement(typed, postgres))
+    for typed in (False, True)
+    for postgres in (False, True)
+}
 # Filtered searches, one statement per filter shape (``_term_shape``: the
 # operators, path lengths and operand types, not the values, which are bound
 # parameters): built and compiled once, then run on the fast path like the
@@ -184,13 +334,11 @@ class MemoryRepository:
 
         SQLite needs nothing: write transactions begin IMMEDIATE and so run one
         at a time. PostgreSQL takes a transaction-scoped advisory lock, which
-        also covers a key that has no row yet.
+        also covers a key that has no row yet, after the shared side of the
+        bulk lock (``BULK_LOCK_ID``, see ``lock_keys``), in one statement.
         """
         if dialect_name(self.executor) == "postgresql":
-            self.executor.execute(
-                text("SELECT pg_advisory_xact_lock(:lock_id)"),
-                {"lock_id": key_lock_id(namespace, key)},
-            )
+            self.executor.execute(_LOCK_KEY, {"lock_id": key_lock_id(namespace, key)})
 
     def latest(self, namespace: str, key: str) -> MemoryVersion | None:
         """The highest version of the key, deleted or not."""
@@ -213,7 +361,14 @@ class MemoryRepository:
         return (self.executor.scalars(query)).all()
 
     def insert(self, row: MemoryEntry) -> MemoryEntry:
+        """Insert ``row`` as its key's new current version: the key's previous
+        current row (if any) loses ``is_current`` first, in the same
+        transaction. Callers hold the key's lock and number ``row`` after the
+        key's highest version; a concurrent writer that got past both is a
+        ConflictError (UNIQUE version, or the one current row per key)."""
+        row.is_current = True
         try:
+            UNSET_CURRENT.execute(self.executor, {"ns": row.namespace, "k": row.key})
             insert_row(self.executor, row)
         except IntegrityError as exc:
             if is_duplicate_key(exc):
@@ -284,23 +439,26 @@ class MemoryRepository:
         """The current live, unexpired version of every key in the subtree of
         ``root`` whose value satisfies every filter term, newest first; each row
         also carries its key's ``expires_at`` and ``ttl_seconds``."""
+        need = offset + limit
         params: dict[str, Any] = {
             **subtree_bounds(root),
             "limit": limit,
             "offset": offset,
+            "need": need,
+            "cap": max(SEARCH_CAP, need),
+            "window": max(WALK_WINDOW_MIN, WALK_DENSITY * need),
             "now": now,
         }
         if memory_type is not None:
             params["memory_type"] = memory_type
-        if not terms:
-            unfiltered = SEARCH_ALL if memory_type is None else SEARCH_OF_TYPE
-            return unfiltered.all(self.executor, params)
         postgres = dialect_name(self.executor) == "postgresql"
-        shape = (postgres, memory_type is None, tuple(_term_shape(t) for t in terms))
+        typed = memory_type is not None
+        if not terms:
+            return SEARCHES[typed, postgres].all(self.executor, params)
+        shape = (postgres, typed, tuple(_term_shape(t) for t in terms))
         filtered = _FILTERED_SEARCHES.get(shape)
         if filtered is None:
-            statement = SEARCH if memory_type is None else SEARCH_TYPED
-            filtered = Prepared(statement.where(*self._terms(terms)))
+            filtered = Prepared(_search_statement(typed, postgres, self._terms(terms)))
             if len(_FILTERED_SEARCHES) >= FILTERED_SEARCHES_KEPT:
                 _FILTERED_SEARCHES.clear()
             _FILTERED_SEARCHES[shape] = filtered
@@ -359,9 +517,8 @@ class MemoryRepository:
             .where(
                 and_(
                     MemoryEntry.memory_type == memory_type,
-                    LIVE,
+                    CURRENT_LIVE,
                     MemoryEntry.updated_at < cutoff,
-                    ~_newer_version_exists(),
                 )
             )
             .order_by(MemoryEntry.namespace, MemoryEntry.key)
@@ -513,12 +670,14 @@ def _namespace_walk(postgres: bool) -> Any:
     """One statement that walks the distinct namespaces of a range in order: each
     step is an index probe for the first live, unexpired row after the previous
     namespace (a loose index scan as a recursive CTE), stopping after ``stop``."""
-    live = "false" if postgres else "0"
+    live = "is_current = true AND memory_entries.is_deleted = false" if postgres else (
+        "is_current = 1 AND memory_entries.is_deleted = 0"
+    )
     # No table aliases: query plans then name the tables themselves.
     candidate = (
         "SELECT memory_entries.namespace FROM memory_entries "
         "WHERE {start} AND memory_entries.namespace < :upper "
-        f"AND memory_entries.is_deleted = {live} "
+        f"AND memory_entries.{live} "
         "AND (memory_entries.namespace = :root OR memory_entries.namespace >= :lower) "
         "AND NOT EXISTS (SELECT 1 FROM memory_expiry "
         "WHERE memory_expiry.namespace = memory_entries.namespace "
@@ -537,3 +696,212 @@ def _namespace_walk(postgres: bool) -> Any:
 
 
 _NAMESPACE_WALK = {False: _namespace_walk(False), True: _namespace_walk(True)}
+
+
+# ------------------------------------------------------------ bulk writes (put_memories)
+#
+# ``MemoryService.put_memories`` writes many versions in one transaction with
+# a constant number of statements per chunk of keys: one to lock them
+# (PostgreSQL), one to read their newest versions, one executemany of the
+# versions and one of the audit rows.
+
+BULK_CHUNK = 5_000  # keys per latest-versions read and per lock statement
+
+
+def _latest_of_keys(wanted: Any, ns: Any, key: Any) -> Any:
+    """The current version (the newest, deleted or not) of each key listed by
+    ``wanted``, with its expiry: one probe of ``idx_memory_current_key`` per key."""
+    return (
+        select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+        .select_from(wanted)
+        .join(
+            WITH_EXPIRY,
+            and_(
+                MemoryEntry.namespace == ns,
+                MemoryEntry.key == key,
+                MemoryEntry.is_current == true(),
+            ),
+        )
+    )
+
+
+def _latest_of_keys_sqlite() -> Any:
+    """The keys as a JSON array of ``[namespace, key]`` pairs."""
+    wanted = func.json_each(bindparam("keys", type_=Text())).table_valued("value").alias("wanted")
+    return _latest_of_keys(
+        wanted,
+        func.json_extract(wanted.c.value, "$[0]"),
+        func.json_extract(wanted.c.value, "$[1]"),
+    )
+
+
+def _latest_of_keys_pg() -> Any:
+    """The keys as two parallel text arrays."""
+    wanted = (
+        func.unnest(
+            bindparam("namespaces", type_=ARRAY(Text())), bindparam("keys", type_=ARRAY(Text()))
+        )
+        .table_valued("ns", "k")
+        .render_derived(name="wanted")
+    )
+    return _latest_of_keys(wanted, wanted.c.ns, wanted.c.k)
+
+
+LATEST_OF_KEYS = {False: Prepared(_latest_of_keys_sqlite()), True: _latest_of_keys_pg()}
+# Row ids on SQLite: the next AUTOINCREMENT value is one past the larger of the
+# table's sequence and its highest id (the rule SQLite itself applies).
+_NEXT_ID_SQLITE = Prepared(
+    select(
+        func.max(
+            func.coalesce(
+                select(literal_column("seq"))
+                .select_from(text("sqlite_sequence"))
+                .where(literal_column("name") == "memory_entries")
+                .scalar_subquery(),
+                0,
+            ),
+            func.coalesce(select(func.max(MemoryEntry.id)).scalar_subquery(), 0),
+        )
+    )
+)
+_INSERT_VERSIONS = Prepared(insert(MemoryEntry))
+# PostgreSQL: every column as one array parameter, the JSON documents as
+# text (already strict JSON) cast to jsonb, the rows in the arrays' order.
+_VERSION_ARRAYS = (
+    ("namespace", "text"), ("key", "text"), ("value", "text"), ("memory_type", "text"),
+    ("version", "integer"), ("is_deleted", "boolean"), ("metadata", "text"),
+    ("created_by", "text"), ("updated_by", "text"), ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"), ("is_current", "boolean"),
+)  # fmt: skip
+_JSON_COLUMNS = ("value", "metadata")
+_INSERT_VERSIONS_PG = text(
+    'INSERT INTO memory_entries (namespace, "key", value, memory_type, version, is_deleted, '
+    "metadata, created_by, updated_by, created_at, updated_at, is_current) "
+    'SELECT t.namespace, t."key", CAST(t.value AS jsonb), t.memory_type, t.version, '
+    "t.is_deleted, CAST(t.metadata AS jsonb), t.created_by, t.updated_by, t.created_at, "
+    "t.updated_at, t.is_current FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _VERSION_ARRAYS)
+    + ") WITH ORDINALITY AS t("
+    + ", ".join(f'"{name}"' for name, _ in _VERSION_ARRAYS)
+    + ', n) ORDER BY t.n RETURNING id, namespace, "key", version'
+)
+
+
+def _insert_versions_pg(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
+    ids: dict[tuple[str, str, int], int] = {}
+    for chunk in _chunked(rows):
+        params = {name: [row[name] for row in chunk] for name, _ in _VERSION_ARRAYS}
+        for name in _JSON_COLUMNS:
+            params[name] = [dumps(document) for document in params[name]]
+        for row_id, ns, key, version in executor.execute(_INSERT_VERSIONS_PG, params).all():
+            ids[(ns, key, version)] = int(row_id)
+    return [ids[(row["namespace"], row["key"], row["version"])] for row in rows]
+
+
+def _chunked(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + BULK_CHUNK] for i in range(0, len(items), BULK_CHUNK)]
+
+
+def lock_keys(executor: Executor, keys: Sequence[tuple[str, str]]) -> None:
+    """``lock_key`` for many keys; nothing on SQLite (one writer at a time).
+
+    PostgreSQL: up to ``MAX_KEY_LOCKS`` keys, the shared bulk lock and then
+    the keys' advisory locks in ascending lock id order (so two bulk writers
+    never deadlock), a few statements for all. More keys would exhaust the
+    server's lock table (``max_locks_per_transaction``; "out of shared
+    memory"), so the bulk lock is taken exclusively instead: it waits for
+    every writer of memory keys to finish and holds the next ones off until
+    this transaction ends.
+    """
+    if dialect_name(executor) != "postgresql" or not keys:
+        return
+    ids = sorted({key_lock_id(ns, key) for ns, key in keys})
+    if len(ids) > MAX_KEY_LOCKS:
+        executor.execute(text(f"SELECT pg_advisory_xact_lock({BULK_LOCK_ID})"))
+        return
+    executor.execute(text(f"SELECT pg_advisory_xact_lock_shared({BULK_LOCK_ID})"))
+    statement = text(
+        "SELECT count(pg_advisory_xact_lock(lock_id)) FROM "
+        "(SELECT lock_id FROM unnest(:ids) AS lock_id ORDER BY lock_id) AS ordered"
+    ).bindparams(bindparam("ids", type_=ARRAY(BIGINT())))
+    for chunk in _chunked(ids):
+        executor.execute(statement, {"ids": list(chunk)})
+
+
+def latest_of_keys(
+    executor: Executor, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """``latest_with_expiry`` of many keys: the newest version (deleted or not)
+    of each key that has one, with its ``expires_at`` and ``ttl_seconds``."""
+    found: dict[tuple[str, str], Any] = {}
+    postgres = dialect_name(executor) == "postgresql"
+    for chunk in _chunked(keys):
+        if postgres:
+            params: dict[str, Any] = {
+                "namespaces": [ns for ns, _ in chunk],
+                "keys": [key for _, key in chunk],
+            }
+            rows = executor.execute(LATEST_OF_KEYS[True], params).all()
+        else:
+            rows = LATEST_OF_KEYS[False].all(executor, {"keys": dumps([list(k) for k in chunk])})
+        for row in rows:
+            found[(row.namespace, row.key)] = row
+    return found
+
+
+def _index_order(row: dict[str, Any]) -> tuple[str, str, int]:
+    return row["namespace"], row["key"], row["version"]
+
+
+def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
+    """INSERT many new version rows (dicts of column values, every one with the
+    same columns; at most one current row per key, after ``unset_current``);
+    their row ids, in order.
+
+    SQLite: one executemany with the ids given (the ones AUTOINCREMENT would
+    assign: the write transaction holds the only write lock). PostgreSQL: one
+    ``INSERT ... SELECT FROM unnest(arrays)`` per chunk, in the rows' order,
+    the ids returned matched back to the rows by (namespace, key, version).
+    A duplicate (namespace, key, version) is a ConflictError, as for ``insert``.
+    """
+    if not rows:
+        return []
+    try:
+        if dialect_name(executor) == "postgresql":
+            return _insert_versions_pg(executor, rows)
+        first = int(_NEXT_ID_SQLITE.scalar(executor, {}) or 0) + 1
+        ids = list(range(first, first + len(rows)))
+        for row_id, row in zip(ids, rows, strict=True):
+            row["id"] = row_id
+        # In index order: the namespace-led indexes are then written page by page.
+        in_order = sorted(rows, key=_index_order)
+        _INSERT_VERSIONS.execute_many(executor, in_order)
+        return ids
+    except IntegrityError as exc:
+        if is_duplicate_key(exc):
+            raise ConflictError("a version of one of the keys was written concurrently") from exc
+        raise
+
+
+def unset_current(executor: Executor, keys: Sequence[tuple[str, str]]) -> None:
+    """Take ``is_current`` off the current row of each key (that has one), before
+    its new versions are inserted: one executemany."""
+    if keys:
+        UNSET_CURRENT.execute_many(executor, [{"ns": ns, "k": k} for ns, k in keys])
+
+
+def set_expiries(
+    executor: Executor,
+    *,
+    cleared: Sequence[tuple[str, str]],
+    changed: Sequence[tuple[str, str, datetime, float]],
+    added: Sequence[tuple[str, str, datetime, float]],
+) -> None:
+    """``set_expiry`` for many keys: expiries removed, replaced and created."""
+    if cleared:
+        CLEAR_EXPIRY.execute_many(executor, [{"ns": ns, "k": k} for ns, k in cleared])
+    for statement, group in ((SET_EXPIRY, changed), (NEW_EXPIRY, added)):
+        if group:
+            statement.execute_many(
+                executor, [{"ns": ns, "k": k, "at": at, "ttl": ttl} for ns, k, at, ttl in group]
+            )

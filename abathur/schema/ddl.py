@@ -43,3 +43,8 @@ def partial(sqlite: str, postgresql: str | None = None) -> dict[str, Any]:
 
 
 LIVE_ROWS = partial("is_deleted = 0", "is_deleted = false")
+# A key's current version (its highest, deleted or not), and that version when live.
+CURRENT_ROW = partial("is_current = 1", "is_current = true")
+CURRENT_LIVE_ROWS = partial(
+    "is_current = 1 AND is_deleted = 0", "is_current = true AND is_deleted = false"
+)

@@ -35,6 +35,8 @@ from abathur.domain.documents import SYNC_STATUSES
 from abathur.domain.memory import MEMORY_TYPES
 from abathur.domain.sessions import SESSION_STATUSES
 from abathur.schema.ddl import (
+    CURRENT_LIVE_ROWS,
+    CURRENT_ROW,
     LIVE_ROWS,
     NOW,
     BigIntId,
@@ -369,6 +371,9 @@ class MemoryEntry(Base):
     updated_by: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=NOW)
+    # True on exactly one row per key: its highest version, deleted or not
+    # (revision 0009; ``idx_memory_current_key`` makes "exactly one" a constraint).
+    is_current: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         one_of("memory_type", MEMORY_TYPES, "memory_type"),
@@ -387,20 +392,40 @@ Index(
     MemoryEntry.is_deleted,
     MemoryEntry.version.desc(),
 )
+# The indexes over current live versions (revision 0009; the spec's names,
+# its purposes): a subtree's newest (namespace range), one memory type's
+# newest and the whole store's newest (ordered walks); namespace trails the
+# walks' indexes so that a walk tests its subtree without reading the row.
 Index(
     "idx_memory_type_updated",
     MemoryEntry.memory_type,
     MemoryEntry.updated_at.desc(),
-    **LIVE_ROWS,
+    MemoryEntry.id.desc(),
+    MemoryEntry.namespace,
+    **CURRENT_LIVE_ROWS,
 )
 Index(
     "idx_memory_namespace_prefix",
     MemoryEntry.namespace,
     MemoryEntry.updated_at.desc(),
-    **LIVE_ROWS,
+    MemoryEntry.id.desc(),
+    **CURRENT_LIVE_ROWS,
+)
+Index(
+    "idx_memory_updated_at",
+    MemoryEntry.updated_at.desc(),
+    MemoryEntry.id.desc(),
+    MemoryEntry.namespace,
+    **CURRENT_LIVE_ROWS,
+)
+Index(
+    "idx_memory_current_key",
+    MemoryEntry.namespace,
+    MemoryEntry.key,
+    unique=True,
+    **CURRENT_ROW,
 )
 Index("idx_memory_created_by", MemoryEntry.created_by, MemoryEntry.created_at.desc())
-Index("idx_memory_updated_at", MemoryEntry.updated_at)
 Index("idx_memory_type_namespace", MemoryEntry.memory_type, MemoryEntry.namespace)
 Index(
     "idx_memory_is_deleted",

@@ -161,3 +161,33 @@ async def test_an_orm_unit_sees_its_own_pending_rows(db: Database) -> None:
 
     await db.run(work)
     assert (await db.tasks.get_task("t")) is not None
+
+
+async def test_execute_many_processes_each_row_as_sqlalchemy_would(db: Database) -> None:
+    """Arguments built column by column (a value shared by the rows processed
+    once): every row stored as its own, defaults computed per row, a missing
+    parameter refused."""
+    from sqlalchemy import insert
+
+    many = Prepared(insert(MemoryEntry))
+    shared = {"same": "object"}
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    rows = [
+        {"namespace": "user:m", "key": f"k{i}", "value": shared if i < 2 else {"i": i},
+         "memory_type": "semantic", "version": 1, "created_at": now, "updated_at": now}
+        for i in range(4)
+    ]  # fmt: skip
+
+    def write(conn: Connection) -> None:
+        many.execute_many(conn, rows)
+
+    await db.write(write)
+    for i in range(4):
+        got = await db.memory.get_memory("user:m", f"k{i}")
+        assert got is not None
+        assert got["value"] == (shared if i < 2 else {"i": i})
+        assert got["metadata"] == {} and got["is_deleted"] is False  # column defaults
+        assert got["created_at"] == now
+    with pytest.raises(Exception, match="value"):
+        await db.write(lambda conn: many.execute_many(conn, [{**rows[0], "key": "x"}, {
+            k: v for k, v in rows[1].items() if k != "value"}]))  # fmt: skip

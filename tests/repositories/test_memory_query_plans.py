@@ -14,10 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from abathur.errors import NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
+from abathur.repositories.memory import SEARCH_CAP
 from tests.support.memory_model import controlled_clock
 from tests.support.plans import explain, full_scans, recording
 
@@ -80,6 +82,25 @@ async def _retrieval_workload(memory: MemoryService, task_id: str) -> None:
             await memory.delete_memory("user:t3", "k", "me", task_id)
         await memory.put_memory("user:t2", "k", {}, "semantic", by="me", task_id=task_id)
         await memory.sweep_expired(task_id=task_id)
+        await _bulk_workload(memory, task_id, clock)
+
+
+async def _bulk_workload(memory: MemoryService, task_id: str, clock: Any) -> None:
+    """Issue 16: put_memories over new, live, deleted and expired keys, with
+    TTLs set, changed and cleared."""
+
+    def item(ns: str, key: str, **extra: Any) -> dict[str, Any]:
+        return {"namespace": ns, "key": key, "value": {"n": 1}, "memory_type": "semantic",
+                "by": "me", "task_id": task_id, **extra}  # fmt: skip
+
+    ttl = timedelta(seconds=10)
+    await memory.put_memories(
+        [item("user:b", "new", ttl=ttl), item("user:u0", "k_%"), item("user:b", "new"),
+         item("user:b", "x", ttl=ttl), item("user:u2", "k_%", ttl=ttl)]
+    )  # fmt: skip
+    await memory.put_memories([item("user:b", "x", ttl=ttl), item("user:b", "y", ttl=ttl)])
+    clock.advance(timedelta(seconds=11))
+    await memory.put_memories([item("user:b", "x"), item("user:b", "new")])
 
 
 async def _captured(db: Database, task_id: str) -> list[tuple[str, Any]]:
@@ -97,7 +118,10 @@ async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> N
     assert {"SELECT", "UPDATE"} <= kinds
     assert len(statements) >= 8, statements
     assert any("GROUP BY" in s for s, _ in statements)  # the consolidation conflict query
-    assert any("EXISTS" in s and "ORDER BY" in s and "updated_at" in s for s, _ in statements)
+    # The search (its choice CTE and both branches), typed and untyped.
+    searches = [s for s, _ in statements if s.startswith("WITH choice")]
+    typed = ["memory_entries.memory_type = " in s for s in searches]
+    assert True in typed and False in typed, searches
     # Issue 11's statements were all issued: the namespace walk, filters,
     # paging, the expiry reads and writes.
     assert any(s.startswith("WITH RECURSIVE") for s, _ in statements)
@@ -105,6 +129,8 @@ async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> N
     assert any("OFFSET" in s for s, _ in statements)
     expiry = [s.split()[0].upper() for s, _ in statements if "memory_expiry" in s]
     assert {"SELECT", "UPDATE", "DELETE", "WITH"} <= set(expiry), expiry
+    # Issue 16: put_memories' read of many keys' current versions.
+    assert any("json_each" in s or "unnest" in s for s, _ in statements)
 
     problems = {}
     for sql, params in statements:
@@ -123,12 +149,89 @@ async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_
     lines = await explain(db, sql, params)
     plan = "\n".join(lines)
     if db.is_sqlite:
+        # The probe and the RANGE branch: one range of the current-live index.
         assert "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix (namespace>?" in plan
+        assert "MULTI-INDEX OR" not in plan  # which would read the whole range before a LIMIT
     else:
-        # Either live-rows index leading with the namespace serves the range.
         assert any(
-            "Index Cond" in line and "namespace >= 'user:alice:'" in line for line in lines
+            "Index Cond" in line and "namespace >= 'user:alice'" in line for line in lines
         ), plan
+        assert "idx_memory_namespace_prefix" in plan
+
+
+async def _bulk_fill(db: Database, rows: int) -> None:
+    """``rows`` current memories in seven namespaces under ``user:``, half of
+    them episodic, all with ``{"a": 1}``; then the planner's statistics."""
+    if db.is_sqlite:
+        fill = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :rows) "
+            "INSERT INTO memory_entries (namespace, key, value, memory_type, version, "
+            "is_current, created_at, updated_at) SELECT 'user:u' || (i % 7), 'k' || i, "
+            "'{\"a\": 1}', CASE WHEN i % 2 = 0 THEN 'semantic' ELSE 'episodic' END, 1, 1, "
+            "'2024-01-01 00:00:00.' || printf('%06d', i), "
+            "'2024-01-01 00:00:00.' || printf('%06d', i) FROM n"
+        )
+    else:
+        fill = (
+            "INSERT INTO memory_entries (namespace, key, value, memory_type, version, "
+            "is_current, created_at, updated_at) SELECT 'user:u' || (i % 7), 'k' || i, "
+            "'{\"a\": 1}', CASE WHEN i % 2 = 0 THEN 'semantic' ELSE 'episodic' END, 1, true, "
+            "timestamptz '2024-01-01' + i * interval '1 microsecond', "
+            "timestamptz '2024-01-01' + i * interval '1 microsecond' "
+            "FROM generate_series(1, :rows) AS i"
+        )
+    async with db.transaction() as session:
+        await session.execute(text(fill), {"rows": rows})
+    async with db.transaction() as session:
+        await session.execute(text("ANALYZE" if db.is_sqlite else "ANALYZE memory_entries"))
+
+
+@pytest.mark.parametrize("memory_type", [None, "semantic"])
+async def test_search_plans_both_branches_on_their_indexes(
+    db: Database, memory_type: str | None
+) -> None:
+    """One statement holds both plans: the RANGE branch (and the subtree-size
+    probe) on ``idx_memory_namespace_prefix``; the WALK branch (and the
+    recent-share probe) walking ``idx_memory_updated_at``, or
+    ``idx_memory_type_updated`` for a memory type, newest first with no sort.
+    On a table with statistics, as the planner sees a real store."""
+    await _bulk_fill(db, 10 * SEARCH_CAP)
+    memory = MemoryService(db)
+    with recording(db) as recorded:
+        found = await memory.search_memories(
+            "user", memory_type, filter={"a": 1}, offset=1, limit=5
+        )
+    assert [m["key"] for m in found] == (
+        ["k9999", "k9998", "k9997", "k9996", "k9995"]
+        if memory_type is None
+        else ["k9998", "k9996", "k9994", "k9992", "k9990"]
+    )
+    ((sql, params),) = [(s, p) for s, p in recorded.items() if "memory_entries" in s]
+    lines = await explain(db, sql, params)
+    plan = "\n".join(lines)
+    walk_index = "idx_memory_updated_at" if memory_type is None else "idx_memory_type_updated"
+    assert not full_scans(db, sql, lines), plan
+    if db.is_sqlite:
+        assert "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix (namespace>?" in plan
+        assert "MULTI-INDEX OR" not in plan  # which reads a whole range before a LIMIT
+        walks = [line for line in lines if f"memory_entries USING INDEX {walk_index}" in line]
+        assert len(walks) == 2, plan  # the recent-share probe and the WALK branch
+        # Newest first straight from the index: no sort inside the walk.
+        walk_branch = plan[plan.index("CO-ROUTINE by_walk") :]
+        walk_branch = walk_branch[: walk_branch.index("SCAN by_walk")]
+        assert "TEMP B-TREE" not in walk_branch, plan
+    else:
+        probe = plan[plan.index("InitPlan 1") : plan.index("InitPlan 2")]
+        assert "Index Only Scan using idx_memory_namespace_prefix" in probe, plan
+        # For a memory type the planner may walk either recency index (the
+        # type's rows, or every row testing the type), by its statistics.
+        walk_indexes = {"idx_memory_updated_at", walk_index}
+        ordered = sum(plan.count(f"Index Scan using {name} ") for name in walk_indexes) + sum(
+            plan.count(f"Index Only Scan using {name} ") for name in walk_indexes
+        )
+        assert ordered == 2, plan  # the recent-share probe and the WALK branch
+        assert "Backward" not in plan, plan
+        assert plan.count("One-Time Filter") == 2, plan  # each branch gated once, not per row
 
 
 async def _captured_search(db: Database) -> list[tuple[str, Any]]:
@@ -137,3 +240,25 @@ async def _captured_search(db: Database) -> list[tuple[str, Any]]:
     statements = [(sql, params) for sql, params in recorded.items() if "memory_entries" in sql]
     assert len(statements) == 1
     return statements
+
+
+async def test_put_memories_reads_current_versions_by_the_current_key_index(
+    db: Database, task_id: str
+) -> None:
+    """One probe of ``idx_memory_current_key`` per key given, never a range."""
+    item = {"namespace": "user:a", "key": "k", "value": {}, "memory_type": "semantic",
+            "by": "me", "task_id": task_id}  # fmt: skip
+    await db.memory.put_memories([item])
+    with recording(db) as recorded:
+        await db.memory.put_memories([item, {**item, "key": "other"}])
+    (sql, params), *_ = [
+        (s, p)
+        for s, p in recorded.items()
+        if ("json_each" in s or "unnest" in s) and "memory_entries" in s
+    ]
+    plan = "\n".join(await explain(db, sql, params))
+    if db.is_sqlite:
+        probe = "SEARCH memory_entries USING INDEX idx_memory_current_key (namespace=? AND key=?)"
+        assert probe in plan
+    else:
+        assert "idx_memory_current_key" in plan, plan

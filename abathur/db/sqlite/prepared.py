@@ -112,6 +112,33 @@ class _Plan:
             values.append(process(value))
         return tuple(values)
 
+    def args_many(self, rows: Sequence[Params]) -> list[tuple[Any, ...]]:
+        """``args`` of every row, built column by column: a bulk insert's rows
+        share values (one timestamp, one actor), and a value repeated from the
+        row before is processed once."""
+        columns = []
+        for name, default, process in self.binds:
+            if default is _MISSING:
+                try:
+                    values = [row[name] for row in rows]
+                except KeyError:
+                    raise KeyError(f"no value for parameter {name!r} of: {self.sql}") from None
+            else:
+                values = [row.get(name, default) for row in rows]
+            if isinstance(default, _Computed):
+                values = [v.compute() if isinstance(v, _Computed) else v for v in values]
+            if process is not _identity:
+                processed = []
+                last: Any = _MISSING
+                done: Any = None
+                for value in values:
+                    if value is not last:
+                        last, done = value, process(value)
+                    processed.append(done)
+                values = processed
+            columns.append(values)
+        return list(zip(*columns, strict=True))
+
     def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
         make, results = self.row_type._make, self.results
         if not results:
@@ -189,7 +216,7 @@ class Prepared:
             return
         connection = _connection(executor)
         plan = self._plan(connection.dialect, rows[0])
-        args = [plan.args(r) for r in rows]
+        args = plan.args_many(rows)
         _fire(connection, plan.sql, args, many=True)
         try:
             raw.executemany(plan.sql, args).close()

@@ -1,0 +1,121 @@
+"""Issue 16: ``abathur memory import FILE`` (JSON Lines through put_memories)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from abathur.cli import cli
+from abathur.cli.demo import TASK_ID
+from tests.cli.test_cli import _SEPARATE_STDERR, invoke, ok, ok_json
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Path:
+    path = tmp_path / "cli.db"
+    ok(path, "demo")
+    return path
+
+
+def line(key: str, **extra: Any) -> str:
+    item = {"namespace": "user:imp", "key": key, "value": {"k": key}, "memory_type": "semantic",
+            "by": "importer", "task_id": TASK_ID, **extra}  # fmt: skip
+    return json.dumps(item)
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def history(db: Path, key: str) -> list[Any]:
+    return list(ok_json(db, "memory", "history", "user:imp", key))
+
+
+def test_import_a_file(seeded: Path, tmp_path: Path) -> None:
+    source = write(
+        tmp_path / "in.jsonl",
+        [line("a"), "", line("b", metadata={"m": 1}, ttl=3600), line("a", by="again"),
+         line("c", memory_type="episodic")],
+    )  # fmt: skip
+    result = ok(seeded, "memory", "import", str(source), "--batch-size", "2")
+    assert result.stdout.strip() == "imported 4 memories"
+    assert "importing memories" in result.stderr  # the progress bar
+    assert [h["version"] for h in history(seeded, "a")] == [1, 2]
+    assert history(seeded, "a")[1]["updated_by"] == "again"
+    assert history(seeded, "b")[0]["metadata"] == {"m": 1}
+    assert history(seeded, "c")[0]["memory_type"] == "episodic"
+    found = ok_json(seeded, "memory", "search", "user:imp")
+    assert sorted(f["key"] for f in found) == ["a", "b", "c"]
+    audit = ok_json(seeded, "audit", "tail", "--namespace", "user:imp")
+    assert len(audit) == 4
+
+
+def test_import_from_stdin_with_json_output(seeded: Path) -> None:
+    runner = CliRunner(
+        env={"ABATHUR_DATABASE_URL": None, "ABATHUR_DEBUG": None}, **_SEPARATE_STDERR
+    )
+    text = "\n".join(line(f"k{i}") for i in range(5)) + "\n"
+    result = runner.invoke(
+        cli, ["--db", str(seeded), "memory", "import", "-", "--json"], input=text
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"imported": 5}
+    assert result.stderr == ""
+    result = runner.invoke(cli, ["--db", str(seeded), "memory", "import", "-"], input=text)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "imported 5 memories"
+    assert "imported 5 memories" in result.stderr  # the running count
+    assert [h["version"] for h in history(seeded, "k3")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("bad", "expect"),
+    [
+        ("{not json", "line 4: not valid JSON"),
+        ("[1, 2]", "line 4: must be a JSON object"),
+        (line("x", ttl=-1), "line 4: ttl must be a positive number of seconds"),
+        (line("x", namespace="temp:x"), "line 4: namespace: "),
+        (line("x", memory_type="other"), "line 4: memory_type"),
+        (line("x", task_id="no-such-task"), "line 4: task 'no-such-task' not found"),
+        (line("x", colour="red"), "line 4: unknown field(s) 'colour'"),
+    ],
+)
+def test_a_bad_line_is_named_and_its_batch_not_written(
+    seeded: Path, tmp_path: Path, bad: str, expect: str
+) -> None:
+    lines = [line("a"), line("b"), line("c"), bad, line("d")]
+    source = write(tmp_path / "in.jsonl", lines)
+    result = invoke(seeded, "memory", "import", str(source), "--batch-size", "2")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    error = result.stderr.strip().splitlines()[-1]
+    assert expect in error, error
+    # Lines 1-2 were the first batch: imported. Lines 3-4 were the failing one.
+    assert "nothing from line 3 on was written; the 2 memories before it were imported" in error
+    assert result.stdout == ""
+    assert [h["key"] for h in ok_json(seeded, "memory", "search", "user:imp")] == ["b", "a"]
+
+
+def test_a_bad_first_batch_writes_nothing(seeded: Path, tmp_path: Path) -> None:
+    source = write(tmp_path / "in.jsonl", [line("a"), line("b", value=[1])])
+    result = invoke(seeded, "memory", "import", str(source))
+    assert result.exit_code == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "line 2: value" in error and error.endswith("(nothing was written)")
+    assert ok_json(seeded, "memory", "search", "user:imp") == []
+
+
+def test_import_options(seeded: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jsonl"
+    result = invoke(seeded, "memory", "import", str(missing))
+    assert result.exit_code == 2
+    assert "No such file" in result.stderr
+    empty = write(tmp_path / "empty.jsonl", [""])
+    assert ok(seeded, "memory", "import", str(empty)).stdout.strip() == "imported 0 memories"
+    result = invoke(seeded, "memory", "import", str(empty), "--batch-size", "0")
+    assert result.exit_code == 2

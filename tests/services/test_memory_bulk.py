@@ -1,0 +1,316 @@
+"""Issue 16: ``put_memories`` writes many memories in one transaction by
+``put_memory``'s rules: versions in order, one audit row each, all or nothing,
+TTL, embeddings and the scoped view's permission rule. The equivalence with a
+sequence of ``put_memory`` calls is a property test
+(``tests/properties/test_put_memories_equivalence.py``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from abathur.domain.memory import AccessContext
+from abathur.embeddings import Embedder
+from abathur.errors import AccessDeniedError, NotFoundError, ValidationError
+from abathur.infrastructure.database import Database
+from abathur.infrastructure.memory_service import MemoryService
+from abathur.repositories import memory as memory_repository
+from abathur.schema.models import AuditEntry, MemoryEmbedding, MemoryEntry, MemoryExpiry
+from tests.support.memory_model import controlled_clock
+
+
+async def count(db: Database, model: type[Any]) -> int:
+    async with db.transaction(write=False) as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def item(key: str, value: dict[str, Any], task_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "namespace": extra.pop("namespace", "user:bulk"),
+        "key": key,
+        "value": value,
+        "memory_type": extra.pop("memory_type", "semantic"),
+        "by": extra.pop("by", "loader"),
+        "task_id": task_id,
+        **extra,
+    }
+
+
+async def test_versions_in_order_with_one_audit_row_each(db: Database, task_id: str) -> None:
+    memory = db.memory
+    await memory.put_memory("user:bulk", "old", {"v": 0}, "episodic", by="first",
+                            task_id=task_id, metadata={"m": 1})  # fmt: skip
+    written = await memory.put_memories(
+        [
+            item("a", {"v": 1}, task_id),
+            item("old", {"v": 2}, task_id, memory_type="procedural"),  # type carries forward
+            item("a", {"v": 3}, task_id, by="second", metadata={"m": 2}),
+            item("b", {"v": 4}, task_id, namespace="user:other", metadata={"x": [1]}),
+            item("a", {"v": 5}, task_id),
+        ]
+    )
+    assert [(w["namespace"], w["key"], w["version"]) for w in written] == [
+        ("user:bulk", "a", 1),
+        ("user:bulk", "old", 2),
+        ("user:bulk", "a", 2),
+        ("user:other", "b", 1),
+        ("user:bulk", "a", 3),
+    ]
+    assert [w["value"]["v"] for w in written] == [1, 2, 3, 4, 5]
+    assert written[1]["memory_type"] == "episodic"
+    assert written[1]["metadata"] == {"m": 1}  # kept when not given
+    assert written[1]["created_by"] == "first"
+    assert written[2]["metadata"] == {"m": 2}
+    assert written[4]["metadata"] == {"m": 2}  # carried from the batch's own write
+    assert written[4]["created_by"] == "loader" and written[4]["updated_by"] == "loader"
+    assert written[2]["updated_by"] == "second"
+    # What is returned is what get_memory reads back.
+    for w in written:
+        assert await memory.get_memory(w["namespace"], w["key"], w["version"]) == w
+    assert len({w["id"] for w in written}) == 5
+    async with db.transaction(write=False) as session:
+        audits = (
+            await session.execute(
+                select(
+                    AuditEntry.memory_operation_type,
+                    AuditEntry.action_type,
+                    AuditEntry.action_data,
+                    AuditEntry.memory_entry_id,
+                    AuditEntry.memory_namespace,
+                    AuditEntry.task_id,
+                ).order_by(AuditEntry.id)
+            )
+        ).all()
+    assert [tuple(a) for a in audits[1:]] == [
+        ("create", "memory_create",
+         {"key": "a", "version": 1, "created_by": "loader", "memory_type": "semantic"},
+         written[0]["id"], "user:bulk", task_id),
+        ("update", "memory_update", {"key": "old", "version": 2, "updated_by": "loader"},
+         written[1]["id"], "user:bulk", task_id),
+        ("update", "memory_update", {"key": "a", "version": 2, "updated_by": "second"},
+         written[2]["id"], "user:bulk", task_id),
+        ("create", "memory_create",
+         {"key": "b", "version": 1, "created_by": "loader", "memory_type": "semantic"},
+         written[3]["id"], "user:other", task_id),
+        ("update", "memory_update", {"key": "a", "version": 3, "updated_by": "loader"},
+         written[4]["id"], "user:bulk", task_id),
+    ]  # fmt: skip
+
+
+async def test_empty_batch_writes_nothing(db: Database, task_id: str) -> None:
+    assert await db.memory.put_memories([]) == []
+    assert await count(db, AuditEntry) == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"namespace": "temp:x"}, "item 2: .*temp"),
+        ({"namespace": "nowhere:x"}, "item 2: .*namespace"),
+        ({"key": ""}, "item 2: .*key"),
+        ({"value": [1]}, "item 2: .*value"),
+        ({"value": {"x": float("nan")}}, "item 2: .*value"),
+        ({"memory_type": "other"}, "item 2: .*memory_type"),
+        ({"by": ""}, "item 2: .*by"),
+        ({"by": "x" * 300}, "item 2: .*by"),
+        ({"metadata": "m"}, "item 2: .*metadata"),
+        ({"ttl": 5}, "item 2: .*ttl"),
+        ({"ttl": timedelta(0)}, "item 2: .*ttl"),
+        ({"index": "title"}, "item 2: .*index"),
+        ({"extra": 1}, "item 2: unknown field.*'extra'"),
+        ({"task_id": None}, "item 2: .*task_id"),
+    ],
+)
+async def test_any_bad_item_writes_nothing(
+    db: Database, task_id: str, bad: dict[str, Any], message: str
+) -> None:
+    items = [item(f"k{i}", {"i": i}, task_id) for i in range(4)]
+    items[2] = {**items[2], **bad}
+    with pytest.raises(ValidationError, match=message):
+        await db.memory.put_memories(items)
+    assert await count(db, MemoryEntry) == 0
+    assert await count(db, AuditEntry) == 0
+
+
+async def test_malformed_batches_are_refused(db: Database, task_id: str) -> None:
+    missing = item("k", {}, task_id)
+    del missing["by"]
+    for items, message in (
+        ([missing], "item 0: missing by"),
+        (["not a dict"], "item 0: must be a dict"),
+        (item("k", {}, task_id), "items must be a list"),
+        ("abc", "items must be a list"),
+        (None, "items must be a list"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            await db.memory.put_memories(items)  # type: ignore[arg-type]
+    assert await count(db, MemoryEntry) == 0
+
+
+async def test_the_errors_are_put_memorys_own(db: Database, task_id: str) -> None:
+    """An item's message is the one put_memory gives for the same arguments."""
+    bad = item("k", {"a": (1, 2)}, task_id, namespace="user:x")
+    with pytest.raises(ValidationError) as single:
+        await db.memory.put_memory(**bad)
+    with pytest.raises(ValidationError) as bulk:
+        await db.memory.put_memories([bad])
+    assert str(bulk.value) == f"item 0: {single.value}"
+
+
+async def test_a_missing_task_is_put_memorys_error(db: Database, task_id: str) -> None:
+    items = [item("a", {}, task_id), item("b", {}, "no-such-task")]
+    with pytest.raises(NotFoundError) as bulk:
+        await db.memory.put_memories(items)
+    with pytest.raises(NotFoundError) as single:
+        await db.memory.put_memory(**items[1])
+    assert str(bulk.value) == str(single.value)
+    assert await count(db, MemoryEntry) == 0
+    assert await count(db, AuditEntry) == 0
+
+
+async def test_uuid_task_ids_and_str_subclasses_are_accepted(db: Database) -> None:
+    task = await db.tasks.create_task("uuid", id=str(uuid.uuid4()))
+
+    class Name(str):
+        pass
+
+    written = await db.memory.put_memories(
+        [item("k", {"v": 1}, uuid.UUID(task.id)), item(Name("n"), {}, task.id)]  # type: ignore[arg-type]
+    )
+    assert [w["version"] for w in written] == [1, 1]
+    assert await db.memory.get_memory("user:bulk", "n") is not None
+
+
+async def test_ttl_as_put_memory(db: Database, task_id: str) -> None:
+    memory = db.memory
+    ttl, long = timedelta(seconds=10), timedelta(seconds=100)
+    with controlled_clock() as clock:
+        await memory.put_memory("user:t", "expired", {"v": 0}, "semantic", by="a",
+                                task_id=task_id, ttl=ttl)  # fmt: skip
+        await memory.put_memory("user:t", "kept", {"v": 0}, "semantic", by="a",
+                                task_id=task_id, ttl=long)  # fmt: skip
+        clock.advance(timedelta(seconds=11))
+        written = await memory.put_memories(
+            [
+                item("expired", {"v": 1}, task_id, namespace="user:t", ttl=ttl),  # revived
+                item("kept", {"v": 1}, task_id, namespace="user:t"),  # clears the expiry
+                item("new", {"v": 1}, task_id, namespace="user:t"),
+                item("new", {"v": 2}, task_id, namespace="user:t", ttl=ttl),  # the last decides
+                item("set", {"v": 1}, task_id, namespace="user:t", ttl=long),
+                item("set", {"v": 2}, task_id, namespace="user:t"),
+            ]
+        )
+        assert [w["version"] for w in written] == [2, 2, 1, 2, 1, 2]
+        history = await memory.get_memory_history("user:t", "expired")
+        assert [h["is_deleted"] for h in history] == [True, False]
+        assert written[0]["created_at"] == written[0]["updated_at"]  # a revived key starts afresh
+        async with db.transaction(write=False) as session:
+            expiries = (
+                await session.execute(
+                    select(MemoryExpiry.key, MemoryExpiry.ttl_seconds).order_by(MemoryExpiry.key)
+                )
+            ).all()
+        assert [tuple(e) for e in expiries] == [("expired", 10.0), ("new", 10.0)]
+        clock.advance(timedelta(seconds=11))
+        assert await memory.get_memory("user:t", "expired") is None
+        assert await memory.get_memory("user:t", "new") is None
+        assert (await memory.get_memory("user:t", "kept"))["value"] == {"v": 1}  # type: ignore[index]
+        assert (await memory.get_memory("user:t", "set"))["value"] == {"v": 2}  # type: ignore[index]
+
+
+async def test_an_expiry_past_the_year_9999_names_the_item(db: Database, task_id: str) -> None:
+    items = [item("a", {}, task_id), item("b", {}, task_id, ttl=timedelta(days=3_000_000))]
+    with pytest.raises(ValidationError, match=r"item 1: .*9999"):
+        await db.memory.put_memories(items)
+    assert await count(db, MemoryEntry) == 0
+
+
+def letter_counts(texts: list[str]) -> list[list[float]]:
+    """How often each of seven letters occurs, plus one (never all zeros)."""
+    return [[float(t.count(c)) for c in "abcdefg"] + [1.0] for t in texts]
+
+
+async def test_embeddings_in_one_call_before_the_transaction(db: Database, task_id: str) -> None:
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        return letter_counts(texts)
+
+    memory = MemoryService(db, embedder=Embedder(embed, 8, fields=("title",)))
+    written = await memory.put_memories(
+        [
+            item("own", {"title": "aaa", "body": "ggg"}, task_id),
+            item("body", {"title": "aaa", "body": "ggg"}, task_id, index=["body"]),
+            item("off", {"title": "ggg"}, task_id, index=False),
+            item("none", {"body": "ggg"}, task_id),  # no title: no embedding
+            item("own", {"title": "ggg"}, task_id),  # a second version of the same key
+        ]
+    )
+    assert calls == [3]
+    assert await count(db, MemoryEmbedding) == 3
+    found = await memory.search_memories("user:bulk", query="ggg")
+    # Both match exactly; equal scores rank the newer row first.
+    assert [(r["key"], r["version"]) for r in found] == [("own", 2), ("body", 1)]
+    assert [r["score"] for r in found] == [pytest.approx(1.0)] * 2
+    async with db.transaction(write=False) as session:
+        embedded = set(await session.scalars(select(MemoryEmbedding.memory_entry_id)))
+    assert embedded == {written[0]["id"], written[1]["id"], written[4]["id"]}
+    assert calls == [3, 1]  # the query's
+    with pytest.raises(ValidationError, match=r"item 1: .*index"):
+        await memory.put_memories(
+            [item("x", {"title": "a"}, task_id), item("y", {}, task_id, index=[])]
+        )
+    assert calls == [3, 1]
+
+
+async def test_the_scoped_view_needs_every_namespace_writable(db: Database, task_id: str) -> None:
+    scope = db.memory.scoped(AccessContext(session_id="s1", user_id="alice", app_name="app"))
+    items = [
+        item("a", {}, task_id, namespace="user:alice"),
+        item("b", {}, task_id, namespace="session:s1:notes"),
+        item("c", {}, task_id, namespace="app:app"),  # readable, not writable
+    ]
+    with pytest.raises(AccessDeniedError, match=r"item 2: .*cannot write 'app:app'"):
+        await scope.put_memories(items)
+    with pytest.raises(AccessDeniedError, match=r"item 0: .*user:bob"):
+        await scope.put_memories([item("a", {}, task_id, namespace="user:bob")])
+    assert await count(db, MemoryEntry) == 0
+    written = await scope.put_memories(items[:2])
+    assert [w["key"] for w in written] == ["a", "b"]
+    with pytest.raises(ValidationError, match="items must be a list"):
+        await scope.put_memories("x")  # type: ignore[arg-type]
+
+
+async def test_chunks_stay_in_one_transaction(
+    db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_repository, "BULK_CHUNK", 3)
+    await db.memory.put_memories([item(f"k{i}", {"i": 0}, task_id) for i in range(0, 10, 2)])
+    items = [item(f"k{i}", {"i": 1}, task_id) for i in range(10)]
+    written = await db.memory.put_memories(items)
+    assert [w["version"] for w in written] == [2 if i % 2 == 0 else 1 for i in range(10)]
+    items[9]["task_id"] = "missing"
+    with pytest.raises(NotFoundError):
+        await db.memory.put_memories(items)
+    assert await count(db, MemoryEntry) == 15
+
+
+async def test_more_keys_than_the_lock_table_holds(db: Database, task_id: str) -> None:
+    """PostgreSQL's lock table holds max_locks_per_transaction (64) times
+    max_connections (100) locks by default: a batch of more keys than that
+    takes one exclusive lock instead of one per key."""
+    count = 7_000
+    written = await db.memory.put_memories(
+        [item(f"k{i}", {"i": i}, task_id, namespace=f"user:many:{i % 7}") for i in range(count)]
+    )
+    assert len(written) == count and {w["version"] for w in written} == {1}
+    assert await count_rows(db) == count
+
+
+async def count_rows(db: Database) -> int:
+    return await count(db, MemoryEntry)
