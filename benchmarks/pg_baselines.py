@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from abathur.repositories.memory import key_lock_id
+from abathur.repositories.memory import BULK_LOCK_ID, key_lock_id
 from benchmarks.baselines import dumps
 
 MEMORY_FIELDS = (
@@ -52,15 +52,24 @@ GET_SESSION = (
 SHARED_STATE = "SELECT key, value FROM shared_state WHERE app_name = $1 AND user_id IN ('', $2)"
 GET_EVENTS = "SELECT event FROM session_events WHERE session_id = $1 ORDER BY seq"
 TASK_EXISTS = "SELECT 1 FROM tasks WHERE id = $1"
-LOCK_KEY = "SELECT pg_advisory_xact_lock($1)"
+# abathur's: the key's lock after the shared side of the bulk lock (put_memories).
+LOCK_KEY = (
+    "SELECT pg_advisory_xact_lock($1) FROM "
+    f"(SELECT pg_advisory_xact_lock_shared({BULK_LOCK_ID})) AS bulk"
+)
+# The key's previous current version stops being current (revision 0009).
+UNSET_CURRENT = (
+    "UPDATE memory_entries SET is_current = false "
+    "WHERE namespace = $1 AND key = $2 AND is_current = true"
+)
 LATEST = (
     f"SELECT {MEMORY_FIELDS} FROM {WITH_EXPIRY} WHERE m.namespace = $1 AND m.key = $2 "
     "ORDER BY m.version DESC LIMIT 1"
 )
 INSERT_MEMORY = (
     "INSERT INTO memory_entries (namespace, key, value, memory_type, version, is_deleted, "
-    "metadata, created_by, updated_by, created_at, updated_at) "
-    "VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9, $10) RETURNING id"
+    "is_current, metadata, created_by, updated_by, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, false, true, $6, $7, $8, $9, $10) RETURNING id"
 )
 INSERT_AUDIT = (
     "INSERT INTO audit (timestamp, task_id, action_type, action_data, result, "
@@ -72,9 +81,7 @@ INSERT_AUDIT = (
 SEARCH = (
     f"SELECT {MEMORY_FIELDS} FROM {WITH_EXPIRY} "
     'WHERE (m.namespace = $1::text COLLATE "C" OR (m.namespace >= $2::text COLLATE "C" '
-    'AND m.namespace < $3::text COLLATE "C")) AND m.is_deleted = false '
-    "AND NOT EXISTS (SELECT 1 FROM memory_entries AS n WHERE n.namespace = m.namespace "
-    "AND n.key = m.key AND n.version > m.version) "
+    'AND m.namespace < $3::text COLLATE "C")) AND m.is_current AND NOT m.is_deleted '
     "AND (x.expires_at IS NULL OR x.expires_at > $4) "
     "ORDER BY m.updated_at DESC, m.id DESC LIMIT $5"
 )
@@ -189,6 +196,7 @@ class RawPostgres:
                 action = "update"
             else:
                 metadata, created_by, created_at, action = {}, by, now, "create"
+            await c.execute(UNSET_CURRENT, ns, key)
             entry_id: int = await c.fetchval(
                 INSERT_MEMORY,
                 ns, key, value, memory_type, version, metadata, created_by, by, created_at, now,

@@ -116,8 +116,9 @@ async def prefill(url: str, schema: str) -> None:
             ]  # fmt: skip
             await conn.executemany(
                 "INSERT INTO memory_entries (namespace, key, value, memory_type, version, "
-                "is_deleted, metadata, created_by, updated_by, created_at, updated_at) "
-                "VALUES ($1, $2, $3, 'semantic', 1, false, '{}', 'bench', 'bench', $4, $4)",
+                "is_deleted, is_current, metadata, created_by, updated_by, created_at, "
+                "updated_at) VALUES ($1, $2, $3, 'semantic', 1, false, true, '{}', 'bench', "
+                "'bench', $4, $4)",
                 rows,
             )
         await conn.execute("ANALYZE")
