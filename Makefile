@@ -2,6 +2,9 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): each test has its own database file or
+# PostgreSQL schema, so they run side by side; most of a test's time is I/O.
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 LOWEST ?= .venv-lowest
 
@@ -16,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(BIN)/pytest --cov=abathur --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) --cov=abathur --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 # The suite on SQLite in a second environment holding the lowest release of
 # every direct dependency that pyproject.toml allows (ci/constraints-lowest.txt):
@@ -32,7 +35,7 @@ $(LOWEST)/.installed: pyproject.toml ci/constraints-lowest.txt
 # smoke test (its peers are those frameworks), run in `make test`.
 test-lowest: $(LOWEST)/.installed
 	$(LOWEST)/bin/pip check
-	env -u ABATHUR_TEST_POSTGRES_URL $(LOWEST)/bin/pytest -p no:cacheprovider -q \
+	env -u ABATHUR_TEST_POSTGRES_URL $(LOWEST)/bin/pytest -n $(WORKERS) -p no:cacheprovider -q \
 		--ignore=tests/conformance --ignore=tests/integrations \
 		--ignore=tests/docs/test_benchmark_smoke.py $(PYTEST_ARGS)
 

@@ -9,6 +9,9 @@ Writes ``docs/performance_milestone2.json`` (every figure),
 ``docs/performance_milestone2.png`` (latency against session length and
 table size) and ``docs/performance_validation_milestone2.md`` (the report).
 ``--quick`` runs a few iterations of everything (the smoke test uses it).
+With ``ABATHUR_BENCH_POSTGRES_URL`` the report has a PostgreSQL section
+(``benchmarks/postgres.py``); ``--only postgres`` runs that section alone and
+writes ``performance_postgres.json`` and ``performance_validation_postgres.md``.
 """
 
 from __future__ import annotations
@@ -20,23 +23,17 @@ import cProfile
 import gc
 import inspect
 import io
-import json
-import math
 import os
-import platform
 import pstats
 import shutil
 import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +42,9 @@ from sqlalchemy import event
 from abathur.db.sqlite import worker as worker_module
 from abathur.db.sqlite.worker import run_in_worker
 from abathur.infrastructure.database import Database
+from benchmarks import postgres
 from benchmarks.baselines import AsyncBaseline, SyncBaseline, dumps, now
+from benchmarks.report import Figure, machine, print_targets, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -60,30 +59,6 @@ MEMORY_VALUE = {"fact": "the user prefers short answers", "confidence": 0.9, "ta
 
 Contenders = list[tuple[str, Callable[..., Any]]]  # (implementation, call)
 Case = tuple[str, Contenders, dict[str, Any]]  # (operation, contenders, extra figures)
-
-
-@dataclass
-class Figure:
-    op: str
-    impl: str
-    samples_us: list[float] = field(repr=False)
-    wall_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def quantile(self, q: float) -> float:
-        ordered = sorted(self.samples_us)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "op": self.op,
-            "impl": self.impl,
-            "n": len(self.samples_us),
-            "p50_us": round(self.quantile(0.50), 1),
-            "p99_us": round(self.quantile(0.99), 1),
-            "wall_s": None if self.wall_s is None else round(self.wall_s, 4),
-            **self.extra,
-        }
 
 
 # ------------------------------------------------------------------ timing
@@ -411,7 +386,8 @@ class Bench:
         """LangGraph's store: AbathurStore against LangGraph's own AsyncSqliteStore
         (a file each), interleaved call by call: put (updates of 50 keys: abathur
         keeps every version and an audit row, LangGraph's store overwrites), get
-        of one of 1,000 items, and a filtered search of a namespace of 100."""
+        of one of 1,000 items, and a search of a namespace of 100 (newest 10),
+        without and with a filter."""
         try:
             from langgraph.store.sqlite.aio import AsyncSqliteStore
 
@@ -430,7 +406,11 @@ class Bench:
                 stores: dict[str, Any] = {"abathur": ours, "langgraph": peer}
                 for store in stores.values():
                     for j in range(seed):
-                        value = {"i": j, "tag": "even" if j // 10 % 2 == 0 else "odd", "text": "x" * 100}
+                        value = {
+                            "i": j,
+                            "tag": "even" if j // 10 % 2 == 0 else "odd",
+                            "text": "x" * 100,
+                        }
                         await store.aput(("bench", f"g{j % 10}"), f"k{j}", value)
 
                 def put(impl: str) -> Callable[[int], Awaitable[Any]]:
@@ -447,6 +427,10 @@ class Bench:
 
                 def search(impl: str) -> Callable[[int], Awaitable[Any]]:
                     store = stores[impl]
+                    return lambda i: store.asearch(("bench", f"g{i % 10}"), limit=10)
+
+                def filtered(impl: str) -> Callable[[int], Awaitable[Any]]:
+                    store = stores[impl]
                     return lambda i: store.asearch(
                         ("bench", f"g{i % 10}"), filter={"tag": "even"}, limit=10
                     )
@@ -458,7 +442,8 @@ class Bench:
                         for op, make in (
                             ("LangGraph put (update)", put),
                             ("LangGraph get", get),
-                            ("LangGraph search (filter, 10 of 100)", search),
+                            ("LangGraph search (10 of 100)", search),
+                            ("LangGraph search (filter, 10 of 100)", filtered),
                         )
                     ],
                     [(i,) for i in range(self.n)],
@@ -780,129 +765,6 @@ class Bench:
             "worker_thread": _per_call(worker_profiler, count),
         }
 
-    async def postgres(self, url: str) -> list[dict[str, Any]]:
-        """abathur's operations on PostgreSQL (no raw baseline: asyncpg is the driver)."""
-        from sqlalchemy import text
-
-        from abathur.db.engine import create_engine
-        from abathur.db.url import to_url
-
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(to_url(url))
-        async with admin.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        results = []
-        try:
-            db = Database(url, connect_args={"server_settings": {"search_path": schema}})
-            await db.initialize()
-            try:
-                n = self.n
-                task = await db.tasks.create_task("bench", id=TASK_ID)
-                s = db.sessions
-                results.append(
-                    Figure(
-                        "session create",
-                        "abathur-pg",
-                        await time_async(
-                            s.create_session, ((f"p{i}", "bench", "u") for i in range(n))
-                        ),
-                    )
-                )
-                results.append(
-                    Figure(
-                        "append_event",
-                        "abathur-pg",
-                        await time_async(
-                            lambda sid, i: s.append_event(
-                                sid, {**EVENT, "i": i}, state_delta={"session:k": i}
-                            ),
-                            ((f"p{i % 10}", i) for i in range(n)),
-                        ),
-                    )
-                )
-                results.append(
-                    Figure(
-                        "get_session",
-                        "abathur-pg",
-                        await time_async(s.get_session, (("p1",) for _ in range(n))),
-                    )
-                )
-                m = db.memory
-                results.append(
-                    Figure(
-                        "memory add",
-                        "abathur-pg",
-                        await time_async(
-                            lambda i: m.add_memory(
-                                "user:bench", f"k{i}", MEMORY_VALUE, "semantic", "b", task.id
-                            ),
-                            ((i,) for i in range(n)),
-                        ),
-                    )
-                )
-                results.append(
-                    Figure(
-                        "memory update",
-                        "abathur-pg",
-                        await time_async(
-                            lambda i: m.update_memory(
-                                "user:bench", f"k{i % 10}", MEMORY_VALUE, "b", task.id
-                            ),
-                            ((i,) for i in range(n)),
-                        ),
-                    )
-                )
-                results.append(
-                    Figure(
-                        "memory get latest",
-                        "abathur-pg",
-                        await time_async(m.get_memory, (("user:bench", "k3") for _ in range(n))),
-                    )
-                )
-                results.append(
-                    Figure(
-                        "search",
-                        "abathur-pg",
-                        await time_async(
-                            m.search_memories, (("user:bench", None, 100) for _ in range(n))
-                        ),
-                    )
-                )
-                samples: list[float] = []
-                start = time.perf_counter()
-                for j in range(50):
-                    await s.create_session(f"conc{j}", "bench", "u")
-
-                async def writer(sid: str) -> None:
-                    for i in range(20):
-                        await self._timed(
-                            s.append_event, samples, sid, {**EVENT, "i": i}, {"session:x": i}
-                        )
-
-                start = time.perf_counter()
-                await asyncio.gather(*(writer(f"conc{j}") for j in range(50)))
-                wall = time.perf_counter() - start
-                stored = [
-                    len(found["events"] if (found := await s.get_session(f"conc{j}")) else [])
-                    for j in range(50)
-                ]
-                results.append(
-                    Figure(
-                        "50 sessions x 20 concurrent appends",
-                        "abathur-pg",
-                        samples,
-                        wall_s=wall,
-                        extra={"lost_events": 50 * 20 - sum(stored)},
-                    )
-                )
-            finally:
-                await db.close()
-        finally:
-            async with admin.begin() as conn:
-                await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            await admin.dispose()
-        return [f.summary() for f in results]
-
 
 def _window(samples: list[float], starts: list[float]) -> float:
     """How far apart (ms) the slowest 1% of calls started: a few ms means they
@@ -969,35 +831,6 @@ def _group(filename: str, func: str) -> str:
 
 
 # ------------------------------------------------------------------ report
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "sqlalchemy": package_version("sqlalchemy"),
-        "aiosqlite": package_version("aiosqlite"),
-        "asyncpg": _maybe_version("asyncpg"),
-    }
-
-
-def _maybe_version(name: str) -> str | None:
-    try:
-        return package_version(name)
-    except Exception:
-        return None
 
 
 def ratios(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1363,29 +1196,8 @@ def render(result: dict[str, Any], png: str | None) -> str:
             )
     else:
         lines.append(f"Not measured in this run ({result.get('peers_note')}).")
-    if result.get("postgres"):
-        lines += [
-            "",
-            "## PostgreSQL",
-            "",
-            f"Server: `{result['postgres_server']}`",
-            "",
-            "| operation | p50 us | p99 us | wall | lost |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for f in result["postgres"]:
-            wall = "" if f["wall_s"] is None else f"{f['wall_s'] * 1000:,.1f} ms"
-            lines.append(
-                f"| {f['op']} | {f['p50_us']:,.0f} | {f['p99_us']:,.0f} | {wall} | "
-                f"{f.get('lost_events', '')} |"
-            )
-    else:
-        lines += [
-            "",
-            "## PostgreSQL",
-            "",
-            "Not measured in this run: set `ABATHUR_BENCH_POSTGRES_URL` to include it.",
-        ]
+    lines.append("")
+    lines += render_postgres(result)
     lines += [
         "",
         "## Index usage (EXPLAIN QUERY PLAN of every statement abathur sent)",
@@ -1405,9 +1217,65 @@ def render(result: dict[str, Any], png: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_postgres(result: dict[str, Any]) -> list[str]:
+    if result.get("postgres"):
+        return postgres.render(result["postgres"])
+    return [
+        "## PostgreSQL",
+        "",
+        "Not measured in this run: set `ABATHUR_BENCH_POSTGRES_URL` to include it.",
+    ]
+
+
+def render_postgres_only(result: dict[str, Any], _png: str | None) -> str:
+    m = result["machine"]
+    lines = [
+        "# Performance validation, PostgreSQL alone",
+        "",
+        "Generated by `python -m benchmarks.run --only postgres` from one run (the PostgreSQL",
+        "section of `make bench`'s report); every number is computed from that run's samples.",
+        "",
+        f"- date: {m['date']}; {m['platform']}; CPU: {m['cpu']} ({m['cores']} cores, load "
+        f"average at the start {', '.join(f'{x:g}' for x in m['load_average'])})",
+        f"- Python {m['python']}, SQLAlchemy {m['sqlalchemy']}, asyncpg {m['asyncpg']}",
+        f"- iterations per operation: {result['iterations']}, the first {WARMUP} of each a "
+        "warm-up not counted",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for t in result["targets"]:
+        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    lines += ["", *render_postgres(result)]
+    return "\n".join(lines) + "\n"
+
+
+async def measure_postgres(bench: Bench, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The PostgreSQL section, when ``ABATHUR_BENCH_POSTGRES_URL`` names a server."""
+    url = os.environ.get("ABATHUR_BENCH_POSTGRES_URL")
+    if not url:
+        return None
+    seconds = args.scale_seconds
+    if seconds is None:
+        seconds = 2.0 if args.quick else 10.0
+    return await postgres.run(bench, url, seconds)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="abathur-bench-") as tmp:
         bench = Bench(Path(tmp), args.iterations, args.quick)
+        if args.only == "postgres":
+            pg = await measure_postgres(bench, args)
+            if pg is None:
+                raise SystemExit("--only postgres needs ABATHUR_BENCH_POSTGRES_URL")
+            return {
+                "machine": machine(),
+                "iterations": args.iterations,
+                "postgres": pg,
+                "targets": postgres.targets(pg),
+            }
         await bench.sessions()
         await bench.memory()
         await bench.retrieval()
@@ -1419,7 +1287,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         profile = await bench.profile()
         figures = [f.summary() for f in bench.figures]
         peers = peer_ratios([f.summary() for f in bench.peers])
-        result: dict[str, Any] = {
+        pg = await measure_postgres(bench, args)
+        return {
             "machine": machine(),
             "iterations": args.iterations,
             "figures": figures,
@@ -1427,19 +1296,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "targets": targets(
                 figures, ratios(figures), bench.lengths, bench.table_sizes, bench.search_hits
             )
-            + peer_targets(peers),
+            + peer_targets(peers)
+            + (postgres.targets(pg) if pg else []),
             "peers": peers,
             "peers_note": bench.peers_note,
             "profile": profile,
             "explain": explain,
+            "postgres": pg,
         }
-        pg_url = os.environ.get("ABATHUR_BENCH_POSTGRES_URL")
-        if pg_url:
-            from abathur.db.url import to_url
-
-            result["postgres"] = await bench.postgres(pg_url)
-            result["postgres_server"] = to_url(pg_url).render_as_string(hide_password=True)
-        return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1447,21 +1311,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="a few iterations of everything")
     parser.add_argument("--out", type=Path, default=DOCS, help="where to write the results")
+    parser.add_argument(
+        "--only",
+        choices=("postgres",),
+        default=None,
+        help="run one section alone (postgres: needs ABATHUR_BENCH_POSTGRES_URL); its "
+        "results go to performance_postgres.json and performance_validation_postgres.md",
+    )
+    parser.add_argument(
+        "--scale-seconds",
+        type=float,
+        default=None,
+        help="how long each phase of the PostgreSQL scale-out run lasts (default 10, quick 2)",
+    )
     args = parser.parse_args(argv)
     if args.iterations is None:
         args.iterations = 20 if args.quick else 400
     result = asyncio.run(main_async(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "performance_milestone2.json").write_text(json.dumps(result, indent=1) + "\n")
-    png = (
-        "performance_milestone2.png"
-        if plot(result["figures"], args.out / "performance_milestone2.png")
-        else None
-    )
-    (args.out / "performance_validation_milestone2.md").write_text(render(result, png))
-    for t in result["targets"]:
-        print(f"{'ok  ' if t['met'] else 'MISS'} {t['target']}: {t['measured']}")
-    print(f"report: {args.out / 'performance_validation_milestone2.md'}")
+    if args.only == "postgres":
+        report = write_results(
+            args.out, "performance_postgres", "performance_validation_postgres", result,
+            render_postgres_only,
+        )  # fmt: skip
+    else:
+        report = write_results(
+            args.out, "performance_milestone2", "performance_validation_milestone2", result,
+            render, lambda path: plot(result["figures"], path),
+        )  # fmt: skip
+    print_targets(result["targets"])
+    print(f"report: {report}")
     return 0
 
 

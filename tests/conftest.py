@@ -25,6 +25,7 @@ from abathur.db.engine import create_engine
 from abathur.db.sqlite.support import ENVIRONMENT as FAST_PATH
 from abathur.db.url import to_url
 from abathur.infrastructure.database import Database
+from tests.support.templates import TEMPLATES
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
@@ -64,14 +65,18 @@ def stock_sqlite(path: Path | str, **options: Any) -> Database:
 
 
 @asynccontextmanager
-async def pg_schema() -> AsyncIterator[str]:
-    """A fresh PostgreSQL schema, dropped with everything in it afterwards."""
+async def pg_schema(*, migrated: bool = False) -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema, dropped with everything in it afterwards;
+    ``migrated`` makes it a copy of this run's migrated schema (see
+    ``tests/support/templates.py``), which ``initialize()`` then finds at head."""
     assert PG_URL
     schema = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(to_url(PG_URL))
     try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        async with admin.connect() as conn:
+            if not (migrated and await TEMPLATES.pg_create(conn, schema, PG_URL)):
+                await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            await conn.commit()
         yield schema
     finally:
         async with admin.begin() as conn:
@@ -81,24 +86,30 @@ async def pg_schema() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def make_db(backend: str, tmp_path: Path) -> AsyncIterator[DbFactory]:
-    """Build databases that are NOT yet migrated; all are closed at teardown."""
+    """Build databases, NOT yet migrated unless asked; all are closed at teardown."""
     made: list[Database] = []
     connect_options: dict[int, dict[str, Any]] = {}
     schemas: list[Any] = []
 
     async def factory(
-        name: str = "abathur.db", *, share_with: Database | None = None, **options: Any
+        name: str = "abathur.db",
+        *,
+        share_with: Database | None = None,
+        migrated: bool = False,
+        **options: Any,
     ) -> Database:
-        """A new Database object; ``share_with`` opens the same database again."""
+        """A new Database object; ``share_with`` opens the same database again;
+        ``migrated`` starts it as a copy of this run's migrated database."""
         if share_with is not None:
             opener = Database if share_with.fast_path or not share_with.is_sqlite else stock_sqlite
             database = opener(share_with.url, **connect_options[id(share_with)], **options)
-        elif backend == "sqlite":
-            database = Database(tmp_path / name, **options)
-        elif backend == "sqlite-stock":
-            database = stock_sqlite(tmp_path / name, **options)
+        elif backend in ("sqlite", "sqlite-stock"):
+            if migrated:
+                await TEMPLATES.sqlite_copy(tmp_path / name)
+            opener = Database if backend == "sqlite" else stock_sqlite
+            database = opener(tmp_path / name, **options)
         else:
-            context = pg_schema()
+            context = pg_schema(migrated=migrated)
             schema = await context.__aenter__()
             schemas.append(context)
             options.setdefault("connect_args", {"server_settings": {"search_path": schema}})
@@ -116,7 +127,7 @@ async def make_db(backend: str, tmp_path: Path) -> AsyncIterator[DbFactory]:
 
 @pytest.fixture
 async def db(make_db: DbFactory) -> Database:
-    database = await make_db()
+    database = await make_db(migrated=True)
     await database.initialize()
     return database
 

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, Field, StrictInt
 
 from abathur.domain import Input
 from abathur.domain.namespaces import check_key, parse_namespace
-from abathur.domain.values import TaskIdValue, check_text
+from abathur.domain.values import TaskIdValue, brief_repr, check_text
 from abathur.errors import ValidationError
 from abathur.strict_json import check_json
 
@@ -164,7 +164,7 @@ def ttl_arg(ttl: Any) -> timedelta | None:
     if ttl is None:
         return None
     if not isinstance(ttl, timedelta):
-        raise ValidationError(f"ttl must be a datetime.timedelta or None, not {ttl!r}")
+        raise ValidationError(f"ttl must be a datetime.timedelta or None, not {brief_repr(ttl)}")
     if ttl <= timedelta(0):
         raise ValidationError(f"ttl must be positive, not {ttl}")
     return ttl

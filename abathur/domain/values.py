@@ -72,6 +72,13 @@ def task_id_arg(value: Any, what: str = "task_id") -> str:
     return check_text(as_task_id(value), what)
 
 
+def bool_arg(value: Any, what: str) -> bool:
+    """A flag argument: a ``bool`` (not 0 or 1), or a ValidationError."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"{what} must be a bool, not {brief_repr(value)}")
+    return value
+
+
 def count_arg(value: Any, what: str, *, least: int, most: int = MAX_COUNT) -> int:
     """An int argument (not a bool) in ``least..most``, or a ValidationError."""
     if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:

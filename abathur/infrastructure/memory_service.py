@@ -54,7 +54,7 @@ from abathur.domain.memory import (
     ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
-from abathur.domain.values import brief_repr, task_id_arg
+from abathur.domain.values import bool_arg, brief_repr, task_id_arg
 from abathur.embeddings.embedder import Embedder, Vector, check_fields
 from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
@@ -313,8 +313,7 @@ class MemoryService:
         one) to now plus its TTL, without writing a version or an audit row.
         """
         ref = validated(VersionRef, namespace=namespace, key=key, version=version)
-        if not isinstance(refresh_ttl, bool):
-            raise ValidationError(f"refresh_ttl must be a bool, not {refresh_ttl!r}")
+        bool_arg(refresh_ttl, "refresh_ttl")
         now = clock.utcnow()
 
         def work(conn: Connection) -> MemoryDict | None:
@@ -405,8 +404,7 @@ class MemoryService:
             offset=offset,
         )
         terms = parse_filter(filter)
-        if not isinstance(refresh_ttl, bool):
-            raise ValidationError(f"refresh_ttl must be a bool, not {refresh_ttl!r}")
+        bool_arg(refresh_ttl, "refresh_ttl")
         now = clock.utcnow()
 
         def work(conn: Connection) -> list[MemoryDict]:
@@ -520,8 +518,7 @@ class MemoryService:
             offset=offset,
         )
         terms = parse_filter(filter)
-        if not isinstance(refresh_ttl, bool):
-            raise ValidationError(f"refresh_ttl must be a bool, not {refresh_ttl!r}")
+        bool_arg(refresh_ttl, "refresh_ttl")
         embedder = self._require_embedder("search_memories(query=...)")
         if not isinstance(query, str):
             raise ValidationError(f"query must be a string, got {type(query).__name__}")
@@ -860,8 +857,7 @@ class MemoryService:
         deletion = validated(
             MemoryDeletion, namespace=namespace, key=key, deleted_by=deleted_by, task_id=task_id
         )
-        if not isinstance(missing_ok, bool):
-            raise ValidationError(f"missing_ok must be a bool, not {missing_ok!r}")
+        bool_arg(missing_ok, "missing_ok")
 
         def work(conn: Connection) -> None:
             repo, latest = _begin_write(

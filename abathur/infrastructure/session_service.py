@@ -51,7 +51,7 @@ from abathur.repositories.base import require
 from abathur.repositories.sessions import SessionRepository, SessionRow, later
 from abathur.repositories.shared_state import SharedStateRepository
 from abathur.schema.models import Session
-from abathur.strict_json import check_json, check_members
+from abathur.strict_json import check_json, check_members, loads
 
 # uuid.uuid4(): clear the version and variant bits, then set version 4, RFC 4122.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -95,11 +95,13 @@ class SessionService:
         user_id: str,
         project_id: str | None = None,
         initial_state: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> SessionDict:
         """Create a session in status ``created``; a duplicate id raises AlreadyExistsError.
 
         ``app:`` and ``user:`` keys of ``initial_state`` go to the shared state
-        of the app / of (app, user), in the same transaction."""
+        of the app / of (app, user), in the same transaction. Returns the new
+        session as ``get_session`` would read it at once (without events): its
+        ``state`` is the merged view, read in the same transaction."""
         new = validated(
             NewSession,
             id=session_id,
@@ -112,11 +114,25 @@ class SessionService:
         state = check_json(own, "initial_state")  # stored as this text
         shared_delta = check_members(shared, "initial_state")
 
-        def work(conn: Connection) -> None:
-            SessionRepository(conn).create(new, state)
+        def work(conn: Connection) -> SessionDict:
+            # The shared keys first: the INSERT returns the shared state it sees.
             SharedStateRepository(conn).write(new.app_name, new.user_id, shared_delta)
+            created, seen = SessionRepository(conn).create(new, state)
+            return {
+                "id": new.id,
+                "app_name": new.app_name,
+                "user_id": new.user_id,
+                "project_id": new.project_id,
+                "status": "created",
+                "state": {**loads(state), **seen},
+                "metadata": {},
+                "created_at": created,
+                "last_update_time": created,
+                "terminated_at": None,
+                "archived_at": None,
+            }
 
-        await self._db.write(work, one_statement=not shared_delta)
+        return await self._db.write(work, one_statement=not shared_delta)
 
     async def get_session(
         self,

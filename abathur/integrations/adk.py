@@ -65,6 +65,7 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.session_service import SessionService
+from abathur.integrations.trusted_models import TrustedModels
 
 PREFIX = "adk:"
 # ADK's own message (google.adk.sessions.database_session_service).
@@ -100,10 +101,30 @@ def _json_safe(state: dict[str, Any]) -> dict[str, Any]:
     return safe
 
 
+# Validators of the Event tree that change nothing in an Event's own dump
+# (see ``trusted_models``): genai's base model only logs type mismatches, Event's
+# routes convenience arguments that a dump never holds, EventActions' converts
+# ``requested_auth_configs`` (so an event with some is validated).
+STORED_EVENTS = TrustedModels(
+    {
+        ("google.genai._common.BaseModel", "_check_field_type_mismatches"): None,
+        ("google.adk.events.event.Event", "_accept_convenience_kwargs"): None,
+        (
+            "google.adk.events.event_actions.EventActions",
+            "_parse_auth_configs",
+        ): "requested_auth_configs",
+    }
+)
+
+
 def _to_event(document: dict[str, Any]) -> Event:
+    """The Event a stored document holds. It was validated when it was
+    appended, so it is rebuilt without validating again (``STORED_EVENTS``);
+    a document of any other shape is validated."""
     data = dict(document)
     data.pop("event_id", None)
-    return Event.model_validate(data)
+    event: Event = STORED_EVENTS.build(Event, data)
+    return event
 
 
 def _timestamp(document: dict[str, Any]) -> float | None:
@@ -171,17 +192,22 @@ class AbathurSessionService(BaseSessionService):
         sid = str(uuid.uuid4()) if session_id is None else session_id
         cid = abathur_session_id(app_name, user_id, sid)
         try:
-            await sessions.create_session(
+            created = await sessions.create_session(
                 cid, app_name, user_id, initial_state=_json_safe(state or {})
             )
         except AlreadyExistsError as exc:
             raise AdkAlreadyExistsError(f"Session with id {sid} already exists.") from exc
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
-        got = await sessions.get_session(cid, recent_events=0)
-        if got is None:  # deleted between the two calls
-            raise SessionNotFoundError(f"Session {sid} not found.")
-        return self._session(app_name, user_id, sid, got, [], got["last_update_time"].timestamp())
+        # What was written, as get_session would read it (one transaction).
+        return self._session(
+            app_name,
+            user_id,
+            sid,
+            {**created, "last_seq": 0},
+            [],
+            created["last_update_time"].timestamp(),
+        )
 
     async def get_session(
         self,

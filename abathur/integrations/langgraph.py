@@ -75,6 +75,7 @@ from langgraph.store.base.embed import ensure_embeddings
 from sqlalchemy.engine import URL
 
 from abathur.domain.memory import MemoryDict
+from abathur.domain.values import bool_arg, brief_repr
 from abathur.embeddings.embedder import WHOLE_VALUE, Embedder
 from abathur.errors import AlreadyExistsError, ValidationError
 from abathur.infrastructure.database import Database
@@ -209,11 +210,13 @@ class AbathurStore(BaseStore):
         else:
             self._db = Database(db_or_url, embedder=embedder, **engine_options)
             self._owned = True
-        if close_database is not None and not isinstance(close_database, bool):
-            raise ValidationError(f"close_database must be a bool, not {close_database!r}")
-        self._closes = self._owned if close_database is None else close_database
+        self._closes = (
+            self._owned if close_database is None else bool_arg(close_database, "close_database")
+        )
         if not isinstance(root, str) or WILDCARD in root.split(":"):
-            raise ValidationError(f"root must be an abathur namespace without '*', not {root!r}")
+            raise ValidationError(
+                f"root must be an abathur namespace without '*', not {brief_repr(root)}"
+            )
         self.root = root
         self._root_depth = len(root.split(":"))
         self.index_config = index
@@ -356,7 +359,9 @@ class AbathurStore(BaseStore):
         interval = minutes if minutes is not None else config.get("sweep_interval_minutes")
         seconds = float(interval if interval is not None else DEFAULT_SWEEP_MINUTES) * 60
         if seconds <= 0:
-            raise ValidationError(f"sweep interval must be positive, not {interval!r} minutes")
+            raise ValidationError(
+                f"sweep interval must be positive, not {brief_repr(interval)} minutes"
+            )
         stop = asyncio.Event()
 
         async def run() -> None:

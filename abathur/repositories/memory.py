@@ -303,6 +303,12 @@ SEARCHES = {
     for typed in (False, True)
     for postgres in (False, True)
 }
+# Filtered searches, one statement per filter shape (``_term_shape``: the
+# operators, path lengths and operand types, not the values, which are bound
+# parameters): built and compiled once, then run on the fast path like the
+# unfiltered ones. Bounded: shapes come from callers' filters.
+FILTERED_SEARCHES_KEPT = 256
+_FILTERED_SEARCHES: dict[tuple[Any, ...], Prepared] = {}
 
 
 class MemoryRepository:
@@ -439,8 +445,16 @@ class MemoryRepository:
         typed = memory_type is not None
         if not terms:
             return SEARCHES[typed, postgres].all(self.executor, params)
-        statement = _search_statement(typed, postgres, self._terms(terms))
-        return self.executor.execute(statement, params).all()
+        shape = (postgres, typed, tuple(_term_shape(t) for t in terms))
+        filtered = _FILTERED_SEARCHES.get(shape)
+        if filtered is None:
+            filtered = Prepared(_search_statement(typed, postgres, self._terms(terms)))
+            if len(_FILTERED_SEARCHES) >= FILTERED_SEARCHES_KEPT:
+                _FILTERED_SEARCHES.clear()
+            _FILTERED_SEARCHES[shape] = filtered
+        for i, term in enumerate(terms):
+            params.update(_term_params(term, f"f{i}", postgres))
+        return filtered.all(self.executor, params)
 
     def _terms(self, terms: tuple[FilterTerm, ...]) -> list[ColumnElement[bool]]:
         """The SQL of each filter term, over ``MemoryEntry.value``."""
@@ -511,6 +525,56 @@ def _sqlite_path(term: FilterTerm) -> str:
 
 _SQLITE_TYPES = {bool: ("true", "false"), int: ("integer", "real"), float: ("integer", "real")}
 _SQL_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$eq": "=", "$ne": "="}
+# JSON number types, as literals: an IN of bound values would be an expanding
+# parameter, which a prepared statement cannot hold.
+_NUMBER_TYPES: tuple[Any, ...] = (literal_column("'integer'"), literal_column("'real'"))
+
+
+def _operand_shape(value: Any) -> Any:
+    """What of an operand shapes the SQL of its term: its type (``None`` and
+    booleans are literals in it)."""
+    if value is None or isinstance(value, bool):
+        return value
+    return type(value).__name__
+
+
+def _term_shape(term: FilterTerm) -> tuple[Any, ...]:
+    """What shapes a term's SQL besides its bound values (see ``_term_params``)."""
+    if term.operator == "$in":
+        operand: Any = tuple(_operand_shape(v) for v in term.operand)
+    else:
+        operand = _operand_shape(term.operand)
+    return (term.operator, len(term.path), operand)
+
+
+def _sqlite_equals_params(value: Any, name: str) -> dict[str, Any]:
+    return {} if value is None or isinstance(value, bool) else {name: value}
+
+
+def _term_params(term: FilterTerm, name: str, postgres: bool) -> dict[str, Any]:
+    """The bound values of the term ``_sqlite_term`` / ``_pg_term`` builds as
+    ``name``, by parameter name: a statement of the same shape (``_term_shape``)
+    runs with them for this term."""
+    if term.operator == "$in" and not term.operand:
+        return {}  # always false: nothing bound
+    if postgres:
+        params: dict[str, Any] = {f"{name}_p{i}": s for i, s in enumerate(term.path)}
+        if term.operator == "$in":
+            params.update({f"{name}_{i}": dumps(v) for i, v in enumerate(term.operand)})
+        elif term.operator in ("$eq", "$ne") or not isinstance(term.operand, str):
+            params[name] = dumps(term.operand)
+        else:
+            params[name] = term.operand
+        return params
+    params = {f"{name}_path": _sqlite_path(term)}
+    if term.operator == "$in":
+        for i, v in enumerate(term.operand):
+            params.update(_sqlite_equals_params(v, f"{name}_{i}"))
+    elif term.operator in ("$eq", "$ne"):
+        params.update(_sqlite_equals_params(term.operand, name))
+    else:
+        params[name] = term.operand
+    return params
 
 
 def _sqlite_equals(document: Any, path: Any, value: Any, name: str) -> Any:
@@ -523,7 +587,7 @@ def _sqlite_equals(document: Any, path: Any, value: Any, name: str) -> Any:
     if isinstance(value, str):
         return and_(kind == "text", extracted == bindparam(name, value, type_=Text()))
     number = bindparam(name, value, type_=Integer() if isinstance(value, int) else Float())
-    return and_(kind.in_(("integer", "real")), extracted == number)
+    return and_(kind.in_(_NUMBER_TYPES), extracted == number)
 
 
 def _sqlite_term(term: FilterTerm, name: str) -> Any:
@@ -548,7 +612,7 @@ def _sqlite_term(term: FilterTerm, name: str) -> Any:
         same_type = kind == "text"
         bound = bindparam(name, value, type_=Text())
     else:
-        same_type = kind.in_(("integer", "real"))
+        same_type = kind.in_(_NUMBER_TYPES)
         bound = bindparam(name, value, type_=Integer() if isinstance(value, int) else Float())
     return and_(same_type, extracted.op(_SQL_OPS[term.operator])(bound))
 

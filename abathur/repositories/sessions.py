@@ -34,6 +34,7 @@ from abathur.domain.sessions import EventFields, NewSession, SessionFields, Sess
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.repositories.base import dialect_name
 from abathur.schema.models import Session, SessionEvent
+from abathur.schema.types import JSONDocument
 from abathur.strict_json import JSONText, dumps, loads
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -87,7 +88,27 @@ def _with_last_seq(*fields: Any) -> Prepared:
 
 GET_WITH_LAST_SEQ = _with_last_seq(*SESSION_FIELDS)
 LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
-CREATE = Prepared(SESSIONS.insert())
+# The INSERT of a new session returns the shared state its app and user see,
+# as one JSON object (``SharedStateRepository.read``'s rows), so creating a
+# session and reading its merged state is one statement. Written as SQL text:
+# SQLAlchemy renders RETURNING on SQLite without table names, which a
+# correlated subquery needs.
+_SEEN_SHARED = (
+    "(SELECT {agg} FROM shared_state WHERE shared_state.app_name = sessions.app_name"
+    " AND shared_state.user_id IN ('', sessions.user_id))"
+)
+_AGGREGATES = {
+    "sqlite": "json_group_object(shared_state.key, json(shared_state.value))",
+    "postgresql": "coalesce(jsonb_object_agg(shared_state.key, shared_state.value), '{}'::jsonb)",
+}
+CREATES = {
+    dialect: Prepared(
+        SESSIONS.insert().returning(
+            literal_column(_SEEN_SHARED.format(agg=agg), JSONDocument()).label("shared")
+        )
+    )
+    for dialect, agg in _AGGREGATES.items()
+}
 SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
 ADD_EVENTS = Prepared(EVENTS.insert())
 EventRow = EventFields
@@ -118,6 +139,8 @@ class StoredSession(SessionFields, Protocol):
 
     @property
     def last_seq(self) -> int | None: ...
+
+
 EVENT_FIELDS = tuple(
     getattr(SessionEvent, prop.key).label(prop.key)
     for prop in sa_inspect(SessionEvent).column_attrs
@@ -172,9 +195,11 @@ class SessionRepository:
 
     # ------------------------------------------------------------ sessions
 
-    def create(self, new: NewSession, state: Any) -> None:
+    def create(self, new: NewSession, state: Any) -> tuple[datetime, dict[str, Any]]:
         """Insert the session in status ``created`` with ``state`` (a document,
-        or its text as ``check_json`` returned it)."""
+        or its text as ``check_json`` returned it). Returns its creation time
+        and the shared state it sees (``SharedStateRepository.read``), read by
+        the INSERT itself."""
         now = utcnow()
         values = {
             "id": new.id,
@@ -188,11 +213,13 @@ class SessionRepository:
             "last_update_time": now,
         }
         try:
-            CREATE.execute(self.executor, values)
+            row = CREATES[dialect_name(self.executor)].first(self.executor, values)
         except IntegrityError as exc:
             if is_duplicate_key(exc):
                 raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
             raise
+        assert row is not None  # an INSERT of one row returns it
+        return now, row.shared
 
     def get_with_last_seq(self, session_id: str) -> StoredSession | None:
         """The session with ``last_seq``, the seq of its newest event (None when

@@ -133,6 +133,11 @@ RESTART_FRAMES = 100
 # before the fix: 1,221 frames with readers in one process, 4,887 with four
 # processes; after it: 291 and 399.)
 CEILING_FRAMES = 6 * RESTART_FRAMES
+# Four processes share one WAL, and a process the scheduler leaves waiting
+# holds its readers' snapshots and delays every restart: 775 frames were seen
+# with the suite on two workers beside other load (load average 6 on 2 cores).
+# Without the fix the WAL grows with the writes (4,887 frames here).
+CEILING_FRAMES_PROCESSES = 15 * RESTART_FRAMES
 COUNT = text("SELECT count(*) FROM session_events WHERE session_id != 'big'")
 SEQ = text("SELECT max(seq) FROM session_events WHERE session_id = :sid")
 
@@ -250,4 +255,4 @@ async def test_the_wal_stays_bounded_with_several_processes(tmp_path: Path) -> N
             count = await session.scalar(COUNT)
         assert count == processes * writes
         assert await db.integrity_check() == "ok"
-    assert largest < CEILING_FRAMES, f"the WAL reached {largest} frames"
+    assert largest < CEILING_FRAMES_PROCESSES, f"the WAL reached {largest} frames"

@@ -15,7 +15,7 @@ from abathur.db.sqlite.worker import worker_connection
 from abathur.errors import AlreadyExistsError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.repositories.memory import HISTORY, LATEST
-from abathur.repositories.sessions import CREATE, GET_WITH_LAST_SEQ
+from abathur.repositories.sessions import CREATES, GET_WITH_LAST_SEQ
 from abathur.schema.models import MemoryEntry
 
 
@@ -73,14 +73,14 @@ async def test_errors_are_sqlalchemys(db: Database) -> None:
 
     def insert(conn: Connection) -> None:
         with pytest.raises(IntegrityError) as raised:  # inside the unit: SQLAlchemy's
-            CREATE.execute(conn, values)
+            CREATES[conn.dialect.name].execute(conn, values)
         raise raised.value
 
     with pytest.raises(AlreadyExistsError):  # leaving the unit: abathur's
         await db.write(insert)
 
     def insert_nul(conn: Connection) -> None:
-        CREATE.execute(conn, {**values, "id": "a\x00b"})
+        CREATES[conn.dialect.name].execute(conn, {**values, "id": "a\x00b"})
 
     with pytest.raises(ValidationError, match="NUL"):  # the engine's listener still runs
         await db.write(insert_nul)

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from benchmarks import postgres as pg
+from benchmarks.pg_baselines import RawPostgres
+from benchmarks.round_trips import RoundTrips, watch
 from benchmarks.run import EVENT, IMPLS, Contestants, main, migrated_file, prefill
 
 
@@ -37,6 +47,7 @@ def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path)
         "ADK get_session (100 events)",
         "LangGraph put (update)",
         "LangGraph get",
+        "LangGraph search (10 of 100)",
         "LangGraph search (filter, 10 of 100)",
     }
     assert all(r["abathur"]["p50_us"] > 0 and r["peer"]["p50_us"] > 0 for r in result["peers"])
@@ -79,3 +90,146 @@ async def test_baselines_do_the_same_work_as_abathur(tmp_path: Path) -> None:
         [{**EVENT, "i": i} for i in range(4)],
     )  # fmt: skip
     assert {impl: _stored(path) for impl, path in c.paths.items()} == dict.fromkeys(IMPLS, expected)
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(not PG_URL, reason="ABATHUR_TEST_POSTGRES_URL is not set")
+
+
+def test_only_postgres_without_a_server_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ABATHUR_BENCH_POSTGRES_URL", raising=False)
+    with pytest.raises(SystemExit, match="ABATHUR_BENCH_POSTGRES_URL"):
+        main(["--only", "postgres", "--quick", "--out", str(tmp_path)])
+
+
+@needs_postgres
+async def test_round_trip_counter_counts_known_cases() -> None:
+    """A cached one-statement read is one round trip; a transaction of two
+    statements is BEGIN + 2 + COMMIT; the same through abathur's engine."""
+    assert PG_URL
+    async with AsyncExitStack() as stack:
+        schema = await pg.create_schema(PG_URL, stack)
+        raw = await RawPostgres.open(pg.dsn(PG_URL), schema)
+        stack.push_async_callback(raw.close)
+        assert await pg.check_counter(raw) == {
+            "one statement read": 1,
+            "transaction of two statements": 4,
+        }
+        db = await stack.enter_async_context(pg.open_database(PG_URL, schema))
+        counter = RoundTrips(logging=True)
+        watch(db.engine, counter)
+        for _ in range(2):  # the second time with the statements prepared
+            counter.log.clear()
+            async with db.transaction() as session:
+                await session.execute(text("SELECT 1"))
+                await session.execute(text("SELECT 2"))
+        assert [line.split(":")[0] for line in counter.log] == [
+            "query", "bind_execute", "bind_execute", "query",
+        ], counter.log  # fmt: skip
+        for _ in range(2):  # a one-statement read runs in autocommit: no BEGIN, no COMMIT
+            counter.log.clear()
+            assert await db.memory.get_memory("user:x", "k") is None
+        assert [line.split(":")[0] for line in counter.log] == ["bind_execute"], counter.log
+
+
+async def _rows(url: str, schema: str) -> dict[str, Any]:
+    """What the operations left, without generated ids and times."""
+    conn = await asyncpg.connect(pg.dsn(url), server_settings={"search_path": schema})
+    try:
+        state = await conn.fetchval("SELECT state::text FROM sessions WHERE id = 'a0'")
+        events = [
+            {k: v for k, v in json.loads(e).items() if k not in ("event_id", "timestamp")}
+            for (e,) in await conn.fetch(
+                "SELECT event::text FROM session_events WHERE session_id = 'a0' ORDER BY seq"
+            )
+        ]
+        memories = [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT namespace, key, value::text, memory_type, version, is_deleted, "
+                "metadata::text, created_by, updated_by FROM memory_entries "
+                "WHERE namespace LIKE 'user:bench%' ORDER BY namespace, key, version"
+            )
+        ]
+        audit = [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT task_id, action_type, action_data::text, result, memory_operation_type, "
+                "memory_namespace FROM audit ORDER BY id"
+            )
+        ]
+        sessions = await conn.fetch("SELECT id, status, state::text FROM sessions ORDER BY id")
+    finally:
+        await conn.close()
+    return {
+        "state": json.loads(state),
+        "events": events,
+        "memories": memories,
+        "audit": audit,
+        "sessions": [tuple(r) for r in sessions],
+    }
+
+
+@needs_postgres
+async def test_asyncpg_baseline_does_the_same_work_as_abathur() -> None:
+    """abathur and RawPostgres, given the same calls, leave the same rows:
+    sessions, events and state, versions, and audit rows."""
+    assert PG_URL
+    async with AsyncExitStack() as stack:
+        schemas = {impl: await pg.create_schema(PG_URL, stack) for impl in ("abathur", "asyncpg")}
+        for schema in schemas.values():
+            await pg.prefill(PG_URL, schema)
+        db = await stack.enter_async_context(pg.open_database(PG_URL, schemas["abathur"]))
+        raw = await RawPostgres.open(pg.dsn(PG_URL), schemas["asyncpg"])
+        stack.push_async_callback(raw.close)
+        ops = pg.cases(db, raw)
+        read: dict[str, dict[str, Any]] = {}
+        for i in range(12):
+            for op, calls in ops:
+                for impl, call in calls.items():
+                    read.setdefault(op, {})[impl] = await call(i)
+        assert (
+            read["get_session (100 events)"]["abathur"]["events"]
+            == (read["get_session (100 events)"]["asyncpg"]["events"])
+        )
+        found = read[ops[-1][0]]
+        assert [m["key"] for m in found["abathur"]] == [m["key"] for m in found["asyncpg"]]
+        assert len(found["abathur"]) == pg.SEARCH_HITS
+        latest = read["memory get latest"]
+        assert {k: latest["abathur"][k] for k in ("namespace", "key", "value", "version")} == {
+            k: latest["asyncpg"][k] for k in ("namespace", "key", "value", "version")
+        }
+        left = {impl: await _rows(PG_URL, schema) for impl, schema in schemas.items()}
+    assert left["abathur"] == left["asyncpg"]
+    assert left["abathur"]["audit"] and left["abathur"]["memories"]
+
+
+@needs_postgres
+def test_only_postgres_writes_its_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert PG_URL
+    monkeypatch.setenv("ABATHUR_BENCH_POSTGRES_URL", PG_URL)
+    args = ["--only", "postgres", "--quick", "--iterations", "5", "--scale-seconds", "0.5"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "performance_postgres.json").read_text())
+    pg_result = result["postgres"]
+    assert len(pg_result["ratios"]) == 8
+    for row in pg_result["ratios"]:
+        assert row["abathur"]["round_trips"] >= 1 and row["asyncpg"]["round_trips"] >= 1
+        assert row["x_asyncpg"] > 0
+    assert pg_result["round_trip_check"] == {
+        "one statement read": 1,
+        "transaction of two statements": 4,
+    }
+    phases = [s["phase"] for s in pg_result["scale_out"]]
+    assert phases == ["sessions", "memory, distinct keys", "memory, shared keys"]
+    for s in pg_result["scale_out"]:
+        assert len(s["per_process"]) == 4 and s["ops"] > 0
+        assert s["lost"] == 0 and s["gaps"] == 0, s
+    assert pg_result["concurrent"]["lost_events"] == 0
+    report = (tmp_path / "performance_validation_postgres.md").read_text()
+    assert "## PostgreSQL" in report and "### Scale-out" in report and "round trips" in report
+    assert not (tmp_path / "performance_validation_milestone2.md").exists()

@@ -92,7 +92,7 @@ class MemoryMachine(RuleBasedStateMachine):
         if self.backend == "sqlite":
             self.db = Database(Path(":memory:"))
         else:
-            self.schema = pg_schema()
+            self.schema = pg_schema(migrated=True)
             name = self.run(self.schema.__aenter__())
             self.db = Database(PG_URL, connect_args={"server_settings": {"search_path": name}})
         self.clock = Clock()

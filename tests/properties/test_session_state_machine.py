@@ -87,7 +87,7 @@ class SessionMachine(RuleBasedStateMachine):
             path = cls.workdir / f"example{cls.counter}.db"
             shutil.copyfile(cls.template, path)
             return Database(path)
-        self.schema = pg_schema()
+        self.schema = pg_schema(migrated=True)
         name = await self.schema.__aenter__()
         db = Database(PG_URL, connect_args={"server_settings": {"search_path": name}})
         await db.initialize()

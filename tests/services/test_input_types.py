@@ -24,6 +24,15 @@ CALLS: list[tuple[str, Callable[[Database], Awaitable[Any]]]] = [
     ("state with tuple", lambda db: db.sessions.set_state("s1", "k", (1, 2))),
     ("delta with colliding keys", lambda db: db.sessions.append_event(
         "s1", {"t": "x"}, state_delta={"d": {1: "a", "1": "b"}})),
+    # An int too long for repr() (found by the hostile-input property test).
+    ("get_memory refresh_ttl", lambda db: db.memory.get_memory(
+        "user:u", "k", refresh_ttl=10**5000)),  # type: ignore[arg-type]
+    ("search refresh_ttl", lambda db: db.memory.search_memories(
+        "user:u", refresh_ttl=10**5000)),  # type: ignore[arg-type]
+    ("put ttl", lambda db: db.memory.put_memory(
+        "user:u", "k", {}, "semantic", by="me", task_id="t", ttl=10**5000)),  # type: ignore[arg-type]
+    ("delete missing_ok", lambda db: db.memory.delete_memory(
+        "user:u", "k", "me", "t", missing_ok=10**5000)),  # type: ignore[arg-type]
 ]  # fmt: skip
 
 

@@ -112,3 +112,20 @@ async def test_shared_key_reads_and_writes_need_a_session(db: Database) -> None:
     with pytest.raises(ValidationError):
         await db.sessions.create_session("a1", "app", "alice", initial_state={"app:k": {1, 2}})
     assert await db.sessions.get_session("a1") is None
+
+
+async def test_create_session_returns_the_session_as_get_session_reads_it(db: Database) -> None:
+    await db.sessions.create_session("a1", "app", "alice", initial_state={"user:k": [1]})
+    await db.sessions.create_session("b1", "app", "bob", initial_state={"app:k": {"x": None}})
+    await db.sessions.create_session("z1", "app2", "alice", initial_state={"app:k": "other"})
+    for sid, user, initial in [
+        ("a2", "alice", {"own": 1, "user:k2": 2}),  # shared keys written and already there
+        ("a3", "alice", {}),  # shared keys already there only, one statement
+        ("c1", "carol", {"app:k": "new", "temp:t": True}),  # a shared key overwritten
+        ("c2", "carol", None),
+    ]:
+        created = await db.sessions.create_session(sid, "app", user, initial_state=initial)
+        got = await db.sessions.get_session(sid)
+        assert got is not None
+        del got["events"], got["last_seq"]  # type: ignore[misc]
+        assert created == got

@@ -30,12 +30,14 @@ PLANNED = ("SELECT", "UPDATE", "DELETE", "WITH")
 
 @contextmanager
 def recording(db: Database) -> Iterator[dict[str, Any]]:
-    """Every distinct SELECT/UPDATE/DELETE sent while inside, with the
-    parameters of its first use (the first set of an executemany)."""
+    """Every distinct SELECT/UPDATE/DELETE sent while inside, and every INSERT
+    whose RETURNING reads another table, with the parameters of its first use
+    (the first set of an executemany)."""
     recorded: dict[str, Any] = {}
 
     def record(_conn: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
-        if statement.lstrip().split(None, 1)[0].upper() in PLANNED:
+        verb = statement.lstrip().split(None, 1)[0].upper()
+        if verb in PLANNED or (verb == "INSERT" and "RETURNING (SELECT" in statement):
             recorded.setdefault(statement, params[0] if many else params)
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", record)
