@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/pip install -q 'matplotlib>=3.7'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.recall $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.scale $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
