@@ -29,7 +29,7 @@ from abathur.domain.namespaces import subtree_bounds
 from abathur.embeddings.embedder import Vector
 from abathur.repositories.base import dialect_name
 from abathur.repositories.memory import CURRENT_LIVE, VERSION_FIELDS, MemoryVersion
-from abathur.repositories.subtree import in_subtree_range
+from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEmbedding, MemoryEntry
 
 E = MemoryEmbedding
@@ -49,7 +49,7 @@ _CANDIDATES = (
             E.dims == bindparam("dims"),
         ),
     )
-    .where(in_subtree_range(MemoryEntry.namespace), CURRENT_LIVE)
+    .where(in_subtree(MemoryEntry.namespace), CURRENT_LIVE)
 )
 CANDIDATES_ALL = Prepared(_CANDIDATES)
 CANDIDATES_OF_TYPE = Prepared(
@@ -79,7 +79,7 @@ def _lacking(*, subtree: bool) -> Select[Any]:
 
 
 LACKING_ALL = Prepared(_lacking(subtree=False))
-LACKING_IN_SUBTREE = Prepared(_lacking(subtree=True).where(in_subtree_range(MemoryEntry.namespace)))
+LACKING_IN_SUBTREE = Prepared(_lacking(subtree=True).where(in_subtree(MemoryEntry.namespace)))
 
 
 def to_blob(vector: Vector) -> bytes:

@@ -66,7 +66,7 @@ from abathur.domain.memory import FilterTerm, MemoryFields
 from abathur.domain.namespaces import subtree_bounds
 from abathur.errors import ConflictError
 from abathur.repositories.base import dialect_name, insert_row
-from abathur.repositories.subtree import in_subtree, in_subtree_range
+from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEntry, MemoryExpiry
 from abathur.schema.types import UTCDateTime
 from abathur.strict_json import dumps
@@ -206,15 +206,28 @@ def _search_statement(
     uncorrelated condition in WHERE); SQLite, which evaluates such a WHERE
     condition per row, by its LIMIT (0 for the branch not chosen)."""
     typed_terms = (MemoryEntry.memory_type == bindparam("memory_type"),) if typed else ()
-    in_range: Any = select(literal_column("1")).where(
-        in_subtree_range(MemoryEntry.namespace), CURRENT_LIVE
-    )
     # In the order of idx_memory_namespace_prefix (only it has that order): a
-    # scan of the range in that index, which stops at the cap.
+    # scan of a range in that index, which stops at the cap. Two ranges, the
+    # root and its descendants: the one range from the root to ``upper`` also
+    # holds the root's siblings that extend its last segment (``user:u7`` ->
+    # ``user:u70``), which a search of ``user:u7`` must not read.
     probe_order = (MemoryEntry.namespace, MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
-    subtree_size = select(func.count()).select_from(
-        in_range.order_by(*probe_order).limit(bindparam("cap")).subquery("probe")
+
+    def probe(subtree: ColumnElement[bool], name: str) -> Any:
+        rows = (
+            select(literal_column("1"))
+            .where(subtree, CURRENT_LIVE)
+            .order_by(*probe_order)
+            .limit(bindparam("cap"))
+            .subquery(name)
+        )
+        return select(func.count()).select_from(rows).scalar_subquery()
+
+    at_root = MemoryEntry.namespace == bindparam("root")
+    below = and_(
+        MemoryEntry.namespace >= bindparam("lower"), MemoryEntry.namespace < bindparam("upper")
     )
+    subtree_size = probe(at_root, "probe_root") + probe(below, "probe")
     recent = (
         select(MemoryEntry.namespace.label("namespace"))
         .where(CURRENT_LIVE, *typed_terms)
@@ -227,7 +240,7 @@ def _search_statement(
         select(
             case(
                 (
-                    subtree_size.scalar_subquery() >= bindparam("cap"),
+                    subtree_size >= bindparam("cap"),
                     recent_share.scalar_subquery() >= bindparam("need"),
                 ),
                 else_=false(),
@@ -247,7 +260,7 @@ def _search_statement(
         subtree = (
             in_subtree(MemoryEntry.namespace.concat(literal_column("''")))
             if walking
-            else in_subtree_range(MemoryEntry.namespace)
+            else in_subtree(MemoryEntry.namespace)
         )
         # RANGE sorts by expressions no index yields (``id + 0``, and on
         # PostgreSQL, which could sort incrementally, ``updated_at + 0 s``),
@@ -670,8 +683,10 @@ def _namespace_walk(postgres: bool) -> Any:
     """One statement that walks the distinct namespaces of a range in order: each
     step is an index probe for the first live, unexpired row after the previous
     namespace (a loose index scan as a recursive CTE), stopping after ``stop``."""
-    live = "is_current = true AND memory_entries.is_deleted = false" if postgres else (
-        "is_current = 1 AND memory_entries.is_deleted = 0"
+    live = (
+        "is_current = true AND memory_entries.is_deleted = false"
+        if postgres
+        else ("is_current = 1 AND memory_entries.is_deleted = 0")
     )
     # No table aliases: query plans then name the tables themselves.
     candidate = (

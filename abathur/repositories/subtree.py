@@ -25,17 +25,3 @@ def in_subtree(column: ColumnElement[Any] | Any, root: str | None = None) -> Col
         column == bound["root"],
         and_(column >= bound["lower"], column < bound["upper"]),
     )
-
-
-def in_subtree_range(column: ColumnElement[Any] | Any) -> ColumnElement[bool]:
-    """``in_subtree`` (bind parameters ``root``, ``lower``, ``upper``) as ONE
-    range, ``root <= column < upper``, with the descendants' rule as a filter
-    inside it. An index leading with the column then serves it by a single
-    range scan, which a LIMIT can stop early (the two ranges of ``in_subtree``
-    become a MULTI-INDEX OR on SQLite, which reads both ranges whole), and an
-    index leading with (memory_type, namespace) serves a typed search by a
-    single range too."""
-    root: Any = bindparam("root")
-    lower: Any = bindparam("lower")
-    upper: Any = bindparam("upper")
-    return and_(column >= root, column < upper, or_(column == root, column >= lower))

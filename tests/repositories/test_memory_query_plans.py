@@ -23,6 +23,8 @@ from abathur.repositories.memory import SEARCH_CAP
 from tests.support.memory_model import controlled_clock
 from tests.support.plans import explain, full_scans, recording
 
+RANGE_SEARCH = "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix"
+
 MEMORY_TABLES = ("memory_entries", "audit", "memory_expiry")
 
 
@@ -149,13 +151,16 @@ async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_
     lines = await explain(db, sql, params)
     plan = "\n".join(lines)
     if db.is_sqlite:
-        # The probe and the RANGE branch: one range of the current-live index.
-        assert "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix (namespace>?" in plan
-        assert "MULTI-INDEX OR" not in plan  # which would read the whole range before a LIMIT
+        # The probes and the RANGE branch read the root and its descendants,
+        # two ranges of the current-live index, never one range from the root
+        # (which also holds siblings such as ``user:alice2``).
+        assert f"{RANGE_SEARCH} (namespace=?)" in plan
+        assert f"{RANGE_SEARCH} (namespace>? AND namespace<?)" in plan
     else:
-        assert any(
-            "Index Cond" in line and "namespace >= 'user:alice'" in line for line in lines
-        ), plan
+        conditions = [line for line in lines if "Index Cond" in line]
+        assert any("(namespace = 'user:alice'" in line for line in conditions), plan
+        assert any("namespace >= 'user:alice:'" in line for line in conditions), plan
+        assert not any("namespace >= 'user:alice'::" in line for line in conditions), plan
         assert "idx_memory_namespace_prefix" in plan
 
 
@@ -212,8 +217,8 @@ async def test_search_plans_both_branches_on_their_indexes(
     walk_index = "idx_memory_updated_at" if memory_type is None else "idx_memory_type_updated"
     assert not full_scans(db, sql, lines), plan
     if db.is_sqlite:
-        assert "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix (namespace>?" in plan
-        assert "MULTI-INDEX OR" not in plan  # which reads a whole range before a LIMIT
+        assert f"{RANGE_SEARCH} (namespace=?)" in plan
+        assert f"{RANGE_SEARCH} (namespace>? AND namespace<?)" in plan
         walks = [line for line in lines if f"memory_entries USING INDEX {walk_index}" in line]
         assert len(walks) == 2, plan  # the recent-share probe and the WALK branch
         # Newest first straight from the index: no sort inside the walk.
