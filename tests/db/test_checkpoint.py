@@ -98,8 +98,11 @@ async def test_the_wal_stays_bounded_under_sustained_writes(
         per_write = (size(wal) - start) / (every - 1)
         for n in range(30 * every):  # no pause: each write follows the last at once
             await write(db, n)
-        # Unbounded, the WAL would hold all 1,500 writes; allow six rounds of 50.
-        assert size(wal) < start + 6 * every * per_write
+        # Unbounded, the WAL would hold all 1,500 writes (30 rounds of 50).
+        # Bounded, it holds a few rounds: 6 on a quiet machine, 7.2 seen with
+        # the suite on two workers, where the background checkpoint waits its
+        # turn for a core; allow twelve.
+        assert size(wal) < start + 12 * every * per_write
 
 
 async def test_close_waits_for_a_write_in_flight_and_starts_no_checkpoint(

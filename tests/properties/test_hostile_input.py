@@ -157,6 +157,11 @@ async def check_put(db: Database, a: dict[str, Any], written: Any) -> None:
     assert same(got["value"], a["value"])
 
 
+async def check_put_many(db: Database, a: dict[str, Any], written: Any) -> None:
+    assert isinstance(written, list) and len(written) == 1
+    await check_put(db, a, written[0])
+
+
 async def check_task(db: Database, a: dict[str, Any], task: Any) -> None:
     got = await db.tasks.get_task(task.id)
     assert got is not None and got.prompt == a["prompt"]
@@ -245,6 +250,11 @@ MEMORY_METHODS = [
       filter={"v": {"$gte": 1}}, offset=0, refresh_ttl=False),
     m("put_memory", lambda db, a: db.memory.put_memory(**a), check_put,
       namespace=NS, key="put", value={"v": 3}, memory_type="semantic", by="carol",
+      task_id=TASK, metadata=None, ttl=timedelta(hours=1)),
+    # One item whose every field is a hostile argument in turn: the bulk path
+    # validates each item as put_memory does.
+    m("put_memories", lambda db, a: db.memory.put_memories([a]), check_put_many,
+      namespace=NS, key="bulk", value={"v": 4}, memory_type="semantic", by="dave",
       task_id=TASK, metadata=None, ttl=timedelta(hours=1)),
     m("list_namespaces", lambda db, a: db.memory.list_namespaces(**a),
       prefix="user", suffix=None, max_depth=None, limit=10, offset=0),
