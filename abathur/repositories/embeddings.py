@@ -103,18 +103,7 @@ class EmbeddingRepository:
         self, memory_entry_id: int, model: str, vectors: Sequence[tuple[str, Vector]]
     ) -> None:
         """The embeddings of a version just written (no row of it can exist yet)."""
-        rows = [
-            {
-                "memory_entry_id": memory_entry_id,
-                "model": model,
-                "field": field,
-                "dims": len(vector),
-                "vector": to_blob(vector),
-            }
-            for field, vector in vectors
-        ]
-        if rows:
-            INSERT.execute_many(self.executor, rows)
+        self.insert_many(model, [(memory_entry_id, vectors)])
 
     def insert_many(
         self, model: str, versions: Sequence[tuple[int, Sequence[tuple[str, Vector]]]]
