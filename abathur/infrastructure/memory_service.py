@@ -93,6 +93,7 @@ Embedding = tuple[str, list[tuple[str, Vector]]]
 ProgressCallback = Callable[[int], None]
 PUBLISH_ATTEMPTS = 8
 STACKED_SUBTREES = 4  # query searches whose stacked vectors a service keeps
+Embedded = tuple[int, tuple[str, ...]]  # a row id and its embedded fields
 DEFAULT_REINDEX_BATCH = 256
 MAX_REINDEX_BATCH = 10_000
 
@@ -299,6 +300,13 @@ class MemoryService:
         # The stacked vectors of the last few query searches, by (model, dims,
         # root, memory type): reused while their candidate list is unchanged.
         self._stacked: dict[tuple[str, int, str, str | None], Stacked] = {}
+        # What each stacked matrix was built from: (row id, fields) in id order.
+        self._stacked_from: dict[tuple[str, int, str, str | None], list[Embedded]] = {}
+        # The embedded fields of row ids KNOWN to have an embedding, by (model,
+        # dims): embeddings are only ever inserted, so a positive answer is
+        # never stale; ids without one are asked again each time (a reindex
+        # may add it). At most as many ids as the vector cache holds vectors.
+        self._embedded: dict[tuple[str, int], dict[int, tuple[str, ...]]] = {}
 
     def scoped(self, context: AccessContext) -> ScopedMemory:
         """A view of this service that enforces ``context``'s namespace access rules."""
@@ -537,28 +545,24 @@ class MemoryService:
         model, dims = embedder.model, len(target)
         now = clock.utcnow()
         memo = (model, dims, search.namespace_prefix, search.memory_type)
-        # The stacked vectors of a subtree are reused only for unfiltered
-        # candidates (a filter or an expiry narrows them per call).
-        reusable = not terms
 
         def work(conn: Connection) -> list[MemoryDict]:
             repo = EmbeddingRepository(conn)
             memory = MemoryRepository(conn)
-            conditions, params = memory.read_rules(terms, now)
-            candidates = repo.candidates(
-                search.namespace_prefix,
-                search.memory_type,
-                model,
-                dims,
-                conditions=conditions,
-                params=params,
-            )
-            with self._vectors_lock:
-                stacked = self._stacked.get(memo) if reusable else None
-            if stacked is None or stacked.candidates != candidates:
+            if terms:
+                # A filter needs the values: the candidates come from SQL.
+                conditions, params = memory.read_rules(terms, now)
+                candidates = repo.candidates(
+                    search.namespace_prefix,
+                    search.memory_type,
+                    model,
+                    dims,
+                    conditions=conditions,
+                    params=params,
+                )
                 stacked = self._stack(repo, model, dims, candidates)
-                if reusable:
-                    self._keep_stacked(memo, stacked)
+            else:
+                stacked = self._live_stacked(repo, memo, now)
             ranked = stacked.rank(target, search.offset + search.limit)[search.offset :]
             rows = repo.versions([entry_id for entry_id, _ in ranked])
             if refresh_ttl:
@@ -571,6 +575,59 @@ class MemoryService:
         if refresh_ttl:
             return await self._db.write(work)
         return await self._db.read(work)
+
+    def _live_stacked(
+        self,
+        repo: EmbeddingRepository,
+        memo: tuple[str, int, str, str | None],
+        now: datetime,
+    ) -> Stacked:
+        """The stacked vectors of the unfiltered candidates of ``memo``'s subtree:
+        the ids of its current live versions (an index-only scan) less those of
+        expired keys, restricted to the ids with an embedding (known, else
+        asked in one statement with their vectors); the kept matrix when that
+        list is unchanged."""
+        model, dims, root, memory_type = memo
+        ids = repo.live_ids(root, memory_type)
+        expired = repo.expired_ids(root, now)
+        if expired:
+            ids = [entry_id for entry_id in ids if entry_id not in expired]
+        with self._vectors_lock:
+            get = self._embedded.get((model, dims), {}).get
+            embedded = [(entry_id, f) for entry_id in ids if (f := get(entry_id)) is not None]
+        if len(embedded) < len(ids):  # some ids not known to have an embedding: ask
+            have = dict(embedded)
+            rows = repo.vectors(model, dims, [i for i in ids if i not in have])
+            self._remember(model, dims, rows)
+            have.update(self._learn(model, dims, rows))
+            embedded = [(entry_id, f) for entry_id in ids if (f := have.get(entry_id)) is not None]
+        with self._vectors_lock:
+            stacked = self._stacked.get(memo)
+            if stacked is not None and self._stacked_from.get(memo) == embedded:
+                return stacked
+        candidates = [(entry_id, field) for entry_id, fs in embedded for field in fs]
+        stacked = self._stack(repo, model, dims, candidates)
+        self._keep_stacked(memo, stacked, embedded)
+        return stacked
+
+    def _learn(
+        self, model: str, dims: int, rows: Sequence[tuple[int, str, Vector]]
+    ) -> dict[int, tuple[str, ...]]:
+        """The fields of the ids in ``rows`` (embeddings just read), remembered."""
+        grouped: dict[int, list[str]] = {}
+        for entry_id, field, _ in rows:
+            grouped.setdefault(entry_id, []).append(field)
+        learned = {entry_id: tuple(sorted(fs)) for entry_id, fs in grouped.items()}
+        limit = self._vectors.max_vectors
+        with self._vectors_lock:
+            known = self._embedded.setdefault((model, dims), {})
+            for entry_id, fs in learned.items():
+                if limit == 0:
+                    break
+                if entry_id not in known and len(known) >= limit:
+                    del known[next(iter(known))]
+                known[entry_id] = fs
+        return learned
 
     def _stack(
         self,
@@ -591,19 +648,29 @@ class MemoryService:
             norms.append(norm)
         return Stacked(candidates, vectors, norms)
 
-    def _keep_stacked(self, memo: tuple[str, int, str, str | None], stacked: Stacked) -> None:
-        """Keep the stacked vectors of the last ``STACKED_SUBTREES`` searches, if
-        together they stay within the vector cache's size."""
+    def _keep_stacked(
+        self,
+        memo: tuple[str, int, str, str | None],
+        stacked: Stacked,
+        embedded: list[Embedded],
+    ) -> None:
+        """Keep the stacked vectors of the last ``STACKED_SUBTREES`` searches (with
+        the list they were built from), if together they stay within the
+        vector cache's size."""
         limit = self._vectors.max_vectors
         with self._vectors_lock:
             self._stacked.pop(memo, None)
+            self._stacked_from.pop(memo, None)
             if len(stacked.candidates) > limit:
                 return
             self._stacked[memo] = stacked
+            self._stacked_from[memo] = embedded
             while len(self._stacked) > STACKED_SUBTREES or (
                 sum(len(s.candidates) for s in self._stacked.values()) > limit
             ):
-                del self._stacked[next(iter(self._stacked))]
+                oldest = next(iter(self._stacked))
+                del self._stacked[oldest]
+                del self._stacked_from[oldest]
 
     def _cached(
         self, model: str, dims: int, candidates: Sequence[tuple[int, str]]
