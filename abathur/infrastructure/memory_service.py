@@ -93,7 +93,8 @@ Embedding = tuple[str, list[tuple[str, Vector]]]
 ProgressCallback = Callable[[int], None]
 PUBLISH_ATTEMPTS = 8
 STACKED_SUBTREES = 4  # query searches whose stacked vectors a service keeps
-Embedded = tuple[int, tuple[str, ...]]  # a row id and its embedded fields
+# Row ids and the embedded fields of each (a stacked matrix's source).
+Embedded = tuple[list[int], list[tuple[str, ...] | None]]
 DEFAULT_REINDEX_BATCH = 256
 MAX_REINDEX_BATCH = 10_000
 
@@ -300,8 +301,8 @@ class MemoryService:
         # The stacked vectors of the last few query searches, by (model, dims,
         # root, memory type): reused while their candidate list is unchanged.
         self._stacked: dict[tuple[str, int, str, str | None], Stacked] = {}
-        # What each stacked matrix was built from: (row id, fields) in id order.
-        self._stacked_from: dict[tuple[str, int, str, str | None], list[Embedded]] = {}
+        # What each stacked matrix was built from: row ids in order, their fields.
+        self._stacked_from: dict[tuple[str, int, str, str | None], Embedded] = {}
         # The embedded fields of row ids KNOWN to have an embedding, by (model,
         # dims): embeddings are only ever inserted, so a positive answer is
         # never stale; ids without one are asked again each time (a reindex
@@ -593,19 +594,25 @@ class MemoryService:
         if expired:
             ids = [entry_id for entry_id in ids if entry_id not in expired]
         with self._vectors_lock:
-            get = self._embedded.get((model, dims), {}).get
-            embedded = [(entry_id, f) for entry_id in ids if (f := get(entry_id)) is not None]
-        if len(embedded) < len(ids):  # some ids not known to have an embedding: ask
-            have = dict(embedded)
-            rows = repo.vectors(model, dims, [i for i in ids if i not in have])
+            fields = list(map(self._embedded.get((model, dims), {}).get, ids))
+        if None in fields:  # some ids not known to have an embedding: ask
+            unknown = [i for i, f in zip(ids, fields, strict=True) if f is None]
+            rows = repo.vectors(model, dims, unknown)
             self._remember(model, dims, rows)
-            have.update(self._learn(model, dims, rows))
-            embedded = [(entry_id, f) for entry_id in ids if (f := have.get(entry_id)) is not None]
+            learned = self._learn(model, dims, rows)
+            pairs = [
+                (i, f if f is not None else learned.get(i))
+                for i, f in zip(ids, fields, strict=True)
+            ]
+            ids = [i for i, f in pairs if f is not None]
+            fields = [f for _, f in pairs if f is not None]
+        # Equal lists of equal (mostly identical) objects: a cheap comparison.
+        embedded = (ids, fields)
         with self._vectors_lock:
             stacked = self._stacked.get(memo)
             if stacked is not None and self._stacked_from.get(memo) == embedded:
                 return stacked
-        candidates = [(entry_id, field) for entry_id, fs in embedded for field in fs]
+        candidates = [(i, field) for i, fs in zip(ids, fields, strict=True) for field in fs or ()]
         stacked = self._stack(repo, model, dims, candidates)
         self._keep_stacked(memo, stacked, embedded)
         return stacked
@@ -652,7 +659,7 @@ class MemoryService:
         self,
         memo: tuple[str, int, str, str | None],
         stacked: Stacked,
-        embedded: list[Embedded],
+        embedded: Embedded,
     ) -> None:
         """Keep the stacked vectors of the last ``STACKED_SUBTREES`` searches (with
         the list they were built from), if together they stay within the

@@ -3,10 +3,15 @@
 Every statement is served by an index (``tests/repositories/test_embedding_query_plans.py``):
 
 - a subtree's candidates (current live versions with an embedding of the
-  model and dims): one namespace range over memory_entries (the current-live
-  ``idx_memory_namespace_prefix``, or another index leading with the
-  namespace or (memory_type, namespace)), joined to its embeddings through
-  the primary key (memory_entry_id, model, dims, field);
+  model and dims) for a filtered search: one namespace range over
+  memory_entries (the current-live ``idx_memory_namespace_prefix``, or
+  another index leading with the namespace or (memory_type, namespace)),
+  joined to its embeddings through the primary key (memory_entry_id, model,
+  dims, field);
+- without a filter, the ids of a subtree's current live versions
+  (``live_ids``: two ranges of ``idx_memory_namespace_prefix``, index only)
+  and of its expired keys (``expired_ids``: memory_expiry's primary key
+  range, then each key's current row);
 - vectors of given versions, and the rows of the best-ranked versions: primary keys;
 - versions lacking an embedding (``reindex``): memory_entries by id from a
   keyset cursor (whole database) or the namespace range (a subtree), with a
