@@ -589,10 +589,7 @@ class MemoryService:
         asked in one statement with their vectors); the kept matrix when that
         list is unchanged."""
         model, dims, root, memory_type = memo
-        ids = repo.live_ids(root, memory_type)
-        expired = repo.expired_ids(root, now)
-        if expired:
-            ids = [entry_id for entry_id in ids if entry_id not in expired]
+        ids = repo.live_ids(root, memory_type, now)
         with self._vectors_lock:
             fields = list(map(self._embedded.get((model, dims), {}).get, ids))
         if None in fields:  # some ids not known to have an embedding: ask

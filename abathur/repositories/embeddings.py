@@ -87,15 +87,6 @@ LIVE_IDS_ALL = Prepared(union_all(_ROOT_IDS, _BELOW_IDS))
 LIVE_IDS_OF_TYPE = Prepared(union_all(_ROOT_IDS.where(_OF_TYPE), _BELOW_IDS.where(_OF_TYPE)))
 
 
-def _aggregated(ids: Any) -> Select[Any]:
-    # PostgreSQL: the ids as one array (asyncpg decodes it many times faster
-    # than as many rows).
-    subquery = ids.subquery()
-    return select(func.array_agg(subquery.c.id))
-
-
-PG_LIVE_IDS_ALL = _aggregated(LIVE_IDS_ALL.statement)
-PG_LIVE_IDS_OF_TYPE = _aggregated(LIVE_IDS_OF_TYPE.statement)
 # The current live versions of a subtree whose key has expired: the keys of the
 # subtree's expired rows (memory_expiry's primary key range), each looked up
 # by its key (the row value IN keeps SQLite from scanning memory_entries).
@@ -110,6 +101,20 @@ EXPIRED_IDS = Prepared(
         CURRENT_LIVE,
     )
 )
+
+
+def _both_arrays(live: Any) -> Select[Any]:
+    # PostgreSQL: the live ids and the expired ids as two arrays of one row (one
+    # round trip; asyncpg decodes an array many times faster than as many rows).
+    live_ids, expired = live.subquery(), EXPIRED_IDS.statement.subquery()  # type: ignore[attr-defined]
+    return select(
+        select(func.array_agg(live_ids.c.id)).scalar_subquery(),
+        select(func.array_agg(expired.c.id)).scalar_subquery(),
+    )
+
+
+PG_LIVE_IDS_ALL = _both_arrays(LIVE_IDS_ALL.statement)
+PG_LIVE_IDS_OF_TYPE = _both_arrays(LIVE_IDS_OF_TYPE.statement)
 
 def _lacking(*, subtree: bool) -> Select[Any]:
     # In a subtree the namespace range leads; ``id + 0`` keeps the planner from
@@ -236,26 +241,24 @@ class EmbeddingRepository:
             rows = prepared.all(self.executor, bound)
         return [(int(row[0]), str(row[1])) for row in rows]
 
-    def live_ids(self, root: str, memory_type: str | None) -> list[int]:
+    def live_ids(self, root: str, memory_type: str | None, now: datetime) -> list[int]:
         """The row ids of the current live versions of the subtree of ``root`` (of
-        ``memory_type``, if given), ascending; expired keys included (``expired_ids``)."""
-        bound: dict[str, Any] = subtree_bounds(root)
+        ``memory_type``, if given) whose key has not expired at ``now``, ascending."""
+        bound: dict[str, Any] = {**subtree_bounds(root), "now": now}
         if memory_type is not None:
             bound["memory_type"] = memory_type
         if dialect_name(self.executor) == "postgresql":
             statement = PG_LIVE_IDS_ALL if memory_type is None else PG_LIVE_IDS_OF_TYPE
-            ids = list(self.executor.execute(statement, bound).scalar() or ())
+            live, expired = self.executor.execute(statement, bound).one()
+            ids, gone = list(live or ()), set(expired or ())
         else:
             prepared = LIVE_IDS_ALL if memory_type is None else LIVE_IDS_OF_TYPE
             ids = prepared.column(self.executor, bound)
+            gone = set(EXPIRED_IDS.column(self.executor, bound))
+        if gone:
+            ids = [entry_id for entry_id in ids if entry_id not in gone]
         ids.sort()
         return ids
-
-    def expired_ids(self, root: str, now: datetime) -> set[int]:
-        """The row ids of the current live versions of the subtree of ``root`` whose
-        key has expired at ``now``."""
-        rows = EXPIRED_IDS.all(self.executor, {**subtree_bounds(root), "now": now})
-        return {int(row[0]) for row in rows}
 
     def vectors(
         self, model: str, dims: int, ids: Sequence[int]
