@@ -88,6 +88,12 @@ class Stacked:
         ids = self.ids
         if not self.unique:
             ids, scores = _best_per_id(ids, scores)
+        if 0 < limit < len(scores) and not np.isnan(scores).any():
+            # Only the scores at or above the limit-th best can rank (ties
+            # at that score included): sort just those.
+            cut = np.partition(scores, len(scores) - limit)[len(scores) - limit]
+            top = np.flatnonzero(scores >= cut)
+            ids, scores = ids[top], scores[top]
         order = np.lexsort((-ids, -scores))[:limit]
         return [(int(ids[i]), float(scores[i])) for i in order]
 

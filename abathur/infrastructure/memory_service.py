@@ -93,6 +93,8 @@ Embedding = tuple[str, list[tuple[str, Vector]]]
 ProgressCallback = Callable[[int], None]
 PUBLISH_ATTEMPTS = 8
 STACKED_SUBTREES = 4  # query searches whose stacked vectors a service keeps
+# Row ids and the embedded fields of each (a stacked matrix's source).
+Embedded = tuple[list[int], list[tuple[str, ...] | None]]
 DEFAULT_REINDEX_BATCH = 256
 MAX_REINDEX_BATCH = 10_000
 
@@ -299,6 +301,13 @@ class MemoryService:
         # The stacked vectors of the last few query searches, by (model, dims,
         # root, memory type): reused while their candidate list is unchanged.
         self._stacked: dict[tuple[str, int, str, str | None], Stacked] = {}
+        # What each stacked matrix was built from: row ids in order, their fields.
+        self._stacked_from: dict[tuple[str, int, str, str | None], Embedded] = {}
+        # The embedded fields of row ids KNOWN to have an embedding, by (model,
+        # dims): embeddings are only ever inserted, so a positive answer is
+        # never stale; ids without one are asked again each time (a reindex
+        # may add it). At most as many ids as the vector cache holds vectors.
+        self._embedded: dict[tuple[str, int], dict[int, tuple[str, ...]]] = {}
 
     def scoped(self, context: AccessContext) -> ScopedMemory:
         """A view of this service that enforces ``context``'s namespace access rules."""
@@ -537,28 +546,24 @@ class MemoryService:
         model, dims = embedder.model, len(target)
         now = clock.utcnow()
         memo = (model, dims, search.namespace_prefix, search.memory_type)
-        # The stacked vectors of a subtree are reused only for unfiltered
-        # candidates (a filter or an expiry narrows them per call).
-        reusable = not terms
 
         def work(conn: Connection) -> list[MemoryDict]:
             repo = EmbeddingRepository(conn)
             memory = MemoryRepository(conn)
-            conditions, params = memory.read_rules(terms, now)
-            candidates = repo.candidates(
-                search.namespace_prefix,
-                search.memory_type,
-                model,
-                dims,
-                conditions=conditions,
-                params=params,
-            )
-            with self._vectors_lock:
-                stacked = self._stacked.get(memo) if reusable else None
-            if stacked is None or stacked.candidates != candidates:
+            if terms:
+                # A filter needs the values: the candidates come from SQL.
+                conditions, params = memory.read_rules(terms, now)
+                candidates = repo.candidates(
+                    search.namespace_prefix,
+                    search.memory_type,
+                    model,
+                    dims,
+                    conditions=conditions,
+                    params=params,
+                )
                 stacked = self._stack(repo, model, dims, candidates)
-                if reusable:
-                    self._keep_stacked(memo, stacked)
+            else:
+                stacked = self._live_stacked(repo, memo, now)
             ranked = stacked.rank(target, search.offset + search.limit)[search.offset :]
             rows = repo.versions([entry_id for entry_id, _ in ranked])
             if refresh_ttl:
@@ -571,6 +576,62 @@ class MemoryService:
         if refresh_ttl:
             return await self._db.write(work)
         return await self._db.read(work)
+
+    def _live_stacked(
+        self,
+        repo: EmbeddingRepository,
+        memo: tuple[str, int, str, str | None],
+        now: datetime,
+    ) -> Stacked:
+        """The stacked vectors of the unfiltered candidates of ``memo``'s subtree:
+        the ids of its current live versions (an index-only scan) less those of
+        expired keys, restricted to the ids with an embedding (known, else
+        asked in one statement with their vectors); the kept matrix when that
+        list is unchanged."""
+        model, dims, root, memory_type = memo
+        ids = repo.live_ids(root, memory_type, now)
+        with self._vectors_lock:
+            fields = list(map(self._embedded.get((model, dims), {}).get, ids))
+        if None in fields:  # some ids not known to have an embedding: ask
+            unknown = [i for i, f in zip(ids, fields, strict=True) if f is None]
+            rows = repo.vectors(model, dims, unknown)
+            self._remember(model, dims, rows)
+            learned = self._learn(model, dims, rows)
+            pairs = [
+                (i, f if f is not None else learned.get(i))
+                for i, f in zip(ids, fields, strict=True)
+            ]
+            ids = [i for i, f in pairs if f is not None]
+            fields = [f for _, f in pairs if f is not None]
+        # Equal lists of equal (mostly identical) objects: a cheap comparison.
+        embedded = (ids, fields)
+        with self._vectors_lock:
+            stacked = self._stacked.get(memo)
+            if stacked is not None and self._stacked_from.get(memo) == embedded:
+                return stacked
+        candidates = [(i, field) for i, fs in zip(ids, fields, strict=True) for field in fs or ()]
+        stacked = self._stack(repo, model, dims, candidates)
+        self._keep_stacked(memo, stacked, embedded)
+        return stacked
+
+    def _learn(
+        self, model: str, dims: int, rows: Sequence[tuple[int, str, Vector]]
+    ) -> dict[int, tuple[str, ...]]:
+        """The fields of the ids in ``rows`` (embeddings just read), remembered."""
+        grouped: dict[int, list[str]] = {}
+        for entry_id, field, _ in rows:
+            grouped.setdefault(entry_id, []).append(field)
+        learned = {entry_id: tuple(sorted(fs)) for entry_id, fs in grouped.items()}
+        limit = self._vectors.max_vectors
+        with self._vectors_lock:
+            known = self._embedded.setdefault((model, dims), {})
+            for entry_id, fs in learned.items():
+                if limit == 0:
+                    break
+                if entry_id not in known and len(known) >= limit:
+                    del known[next(iter(known))]
+                known[entry_id] = fs
+        return learned
 
     def _stack(
         self,
@@ -591,19 +652,29 @@ class MemoryService:
             norms.append(norm)
         return Stacked(candidates, vectors, norms)
 
-    def _keep_stacked(self, memo: tuple[str, int, str, str | None], stacked: Stacked) -> None:
-        """Keep the stacked vectors of the last ``STACKED_SUBTREES`` searches, if
-        together they stay within the vector cache's size."""
+    def _keep_stacked(
+        self,
+        memo: tuple[str, int, str, str | None],
+        stacked: Stacked,
+        embedded: Embedded,
+    ) -> None:
+        """Keep the stacked vectors of the last ``STACKED_SUBTREES`` searches (with
+        the list they were built from), if together they stay within the
+        vector cache's size."""
         limit = self._vectors.max_vectors
         with self._vectors_lock:
             self._stacked.pop(memo, None)
+            self._stacked_from.pop(memo, None)
             if len(stacked.candidates) > limit:
                 return
             self._stacked[memo] = stacked
+            self._stacked_from[memo] = embedded
             while len(self._stacked) > STACKED_SUBTREES or (
                 sum(len(s.candidates) for s in self._stacked.values()) > limit
             ):
-                del self._stacked[next(iter(self._stacked))]
+                oldest = next(iter(self._stacked))
+                del self._stacked[oldest]
+                del self._stacked_from[oldest]
 
     def _cached(
         self, model: str, dims: int, candidates: Sequence[tuple[int, str]]

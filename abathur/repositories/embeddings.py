@@ -3,10 +3,15 @@
 Every statement is served by an index (``tests/repositories/test_embedding_query_plans.py``):
 
 - a subtree's candidates (current live versions with an embedding of the
-  model and dims): one namespace range over memory_entries (the current-live
-  ``idx_memory_namespace_prefix``, or another index leading with the
-  namespace or (memory_type, namespace)), joined to its embeddings through
-  the primary key (memory_entry_id, model, dims, field);
+  model and dims) for a filtered search: one namespace range over
+  memory_entries (the current-live ``idx_memory_namespace_prefix``, or
+  another index leading with the namespace or (memory_type, namespace)),
+  joined to its embeddings through the primary key (memory_entry_id, model,
+  dims, field);
+- without a filter, the ids of a subtree's current live versions
+  (``live_ids``: two ranges of ``idx_memory_namespace_prefix``, index only)
+  and of its expired keys (``expired_ids``: memory_expiry's primary key
+  range, then each key's current row);
 - vectors of given versions, and the rows of the best-ranked versions: primary keys;
 - versions lacking an embedding (``reindex``): memory_entries by id from a
   keyset cursor (whole database) or the namespace range (a subtree), with a
@@ -16,10 +21,21 @@ Every statement is served by an index (``tests/repositories/test_embedding_query
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, bindparam, exists, insert, select
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnElement
@@ -30,7 +46,7 @@ from abathur.embeddings.embedder import Vector
 from abathur.repositories.base import dialect_name
 from abathur.repositories.memory import CURRENT_LIVE, VERSION_FIELDS, MemoryVersion
 from abathur.repositories.subtree import in_subtree
-from abathur.schema.models import MemoryEmbedding, MemoryEntry
+from abathur.schema.models import MemoryEmbedding, MemoryEntry, MemoryExpiry
 
 E = MemoryEmbedding
 # Statements that list ids (IN) run through SQLAlchemy, in chunks of this many.
@@ -56,6 +72,49 @@ CANDIDATES_OF_TYPE = Prepared(
     _CANDIDATES.where(MemoryEntry.memory_type == bindparam("memory_type"))
 )
 
+# The warm query search's candidates without a filter (``live_ids``): the ids
+# alone, from the current-live namespace index (or the memory type's), with no
+# row read; which of them have an embedding the service mostly knows already.
+# The root and the range of its descendants are two arms of a UNION ALL (they
+# never overlap): each an index-only range, where one OR would read every row.
+_LIVE = (CURRENT_LIVE,)
+_ROOT_IDS = select(MemoryEntry.id).where(MemoryEntry.namespace == bindparam("root"), *_LIVE)
+_BELOW_IDS = select(MemoryEntry.id).where(
+    MemoryEntry.namespace >= bindparam("lower"), MemoryEntry.namespace < bindparam("upper"), *_LIVE
+)
+_OF_TYPE = MemoryEntry.memory_type == bindparam("memory_type")
+LIVE_IDS_ALL = Prepared(union_all(_ROOT_IDS, _BELOW_IDS))
+LIVE_IDS_OF_TYPE = Prepared(union_all(_ROOT_IDS.where(_OF_TYPE), _BELOW_IDS.where(_OF_TYPE)))
+
+
+# The current live versions of a subtree whose key has expired: the keys of the
+# subtree's expired rows (memory_expiry's primary key range), each looked up
+# by its key (the row value IN keeps SQLite from scanning memory_entries).
+EXPIRED_IDS = Prepared(
+    select(MemoryEntry.id).where(
+        tuple_(MemoryEntry.namespace, MemoryEntry.key).in_(
+            select(MemoryExpiry.namespace, MemoryExpiry.key).where(
+                in_subtree(MemoryExpiry.namespace),
+                MemoryExpiry.expires_at <= bindparam("now"),
+            )
+        ),
+        CURRENT_LIVE,
+    )
+)
+
+
+def _both_arrays(live: Any) -> Select[Any]:
+    # PostgreSQL: the live ids and the expired ids as two arrays of one row (one
+    # round trip; asyncpg decodes an array many times faster than as many rows).
+    live_ids, expired = live.subquery(), EXPIRED_IDS.statement.subquery()  # type: ignore[attr-defined]
+    return select(
+        select(func.array_agg(live_ids.c.id)).scalar_subquery(),
+        select(func.array_agg(expired.c.id)).scalar_subquery(),
+    )
+
+
+PG_LIVE_IDS_ALL = _both_arrays(LIVE_IDS_ALL.statement)
+PG_LIVE_IDS_OF_TYPE = _both_arrays(LIVE_IDS_OF_TYPE.statement)
 
 def _lacking(*, subtree: bool) -> Select[Any]:
     # In a subtree the namespace range leads; ``id + 0`` keeps the planner from
@@ -170,6 +229,25 @@ class EmbeddingRepository:
         else:
             rows = prepared.all(self.executor, bound)
         return [(int(row[0]), str(row[1])) for row in rows]
+
+    def live_ids(self, root: str, memory_type: str | None, now: datetime) -> list[int]:
+        """The row ids of the current live versions of the subtree of ``root`` (of
+        ``memory_type``, if given) whose key has not expired at ``now``, ascending."""
+        bound: dict[str, Any] = {**subtree_bounds(root), "now": now}
+        if memory_type is not None:
+            bound["memory_type"] = memory_type
+        if dialect_name(self.executor) == "postgresql":
+            statement = PG_LIVE_IDS_ALL if memory_type is None else PG_LIVE_IDS_OF_TYPE
+            live, expired = self.executor.execute(statement, bound).one()
+            ids, gone = list(live or ()), set(expired or ())
+        else:
+            prepared = LIVE_IDS_ALL if memory_type is None else LIVE_IDS_OF_TYPE
+            ids = prepared.column(self.executor, bound)
+            gone = set(EXPIRED_IDS.column(self.executor, bound))
+        if gone:
+            ids = [entry_id for entry_id in ids if entry_id not in gone]
+        ids.sort()
+        return ids
 
     def vectors(
         self, model: str, dims: int, ids: Sequence[int]

@@ -191,3 +191,22 @@ async def test_execute_many_processes_each_row_as_sqlalchemy_would(db: Database)
     with pytest.raises(Exception, match="value"):
         await db.write(lambda conn: many.execute_many(conn, [{**rows[0], "key": "x"}, {
             k: v for k, v in rows[1].items() if k != "value"}]))  # fmt: skip
+
+
+async def test_column_is_the_first_value_of_each_row_as_all_gives_it(
+    db: Database, task_id: str
+) -> None:
+    await db.memory.add_memory("user:u", "k", {"v": 1}, "semantic", "me", task_id)
+    await db.memory.update_memory("user:u", "k", {"v": 2}, "me", task_id)
+    params = {"namespace": "user:u", "key": "k"}
+    for prepared in (
+        HISTORY,  # first column an id
+        Prepared(select(MemoryEntry.updated_at, MemoryEntry.id)),  # converted (timestamps)
+        Prepared(select(MemoryEntry.value).where(MemoryEntry.id < 0)),  # no rows
+    ):
+
+        def both(conn: Connection, p: Prepared = prepared) -> tuple[list[Any], list[Any]]:
+            return p.column(conn, params), [row[0] for row in p.all(conn, params)]
+
+        column, first_values = await db.read(both)
+        assert column == first_values

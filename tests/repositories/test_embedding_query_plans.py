@@ -53,6 +53,10 @@ async def test_every_recall_statement_uses_an_index(db: Database, task_id: str) 
     assert len([s for s in ours if s.lstrip().upper().startswith("SELECT")]) >= 4, ours
     assert any("JOIN memory_embeddings" in s for s in ours)
     assert any("NOT (EXISTS" in s and "memory_embeddings" in s for s in ours)
+    # The unfiltered query search: the subtree's live ids (two index ranges)
+    # and the ids of its expired keys.
+    assert any("UNION ALL" in s and "memory_embeddings" not in s for s, _ in statements)
+    assert any("memory_expiry" in s and "expires_at" in s for s, _ in statements)
     problems: dict[str, Any] = {}
     for sql, params in statements:
         plan = await explain(db, sql, params)

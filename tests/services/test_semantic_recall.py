@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -600,3 +601,48 @@ async def test_query_search_applies_filter_offset_and_expiry(
         "k4",
         "k5",
     ]
+
+
+# ------------------------------------------------------------------ the warm path's caches
+
+
+async def test_a_version_embedded_after_a_query_search_is_found_by_the_next(
+    db: Database, task_id: str
+) -> None:
+    """Which ids have an embedding is cached only when they have one: a version
+    without one (``index=False``), searched over with a warm cache, appears as
+    soon as ``reindex`` embeds it."""
+    memory = MemoryService(db, embedder=counts_embedder())
+    await memory.add_memory("user:u", "a", {"t": "aaaa"}, "semantic", "me", task_id)
+    raw_id = await memory.add_memory(
+        "user:u", "b", {"t": "aaab"}, "semantic", "me", task_id, index=False
+    )
+    for _ in range(2):  # cold, then warm
+        found = await memory.search_memories("user:u", query="aaab")
+        assert [r["key"] for r in found] == ["a"]
+    assert await memory.reindex("user:u") == 1
+    found = await memory.search_memories("user:u", query="aaab")
+    assert (found[0]["key"], found[0]["id"]) == ("b", raw_id)
+    assert [r["key"] for r in found] == ["b", "a"]
+    assert found[0]["score"] == pytest.approx(1.0)
+
+
+async def test_an_expired_key_leaves_warm_query_results_at_once(
+    db: Database, task_id: str, clock: Any
+) -> None:
+    """The unfiltered path reuses the subtree's stacked vectors, yet a key whose
+    expiry passes is gone from the very next search, and a deleted one too."""
+    from datetime import timedelta
+
+    memory = MemoryService(db, embedder=counts_embedder())
+    put = partial(memory.put_memory, memory_type="semantic", by="me", task_id=task_id)
+    await put("user:u", "a", {"t": "aaaa"})
+    await put("user:u:x", "b", {"t": "aaab"}, ttl=timedelta(seconds=30))
+    await put("user:u", "c", {"t": "bbbb"})
+    for _ in range(3):  # warm
+        found = await memory.search_memories("user:u", query="aaab")
+        assert [r["key"] for r in found] == ["b", "a", "c"]
+    clock.advance(timedelta(seconds=31))
+    assert [r["key"] for r in await memory.search_memories("user:u", query="aaab")] == ["a", "c"]
+    await memory.delete_memory("user:u", "c", "me", task_id)
+    assert [r["key"] for r in await memory.search_memories("user:u", query="aaab")] == ["a"]

@@ -176,6 +176,21 @@ class Prepared:
         finally:
             cursor.close()
 
+    def column(self, executor: Executor, params: Params) -> list[Any]:
+        """The first column of every row (converted as ``all`` does), no row objects."""
+        raw = worker_connection()
+        if raw is None:
+            return list(_autoflushed(executor).execute(self.statement, params).scalars().all())
+        plan, cursor = self._run(raw, executor, params)
+        try:
+            fetched = cursor.fetchall()
+        finally:
+            cursor.close()
+        process = next((p for i, p in plan.results if i == 0), None)
+        if process is None:
+            return [row[0] for row in fetched]
+        return [None if row[0] is None else process(row[0]) for row in fetched]
+
     def first(self, executor: Executor, params: Params) -> Any | None:
         """The first row, or None."""
         raw = worker_connection()
