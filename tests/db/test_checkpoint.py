@@ -77,6 +77,7 @@ async def _in_transaction(db: Database, n: int) -> None:
         await session.execute(text("UPDATE sessions SET metadata = :m"), {"m": f"[{n}]"})
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("write", [_append, _in_transaction], ids=["append", "transaction"])
 async def test_the_wal_stays_bounded_under_sustained_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: Any
@@ -203,6 +204,7 @@ async def _readers_and_writers(path: Path, me: int, writes: int) -> tuple[int, i
     return largest, written
 
 
+@pytest.mark.serial
 async def test_the_wal_stays_bounded_with_readers_beside_writers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,6 +238,7 @@ async def main(path, me, writes, out):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 async def test_the_wal_stays_bounded_with_several_processes(tmp_path: Path) -> None:
     """Four processes, each with readers and writers, on one file: each one's
     checkpoints meet the others' readers and writers, which only SQLite's own
