@@ -119,7 +119,7 @@ def _check_index(index: Any) -> None:
         return
     if not isinstance(index, list | tuple) or not index:
         raise ValidationError(
-            f"index must be a bool or a non-empty list of field names, got {index!r}"
+            f"index must be a bool or a non-empty list of field names, got {brief_repr(index)}"
         )
     check_fields(index)
 

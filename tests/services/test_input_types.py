@@ -31,6 +31,8 @@ CALLS: list[tuple[str, Callable[[Database], Awaitable[Any]]]] = [
         "user:u", refresh_ttl=10**5000)),  # type: ignore[arg-type]
     ("put ttl", lambda db: db.memory.put_memory(
         "user:u", "k", {}, "semantic", by="me", task_id="t", ttl=10**5000)),  # type: ignore[arg-type]
+    ("put index", lambda db: db.memory.put_memory(
+        "user:u", "k", {}, "semantic", by="me", task_id="t", index=10**5000)),  # type: ignore[arg-type]
     ("delete missing_ok", lambda db: db.memory.delete_memory(
         "user:u", "k", "me", "t", missing_ok=10**5000)),  # type: ignore[arg-type]
 ]  # fmt: skip
