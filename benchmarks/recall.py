@@ -113,16 +113,7 @@ def _rows(size: int, start_id: int) -> tuple[list[dict[str, Any]], list[dict[str
 
 async def prefill(db: Database, size: int) -> None:
     """The subtree's memories (other subtrees hold as many again) and their vectors."""
-    async with db.transaction() as session:
-        await session.execute(
-            text(
-                "INSERT INTO tasks (id, prompt, agent_type, priority, status, input_data, "
-                "submitted_at, last_updated_at) VALUES "
-                "(:id, 'bench', 'general', 5, 'running', '{}', CURRENT_TIMESTAMP, "
-                "CURRENT_TIMESTAMP)"
-            ),
-            {"id": TASK},
-        )
+    await db.tasks.create_task("bench", id=TASK)
     entries, embeddings = _rows(size, 1)
     # As many memories elsewhere, so the subtree is half the table.
     others = [
@@ -170,16 +161,7 @@ async def query_search(db: Database, backend: str, size: int, iterations: int) -
 
 
 async def writes(db: Database, backend: str, iterations: int) -> list[dict[str, Any]]:
-    async with db.transaction() as session:
-        await session.execute(
-            text(
-                "INSERT INTO tasks (id, prompt, agent_type, priority, status, input_data, "
-                "submitted_at, last_updated_at) VALUES "
-                "(:id, 'bench', 'general', 5, 'running', '{}', CURRENT_TIMESTAMP, "
-                "CURRENT_TIMESTAMP)"
-            ),
-            {"id": TASK},
-        )
+    await db.tasks.create_task("bench", id=TASK)
     hashing = HashingEmbedder(DIMS)
     plain = MemoryService(db)
     embedding = MemoryService(db, embedder=hashing)

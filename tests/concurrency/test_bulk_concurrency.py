@@ -16,7 +16,7 @@ from abathur.infrastructure.database import Database
 from abathur.repositories import memory as memory_repository
 from abathur.schema.models import AuditEntry
 from tests.conftest import DbFactory
-from tests.support.processes import run_together
+from tests.support.processes import run_all_ok
 
 KEYS = [f"k{i}" for i in range(8)]
 
@@ -114,11 +114,7 @@ async def test_several_processes_bulk_writing_shared_keys_lose_nothing(tmp_path:
     async with Database(path) as db:
         task_id = (await db.tasks.create_task("multi-process bulk")).id
     names, rounds = ["bulk0", "bulk1", "bulk2", "single"], 6
-    outcomes = await asyncio.to_thread(
-        run_together, tmp_path, BULK_WRITER, [[str(path), task_id, n, str(rounds)] for n in names]
-    )
-    for returncode, err in outcomes:
-        assert returncode == 0, err
+    await run_all_ok(tmp_path, BULK_WRITER, [[str(path), task_id, n, str(rounds)] for n in names])
     writes = Counter({key: len(names) * rounds for key in KEYS})
     values = {(key, name, n) for key in KEYS for name in names for n in range(rounds)}
     async with Database(path) as db:

@@ -15,7 +15,7 @@ from abathur.infrastructure.database import Database
 from abathur.schema.models import AuditEntry
 from tests.conftest import DbFactory
 from tests.support.memory_model import controlled_clock
-from tests.support.processes import run_together
+from tests.support.processes import run_all_ok
 
 
 async def test_fifty_concurrent_updates_make_versions_1_to_51(
@@ -117,14 +117,11 @@ async def test_several_processes_lose_no_version(tmp_path: Path) -> None:
         task_id = (await db.tasks.create_task("multi-process")).id
         await db.memory.add_memory("user:shared", "k", {"i": -1}, "semantic", "main", task_id)
     processes, per_process = 4, 15
-    outcomes = await asyncio.to_thread(
-        run_together,
+    await run_all_ok(
         tmp_path,
         WRITER,
         [[str(path), task_id, f"p{n}", str(per_process)] for n in range(processes)],
     )
-    for returncode, err in outcomes:
-        assert returncode == 0, err
     async with Database(path) as db:
         history = await db.memory.get_memory_history("user:shared", "k")
     assert [h["version"] for h in history] == list(range(1, processes * per_process + 2))
@@ -231,14 +228,11 @@ async def test_several_processes_putting_one_key_lose_no_version(tmp_path: Path)
     async with Database(path) as db:
         task_id = (await db.tasks.create_task("multi-process puts")).id
     processes, per_process = 4, 13  # 52 puts of a key that does not exist yet
-    outcomes = await asyncio.to_thread(
-        run_together,
+    await run_all_ok(
         tmp_path,
         PUTTER,
         [[str(path), task_id, f"p{n}", str(per_process)] for n in range(processes)],
     )
-    for returncode, err in outcomes:
-        assert returncode == 0, err
     async with Database(path) as db:
         history = await db.memory.get_memory_history("user:shared", "put")
     assert [h["version"] for h in history] == list(range(1, processes * per_process + 1))

@@ -3,7 +3,6 @@ version written gets exactly its own embedding, on one SQLite file."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy import select
 from abathur.embeddings import HashingEmbedder
 from abathur.infrastructure.database import Database
 from abathur.schema.models import MemoryEmbedding, MemoryEntry
-from tests.support.processes import run_together
+from tests.support.processes import run_all_ok
 
 WRITER = """
     from pathlib import Path
@@ -44,14 +43,11 @@ async def test_several_processes_with_an_embedder_lose_nothing(tmp_path: Path) -
         task_id = (await db.tasks.create_task("multi-process")).id
         await db.memory.add_memory("user:shared", "k", {"text": "start"}, "semantic", "m", task_id)
     processes, per_process = 4, 10
-    outcomes = await asyncio.to_thread(
-        run_together,
+    await run_all_ok(
         tmp_path,
         WRITER,
         [[str(path), task_id, f"p{n}", str(per_process)] for n in range(processes)],
     )
-    for returncode, err in outcomes:
-        assert returncode == 0, err
     async with Database(path, embedder=embedder) as db:
         history = await db.memory.get_memory_history("user:shared", "k")
         assert [h["version"] for h in history] == list(range(1, processes * per_process + 2))

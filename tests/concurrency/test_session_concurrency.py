@@ -11,7 +11,7 @@ import pytest
 
 from abathur.infrastructure.database import Database
 from tests.support.loop import until
-from tests.support.processes import run_together
+from tests.support.processes import run_all_ok
 
 SESSIONS = 50
 APPENDS = 20
@@ -90,15 +90,10 @@ async def test_processes_appending_to_one_sqlite_file(tmp_path: Path) -> None:
     workers, count = 4, 50
     async with Database(path) as db:
         await db.sessions.create_session("shared", "app", "alice")
-        outcomes = await asyncio.to_thread(
-            run_together,
-            tmp_path,
-            APPENDER,
-            [[str(path), str(w), str(count)] for w in range(workers)],
+        errors = await run_all_ok(
+            tmp_path, APPENDER, [[str(path), str(w), str(count)] for w in range(workers)]
         )
-        for returncode, err in outcomes:
-            assert returncode == 0, err
-            assert "locked" not in err, err
+        assert not [err for err in errors if "locked" in err], errors
 
         got = await db.sessions.get_session("shared")
         assert got is not None

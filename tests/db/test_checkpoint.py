@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from abathur.db import background
 from abathur.db.sqlite.worker import worker_connection
 from abathur.infrastructure.database import Database
-from tests.support.processes import run_together
+from tests.support.processes import run_all_ok
 
 
 def autocheckpoint(_conn: Connection) -> int:
@@ -247,14 +247,9 @@ async def test_the_wal_stays_bounded_with_several_processes(tmp_path: Path) -> N
     await _create_big_session(path)
     processes, writes = 4, 1000
     outs = [tmp_path / f"largest{n}.txt" for n in range(processes)]
-    outcomes = await asyncio.to_thread(
-        run_together,
-        tmp_path,
-        CHILD,
-        [[str(path), str(n), str(writes), str(outs[n])] for n in range(processes)],
+    await run_all_ok(
+        tmp_path, CHILD, [[str(path), str(n), str(writes), str(outs[n])] for n in range(processes)]
     )
-    for returncode, err in outcomes:
-        assert returncode == 0, err
     largest = max(int(out.read_text()) for out in outs)
     async with Database(path) as db:
         async with db.transaction(write=False) as session:

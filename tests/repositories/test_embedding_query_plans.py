@@ -9,12 +9,10 @@ explained with its own parameters and no plan line may be a full scan.
 
 from __future__ import annotations
 
-from typing import Any
-
 from abathur.embeddings import HashingEmbedder
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
-from tests.support.plans import explain, full_scans, recording
+from tests.support.plans import recording, unindexed
 
 TABLES = ("memory_entries", "memory_embeddings")
 
@@ -57,10 +55,4 @@ async def test_every_recall_statement_uses_an_index(db: Database, task_id: str) 
     # and the ids of its expired keys.
     assert any("UNION ALL" in s and "memory_embeddings" not in s for s, _ in statements)
     assert any("memory_expiry" in s and "expires_at" in s for s, _ in statements)
-    problems: dict[str, Any] = {}
-    for sql, params in statements:
-        plan = await explain(db, sql, params)
-        assert plan, sql
-        if bad := full_scans(db, sql, plan):
-            problems[sql] = (bad, plan)
-    assert not problems, problems
+    assert not (problems := await unindexed(db, statements)), problems

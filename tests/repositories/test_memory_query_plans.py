@@ -21,7 +21,7 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 from abathur.repositories.memory import SEARCH_CAP
 from tests.support.memory_model import controlled_clock
-from tests.support.plans import explain, full_scans, recording
+from tests.support.plans import explain, full_scans, recording, unindexed
 
 RANGE_SEARCH = "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix"
 
@@ -134,13 +134,7 @@ async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> N
     # Issue 16: put_memories' read of many keys' current versions.
     assert any("json_each" in s or "unnest" in s for s, _ in statements)
 
-    problems = {}
-    for sql, params in statements:
-        plan = await explain(db, sql, params)
-        assert plan, sql
-        if bad := full_scans(db, sql, plan):
-            problems[sql] = (bad, plan)
-    assert not problems, problems
+    assert not (problems := await unindexed(db, statements)), problems
 
 
 async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_id: str) -> None:

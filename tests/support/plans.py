@@ -8,7 +8,7 @@ too), ``explain`` on either backend, and what counts as a full table scan.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,3 +76,16 @@ def _ordered_walk(statement: str, plan_line: str) -> bool:
     return (
         "USING" in plan_line and "INDEX" in plan_line and "ORDER BY" in upper and " LIMIT " in upper
     )
+
+
+async def unindexed(db: Database, statements: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Each of ``statements`` (SQL, parameters) whose plan is empty or walks a
+    whole table, with its offending lines and its plan: the EXPLAIN tests
+    assert this is empty."""
+    problems: dict[str, Any] = {}
+    for sql, params in statements:
+        plan = await explain(db, sql, params)
+        scans = full_scans(db, sql, plan)
+        if not plan or scans:
+            problems[" ".join(sql.split())] = (scans, plan)
+    return problems

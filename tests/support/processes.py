@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -67,3 +68,12 @@ def run_together(tmp_path: Path, code: str, args: list[list[str]]) -> list[tuple
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+async def run_all_ok(tmp_path: Path, code: str, args: list[list[str]]) -> list[str]:
+    """``run_together`` off the event loop, every process exiting 0 (else the
+    test fails with that process's standard error); each one's standard error."""
+    outcomes = await asyncio.to_thread(run_together, tmp_path, code, args)
+    for returncode, err in outcomes:
+        assert returncode == 0, err
+    return [err for _, err in outcomes]
