@@ -182,7 +182,6 @@ def expiry_after(now: datetime, ttl: timedelta) -> datetime:
 
 FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
 ORDERING_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
-Scalar = None | bool | int | float | str
 
 
 @dataclass(frozen=True)
@@ -211,11 +210,34 @@ def json_type(value: Any) -> str:
     return "object"
 
 
-def _scalar(value: Any, where: str) -> Scalar:
+def _container(value: list[Any] | dict[str, Any], where: str) -> Any:
+    """A list or object operand of an equality: strict JSON whose integers fit
+    in 64 bits (beyond them SQLite holds a float and PostgreSQL the exact
+    number, so the backends would disagree), returned as it is."""
+    try:
+        check_json(value, f"filter {where}")
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(str(exc)) from exc
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT64:
+            raise ValidationError(f"filter {where}: integer {item} does not fit in 64 bits")
+    return value
+
+
+def _scalar(value: Any, where: str, containers: bool = False) -> Any:
+    if containers and isinstance(value, dict | list):
+        return _container(value, where)
     if isinstance(value, dict | list | tuple):
         raise ValidationError(
-            f"filter {where}: compare JSON scalars (string, number, boolean, null); "
-            f"reach into nested objects with a dotted field name, not {value!r}"
+            f"filter {where}: compare JSON scalars (string, number, boolean, null)"
+            + (", lists or objects" if containers else "")
+            + f"; reach into nested objects with a dotted field name, not {value!r}"
         )
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT64:
         raise ValidationError(f"filter {where}: integer {value} does not fit in 64 bits")
@@ -230,14 +252,16 @@ def _scalar(value: Any, where: str) -> Scalar:
 
 def _field_path(field: Any) -> tuple[str, ...]:
     if not isinstance(field, str) or not field:
-        raise ValidationError(f"filter field names must be non-empty strings, not {field!r}")
+        raise ValidationError(
+            f"Invalid filter key {field!r}: field names must be non-empty strings"
+        )
     path = tuple(field.split("."))
     if "" in path:
-        raise ValidationError(f"filter field {field!r} has an empty segment")
+        raise ValidationError(f"Invalid filter key {field!r}: it has an empty segment")
     for segment in path:
         if '"' in segment or "\\" in segment or any(ord(ch) < 32 for ch in segment):
             raise ValidationError(
-                f"filter field {field!r}: a field name may not contain '\"', '\\' "
+                f"Invalid filter key {field!r}: a field name may not contain '\"', '\\' "
                 "or control characters"
             )
     return path
@@ -282,8 +306,10 @@ def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
 
     ``{"status": "open"}`` is equality; ``{"priority": {"$gte": 3}}`` an
     operator (several in one dict all hold); ``"author.name"`` reaches into
-    nested objects. Operands are JSON scalars (``$in``: a list of them);
-    ``$gt``/``$gte``/``$lt``/``$lte`` take a number or a string. Operands no
+    nested objects. ``$eq``, ``$ne`` and ``$in``'s options also take lists and
+    objects, equal to a stored value of the same structure (object keys in any
+    order, ``1`` equal to ``1.0``, lists in order; strict JSON, integers within
+    64 bits); ``$gt``/``$gte``/``$lt``/``$lte`` take a number or a string. Operands no
     stored value can equal are accepted and compare as such: NaN, the
     infinities and strings holding NUL equal nothing (``$ne`` holds for
     all), every number is below infinity and none below NaN; an integer
@@ -310,9 +336,9 @@ def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
                 )
             if operator == "$in":
                 if not isinstance(raw, list):
-                    raise ValidationError(f"filter {where} takes a list of JSON scalars")
+                    raise ValidationError(f"filter {where} takes a list of JSON values")
                 options = [_number_operand(v) for v in raw]
-                kept = tuple(_scalar(v, where) for v in options if not _unmatchable(v))
+                kept = tuple(_scalar(v, where, True) for v in options if not _unmatchable(v))
                 terms.append(FilterTerm(path, operator, kept))
                 continue
             operand = _number_operand(raw)
@@ -326,7 +352,7 @@ def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
                 if operator == "$eq":
                     terms.append(_never(path))
                 continue
-            value = _scalar(operand, where)
+            value = _scalar(operand, where, operator in ("$eq", "$ne"))
             if operator in ORDERING_OPERATORS and (value is None or isinstance(value, bool)):
                 raise ValidationError(f"filter {where} compares numbers or strings, not {value!r}")
             terms.append(FilterTerm(path, operator, value))

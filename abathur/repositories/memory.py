@@ -570,8 +570,22 @@ def _term_shape(term: FilterTerm) -> tuple[Any, ...]:
     return (term.operator, len(term.path), operand)
 
 
+def _nodes(value: Any) -> int:
+    """How many nodes SQLite's ``json_tree`` yields for ``value`` (itself and
+    every element and member, nested ones included)."""
+    if isinstance(value, dict):
+        return 1 + sum(_nodes(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_nodes(v) for v in value)
+    return 1
+
+
 def _sqlite_equals_params(value: Any, name: str) -> dict[str, Any]:
-    return {} if value is None or isinstance(value, bool) else {name: value}
+    if value is None or isinstance(value, bool):
+        return {}
+    if isinstance(value, list | dict):
+        return {name: dumps(value), f"{name}_n": _nodes(value)}
+    return {name: value}
 
 
 def _term_params(term: FilterTerm, name: str, postgres: bool) -> dict[str, Any]:
@@ -600,7 +614,41 @@ def _term_params(term: FilterTerm, name: str, postgres: bool) -> dict[str, Any]:
     return params
 
 
+def _sqlite_structure_equals(document: Any, path: Any, value: Any, name: str) -> Any:
+    """A list or object operand equals the stored value as PostgreSQL's jsonb
+    equality has it: same structure, object members by name in any order,
+    numbers by value (``1`` is ``1.0``), lists in order. ``json_tree`` yields
+    one row per node, named by its path from the root (``$[0].a``); the two
+    trees are equal when the stored one has as many nodes as the operand and
+    each of them has a node of the operand's at the same path with the same
+    type (both numbers, or the same JSON type) and the same atom. The CASE
+    keeps ``json_tree`` from parsing a stored scalar (a string's text is not
+    JSON)."""
+    operand = bindparam(name, dumps(value), type_=Text())
+    count = bindparam(f"{name}_n", _nodes(value), type_=Integer())
+    stored = (
+        func.json_tree(func.json_extract(document, path))
+        .table_valued("fullkey", "type", "atom")
+        .alias(f"{name}_stored")
+    )
+    given = func.json_tree(operand).table_valued("fullkey", "type", "atom").alias(f"{name}_given")
+    same_type = or_(
+        stored.c.type == given.c.type,
+        and_(stored.c.type.in_(_NUMBER_TYPES), given.c.type.in_(_NUMBER_TYPES)),
+    )
+    matched = and_(stored.c.fullkey == given.c.fullkey, same_type, stored.c.atom.is_(given.c.atom))
+    equal = (
+        select(and_(func.count() == count, func.count(given.c.fullkey) == count))
+        .select_from(stored.outerjoin(given, matched))
+        .scalar_subquery()
+    )
+    kind = "array" if isinstance(value, list) else "object"
+    return case((func.json_type(document, path) == kind, equal), else_=false())
+
+
 def _sqlite_equals(document: Any, path: Any, value: Any, name: str) -> Any:
+    if isinstance(value, list | dict):
+        return _sqlite_structure_equals(document, path, value, name)
     kind = func.json_type(document, path)
     if value is None:
         return kind == "null"

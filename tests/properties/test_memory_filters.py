@@ -33,6 +33,10 @@ SCALARS = st.one_of(
     st.text(alphabet="ab1é✓ ", max_size=3),
 )
 LEAVES = SCALARS | st.lists(SCALARS, max_size=3)
+# List and object operands (equal to stored values of the same structure).
+CONTAINERS = st.lists(COLLIDING, max_size=2) | st.dictionaries(
+    st.sampled_from(FIELDS), COLLIDING | st.lists(COLLIDING, max_size=2), max_size=2
+)
 VALUES = st.dictionaries(
     st.sampled_from(FIELDS),
     LEAVES | st.dictionaries(st.sampled_from(FIELDS), LEAVES, max_size=3),
@@ -55,6 +59,18 @@ def twins(value: Any) -> list[Any]:
         if float(value).is_integer() and abs(value) < 2**53:
             out.append(int(value))
         return out
+    if isinstance(value, list):
+        # Reordered, shortened, and each element replaced by a look-alike.
+        out = [value[::-1], value[:-1], [*value, None]]
+        return out + [
+            [*value[:i], twin, *value[i + 1 :]] for i, v in enumerate(value) for twin in twins(v)
+        ]
+    if isinstance(value, dict):
+        # The same members in another order (equal), one member dropped or
+        # replaced by a look-alike (not equal).
+        items = list(value.items())
+        out = [dict(items[::-1]), dict(items[:-1]), {**value, "z": 1}]
+        return out + [{**value, k: twin} for k, v in items for twin in twins(v)]
     if isinstance(value, str):
         out = [value + "a", value[:-1], "null" if value == "" else value.upper()]
         if value.isascii() and value.lstrip("-").isdigit():
@@ -64,22 +80,23 @@ def twins(value: Any) -> list[Any]:
 
 
 def leaves(document: Any, path: str = "") -> list[tuple[str, Any]]:
-    """Every (dotted path, scalar) in a document, lists' elements included."""
+    """Every (dotted path, value) in a document: scalars, lists' elements, and
+    the nested lists and objects themselves."""
     if isinstance(document, dict):
-        return [
+        return [(path, document)] * bool(path) + [
             found
             for key, child in document.items()
             for found in leaves(child, f"{path}.{key}" if path else key)
         ]
     if isinstance(document, list):
-        return [found for child in document for found in leaves(child, path)]
+        return [(path, document)] + [found for child in document for found in leaves(child, path)]
     return [(path, document)]
 
 
 def conditions(operands: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    orderable = operands.filter(lambda v: v is not None and not isinstance(v, bool))
+    orderable = operands.filter(lambda v: v is not None and not isinstance(v, bool | list | dict))
     return (
-        operands
+        operands.filter(lambda v: not isinstance(v, dict))  # a dict there is operators
         | st.fixed_dictionaries({"$eq": operands})
         | st.fixed_dictionaries({"$ne": operands})
         | st.fixed_dictionaries({"$in": st.lists(operands, max_size=3)})
@@ -101,7 +118,7 @@ async def test_sql_filtering_equals_python_filtering(
     found = [(p, v) for value in values for p, v in leaves(value)]
     paths = st.sampled_from(sorted({p for p, _ in found} | set(PATHS)))
     near = [v for _, v in found] + [t for _, v in found for t in twins(v)]
-    operands = (st.sampled_from(near) if near else COLLIDING) | SCALARS
+    operands = (st.sampled_from(near) if near else COLLIDING) | SCALARS | CONTAINERS
     filters = data.draw(
         st.lists(st.dictionaries(paths, conditions(operands), min_size=1, max_size=3), max_size=8)
     )

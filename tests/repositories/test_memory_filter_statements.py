@@ -28,6 +28,10 @@ FILTERS: list[dict[str, Any]] = [
     {"n": {"$ne": None}},
     {"tag": {"$in": ["even", 1, None, True, 2.5]}},
     {"tag": {"$in": []}},
+    {"tags": ["a", 1, {"b": None}]},
+    {"o": {"$eq": {"x": [1.5, True]}}},
+    {"tags": {"$ne": []}},
+    {"tags": {"$in": [["a"], {"b": 1}, "c"]}},
 ]
 
 
@@ -53,6 +57,8 @@ def test_shapes_leave_out_values_but_not_types() -> None:
     assert shape({"a": True}) != shape({"a": False})
     assert shape({"a": {"$in": [1, 2]}}) != shape({"a": {"$in": [1]}})
     assert shape({"a.b": 1}) != shape({"a": 1})
+    assert shape({"a": ["x"]}) == shape({"a": [1, {"b": 2}]})
+    assert shape({"a": ["x"]}) != shape({"a": {"$eq": {"x": 1}}})
 
 
 async def test_searches_of_one_shape_find_what_their_values_select(db: Database) -> None:
@@ -85,3 +91,5 @@ async def test_searches_of_one_shape_find_what_their_values_select(db: Database)
         assert await keys({"tag": {"$in": ["even", 7]}}) == ["k0", "k2"]
         assert await keys({"tag": "even", "n": {"$lt": 3}}) == ["k0"]
         assert await keys({"tag": "odd", "n": {"$lt": 3}}) == []
+        assert await keys({"a": {"$eq": {"b": "y"}}}) == ["k1", "k2"]
+        assert await keys({"a": {"$eq": {"b": "x"}}}) == ["k0"]

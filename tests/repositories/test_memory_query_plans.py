@@ -72,6 +72,8 @@ async def _retrieval_workload(memory: MemoryService, task_id: str) -> None:
             {"s": "x", "o.p": {"$gt": 0}},
             {"s": {"$lte": "y", "$gt": "a"}, "n": None, "b": True},
             everything,
+            {"o.p": {"$ne": [1]}, "o": {"$in": [{"p": 1}, []]}},
+            {"o": {"$eq": {"p": 1}}, "s": ["x"]},
         ):
             await memory.search_memories("user", filter=filter, offset=1)
             await memory.search_memories("user:t1", "semantic", filter=filter, limit=5)

@@ -165,6 +165,41 @@ async def test_filters_follow_json_types(db: Database, task_id: str) -> None:
     assert await keys(db, "user", filter={"priority": 3}) == ["n1", "out"]
 
 
+async def test_list_and_object_operands_compare_structurally(db: Database, task_id: str) -> None:
+    """A list or object operand equals a stored value of the same structure, as
+    jsonb equality has it on both backends: members by name in any order,
+    numbers by value, lists in order, never a boolean for a number."""
+    values: dict[str, Any] = {
+        "l": {"tags": ["draft", 1, {"a": True, "b": [2.5, None]}]},
+        "e": {"tags": []},
+        "o": {"tags": {"x": 1, "y": {"z": "w"}}},
+        "n": {"tags": [1.0]},
+        "b": {"tags": [True]},
+        "s": {"tags": '["draft"]'},  # a string holding JSON text is a string
+        "d": {"tags": "draft"},
+    }
+    for key, value in values.items():
+        await db.memory.put_memory("user:a", key, value, "semantic", by="a", task_id=task_id)
+    assert await keys(db, filter={"tags": ["draft", 1, {"b": [2.5, None], "a": True}]}) == ["l"]
+    assert await keys(db, filter={"tags": ["draft", 1.0, {"a": True, "b": [2.5, None]}]}) == ["l"]
+    assert await keys(db, filter={"tags": [1, "draft", {"a": True, "b": [2.5, None]}]}) == []
+    assert await keys(db, filter={"tags": ["draft", 1, {"a": True, "b": [2.5]}]}) == []
+    assert await keys(db, filter={"tags": ["draft", 1, {"a": 1, "b": [2.5, None]}]}) == []
+    assert await keys(db, filter={"tags": ["draft"]}) == []
+    assert await keys(db, filter={"tags": []}) == ["e"]
+    assert await keys(db, filter={"tags": [1]}) == ["n"]  # 1 is 1.0, never true
+    assert await keys(db, filter={"tags": [True]}) == ["b"]
+    assert await keys(db, filter={"tags": {"$eq": {"y": {"z": "w"}, "x": 1.0}}}) == ["o"]
+    assert await keys(db, filter={"tags": {"$eq": {"x": 1}}}) == []
+    assert await keys(db, filter={"tags": {"$eq": {}}}) == []
+    assert await keys(db, filter={"tags": {"$ne": [1]}}) == ["b", "d", "e", "l", "o", "s"]
+    assert await keys(db, filter={"tags": {"$in": [[1], {"x": 1, "y": {"z": "w"}}, "draft"]}}) == [
+        "d", "n", "o",
+    ]  # fmt: skip
+    assert await keys(db, filter={"tags.y": {"$eq": {"z": "w"}}}) == ["o"]
+    assert await keys(db, filter={"missing": []}) == []
+
+
 @pytest.mark.parametrize(
     ("filter", "message"),
     [
@@ -176,8 +211,11 @@ async def test_filters_follow_json_types(db: Database, task_id: str) -> None:
         ({"a": {"$in": 3}}, r"\$in"),
         ({"a": {"$gt": None}}, "numbers or strings"),
         ({"a": {"$lt": True}}, "numbers or strings"),
-        ({"a": [1, 2]}, "scalars"),
-        ({"a": {"$eq": {"b": 1}}}, "scalars"),
+        ({"a": {"$gt": [1]}}, "scalars"),
+        ({"a": [float("nan")]}, "filter"),
+        ({"a": {"$eq": {"b": "x\x00"}}}, "NUL"),
+        ({"a": {"$in": [[2**64]]}}, "64 bits"),
+        ({"a": (1, 2)}, "filter"),
         ({"a": b"x"}, "filter"),
         ({'a"b': 1}, "may not contain"),
         ({1: 1}, "non-empty strings"),

@@ -33,8 +33,20 @@ def _at(document: Any, field: str) -> Any:
     return document
 
 
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: same types all the way down (``True`` is not ``1``),
+    numbers by value, object members by name, list elements in order."""
+    if _kind(a) != _kind(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
 def _equal(found: Any, operand: Any) -> bool:
-    return found is not _MISSING and _kind(found) == _kind(operand) and found == operand
+    return found is not _MISSING and _same(found, operand)
 
 
 def _holds(found: Any, operator: str, operand: Any) -> bool:

@@ -61,25 +61,11 @@ TTL_IMPLEMENTATIONS = [SQLITE] + (
 
 CAN_LOAD_EXTENSIONS = hasattr(sqlite3.Connection, "enable_load_extension")
 
-ARRAY_FILTER = (
-    "filter={'tags': ['draft']} compares with a list; abathur's filters compare JSON "
-    "scalars only ('a list or object value equals nothing', and a list operand is a "
-    "ValidationError), the same on both backends; LangGraph's SQLite store compares "
-    "the JSON text"
-)
 # "module::test" -> reason, for every abathur run.
 XFAIL: dict[str, str] = {
     "test_store::test_vector_store_initialization": (
         "reads SqliteStore internals: store.embeddings (the langchain Embeddings object "
         "LangGraph builds from the config) and store.conn (its sqlite3 connection)"
-    ),
-    "test_store::test_search_items": ARRAY_FILTER,
-    "test_async_store::test_search_items": ARRAY_FILTER,
-    "test_store::test_sql_injection_vulnerability": (
-        "abathur binds every filter path as a parameter and accepts any field name "
-        "without '\"', '\\\\' or control characters; this key (its last segment is "
-        "empty) is refused with abathur's own ValidationError message ('... has an "
-        "empty segment'), not LangGraph's SQLite wording 'Invalid filter key'"
     ),
 }
 
