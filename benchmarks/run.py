@@ -42,7 +42,7 @@ from sqlalchemy import event
 from abathur.db.sqlite import worker as worker_module
 from abathur.db.sqlite.worker import run_in_worker
 from abathur.infrastructure.database import Database
-from benchmarks import postgres
+from benchmarks import pg_peers, postgres
 from benchmarks.baselines import AsyncBaseline, SyncBaseline, dumps, now
 from benchmarks.report import Figure, machine, print_targets, write_results
 
@@ -1219,7 +1219,8 @@ def render(result: dict[str, Any], png: str | None) -> str:
 
 def render_postgres(result: dict[str, Any]) -> list[str]:
     if result.get("postgres"):
-        return postgres.render(result["postgres"])
+        pg = result["postgres"]
+        return [*postgres.render(pg), "", *pg_peers.render(pg.get("peers"))]
     return [
         "## PostgreSQL",
         "",
@@ -1260,7 +1261,13 @@ async def measure_postgres(bench: Bench, args: argparse.Namespace) -> dict[str, 
     seconds = args.scale_seconds
     if seconds is None:
         seconds = 2.0 if args.quick else 10.0
-    return await postgres.run(bench, url, seconds)
+    result = await postgres.run(bench, url, seconds)
+    result["peers"] = await pg_peers.run(bench, url)
+    return result
+
+
+def postgres_targets(pg: dict[str, Any]) -> list[dict[str, Any]]:
+    return postgres.targets(pg) + pg_peers.targets(pg["peers"])
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -1274,7 +1281,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "machine": machine(),
                 "iterations": args.iterations,
                 "postgres": pg,
-                "targets": postgres.targets(pg),
+                "targets": postgres_targets(pg),
             }
         await bench.sessions()
         await bench.memory()
@@ -1297,7 +1304,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 figures, ratios(figures), bench.lengths, bench.table_sizes, bench.search_hits
             )
             + peer_targets(peers)
-            + (postgres.targets(pg) if pg else []),
+            + (postgres_targets(pg) if pg else []),
             "peers": peers,
             "peers_note": bench.peers_note,
             "profile": profile,

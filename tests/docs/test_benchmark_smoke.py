@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,11 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from benchmarks import pg_peers
 from benchmarks import postgres as pg
 from benchmarks.pg_baselines import RawPostgres
 from benchmarks.round_trips import RoundTrips, watch
-from benchmarks.run import EVENT, IMPLS, Contestants, main, migrated_file, prefill
+from benchmarks.run import EVENT, IMPLS, Bench, Contestants, main, migrated_file, prefill
 
 
 def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path) -> None:
@@ -230,6 +233,41 @@ def test_only_postgres_writes_its_report(tmp_path: Path, monkeypatch: pytest.Mon
         assert len(s["per_process"]) == 4 and s["ops"] > 0
         assert s["lost"] == 0 and s["gaps"] == 0, s
     assert pg_result["concurrent"]["lost_events"] == 0
+    # The framework peers on PostgreSQL (the dev and bench extras install google-adk,
+    # langgraph-checkpoint-postgres and psycopg; make test-lowest does not).
+    peers = pg_result["peers"]
+    expected = set()
+    if importlib.util.find_spec("google.adk") is not None:
+        expected |= {"ADK create_session", "ADK append_event", "ADK get_session (100 events)"}
+    if importlib.util.find_spec("psycopg") is not None:
+        expected |= {
+            "LangGraph put (new key)",
+            "LangGraph put (update)",
+            "LangGraph get",
+            "LangGraph search (10 of 100)",
+            "LangGraph search (filter, 10 of 100)",
+            "LangGraph search (20 of 200)",
+            "core put_memory (new key) vs LangGraph put",
+            "core put_memory (update) vs LangGraph put",
+            "core search_memories (20 of 200) vs LangGraph search",
+        }
+    assert {r["op"] for r in peers["ratios"]} == expected
+    assert all(r["abathur"]["p50_us"] > 0 and r["peer"]["p50_us"] > 0 for r in peers["ratios"])
+    assert len(peers["notes"]) == 2 - bool(expected & {"ADK append_event"}) - bool(
+        expected & {"LangGraph get"}
+    )
     report = (tmp_path / "performance_validation_postgres.md").read_text()
     assert "## PostgreSQL" in report and "### Scale-out" in report and "round trips" in report
+    assert "### Peers on PostgreSQL" in report
     assert not (tmp_path / "performance_validation_milestone2.md").exists()
+
+
+async def test_postgres_peers_say_why_they_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without psycopg and langgraph-checkpoint-postgres (make test-lowest) the
+    LangGraph peer is skipped with the reason, before any connection."""
+    monkeypatch.setitem(sys.modules, "langgraph.store.postgres.aio", None)
+    bench = Bench(tmp_path, 5, quick=True)
+    figures, note = await pg_peers.langgraph(bench, "postgresql+asyncpg://nobody@127.0.0.1:1/x")
+    assert figures == [] and note and note.startswith("LangGraph on PostgreSQL not measured")
