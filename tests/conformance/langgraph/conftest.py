@@ -11,6 +11,11 @@ fixture, parametrized here):
   builds itself is ours. The PostgreSQL runs are skipped when
   ``ABATHUR_TEST_POSTGRES_URL`` is unset, like the rest of the suite.
 
+- ``langgraph-postgres``: the control of test_pg_store.py / test_pg_async_store.py
+  (langgraph-checkpoint-postgres 3.2.0's own tests), LangGraph's
+  ``PostgresStore`` / ``AsyncPostgresStore`` on a fresh schema, built by those
+  files' ``store`` fixtures through ./pg_stores.py, as are abathur's stores there.
+
 Upstream's ``memory``/``file`` connection parameters mean two kinds of SQLite
 connection; for abathur both would be the same fresh database, so the
 abathur runs keep only ``memory`` (which gives them a fresh database file or
@@ -37,9 +42,16 @@ from tests.conformance.langgraph.abathur_stores import (
     AsyncFactory,
     SyncFactory,
 )
+from tests.conformance.langgraph.pg_stores import PG_CONTROL
 
 CONTROL = "sqlite"
 IMPLEMENTATIONS = [CONTROL, SQLITE, POSTGRES]
+# The PostgreSQL store's files (test_pg_*.py, langgraph-checkpoint-postgres's own
+# tests): their control is LangGraph's PostgresStore / AsyncPostgresStore
+# (./pg_stores.py), run on ABATHUR_TEST_POSTGRES_URL.
+PG_MODULES = {"test_pg_store", "test_pg_async_store"}
+PG_IMPLEMENTATIONS = [PG_CONTROL, SQLITE, POSTGRES]
+CONTROLS = {CONTROL, PG_CONTROL}
 
 # Tests of LangGraph's SQLite store internals (its migrations, private helpers,
 # the SQL text it generates, its connection and embeddings attributes).
@@ -79,6 +91,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [CONTROL]
     elif module in TTL_MODULES:
         params = TTL_IMPLEMENTATIONS
+    elif module in PG_MODULES:
+        params = PG_IMPLEMENTATIONS
     else:
         params = IMPLEMENTATIONS
     metafunc.parametrize("implementation", params, indirect=True)
@@ -94,17 +108,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         implementation = callspec.params["implementation"]
         params = callspec.params
-        duplicate = implementation != CONTROL and "file" in (
-            params.get("store"),
-            params.get("conn_string"),
-            params.get("conn_type"),
+        # One kind of connection for abathur: upstream's ``file`` (SQLite) and
+        # ``pipe`` / ``pool`` (PostgreSQL) runs would repeat its ``memory`` /
+        # ``default`` run.
+        duplicate = implementation not in CONTROLS and bool(
+            {"file", "pipe", "pool"}
+            & {params.get("store"), params.get("conn_string"), params.get("conn_type")}
         )
         if duplicate:
             dropped.append(item)
             continue
         kept.append(item)
         name = getattr(item, "originalname", item.name)
-        if implementation == CONTROL:
+        if implementation in CONTROLS:
             if "fake_embeddings" in item.fixturenames and not CAN_LOAD_EXTENSIONS:  # type: ignore[attr-defined]
                 item.add_marker(
                     pytest.mark.skip(
@@ -134,7 +150,7 @@ def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """The store implementation under test; for abathur, the module's store
     classes are rebound to abathur's factories."""
     name = str(getattr(request, "param", CONTROL))
-    if name != CONTROL:
+    if name not in CONTROLS:
         module = request.module
         if hasattr(module, "SqliteStore"):
             monkeypatch.setattr(module, "SqliteStore", SyncFactory(name))
