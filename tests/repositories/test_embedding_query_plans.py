@@ -29,6 +29,8 @@ async def _workload(db: Database, task_id: str) -> None:
     await memory.search_memories("user:u0", memory_type="episodic", limit=5, query="note")
     await memory.search_memories("user", query="note")  # warm cache
     await memory.search_memories("user", query="note", filter={"text": {"$ne": "x"}}, offset=1)
+    # List and object operands (SQLite: a json_tree comparison per candidate row).
+    await memory.search_memories("user", query="note", filter={"text": {"$ne": ["x", {"y": 1}]}})
     await memory.search_memories("user:u2", query="note", refresh_ttl=True)
     await memory.consolidate_memories("user:u0", "merge", task_id=task_id)
     await memory.restore_memory("user:u1", "k", 1, "me", task_id)
