@@ -296,10 +296,10 @@ def ratios(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for op, impls in by_op.items():
         (other,) = [impl for impl in impls if impl != "abathur"]
         name, goal_x = PEER_NAMES[other]
-        x = round(impls[other]["p50_us"] / impls["abathur"]["p50_us"], 2)
+        raw = impls[other]["p50_us"] / impls["abathur"]["p50_us"]
         rows.append(
             {"op": op, "abathur": impls["abathur"], "peer": impls[other], "peer_name": name,
-             "goal_x": goal_x, "x_faster": x, "met": x >= goal_x}
+             "goal_x": goal_x, "x_faster": round(raw, 2), "met": raw >= goal_x}
         )  # fmt: skip
     return rows
 
