@@ -118,7 +118,15 @@ async def test_sql_filtering_equals_python_filtering(
     found = [(p, v) for value in values for p, v in leaves(value)]
     paths = st.sampled_from(sorted({p for p, _ in found} | set(PATHS)))
     near = [v for _, v in found] + [t for _, v in found for t in twins(v)]
-    operands = (st.sampled_from(near) if near else COLLIDING) | SCALARS | CONTAINERS
+    # The lists and objects found and their look-alikes get a branch of their
+    # own: among the many scalars they would seldom be drawn.
+    structured = [v for v in near if isinstance(v, list | dict)]
+    operands = (
+        (st.sampled_from(near) if near else COLLIDING)
+        | (st.sampled_from(structured) if structured else CONTAINERS)
+        | SCALARS
+        | CONTAINERS
+    )
     filters = data.draw(
         st.lists(st.dictionaries(paths, conditions(operands), min_size=1, max_size=3), max_size=8)
     )
@@ -131,3 +139,40 @@ async def test_sql_filtering_equals_python_filtering(
         got = await db.memory.search_memories(root, limit=1000, filter=filter)
         expected = sorted(f"k{i}" for i, value in enumerate(values) if matches(value, filter))
         assert sorted(r["key"] for r in got) == expected, filter
+
+
+NESTED = st.recursive(
+    COLLIDING, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(FIELDS), inner, max_size=3
+    ), max_leaves=6,
+)  # fmt: skip
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    stored=st.lists(st.lists(NESTED, max_size=3) | st.dictionaries(
+        st.sampled_from(FIELDS), NESTED, max_size=3), min_size=1, max_size=6),
+    data=st.data(),
+)  # fmt: skip
+async def test_list_and_object_equality_equals_python_equality(
+    db: Database, task_id: str, stored: list[Any], data: st.DataObject
+) -> None:
+    """List and object operands, drawn from the stored lists and objects and
+    their look-alikes (reordered, an element of the other number type or JSON
+    type, one more or one less), select what JSON equality selects."""
+    candidates = stored + [t for v in stored for t in twins(v)]
+    operands = data.draw(st.lists(st.sampled_from(candidates), min_size=1, max_size=6))
+    root = f"user:{uuid.uuid4().hex}"
+    for i, value in enumerate(stored):
+        await db.memory.put_memory(root, f"k{i}", {"a": value}, "semantic", by="p", task_id=task_id)
+    for operand in operands:
+        for filter in ({"a": {"$eq": operand}}, {"a": {"$ne": operand}}, {"a": {"$in": [operand]}}):
+            got = await db.memory.search_memories(root, limit=1000, filter=filter)
+            expected = sorted(
+                f"k{i}" for i, value in enumerate(stored) if matches({"a": value}, filter)
+            )
+            assert sorted(r["key"] for r in got) == expected, filter
