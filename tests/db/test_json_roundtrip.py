@@ -206,7 +206,8 @@ async def test_state_merges_replace_whole_keys(
 @pytest.mark.parametrize(
     "stored",
     [None, "2026-01-31 12:00:00.000001", "2026-01-31 12:00:00", "2026-01-31 12:00:00.5",
-     "2026-01-31T12:00:00+02:00"],
+     "2026-01-31T12:00:00+02:00", "2026-01-31 12:00:00.123+01", "2026-01-31 12:00:00.12345Z",
+     "2026-01-31 12:00:00+01:00"],
 )  # fmt: skip
 def test_sqlite_result_processors_convert_as_the_decorators_do(stored: str | None) -> None:
     """The SQLite result processors of the JSON and timestamp columns (one
@@ -225,6 +226,7 @@ def test_sqlite_result_processors_convert_as_the_decorators_do(stored: str | Non
     expected = stamp.process_result_value(None if stored is None else parse(stored), dialect)
     assert processor(stored) == expected
     assert stored is None or processor(stored).tzinfo is UTC
+    assert repr(processor(stored)) == repr(expected)
     document = JSONDocument()
     to_value = document.result_processor(dialect, None)
     assert to_value is not None
