@@ -507,9 +507,14 @@ class AbathurStore(BaseStore):
             refresh_ttl=self._refresh(op.refresh_ttl),
             query=query,
         )
+        # Results share few namespaces: each is decoded once.
+        tuples: dict[str, tuple[str, ...]] = {}
+        for r in rows:
+            if r["namespace"] not in tuples:
+                tuples[r["namespace"]] = langgraph_namespace(r["namespace"], self.root)
         return [
             SearchItem(
-                namespace=langgraph_namespace(r["namespace"], self.root),
+                namespace=tuples[r["namespace"]],
                 key=r["key"],
                 value=r["value"],
                 created_at=r["created_at"],

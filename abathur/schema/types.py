@@ -66,6 +66,39 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        """On SQLite, the text's parse (the dialect's own) and
+        ``process_result_value`` in one function: reads convert every
+        timestamp of every row. The text we store (``2026-01-31 12:00:00``,
+        with or without six digits of microseconds) is read with its zone
+        by ``fromisoformat``: several times faster than a naive parse and
+        ``replace(tzinfo=UTC)``, and the same datetime; any other text takes
+        the dialect's parse."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        parse = self.load_dialect_impl(dialect).result_processor(dialect, coltype)
+        if parse is None:  # pragma: no cover - SQLite's DATETIME always parses text
+            return super().result_processor(dialect, coltype)
+        read_utc = datetime.fromisoformat
+
+        def process(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            if type(value) is str and len(value) in _STORED_LENGTHS and value[10] == " ":
+                try:
+                    return read_utc(value + "+00:00")
+                except ValueError:
+                    pass
+            parsed: datetime = parse(value)  # type: ignore[assignment]
+            if parsed.tzinfo is None:
+                return parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC)
+
+        return process
+
+
+_STORED_LENGTHS = (19, 26)  # len("2026-01-31 12:00:00"), with ".000000"
+
 
 class JSONDocument(TypeDecorator[Any]):
     """JSON stored as TEXT on SQLite and JSONB on PostgreSQL.
@@ -91,3 +124,14 @@ class JSONDocument(TypeDecorator[Any]):
         if value is None or dialect.name == "postgresql":
             return value
         return loads(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        """On SQLite, ``loads`` itself (``process_result_value`` without the
+        decorator's generic wrapping): every read parses its documents."""
+        if dialect.name == "postgresql":
+            return super().result_processor(dialect, coltype)
+        return _load_document
+
+
+def _load_document(value: Any) -> Any:
+    return None if value is None else loads(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
-from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps
+from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps, loads
 
 scalars = (
     st.none()
@@ -106,6 +107,27 @@ def test_dumps_is_strict_compact_json(value: Any) -> None:
     assert dumps(value) == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(value=json_values, before=st.sampled_from(["", " ", "\n\t"]),
+       after=st.sampled_from(["", " ", "\r\n"]))  # fmt: skip
+def test_loads_reads_what_json_loads_reads(value: Any, before: str, after: str) -> None:
+    """The scanner fast path gives ``json.loads``' result, whitespace around or not."""
+    text = before + dumps(value) + after
+    assert loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["", " ", "\ufeff{}", "{} x", "[1] [2]", '{"a":', "nul", "1 2", "[1,]", '"\\ud800"x']
+)
+def test_loads_refuses_what_json_loads_refuses(text: str) -> None:
+    """Errors and messages are ``json.loads``' own."""
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError) as found:
+        loads(text)
+    assert str(found.value) == str(expected.value)
+
+
 def _deep(depth: int, inner: Any = 0) -> Any:
     """``depth`` containers, alternating objects and arrays, around ``inner``."""
     value = inner
@@ -179,3 +201,34 @@ async def test_state_merges_replace_whole_keys(
     if db.is_sqlite:
         assert stored["state"] == expected
     assert as_json_numbers(stored["state"]) == as_json_numbers(expected)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [None, "2026-01-31 12:00:00.000001", "2026-01-31 12:00:00", "2026-01-31 12:00:00.5",
+     "2026-01-31T12:00:00+02:00", "2026-01-31 12:00:00.123+01", "2026-01-31 12:00:00.12345Z",
+     "2026-01-31 12:00:00+01:00"],
+)  # fmt: skip
+def test_sqlite_result_processors_convert_as_the_decorators_do(stored: str | None) -> None:
+    """The SQLite result processors of the JSON and timestamp columns (one
+    function each) give what the dialect's parse followed by
+    ``process_result_value`` gives."""
+    from sqlalchemy.dialects import sqlite
+
+    from abathur.schema.types import JSONDocument, UTCDateTime
+
+    dialect = sqlite.dialect()
+    stamp = UTCDateTime()
+    parse = stamp.load_dialect_impl(dialect).result_processor(dialect, None)
+    assert parse is not None
+    processor = stamp.result_processor(dialect, None)
+    assert processor is not None
+    expected = stamp.process_result_value(None if stored is None else parse(stored), dialect)
+    assert processor(stored) == expected
+    assert stored is None or processor(stored).tzinfo is UTC
+    assert repr(processor(stored)) == repr(expected)
+    document = JSONDocument()
+    to_value = document.result_processor(dialect, None)
+    assert to_value is not None
+    for text in (None, '{"a":[1,2.5,"x"]}', " {} "):
+        assert to_value(text) == document.process_result_value(text, dialect)
