@@ -110,6 +110,28 @@ def _as_one_statement(work: Callable[[Connection], T], conn: Connection) -> T:
     return result
 
 
+def _as_one_write(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A write unit of one statement on PostgreSQL, in autocommit: the
+    statement is its own transaction, and its own COMMIT.
+
+    A connection already closed when the unit starts sent nothing: that is an
+    ordinary connection fault, retried on a new connection. A connection lost
+    while the statement ran leaves its outcome unknown, as a COMMIT lost would
+    (``CommitOutcomeUnknownError``): the unit is not run again.
+    """
+    driver = conn.connection.driver_connection
+    closed = getattr(driver, "is_closed", None)
+    if closed is not None and closed():
+        conn.invalidate()
+        raise ConnectionResetError("the pooled connection was closed before the unit began")
+    try:
+        return _as_one_statement(work, conn)
+    except Exception as exc:
+        if db_errors.is_connection_fault(exc):
+            raise _commit_unknown(exc) from exc
+        raise
+
+
 def _with_orm_session(work: Callable[[orm.Session], T], conn: Connection) -> T:
     """``work`` over an ORM session inside ``conn``'s transaction.
 
@@ -360,7 +382,8 @@ class Storage:
     async def write(self, work: Callable[[Connection], T], *, one_statement: bool = False) -> T:
         """Run ``work(connection)``, a plain function of Core statements, in one
         write transaction, retrying it whole on lock contention, like ``run()``.
-        ``one_statement`` as for ``read()``."""
+        ``one_statement`` as for ``read()``; on PostgreSQL a connection lost
+        while that one statement ran is ``CommitOutcomeUnknownError``."""
         return await self._unit(work, write=True, one_statement=one_statement)
 
     async def _unit(
@@ -380,12 +403,14 @@ class Storage:
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
     ) -> T:
         # One statement is atomic and reads one snapshot on its own: SQLite's
-        # fast path sends it without BEGIN/COMMIT, and a one-statement read on
-        # PostgreSQL runs in autocommit (two round trips fewer). A write keeps
-        # its transaction there: a COMMIT lost with the connection must stay
-        # distinguishable from a statement that never ran.
-        autocommit = one_statement and not write and not self.is_sqlite
-        if (one_statement and self._direct) or autocommit:
+        # fast path sends it without BEGIN/COMMIT, and on PostgreSQL it runs in
+        # autocommit (two round trips fewer). A write there is its own COMMIT:
+        # a connection lost while it ran leaves its outcome unknown
+        # (``_as_one_write``), as a lost COMMIT does.
+        autocommit = one_statement and not self.is_sqlite
+        if autocommit and write:
+            body = partial(_as_one_write, work)
+        elif (one_statement and self._direct) or autocommit:
             body = partial(_as_one_statement, work)
         else:
             body = partial(_in_transaction if write else _in_read_transaction, work)
@@ -396,7 +421,9 @@ class Storage:
         if self._group is not None:
             result = await self._group.submit(work, body)
         else:
-            result = await self._retrying(lambda: self._on_connection(body, write=True))
+            result = await self._retrying(
+                lambda: self._on_connection(body, write=True, autocommit=autocommit)
+            )
         self._wrote()
         return result
 
