@@ -49,7 +49,9 @@ RETRY_MAX_DELAY = 0.5
 # Connections a SQLite Storage keeps open between units of work, per kind
 # (readers; writers, whose transactions begin IMMEDIATE): opening one costs as
 # much as dozens of reads. Units take turns (see Storage.__init__), so one of
-# each is the norm; more appear only beside ``transaction()`` users.
+# each is the norm; more appear only beside ``transaction()`` users. A
+# PostgreSQL Storage keeps as many in autocommit, for one-statement units
+# (they count toward the engine's pool size).
 IDLE_CONNECTIONS = 4
 # A unit whose connection was lost (or could not be made) before it committed
 # is run again, for this long at most: long enough for a server restart.
@@ -187,6 +189,10 @@ class Storage:
         # (db.sqlite.support.supports_fast_path); SQLAlchemy's stock path otherwise.
         self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
         self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
+        # PostgreSQL: connections already in autocommit, for one-statement
+        # units (``_autocommit``): a pool checkout, the isolation switch and its
+        # reset cost more than the unit's statement on the direct path.
+        self._idle_autocommit: list[AsyncConnection] = []
         self._closed = False
         # A file database on the direct path: writers that queue on the writer
         # lock commit together (group_commit), and WAL checkpoints run in the
@@ -257,7 +263,7 @@ class Storage:
             if t
         ]:
             await asyncio.wait(pending)
-        for idle in self._idle.values():
+        for idle in (*self._idle.values(), self._idle_autocommit):
             while idle:
                 await idle.pop().close()
         await self.engine.dispose()
@@ -438,6 +444,8 @@ class Storage:
         async with self._exclusive(), turn or nullcontext():
             if self._direct:
                 return await self._in_worker(fn, write=write)
+            if autocommit:
+                return await self._autocommit(fn)
             async with self.engine.connect() as conn:
                 options = (
                     {"isolation_level": "AUTOCOMMIT"}
@@ -460,6 +468,24 @@ class Storage:
             return await run_unit_in_worker(conn, fn)
         finally:
             await self._checkin(conn, write)
+
+    async def _autocommit(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on one of this Storage's PostgreSQL connections in autocommit."""
+        idle = self._idle_autocommit
+        if idle:
+            conn = idle.pop()
+        else:
+            conn = await self.engine.connect()
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if conn.get_transaction() is not None:
+                await conn.rollback()
+            return await conn.run_sync(fn)
+        finally:
+            if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
+                await conn.close()
+            else:
+                idle.append(conn)
 
     async def _write_batch(self, body: Callable[[Connection], T]) -> T:
         """Group commit's runner: the writer lock is already held."""

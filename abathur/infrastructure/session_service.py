@@ -172,6 +172,22 @@ class SessionService:
                 found["state"] = {**row.state, **shared}
             return found
 
+        def whole(conn: Connection) -> SessionWithEvents | None:
+            row = SessionRepository(conn).get_whole(session_id)
+            if row is None:
+                return None
+            found: SessionWithEvents = {
+                **session_dict(row),
+                "events": row.events,
+                "last_seq": int(row.last_seq or 0),
+            }
+            if row.shared:
+                found["state"] = {**row.state, **row.shared}
+            return found
+
+        if not self._db.is_sqlite and query.after is None and query.recent_events is None:
+            # PostgreSQL: the whole session in one statement, one snapshot.
+            return await self._db.read(whole, one_statement=True)
         return await self._db.read(work)
 
     async def append_event(

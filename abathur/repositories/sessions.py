@@ -23,8 +23,10 @@ from sqlalchemy import (
     literal_column,
     select,
     tuple_,
+    type_coerce,
 )
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
 from abathur.db.errors import is_duplicate_key
@@ -33,7 +35,7 @@ from abathur.domain.clock import utcnow
 from abathur.domain.sessions import EventFields, NewSession, SessionFields, SessionQuery
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.repositories.base import dialect_name
-from abathur.schema.models import Session, SessionEvent
+from abathur.schema.models import Session, SessionEvent, SharedState
 from abathur.schema.types import JSONDocument
 from abathur.strict_json import JSONText, dumps, loads
 
@@ -87,6 +89,51 @@ def _with_last_seq(*fields: Any) -> Prepared:
 
 
 GET_WITH_LAST_SEQ = _with_last_seq(*SESSION_FIELDS)
+
+
+def _whole_pg() -> Prepared:
+    """PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
+    object) and its event documents in seq order (one JSON array), in one
+    statement: one snapshot, one round trip (``get_session``)."""
+    newest = (
+        select(func.max(SessionEvent.seq))
+        .where(SessionEvent.session_id == Session.id)
+        .scalar_subquery()
+    )
+    shared = (
+        select(
+            func.coalesce(
+                func.jsonb_object_agg(SharedState.key, SharedState.value),
+                literal_column("'{}'::jsonb"),
+            )
+        )
+        .where(
+            SharedState.app_name == Session.app_name,
+            SharedState.user_id.in_([literal_column("''"), Session.user_id]),
+        )
+        .scalar_subquery()
+    )
+    events = (
+        select(
+            func.coalesce(
+                func.jsonb_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
+                literal_column("'[]'::jsonb"),
+            )
+        )
+        .where(SessionEvent.session_id == Session.id)
+        .scalar_subquery()
+    )
+    return Prepared(
+        select(
+            *SESSION_FIELDS,
+            newest.label("last_seq"),
+            type_coerce(shared, JSONB).label("shared"),
+            type_coerce(events, JSONB).label("events"),
+        ).where(Session.id == bindparam("id"))
+    )
+
+
+GET_WHOLE_PG = _whole_pg()
 LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
 # The INSERT of a new session returns the shared state its app and user see,
 # as one JSON object (``SharedStateRepository.read``'s rows), so creating a
@@ -220,6 +267,12 @@ class SessionRepository:
             raise
         assert row is not None  # an INSERT of one row returns it
         return now, row.shared
+
+    def get_whole(self, session_id: str) -> Any | None:
+        """PostgreSQL: ``get_with_last_seq`` with ``shared`` (the shared state
+        it sees) and ``events`` (every event document, in seq order), read by
+        one statement."""
+        return GET_WHOLE_PG.first(self.executor, {"id": session_id})
 
     def get_with_last_seq(self, session_id: str) -> StoredSession | None:
         """The session with ``last_seq``, the seq of its newest event (None when
