@@ -1,7 +1,9 @@
-"""Revision 0010: ``abathur_write_memory`` exists at head on PostgreSQL, is
-gone after the downgrade to 0009 (rows kept, writes still possible once
-upgraded again), and takes the same bulk lock as ``put_memories``; SQLite has
-no such function and the revision changes nothing there."""
+"""Revisions 0010 and 0011: ``abathur_write_memory`` and
+``abathur_append_events`` exist at head on PostgreSQL, each is gone after the
+downgrade below its revision (rows kept, writes possible again once
+upgraded), and the memory function takes the same bulk lock as
+``put_memories``; SQLite has no such functions and the revisions change
+nothing there."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from tests.conftest import DbFactory
 
 M9 = "0009_memory_current_version"
 M10 = "0010_memory_write_function"
+M11 = "0011_session_append_function"
 
 
 async def _functions(db: Database) -> list[str]:
@@ -25,7 +28,8 @@ async def _functions(db: Database) -> list[str]:
             text(
                 "SELECT p.proname FROM pg_proc AS p "
                 "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
-                "WHERE n.nspname = current_schema() AND p.proname LIKE 'abathur%'"
+                "WHERE n.nspname = current_schema() AND p.proname LIKE 'abathur%' "
+                "ORDER BY p.proname"
             )
         )
         return [str(name) for (name,) in result]
@@ -44,13 +48,17 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M10
-    expected = [] if db.is_sqlite else ["abathur_write_memory"]
+    assert await db.current_revision() == M11
+    expected = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
     assert await _functions(db) == expected
     task_id = (await db.tasks.create_task("migration")).id
     await db.memory.put_memory("user:m", "k", {"v": 1}, "semantic", by="a", task_id=task_id)
     await db.memory.put_memory("user:m", "k", {"v": 2}, "semantic", by="a", task_id=task_id)
 
+    await db.sessions.create_session("s", "app", "u")
+    await db.sessions.append_event("s", {"n": 1})
+    await db.downgrade(M10)
+    assert await _functions(db) == ([] if db.is_sqlite else ["abathur_write_memory"])
     await db.downgrade(M9)
     assert await db.current_revision() == M9
     assert await _functions(db) == []
@@ -63,6 +71,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     )
     assert written["version"] == 3
     assert await _versions(db) == [("k", 1, False), ("k", 2, False), ("k", 3, True)]
+    assert await db.sessions.append_events("s", [{"n": 2}]) == 2
 
 
 def test_the_function_takes_the_bulk_lock_of_put_memories() -> None:

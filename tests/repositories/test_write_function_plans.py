@@ -1,5 +1,5 @@
-"""Every statement inside ``abathur_write_memory`` (revision 0010) is served
-by an index, on PostgreSQL.
+"""Every statement inside ``abathur_write_memory`` (revision 0010) and
+``abathur_append_events`` (revision 0011) is served by an index, on PostgreSQL.
 
 The EXPLAIN of the call itself only shows a function scan, so the plans of
 the statements the function runs are taken by ``auto_explain`` with nested
@@ -8,7 +8,7 @@ tiny test tables make sequential scans the cheapest plan, and the question
 is what the planner uses once a table is large), sent back to the client as
 notices. A workload takes every branch of the function: a new key, a live
 key, a deleted one, an expired one, an expiry set, changed and cleared, and
-each refusal.
+each refusal; appends to an open session, a stale one, a closed one and none.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from abathur.errors import AlreadyExistsError, NotFoundError
+from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, StaleSessionError
 from abathur.infrastructure.database import Database
 from tests.conftest import pg_schema
 from tests.support.memory_model import controlled_clock
@@ -49,6 +49,10 @@ INNER = (
     "UPDATE memory_expiry",
     "INSERT INTO memory_expiry",
     "INSERT INTO audit",
+    "FROM sessions WHERE sessions.id = p_session_id FOR UPDATE",
+    "SELECT max(session_events.seq)",
+    "INSERT INTO session_events",
+    "UPDATE sessions SET state",
 )
 
 
@@ -70,6 +74,18 @@ async def _workload(db: Database, task_id: str) -> None:
             await m.update_memory("user:p", "gone", {"v": 7}, "me", task_id)
         with pytest.raises(NotFoundError):
             await m.add_memory("user:p", "x", {"v": 7}, "semantic", "me", "no such task")
+    s = db.sessions
+    await s.create_session("open", "app", "u")
+    await s.append_event("open", {"n": 1}, {"k": 1})
+    await s.append_events("open", [{"n": 2}, {"n": 3}], expected_seq=1)
+    with pytest.raises(StaleSessionError):
+        await s.append_event("open", {"n": 4}, expected_seq=1)
+    await s.create_session("closed", "app", "u")
+    await s.terminate_session("closed")
+    with pytest.raises(ConflictError):
+        await s.append_event("closed", {"n": 1})
+    with pytest.raises(NotFoundError):
+        await s.append_event("none", {"n": 1})
 
 
 def _plans(notices: list[str]) -> dict[str, str]:
@@ -80,12 +96,12 @@ def _plans(notices: list[str]) -> dict[str, str]:
         if match is None:
             continue
         query = " ".join(match.group(1).split())
-        if "abathur_write_memory" not in query:  # the call itself: a function scan
+        if "abathur_" not in query:  # the call itself: a function scan
             found.setdefault(query, match.group(2))
     return found
 
 
-async def test_every_statement_of_the_write_function_uses_an_index() -> None:
+async def test_every_statement_of_the_write_functions_uses_an_index() -> None:
     assert PG_URL
     notices: list[str] = []
     async with pg_schema(migrated=True) as schema:
