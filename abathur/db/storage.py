@@ -447,11 +447,7 @@ class Storage:
             if autocommit:
                 return await self._autocommit(fn)
             async with self.engine.connect() as conn:
-                options = (
-                    {"isolation_level": "AUTOCOMMIT"}
-                    if autocommit
-                    else self._transaction_options(write)
-                )
+                options = self._transaction_options(write)
                 if options:
                     conn = await conn.execution_options(**options)
                 return await conn.run_sync(fn)
