@@ -219,6 +219,10 @@ async def compare(bench: Bench, url: str) -> dict[str, Any]:
 
         counters = {"abathur": RoundTrips(), "asyncpg": RoundTrips()}
         watch(db.engine, counters["abathur"])
+        # and the connections the Storage keeps idle in autocommit (PostgreSQL
+        # one-statement units), which the pool never checks out again
+        for idle in db._idle_autocommit:
+            count_on(idle.sync_connection.connection.driver_connection, counters["abathur"])  # type: ignore[union-attr]
         count_on(raw.conn, counters["asyncpg"])
         check = await check_counter(raw)
         count_on(raw.conn, counters["asyncpg"])

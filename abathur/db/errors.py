@@ -53,6 +53,17 @@ def sqlstate(exc: BaseException) -> str | None:
     return code if isinstance(code, str) else None
 
 
+def error_detail(exc: BaseException) -> str | None:
+    """The DETAIL field of a PostgreSQL error (asyncpg's ``detail``), looked
+    for on the driver's exception and on what SQLAlchemy's adapter wrapped."""
+    orig = getattr(exc, "orig", exc)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        detail = getattr(candidate, "detail", None)
+        if isinstance(detail, str):
+            return detail
+    return None
+
+
 def sqlite_code(exc: BaseException) -> int | None:
     """The SQLite extended result code of a driver error, if it has one."""
     orig = getattr(exc, "orig", exc)

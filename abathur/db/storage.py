@@ -49,7 +49,9 @@ RETRY_MAX_DELAY = 0.5
 # Connections a SQLite Storage keeps open between units of work, per kind
 # (readers; writers, whose transactions begin IMMEDIATE): opening one costs as
 # much as dozens of reads. Units take turns (see Storage.__init__), so one of
-# each is the norm; more appear only beside ``transaction()`` users.
+# each is the norm; more appear only beside ``transaction()`` users. A
+# PostgreSQL Storage keeps as many in autocommit, for one-statement units
+# (they count toward the engine's pool size).
 IDLE_CONNECTIONS = 4
 # A unit whose connection was lost (or could not be made) before it committed
 # is run again, for this long at most: long enough for a server restart.
@@ -110,6 +112,28 @@ def _as_one_statement(work: Callable[[Connection], T], conn: Connection) -> T:
     return result
 
 
+def _as_one_write(work: Callable[[Connection], T], conn: Connection) -> T:
+    """A write unit of one statement on PostgreSQL, in autocommit: the
+    statement is its own transaction, and its own COMMIT.
+
+    A connection already closed when the unit starts sent nothing: that is an
+    ordinary connection fault, retried on a new connection. A connection lost
+    while the statement ran leaves its outcome unknown, as a COMMIT lost would
+    (``CommitOutcomeUnknownError``): the unit is not run again.
+    """
+    driver = conn.connection.driver_connection
+    closed = getattr(driver, "is_closed", None)
+    if closed is not None and closed():
+        conn.invalidate()
+        raise ConnectionResetError("the pooled connection was closed before the unit began")
+    try:
+        return _as_one_statement(work, conn)
+    except Exception as exc:
+        if db_errors.is_connection_fault(exc):
+            raise _commit_unknown(exc) from exc
+        raise
+
+
 def _with_orm_session(work: Callable[[orm.Session], T], conn: Connection) -> T:
     """``work`` over an ORM session inside ``conn``'s transaction.
 
@@ -165,6 +189,10 @@ class Storage:
         # (db.sqlite.support.supports_fast_path); SQLAlchemy's stock path otherwise.
         self._direct = isinstance(self.engine.dialect.dbapi, LeanDBAPI)
         self._idle: dict[bool, list[AsyncConnection]] = {False: [], True: []}
+        # PostgreSQL: connections already in autocommit, for one-statement
+        # units (``_autocommit``): a pool checkout, the isolation switch and its
+        # reset cost more than the unit's statement on the direct path.
+        self._idle_autocommit: list[AsyncConnection] = []
         self._closed = False
         # A file database on the direct path: writers that queue on the writer
         # lock commit together (group_commit), and WAL checkpoints run in the
@@ -235,7 +263,7 @@ class Storage:
             if t
         ]:
             await asyncio.wait(pending)
-        for idle in self._idle.values():
+        for idle in (*self._idle.values(), self._idle_autocommit):
             while idle:
                 await idle.pop().close()
         await self.engine.dispose()
@@ -360,7 +388,8 @@ class Storage:
     async def write(self, work: Callable[[Connection], T], *, one_statement: bool = False) -> T:
         """Run ``work(connection)``, a plain function of Core statements, in one
         write transaction, retrying it whole on lock contention, like ``run()``.
-        ``one_statement`` as for ``read()``."""
+        ``one_statement`` as for ``read()``; on PostgreSQL a connection lost
+        while that one statement ran is ``CommitOutcomeUnknownError``."""
         return await self._unit(work, write=True, one_statement=one_statement)
 
     async def _unit(
@@ -380,12 +409,14 @@ class Storage:
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
     ) -> T:
         # One statement is atomic and reads one snapshot on its own: SQLite's
-        # fast path sends it without BEGIN/COMMIT, and a one-statement read on
-        # PostgreSQL runs in autocommit (two round trips fewer). A write keeps
-        # its transaction there: a COMMIT lost with the connection must stay
-        # distinguishable from a statement that never ran.
-        autocommit = one_statement and not write and not self.is_sqlite
-        if (one_statement and self._direct) or autocommit:
+        # fast path sends it without BEGIN/COMMIT, and on PostgreSQL it runs in
+        # autocommit (two round trips fewer). A write there is its own COMMIT:
+        # a connection lost while it ran leaves its outcome unknown
+        # (``_as_one_write``), as a lost COMMIT does.
+        autocommit = one_statement and not self.is_sqlite
+        if autocommit and write:
+            body = partial(_as_one_write, work)
+        elif (one_statement and self._direct) or autocommit:
             body = partial(_as_one_statement, work)
         else:
             body = partial(_in_transaction if write else _in_read_transaction, work)
@@ -396,7 +427,9 @@ class Storage:
         if self._group is not None:
             result = await self._group.submit(work, body)
         else:
-            result = await self._retrying(lambda: self._on_connection(body, write=True))
+            result = await self._retrying(
+                lambda: self._on_connection(body, write=True, autocommit=autocommit)
+            )
         self._wrote()
         return result
 
@@ -411,12 +444,10 @@ class Storage:
         async with self._exclusive(), turn or nullcontext():
             if self._direct:
                 return await self._in_worker(fn, write=write)
+            if autocommit:
+                return await self._autocommit(fn)
             async with self.engine.connect() as conn:
-                options = (
-                    {"isolation_level": "AUTOCOMMIT"}
-                    if autocommit
-                    else self._transaction_options(write)
-                )
+                options = self._transaction_options(write)
                 if options:
                     conn = await conn.execution_options(**options)
                 return await conn.run_sync(fn)
@@ -433,6 +464,24 @@ class Storage:
             return await run_unit_in_worker(conn, fn)
         finally:
             await self._checkin(conn, write)
+
+    async def _autocommit(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on one of this Storage's PostgreSQL connections in autocommit."""
+        idle = self._idle_autocommit
+        if idle:
+            conn = idle.pop()
+        else:
+            conn = await self.engine.connect()
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if conn.get_transaction() is not None:
+                await conn.rollback()
+            return await conn.run_sync(fn)
+        finally:
+            if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
+                await conn.close()
+            else:
+                idle.append(conn)
 
     async def _write_batch(self, body: Callable[[Connection], T]) -> T:
         """Group commit's runner: the writer lock is already held."""

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, StrictInt
 from abathur.domain import Input
 from abathur.domain.namespaces import check_key, parse_namespace
 from abathur.domain.values import TaskIdValue, brief_repr, check_text
-from abathur.errors import ValidationError
+from abathur.errors import AlreadyExistsError, NotFoundError, ValidationError
 from abathur.strict_json import check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
@@ -460,6 +460,18 @@ class MemoryDict(TypedDict):
     updated_at: datetime
     score: NotRequired[float]
     """Only in the results of a query search: the cosine similarity to the query, -1..1."""
+
+
+def memory_not_found(namespace: str, key: str) -> NotFoundError:
+    """A key that is not live (never written, deleted or expired)."""
+    return NotFoundError(f"memory {namespace!r}/{key!r} not found")
+
+
+def memory_exists(namespace: str, key: str, version: int) -> AlreadyExistsError:
+    """``add_memory`` of a live key, whose current version is ``version``."""
+    return AlreadyExistsError(
+        f"memory {namespace!r}/{key!r} already exists (version {version}); use update_memory"
+    )
 
 
 def memory_dict(row: MemoryFields) -> MemoryDict:

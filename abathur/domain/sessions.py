@@ -15,6 +15,7 @@ from pydantic import Field
 
 from abathur.domain import Input
 from abathur.domain.values import Count, Id, PositiveCount, Text
+from abathur.errors import ConflictError, StaleSessionError
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
 SESSION_STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
@@ -176,3 +177,15 @@ class EventDict(TypedDict):
 
 def event_dict(row: EventFields) -> EventDict:
     return {"seq": row.seq, "event": row.event, "created_at": row.created_at}
+
+
+def session_closed(session_id: str, status: str) -> ConflictError:
+    """A write to a terminated or archived session."""
+    return ConflictError(f"session {session_id!r} is {status}: it accepts no more writes")
+
+
+def session_stale(session_id: str, last_seq: int, expected_seq: int) -> StaleSessionError:
+    """An append whose ``expected_seq`` is no longer the newest event's seq."""
+    return StaleSessionError(
+        f"session {session_id!r} is at seq {last_seq}, not the expected {expected_seq}"
+    )

@@ -54,6 +54,8 @@ from abathur.domain.memory import (
     expiry_after,
     json_object,
     memory_dict,
+    memory_exists,
+    memory_not_found,
     parse_filter,
     ttl_arg,
 )
@@ -63,7 +65,6 @@ from abathur.embeddings.embedder import Embedder, Vector, check_fields
 from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
     AccessDeniedError,
-    AlreadyExistsError,
     ConfigurationError,
     ConflictError,
     NotFoundError,
@@ -81,6 +82,7 @@ from abathur.repositories.memory import (
     lock_keys,
     set_expiries,
     unset_current,
+    write_memory,
 )
 from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
@@ -801,24 +803,19 @@ class MemoryService:
             metadata=metadata,
         )
         embedding = await self._embed(new.value, index)
-
-        def work(conn: Connection) -> int:
-            row = _write_version(
-                conn,
-                "create",
-                task_id=new.task_id,
-                namespace=new.namespace,
-                key=new.key,
-                value=new.value,
-                memory_type=new.memory_type,
-                metadata=new.metadata,
-                by=new.created_by,
-                ttl=ttl,
-                embedding=embedding,
-            )
-            return row.id
-
-        return await self._db.write(work)
+        row = await self._write(
+            "create",
+            task_id=new.task_id,
+            namespace=new.namespace,
+            key=new.key,
+            value=new.value,
+            memory_type=new.memory_type,
+            metadata=new.metadata,
+            by=new.created_by,
+            ttl=ttl,
+            embedding=embedding,
+        )
+        return int(row.id)
 
     async def update_memory(
         self,
@@ -848,24 +845,19 @@ class MemoryService:
             task_id=task_id,
         )
         embedding = await self._embed(change.value, index)
-
-        def work(conn: Connection) -> int:
-            row = _write_version(
-                conn,
-                "update",
-                task_id=change.task_id,
-                namespace=change.namespace,
-                key=change.key,
-                value=change.value,
-                memory_type=None,
-                metadata=None,
-                by=change.updated_by,
-                ttl=ttl,
-                embedding=embedding,
-            )
-            return row.id
-
-        return await self._db.write(work)
+        row = await self._write(
+            "update",
+            task_id=change.task_id,
+            namespace=change.namespace,
+            key=change.key,
+            value=change.value,
+            memory_type=None,
+            metadata=None,
+            by=change.updated_by,
+            ttl=ttl,
+            embedding=embedding,
+        )
+        return int(row.id)
 
     async def put_memory(
         self,
@@ -906,24 +898,72 @@ class MemoryService:
             metadata=metadata,
         )
         embedding = await self._embed(put.value, index)
+        row = await self._write(
+            "put",
+            task_id=put.task_id,
+            namespace=put.namespace,
+            key=put.key,
+            value=put.value,
+            memory_type=put.memory_type,
+            metadata=put.metadata,
+            by=put.by,
+            ttl=ttl,
+            embedding=embedding,
+        )
+        return memory_dict(row)
 
-        def work(conn: Connection) -> MemoryDict:
-            row = _write_version(
-                conn,
-                "put",
-                task_id=put.task_id,
-                namespace=put.namespace,
-                key=put.key,
-                value=put.value,
-                memory_type=put.memory_type,
-                metadata=put.metadata,
-                by=put.by,
-                ttl=ttl,
-                embedding=embedding,
+    async def _write(
+        self,
+        rule: Literal["create", "update", "put"],
+        *,
+        task_id: str,
+        namespace: str,
+        key: str,
+        value: Any,
+        memory_type: str | None,
+        metadata: dict[str, Any] | None,
+        by: str,
+        ttl: timedelta | None,
+        embedding: Embedding | None,
+    ) -> MemoryVersion | MemoryEntry:
+        """The unit of work of ``add_memory``, ``update_memory`` and
+        ``put_memory`` (``_write_version``). On PostgreSQL, without an
+        embedding to store, it is one statement (``write_memory``: the same
+        rules in a database function), sent in autocommit."""
+        if embedding is not None or self._db.is_sqlite:
+            return await self._db.write(
+                partial(
+                    _write_version,
+                    rule=rule,
+                    task_id=task_id,
+                    namespace=namespace,
+                    key=key,
+                    value=value,
+                    memory_type=memory_type,
+                    metadata=metadata,
+                    by=by,
+                    ttl=ttl,
+                    embedding=embedding,
+                )
             )
-            return memory_dict(row)
-
-        return await self._db.write(work)
+        now = clock.utcnow()
+        return await self._db.write(
+            partial(
+                write_memory,
+                rule=rule,
+                task_id=task_id,
+                namespace=namespace,
+                key=key,
+                value=value,
+                memory_type=memory_type,
+                metadata=metadata,
+                by=by,
+                now=now,
+                expiry=_expiry(ttl, now),
+                audit_extra=_ttl_data(ttl),
+            ),
+            one_statement=True,
+        )
 
     async def delete_memory(
         self,
@@ -1456,8 +1496,8 @@ class MemoryService:
 
 def _write_version(
     conn: Connection,
-    rule: Literal["create", "update", "put"],
     *,
+    rule: Literal["create", "update", "put"],
     task_id: str,
     namespace: str,
     key: str,
@@ -1481,12 +1521,9 @@ def _write_version(
     live = latest is not None and not latest.is_deleted
     if rule == "create" and live:
         assert latest is not None
-        raise AlreadyExistsError(
-            f"memory {namespace!r}/{key!r} already exists "
-            f"(version {latest.version}); use update_memory"
-        )
+        raise memory_exists(namespace, key, latest.version)
     if rule == "update" and not live:
-        raise NotFoundError(f"memory {namespace!r}/{key!r} not found")
+        raise memory_not_found(namespace, key)
     if live:
         assert latest is not None
         memory_type_written = latest.memory_type

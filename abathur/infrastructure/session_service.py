@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import orm
@@ -36,19 +37,19 @@ from abathur.domain.sessions import (
     StateKey,
     event_dict,
     is_shared_key,
+    session_closed,
     session_dict,
+    session_stale,
     split_shared,
 )
 from abathur.domain.values import brief_repr
 from abathur.errors import (
-    ConflictError,
     InvalidTransitionError,
     NotFoundError,
-    StaleSessionError,
     ValidationError,
 )
 from abathur.repositories.base import require
-from abathur.repositories.sessions import SessionRepository, SessionRow, later
+from abathur.repositories.sessions import SessionRepository, SessionRow, append_in_one, later
 from abathur.repositories.shared_state import SharedStateRepository
 from abathur.schema.models import Session
 from abathur.strict_json import check_json, check_members, loads
@@ -79,7 +80,7 @@ def _check_transition(row: SessionRow, status: str) -> None:
 
 def _check_open(row: SessionRow) -> None:
     if row.status in CLOSED_STATUSES:
-        raise ConflictError(f"session {row.id!r} is {row.status}: it accepts no more writes")
+        raise session_closed(row.id, row.status)
 
 
 class SessionService:
@@ -172,6 +173,22 @@ class SessionService:
                 found["state"] = {**row.state, **shared}
             return found
 
+        def whole(conn: Connection) -> SessionWithEvents | None:
+            row = SessionRepository(conn).get_whole(session_id)
+            if row is None:
+                return None
+            found: SessionWithEvents = {
+                **session_dict(row),
+                "events": row.events,
+                "last_seq": int(row.last_seq or 0),
+            }
+            if row.shared:
+                found["state"] = {**row.state, **row.shared}
+            return found
+
+        if not self._db.is_sqlite and query.after is None and query.recent_events is None:
+            # PostgreSQL: the whole session in one statement, one snapshot.
+            return await self._db.read(whole, one_statement=True)
         return await self._db.read(work)
 
     async def append_event(
@@ -305,10 +322,7 @@ class SessionService:
             row, last = repo.lock_for_append(batch.session_id)
             _check_open(row)
             if batch.expected_seq is not None and batch.expected_seq != last:
-                raise StaleSessionError(
-                    f"session {batch.session_id!r} is at seq {last}, "
-                    f"not the expected {batch.expected_seq}"
-                )
+                raise session_stale(batch.session_id, last, batch.expected_seq)
             # Stored after the lock, and after the session's last write: the
             # log's seq order is its created_at order, even across processes
             # (``get_session(after=...)`` relies on it).
@@ -317,6 +331,19 @@ class SessionService:
             SharedStateRepository(conn).write(row.app_name, row.user_id, shared_delta)
             return last + len(stamped)
 
+        if not self._db.is_sqlite and not shared_delta:
+            # PostgreSQL: the same unit as one statement (abathur_append_events).
+            return await self._db.write(
+                partial(
+                    append_in_one,
+                    session_id=batch.session_id,
+                    documents=documents,
+                    delta=delta,
+                    expected_seq=batch.expected_seq,
+                    now=now,
+                ),
+                one_statement=True,
+            )
         return await self._db.write(work)
 
     async def list_events(

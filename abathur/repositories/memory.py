@@ -40,6 +40,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     delete,
     exists,
     false,
@@ -58,19 +59,19 @@ from sqlalchemy import (
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, JSONB
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
-from abathur.db.errors import is_duplicate_key
+from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
 from abathur.db.sqlite.prepared import Executor, Prepared
-from abathur.domain.memory import FilterTerm, MemoryFields
+from abathur.domain.memory import FilterTerm, MemoryFields, memory_exists, memory_not_found
 from abathur.domain.namespaces import subtree_bounds
-from abathur.errors import ConflictError
+from abathur.errors import ConflictError, NotFoundError
 from abathur.repositories.base import dialect_name, insert_row
 from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEntry, MemoryExpiry
-from abathur.schema.types import UTCDateTime
+from abathur.schema.types import JSONDocument, UTCDateTime
 from abathur.strict_json import dumps
 
 LIVE = MemoryEntry.is_deleted == false()
@@ -994,3 +995,94 @@ def set_expiries(
             statement.execute_many(
                 executor, [{"ns": ns, "k": k, "at": at, "ttl": ttl} for ns, k, at, ttl in group]
             )
+
+
+# ------------------------------------------------------------ one write, one statement (PostgreSQL)
+#
+# ``add_memory``, ``update_memory`` and ``put_memory`` without an embedding run
+# on PostgreSQL as one call of ``abathur_write_memory`` (revision 0010): the
+# task check, the key's lock, the latest read, the version, the expiry and the
+# audit row in one statement, sent in autocommit (one round trip). Its errors
+# come back as SQLSTATEs of class AB, mapped here.
+
+TASK_MISSING = "AB001"
+MEMORY_MISSING = "AB002"
+MEMORY_EXISTS = "AB003"
+_WRITE_ARGUMENTS = (
+    ("rule", "text", Text()), ("task_id", "text", Text()), ("lock_id", "bigint", BIGINT()),
+    ("namespace", "text", Text()), ("key", "text", Text()), ("value", "jsonb", JSONDocument()),
+    ("memory_type", "text", Text()), ("metadata", "jsonb", JSONDocument()),
+    ("by", "text", Text()), ("now", "timestamptz", UTCDateTime()),
+    ("expires_at", "timestamptz", UTCDateTime()), ("ttl_seconds", "double precision", Float()),
+    ("audit_extra", "jsonb", JSONDocument()),
+)  # fmt: skip
+_ENTRY_COLUMNS = [
+    (prop.columns[0].name, prop.key, prop.columns[0].type)
+    for prop in sa_inspect(MemoryEntry).column_attrs
+]
+WRITE_MEMORY = Prepared(
+    text(
+        "SELECT "
+        + ", ".join(f'w."{name}" AS "{label}"' for name, label, _ in _ENTRY_COLUMNS)
+        + " FROM abathur_write_memory("
+        + ", ".join(f"CAST(:{name} AS {kind})" for name, kind, _ in _WRITE_ARGUMENTS)
+        + ") AS w"
+    )
+    .bindparams(*[bindparam(name, type_=type_) for name, _, type_ in _WRITE_ARGUMENTS])
+    .columns(*[column(label, type_) for _, label, type_ in _ENTRY_COLUMNS])
+)
+
+
+def write_memory(
+    executor: Executor,
+    rule: str,
+    *,
+    task_id: str,
+    namespace: str,
+    key: str,
+    value: Any,
+    memory_type: str | None,
+    metadata: dict[str, Any] | None,
+    by: str,
+    now: datetime,
+    expiry: tuple[datetime, float] | None,
+    audit_extra: dict[str, Any],
+) -> Any:
+    """One memory write on PostgreSQL, as ``MemoryService``'s unit of work
+    does it on SQLite (see ``_write_version`` there): the new version's row.
+
+    A missing task or key, or a live key for ``create``, raises the same
+    ``abathur.errors`` exception, with the same message, as that unit does.
+    """
+    params = {
+        "rule": rule,
+        "task_id": task_id,
+        "lock_id": key_lock_id(namespace, key),
+        "namespace": namespace,
+        "key": key,
+        "value": value,
+        "memory_type": memory_type,
+        "metadata": metadata,
+        "by": by,
+        "now": now,
+        "expires_at": None if expiry is None else expiry[0],
+        "ttl_seconds": None if expiry is None else expiry[1],
+        "audit_extra": audit_extra,
+    }
+    try:
+        row = WRITE_MEMORY.first(executor, params)
+    except DBAPIError as exc:
+        code = sqlstate(exc)
+        if code == TASK_MISSING:
+            raise NotFoundError(f"task {task_id!r} not found") from exc
+        if code == MEMORY_MISSING:
+            raise memory_not_found(namespace, key) from exc
+        if code == MEMORY_EXISTS:
+            raise memory_exists(namespace, key, int(error_detail(exc) or 0)) from exc
+        if is_duplicate_key(exc):
+            raise ConflictError(
+                f"a version of {namespace!r}/{key!r} was written concurrently"
+            ) from exc
+        raise
+    assert row is not None  # the function returns the row it wrote, or raises
+    return row

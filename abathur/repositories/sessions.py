@@ -15,26 +15,38 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Table,
     Text,
     bindparam,
+    column,
     delete,
     func,
     literal_column,
     select,
+    text,
     tuple_,
+    type_coerce,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from abathur.db.errors import is_duplicate_key
+from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
 from abathur.db.sqlite.prepared import Executor, Prepared
 from abathur.domain.clock import utcnow
-from abathur.domain.sessions import EventFields, NewSession, SessionFields, SessionQuery
+from abathur.domain.sessions import (
+    EventFields,
+    NewSession,
+    SessionFields,
+    SessionQuery,
+    session_closed,
+    session_stale,
+)
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.repositories.base import dialect_name
-from abathur.schema.models import Session, SessionEvent
-from abathur.schema.types import JSONDocument
+from abathur.schema.models import Session, SessionEvent, SharedState
+from abathur.schema.types import JSONDocument, UTCDateTime
 from abathur.strict_json import JSONText, dumps, loads
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -87,6 +99,51 @@ def _with_last_seq(*fields: Any) -> Prepared:
 
 
 GET_WITH_LAST_SEQ = _with_last_seq(*SESSION_FIELDS)
+
+
+def _whole_pg() -> Prepared:
+    """PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
+    object) and its event documents in seq order (one JSON array), in one
+    statement: one snapshot, one round trip (``get_session``)."""
+    newest = (
+        select(func.max(SessionEvent.seq))
+        .where(SessionEvent.session_id == Session.id)
+        .scalar_subquery()
+    )
+    shared = (
+        select(
+            func.coalesce(
+                func.jsonb_object_agg(SharedState.key, SharedState.value),
+                literal_column("'{}'::jsonb"),
+            )
+        )
+        .where(
+            SharedState.app_name == Session.app_name,
+            SharedState.user_id.in_([literal_column("''"), Session.user_id]),
+        )
+        .scalar_subquery()
+    )
+    events = (
+        select(
+            func.coalesce(
+                func.jsonb_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
+                literal_column("'[]'::jsonb"),
+            )
+        )
+        .where(SessionEvent.session_id == Session.id)
+        .scalar_subquery()
+    )
+    return Prepared(
+        select(
+            *SESSION_FIELDS,
+            newest.label("last_seq"),
+            type_coerce(shared, JSONB).label("shared"),
+            type_coerce(events, JSONB).label("events"),
+        ).where(Session.id == bindparam("id"))
+    )
+
+
+GET_WHOLE_PG = _whole_pg()
 LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
 # The INSERT of a new session returns the shared state its app and user see,
 # as one JSON object (``SharedStateRepository.read``'s rows), so creating a
@@ -220,6 +277,12 @@ class SessionRepository:
             raise
         assert row is not None  # an INSERT of one row returns it
         return now, row.shared
+
+    def get_whole(self, session_id: str) -> Any | None:
+        """PostgreSQL: ``get_with_last_seq`` with ``shared`` (the shared state
+        it sees) and ``events`` (every event document, in seq order), read by
+        one statement."""
+        return GET_WHOLE_PG.first(self.executor, {"id": session_id})
 
     def get_with_last_seq(self, session_id: str) -> StoredSession | None:
         """The session with ``last_seq``, the seq of its newest event (None when
@@ -405,3 +468,66 @@ class SessionRepository:
         if limit is not None:
             query = query.limit(limit)
         return (self.executor.execute(query)).all()
+
+
+# ------------------------------------------------------------ one append in one statement (PG)
+#
+# ``append_events`` without shared keys in its delta runs on PostgreSQL as one
+# call of ``abathur_append_events`` (revision 0011), sent in autocommit (one
+# round trip); its refusals come back as SQLSTATEs of class AB, mapped here.
+
+SESSION_MISSING = "AB101"
+SESSION_CLOSED = "AB102"
+SESSION_STALE = "AB103"
+APPEND_EVENTS_PG = Prepared(
+    text(
+        "SELECT abathur_append_events(CAST(:session_id AS text), CAST(:events AS jsonb), "
+        "CAST(:delta AS jsonb), CAST(:expected_seq AS integer), CAST(:now AS timestamptz)) "
+        "AS last_seq"
+    )
+    .bindparams(
+        bindparam("session_id", type_=Text()),
+        bindparam("events", type_=JSONDocument()),
+        bindparam("delta", type_=JSONDocument()),
+        bindparam("expected_seq", type_=Integer()),
+        bindparam("now", type_=UTCDateTime()),
+    )
+    .columns(column("last_seq", Integer()))
+)
+
+
+def append_in_one(
+    executor: Executor,
+    *,
+    session_id: str,
+    documents: Sequence[JSONText],
+    delta: Mapping[str, JSONText],
+    expected_seq: int | None,
+    now: datetime,
+) -> int:
+    """PostgreSQL: ``documents`` (events as ``check_json`` text) appended and
+    ``delta`` merged into the state, as ``SessionService.append_events``' unit
+    does it, in one statement; the seq of the last event now in the log.
+    Refusals raise what that unit raises, with the same messages."""
+    members = ",".join(f"{dumps(key)}:{value}" for key, value in delta.items())
+    params = {
+        "session_id": session_id,
+        "events": JSONText("[" + ",".join(documents) + "]"),
+        "delta": JSONText(f"{{{members}}}"),
+        "expected_seq": expected_seq,
+        "now": now,
+    }
+    try:
+        row = APPEND_EVENTS_PG.first(executor, params)
+    except DBAPIError as exc:
+        code = sqlstate(exc)
+        if code == SESSION_MISSING:
+            raise NotFoundError(f"session {session_id!r} not found") from exc
+        if code == SESSION_CLOSED:
+            raise session_closed(session_id, error_detail(exc) or "closed") from exc
+        if code == SESSION_STALE:
+            assert expected_seq is not None
+            raise session_stale(session_id, int(error_detail(exc) or 0), expected_seq) from exc
+        raise
+    assert row is not None  # the function returns the last seq, or raises
+    return int(row.last_seq)

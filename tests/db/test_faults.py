@@ -399,3 +399,58 @@ def test_a_lost_commit_is_ambiguous_for_a_write_only() -> None:
     with pytest.raises(DBAPIError) as raised:
         storage_module._in_read_transaction(lambda _c: None, conn)
     assert db_errors.is_connection_fault(raised.value)
+
+
+# ------------------------------------------------------------------ one-statement writes
+# On PostgreSQL a one-statement write runs in autocommit: the statement is its
+# own COMMIT (``storage._as_one_write``).
+
+
+async def test_a_connection_lost_during_a_one_statement_write_is_not_replayed(
+    db: Database,
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's autocommit writes")
+    runs = 0
+
+    def dies(conn: Connection) -> None:
+        nonlocal runs
+        runs += 1
+        conn.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    with pytest.raises(CommitOutcomeUnknownError, match="may or may not have been committed"):
+        await db.write(dies, one_statement=True)
+    assert runs == 1
+    assert (await db.tasks.create_task("afterwards")).id  # the Database goes on
+
+
+async def test_a_pooled_connection_closed_before_a_one_statement_write_is_replaced(
+    db: Database,
+) -> None:
+    """The server ended an idle connection (a restart, an administrator): the
+    next write finds it closed before sending anything, and runs once, on
+    another connection."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's autocommit writes")
+
+    def backend(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+    pid = await db.write(backend, one_statement=True)  # its connection stays idle
+    async with db.transaction() as session:
+        await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    for _ in range(100):  # until the client has read the server's goodbye
+        await asyncio.sleep(0.01)
+        if all(c.sync_connection is None or c.invalidated or
+               c.sync_connection.connection.driver_connection.is_closed()  # type: ignore[union-attr]
+               for c in db._idle_autocommit):  # fmt: skip
+            break
+    runs = 0
+
+    def counted(conn: Connection) -> int:
+        nonlocal runs
+        runs += 1
+        return backend(conn)
+
+    assert await db.write(counted, one_statement=True) != pid
+    assert runs == 1

@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 
 from abathur.db import engine as engine_module
-from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, StaleSessionError
+from abathur.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DatabaseError,
+    NotFoundError,
+    StaleSessionError,
+)
 from abathur.infrastructure.database import Database
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.sessions import SessionRepository
@@ -60,6 +66,14 @@ async def test_waiting_writers_share_transactions(tmp_path: Path) -> None:
         assert sorted(e["event"]["n"] for e in events) == list(range(100))
 
 
+AUDIT_FAILS_FOR_BROKEN = """
+CREATE FUNCTION audit_fails_for_broken() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit store down'; END $$;
+CREATE TRIGGER audit_fails_for_broken BEFORE INSERT ON audit FOR EACH ROW
+WHEN (NEW.memory_namespace = 'user:broken') EXECUTE FUNCTION audit_fails_for_broken();
+"""
+
+
 async def test_a_failing_unit_is_rolled_back_alone(
     db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,6 +89,11 @@ async def test_a_failing_unit_is_rolled_back_alone(
         return original_audit(self, entry)
 
     monkeypatch.setattr(AuditRepository, "append", audit_fails_for_broken)
+    if not db.is_sqlite:  # PostgreSQL writes a memory's audit row in abathur_write_memory
+        async with db.transaction() as session:
+            for statement in AUDIT_FAILS_FOR_BROKEN.split(";\n"):
+                if statement.strip():
+                    await session.execute(text(statement))
     await db.sessions.create_session("s", "app", "u")
     await db.sessions.create_session("closed", "app", "u")
     await db.sessions.terminate_session("closed")
@@ -108,7 +127,7 @@ async def test_a_failing_unit_is_rolled_back_alone(
         "duplicate": AlreadyExistsError,
         "duplicate task": AlreadyExistsError,
         "missing task": NotFoundError,
-        "half written": RuntimeError,
+        "half written": RuntimeError if db.is_sqlite else DatabaseError,
     }
     for (kind, _), outcome in zip(calls, outcomes, strict=True):
         wanted = expected[kind]

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
+from abathur.schema.models import MemoryEntry
 from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps, loads
 
 scalars = (
@@ -79,6 +81,41 @@ async def test_event_round_trip(db: Database, value: Any) -> None:
     if db.is_sqlite:
         assert event == {"v": value}
     assert as_json_numbers(event) == as_json_numbers({"v": value})
+
+
+@with_database(max_examples=40)
+@given(value=json_values, metadata=json_values)
+async def test_memory_round_trip(db: Database, value: Any, metadata: Any) -> None:
+    """A memory's value and metadata come back equal from every path: the
+    version a write returns (on PostgreSQL: the row abathur_write_memory
+    returns, fetched by asyncpg directly), get_memory, its history and a
+    search (one-statement reads, asyncpg directly), and a read through
+    SQLAlchemy's own execution (``db.transaction``)."""
+    task = await db.tasks.get_task("rt") or await db.tasks.create_task("rt", id="rt")
+    document, extra = {"v": value}, {"m": metadata}
+    written = await db.memory.put_memory(
+        "user:rt", "k", document, "semantic", by="me", task_id=task.id, metadata=extra
+    )
+    got = await db.memory.get_memory("user:rt", "k")
+    history = await db.memory.get_memory_history("user:rt", "k")
+    found = await db.memory.search_memories("user:rt")
+    async with db.transaction(write=False) as session:
+        row = (
+            await session.execute(
+                select(MemoryEntry.value, MemoryEntry.metadata_, MemoryEntry.updated_at).where(
+                    MemoryEntry.id == written["id"]
+                )
+            )
+        ).one()
+    assert got == written == history[-1] == {k: v for k, v in found[0].items()}
+    assert (row.value, row.metadata_, row.updated_at) == (
+        written["value"], written["metadata"], written["updated_at"]
+    )  # fmt: skip
+    assert written["updated_at"].tzinfo is not None
+    if db.is_sqlite:
+        assert (written["value"], written["metadata"]) == (document, extra)
+    assert as_json_numbers(written["value"]) == as_json_numbers(document)
+    assert as_json_numbers(written["metadata"]) == as_json_numbers(extra)
 
 
 def test_checked_documents_are_not_serialised_twice() -> None:

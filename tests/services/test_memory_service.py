@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text, update
 from abathur.errors import (
     AlreadyExistsError,
     ConfigurationError,
+    DatabaseError,
     NotFoundError,
     ValidationError,
 )
@@ -264,16 +265,43 @@ async def test_every_write_has_one_audit_row_in_its_transaction(db: Database, ta
     ]
 
 
-async def test_failed_audit_rolls_the_memory_change_back(
-    db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+AUDIT_DOWN = """
+CREATE FUNCTION audit_store_down() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit store down'; END $$;
+CREATE TRIGGER audit_store_down BEFORE INSERT ON audit
+FOR EACH ROW EXECUTE FUNCTION audit_store_down();
+"""
+
+
+async def break_audit(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every audit row fails from now on: in Python (``AuditRepository.append``)
+    and, on PostgreSQL, where a memory write writes its audit row inside the
+    database (``abathur_write_memory``), by a trigger."""
     from abathur.repositories.audit import AuditRepository
 
     def broken(self: AuditRepository, entry: Any) -> None:
         raise RuntimeError("audit store down")
 
     monkeypatch.setattr(AuditRepository, "append", broken)
-    with pytest.raises(RuntimeError, match="audit store down"):
+    if not db.is_sqlite:
+        async with db.transaction() as session:
+            for statement in AUDIT_DOWN.split(";\n"):
+                if statement.strip():
+                    await session.execute(text(statement))
+
+
+async def mend_audit(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    if not db.is_sqlite:
+        async with db.transaction() as session:
+            await session.execute(text("DROP TRIGGER audit_store_down ON audit"))
+
+
+async def test_failed_audit_rolls_the_memory_change_back(
+    db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await break_audit(db, monkeypatch)
+    with pytest.raises((RuntimeError, DatabaseError), match="audit store down"):
         await add(db, task_id)
     assert await count(db, MemoryEntry) == 0
 
@@ -295,8 +323,6 @@ async def test_failed_audit_rolls_back_every_kind_of_write(
 ) -> None:
     """Each write and its audit row are one transaction: when the audit row
     cannot be written, the memory tables are exactly as before."""
-    from abathur.repositories.audit import AuditRepository
-
     m = db.memory
     await add(db, task_id)
     await m.update_memory("user:alice", "k", {"v": 2}, "alice", task_id)
@@ -316,14 +342,10 @@ async def test_failed_audit_rolls_back_every_kind_of_write(
         "expire": lambda: m.expire_episodic(timedelta(0), task_id=task_id),
     }
     before = await _stored(db)
-
-    def broken(self: AuditRepository, entry: Any) -> None:
-        raise RuntimeError("audit store down")
-
-    monkeypatch.setattr(AuditRepository, "append", broken)
-    with pytest.raises(RuntimeError, match="audit store down"):
+    await break_audit(db, monkeypatch)
+    with pytest.raises((RuntimeError, DatabaseError), match="audit store down"):
         await calls[write]()
-    monkeypatch.undo()
+    await mend_audit(db, monkeypatch)
     assert await _stored(db) == before
     await calls[write]()  # and with the audit store back, the write goes through
     assert (await _stored(db))[1] > before[1]

@@ -12,6 +12,7 @@ from sqlalchemy import text, update
 from abathur.errors import (
     AlreadyExistsError,
     ConflictError,
+    DatabaseError,
     InvalidTransitionError,
     NotFoundError,
     StaleSessionError,
@@ -568,12 +569,22 @@ async def test_plan_check_sees_a_full_scan(db: Database) -> None:
         assert any("Seq Scan on sessions" in line for line in plan)
 
 
+SESSION_SAVE_FAILS = """
+CREATE FUNCTION session_save_fails() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'disk full'; END $$;
+CREATE TRIGGER session_save_fails BEFORE UPDATE ON sessions
+FOR EACH ROW EXECUTE FUNCTION session_save_fails();
+"""
+
+
 async def test_session_writes_are_atomic(
-    sessions: SessionService, monkeypatch: pytest.MonkeyPatch
+    db: Database, sessions: SessionService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The event and its state delta are one transaction; so is termination
     (status, terminated_at and the temp: keys): a failure in the last
-    statement leaves nothing of the first."""
+    statement leaves nothing of the first. On PostgreSQL an append is one
+    statement of a database function (abathur_append_events): its last
+    statement is made to fail in the database, by a trigger."""
     from abathur.repositories.sessions import SessionRepository
 
     await sessions.create_session("s", "app", "u", initial_state={"temp:t": 1, "k": 1})
@@ -585,14 +596,56 @@ async def test_session_writes_are_atomic(
 
     monkeypatch.setattr(SessionRepository, "save", save_fails)
     monkeypatch.setattr(SessionRepository, "merge_state", save_fails)
+    if not db.is_sqlite:
+        async with db.transaction() as session:
+            for statement in SESSION_SAVE_FAILS.split(";\n"):
+                if statement.strip():
+                    await session.execute(text(statement))
     for write in (
         sessions.append_event("s", {"n": 1}, state_delta={"k": 2}),
         sessions.append_events("s", [{"n": 2}, {"n": 3}], state_delta={"k": 3}),
         sessions.set_state("s", "k", 4),
         sessions.terminate_session("s"),
     ):
-        with pytest.raises(RuntimeError, match="disk full"):
+        with pytest.raises((RuntimeError, DatabaseError), match="disk full"):
             await write
     monkeypatch.undo()
+    if not db.is_sqlite:
+        async with db.transaction() as session:
+            await session.execute(text("DROP TRIGGER session_save_fails ON sessions"))
     assert await sessions.get_session("s") == before
     assert await sessions.list_events("s") == []
+
+
+async def test_append_refusals_say_the_same_on_every_backend(
+    db: Database, sessions: SessionService
+) -> None:
+    """On PostgreSQL an append is one call of abathur_append_events (revision
+    0011), whose refusals are SQLSTATEs AB101-AB103; each maps to the
+    exception and message the Python unit raises on SQLite, and nothing is
+    written."""
+    import re
+
+    await sessions.create_session("s", "app", "u")
+    await sessions.append_event("s", {"n": 1})
+    await sessions.create_session("done", "app", "u")
+    await sessions.terminate_session("done")
+    before = (await sessions.get_session("s"), await sessions.get_session("done"))
+    refusals: list[tuple[Any, type[Exception], str]] = [
+        (sessions.append_event("nope", {"n": 1}), NotFoundError, "session 'nope' not found"),
+        (
+            sessions.append_event("done", {"n": 1}, {"k": 1}),
+            ConflictError,
+            "session 'done' is terminated: it accepts no more writes",
+        ),
+        (
+            sessions.append_events("s", [{"n": 2}], {"k": 2}, expected_seq=0),
+            StaleSessionError,
+            "session 's' is at seq 1, not the expected 0",
+        ),
+    ]
+    for call, kind, message in refusals:
+        with pytest.raises(kind, match=f"^{re.escape(message)}$"):
+            await call
+    assert (await sessions.get_session("s"), await sessions.get_session("done")) == before
+    assert await sessions.append_events("s", [{"n": 2}], {"k": 2}, expected_seq=1) == 2

@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
+from abathur.db.postgres import direct
 from abathur.db.sqlite.worker import worker_connection
 
 Executor = orm.Session | Connection
@@ -72,7 +73,7 @@ class _Plan:
     """One compilation of a statement for SQLite: its SQL, how to build its
     positional parameters, and how to turn a fetched tuple into a row."""
 
-    __slots__ = ("binds", "results", "row_type", "sql")
+    __slots__ = ("_types", "binds", "results", "row_type", "sql")
 
     def __init__(self, statement: Executable, dialect: Dialect, keys: Sequence[str] | None):
         compiled = statement.compile(dialect=dialect, column_keys=keys)  # type: ignore[attr-defined]
@@ -97,8 +98,20 @@ class _Plan:
         self.row_type: Any = namedtuple(  # type: ignore[misc]
             "PreparedRow", [c.keyname for c in columns], rename=True
         )
-        processors = [c.type._cached_result_processor(dialect, None) for c in columns]
+        self._types = [c.type for c in columns]
         # Only the columns that need converting (JSON, timestamps, booleans).
+        # PostgreSQL's depend on the type each column arrives as (``described``).
+        self.results: list[tuple[int, Callable[[Any], Any]]] | None = None
+        if dialect.name != "postgresql":
+            self.described(dialect, [None] * len(columns))
+
+    def described(self, dialect: Dialect, wire_types: Sequence[Any]) -> None:
+        """The result processors, for columns that arrive as ``wire_types``
+        (PostgreSQL: type OIDs; SQLite: None)."""
+        processors = [
+            t._cached_result_processor(dialect, wire)
+            for t, wire in zip(self._types, wire_types, strict=True)
+        ]
         self.results = [(i, p) for i, p in enumerate(processors) if p is not None]
 
     def args(self, params: Params) -> tuple[Any, ...]:
@@ -139,8 +152,9 @@ class _Plan:
             columns.append(values)
         return list(zip(*columns, strict=True))
 
-    def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
+    def rows(self, fetched: Sequence[Sequence[Any]]) -> list[Any]:
         make, results = self.row_type._make, self.results
+        assert results is not None
         if not results:
             return [make(raw) for raw in fetched]
         converted = []
@@ -169,6 +183,10 @@ class Prepared:
         """Every row."""
         raw = worker_connection()
         if raw is None:
+            direct = self._direct(executor, params)
+            if direct is not None:
+                plan, fetched = direct
+                return plan.rows(fetched)
             return list(_autoflushed(executor).execute(self.statement, params).all())
         plan, cursor = self._run(raw, executor, params)
         try:
@@ -180,13 +198,17 @@ class Prepared:
         """The first column of every row (converted as ``all`` does), no row objects."""
         raw = worker_connection()
         if raw is None:
-            return list(_autoflushed(executor).execute(self.statement, params).scalars().all())
-        plan, cursor = self._run(raw, executor, params)
-        try:
-            fetched = cursor.fetchall()
-        finally:
-            cursor.close()
-        process = next((p for i, p in plan.results if i == 0), None)
+            direct = self._direct(executor, params)
+            if direct is None:
+                return list(_autoflushed(executor).execute(self.statement, params).scalars().all())
+            plan, fetched = direct
+        else:
+            plan, cursor = self._run(raw, executor, params)
+            try:
+                fetched = cursor.fetchall()
+            finally:
+                cursor.close()
+        process = next((p for i, p in plan.results or () if i == 0), None)
         if process is None:
             return [row[0] for row in fetched]
         return [None if row[0] is None else process(row[0]) for row in fetched]
@@ -195,6 +217,10 @@ class Prepared:
         """The first row, or None."""
         raw = worker_connection()
         if raw is None:
+            direct = self._direct(executor, params)
+            if direct is not None:
+                plan, fetched = direct
+                return plan.rows(fetched[:1])[0] if fetched else None
             return _autoflushed(executor).execute(self.statement, params).first()
         plan, cursor = self._run(raw, executor, params)
         try:
@@ -241,12 +267,28 @@ class Prepared:
     # ------------------------------------------------------------ plumbing
 
     def _plan(self, dialect: Dialect, params: Params) -> _Plan:
-        """Inserts and updates compile per set of columns given, as SQLAlchemy does."""
+        """Inserts and updates compile per set of columns given, as SQLAlchemy
+        does; each dialect has its own plans (a process may use both)."""
         keys = tuple(sorted(params)) if self.statement.is_dml else None
-        plan = self._plans.get(keys)
+        plan = self._plans.get((dialect.name, keys))
         if plan is None:
-            plan = self._plans[keys] = _Plan(self.statement, dialect, keys)
+            plan = self._plans[dialect.name, keys] = _Plan(self.statement, dialect, keys)
         return plan
+
+    def _direct(self, executor: Executor, params: Params) -> tuple[_Plan, list[Any]] | None:
+        """PostgreSQL in autocommit: the statement sent to asyncpg directly
+        (``db.postgres.direct``), its plan and raw rows; None elsewhere."""
+        if isinstance(executor, orm.Session):
+            return None
+        driver = direct.autocommit_driver(executor)
+        if driver is None:
+            return None
+        plan = self._plan(executor.dialect, params)
+        if plan.results is None:
+            plan.described(executor.dialect, direct.column_types(executor, driver, plan.sql))
+        args = plan.args(params)
+        _fire(executor, plan.sql, args, many=False)
+        return plan, direct.fetch(executor, driver, plan.sql, args)
 
     def _run(
         self, raw: sqlite3.Connection, executor: Executor, params: Params

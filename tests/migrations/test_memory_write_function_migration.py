@@ -1,0 +1,82 @@
+"""Revisions 0010 and 0011: ``abathur_write_memory`` and
+``abathur_append_events`` exist at head on PostgreSQL, each is gone after the
+downgrade below its revision (rows kept, writes possible again once
+upgraded), and the memory function takes the same bulk lock as
+``put_memories``; SQLite has no such functions and the revisions change
+nothing there."""
+
+from __future__ import annotations
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from abathur.db.migrate import alembic_config
+from abathur.infrastructure.database import Database
+from abathur.repositories.memory import BULK_LOCK_ID
+from tests.conftest import DbFactory
+
+M9 = "0009_memory_current_version"
+M10 = "0010_memory_write_function"
+M11 = "0011_session_append_function"
+
+
+async def _functions(db: Database) -> list[str]:
+    if db.is_sqlite:
+        return []
+    async with db.transaction(write=False) as session:
+        result = await session.execute(
+            text(
+                "SELECT p.proname FROM pg_proc AS p "
+                "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = current_schema() AND p.proname LIKE 'abathur%' "
+                "ORDER BY p.proname"
+            )
+        )
+        return [str(name) for (name,) in result]
+
+
+async def _versions(db: Database) -> list[tuple[str, int, bool]]:
+    async with db.transaction(write=False) as session:
+        result = await session.execute(
+            text("SELECT key, version, is_current FROM memory_entries ORDER BY key, version")
+        )
+        return [(str(k), int(v), bool(c)) for k, v, c in result]
+
+
+async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
+    make_db: DbFactory,
+) -> None:
+    db = await make_db()
+    await db.initialize()
+    assert await db.current_revision() == M11
+    expected = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
+    assert await _functions(db) == expected
+    task_id = (await db.tasks.create_task("migration")).id
+    await db.memory.put_memory("user:m", "k", {"v": 1}, "semantic", by="a", task_id=task_id)
+    await db.memory.put_memory("user:m", "k", {"v": 2}, "semantic", by="a", task_id=task_id)
+
+    await db.sessions.create_session("s", "app", "u")
+    await db.sessions.append_event("s", {"n": 1})
+    await db.downgrade(M10)
+    assert await _functions(db) == ([] if db.is_sqlite else ["abathur_write_memory"])
+    await db.downgrade(M9)
+    assert await db.current_revision() == M9
+    assert await _functions(db) == []
+    assert await _versions(db) == [("k", 1, False), ("k", 2, True)]
+
+    await db.upgrade("head")
+    assert await _functions(db) == expected
+    written = await db.memory.put_memory(
+        "user:m", "k", {"v": 3}, "semantic", by="a", task_id=task_id
+    )
+    assert written["version"] == 3
+    assert await _versions(db) == [("k", 1, False), ("k", 2, False), ("k", 3, True)]
+    assert await db.sessions.append_events("s", [{"n": 2}]) == 2
+
+
+def test_the_function_takes_the_bulk_lock_of_put_memories() -> None:
+    """The revision's body is frozen; the lock id it names must still be the
+    one ``put_memories`` and the Python path take."""
+    revision = ScriptDirectory.from_config(alembic_config()).get_revision(M10).module
+    assert revision.BULK_LOCK_ID == BULK_LOCK_ID
+    assert f"pg_advisory_xact_lock_shared({BULK_LOCK_ID})" in revision.BODY
