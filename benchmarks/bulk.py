@@ -74,7 +74,9 @@ async def abathur(path: Path, items: int, batch: int) -> tuple[float, float]:
         await db.close()
 
 
-def bare(schema: Path, path: Path, items: int, batch: int, *, cache: bool, indexes: bool):
+def bare(
+    schema: Path, path: Path, items: int, batch: int, *, cache: bool, indexes: bool
+) -> tuple[float, float]:
     """The same rows by bare sqlite3 (see the module)."""
     path.write_bytes(schema.read_bytes())
     conn = sqlite3.connect(path, isolation_level=None)
