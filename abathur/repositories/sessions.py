@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    cast,
     delete,
     func,
     literal_column,
@@ -145,11 +146,17 @@ EVENT_FIELDS = tuple(
     getattr(SessionEvent, prop.key).label(prop.key)
     for prop in sa_inspect(SessionEvent).column_attrs
 )
-# get_session's events: the documents alone, without the per-row timestamps.
+# get_session's events: the documents alone, without the per-row timestamps;
+# or their JSON text, for a caller that parses it itself (PostgreSQL's driver
+# parses a JSONB value unless the statement casts it).
+EVENT_TEXT = cast(SessionEvent.event, Text).label("event")
 ALL_PAYLOADS = Prepared(
     select(SessionEvent.event.label("event"))
     .where(SessionEvent.session_id == bindparam("id"))
     .order_by(SessionEvent.seq)
+)
+ALL_PAYLOAD_TEXTS = Prepared(
+    select(EVENT_TEXT).where(SessionEvent.session_id == bindparam("id")).order_by(SessionEvent.seq)
 )
 
 
@@ -370,14 +377,20 @@ class SessionRepository:
         )
 
     def payloads(
-        self, session_id: str, *, after: datetime | None = None, last: int | None = None
+        self,
+        session_id: str,
+        *,
+        after: datetime | None = None,
+        last: int | None = None,
+        as_text: bool = False,
     ) -> list[Any]:
-        """The event documents alone, in seq order (filters as for ``events``)."""
+        """The event documents alone, in seq order (filters as for ``events``);
+        with ``as_text``, each document's JSON text instead."""
         if after is None and last is None:
-            rows = ALL_PAYLOADS.all(self.executor, {"id": session_id})
-        else:
-            rows = list(self.events(session_id, after=after, last=last))
-        return [row.event for row in rows]
+            every = ALL_PAYLOAD_TEXTS if as_text else ALL_PAYLOADS
+            return every.column(self.executor, {"id": session_id})
+        fields = (EVENT_TEXT,) if as_text else (SessionEvent.event.label("event"),)
+        return [row.event for row in self.events(session_id, after=after, last=last, fields=fields)]
 
     def events(
         self,
@@ -387,11 +400,12 @@ class SessionRepository:
         after: datetime | None = None,
         last: int | None = None,
         limit: int | None = None,
+        fields: Sequence[Any] = EVENT_FIELDS,
     ) -> Sequence[EventRow]:
         """Events in seq order: those after ``after_seq`` and stored after
         ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N.
-        Plain rows with the model's attribute names, not ORM objects."""
-        query = select(*EVENT_FIELDS).where(SessionEvent.session_id == session_id)
+        Plain rows with the model's attribute names (or ``fields``), not ORM objects."""
+        query = select(*fields).where(SessionEvent.session_id == session_id)
         if after_seq is not None:
             query = query.where(SessionEvent.seq > after_seq)
         if after is not None:
