@@ -122,12 +122,12 @@ STORED_EVENTS = StoredModel(
 )
 
 
-def _to_event(text: str) -> Event:
-    """The Event a stored document (its JSON text) holds, as
-    ``Event.model_validate`` returns it (the stored ``event_id`` is a key
-    Event ignores). It was validated when it was appended, so the no-ops of
-    ``STORED_EVENTS`` are left out."""
-    return STORED_EVENTS.from_json(text)
+def _to_events(texts: list[str]) -> list[Event]:
+    """The Events stored documents (their JSON text) hold, as
+    ``Event.model_validate`` returns them (the stored ``event_id`` is a key
+    Event ignores). They were validated when they were appended, so the
+    no-ops of ``STORED_EVENTS`` are left out."""
+    return STORED_EVENTS.many_from_json(texts)
 
 
 class AbathurSessionService(BaseSessionService):
@@ -225,7 +225,7 @@ class AbathurSessionService(BaseSessionService):
             got = await sessions.get_session(cid, events_as_text=True)
         if got is None:
             return None
-        events = [_to_event(text) for text in got["events"]]
+        events = _to_events(got["events"])
         updated = events[-1].timestamp if events else got["last_update_time"].timestamp()
         if after:
             events = [e for e in events if e.timestamp >= after]

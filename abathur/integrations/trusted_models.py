@@ -30,7 +30,8 @@ gets no fast validator, and every document is validated in full.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -89,7 +90,7 @@ class StoredModel(Generic[M]):
         self.cls = cls
         self._no_ops = dict(no_ops)
         self._validator: SchemaValidator | None = None
-        self._mentions: tuple[str, ...] = ()
+        self._mentions: re.Pattern[str] | None = None
         self._built = False
 
     @property
@@ -101,13 +102,26 @@ class StoredModel(Generic[M]):
 
     def from_json(self, text: str) -> M:
         """``cls.model_validate(json.loads(text))``, without the no-ops."""
+        return self.many_from_json([text])[0]
+
+    def many_from_json(self, texts: Iterable[str]) -> list[M]:
+        """``from_json`` of each of ``texts``."""
         validator = self.validator
-        if validator is not None and not any(m in text for m in self._mentions):
-            try:
-                built: M = validator.validate_json(text)
-                return built
-            except ValueError:  # pydantic's ValidationError: the full validation decides
-                pass
+        if validator is None:
+            return [self._in_full(text) for text in texts]
+        validate, mentions = validator.validate_json, self._mentions
+        built: list[M] = []
+        for text in texts:
+            if mentions is None or mentions.search(text) is None:
+                try:
+                    built.append(validate(text))
+                    continue
+                except ValueError:  # pydantic's ValidationError: the full validation decides
+                    pass
+            built.append(self._in_full(text))
+        return built
+
+    def _in_full(self, text: str) -> M:
         return self.cls.model_validate(json.loads(text))
 
     def _build(self) -> None:
@@ -117,7 +131,7 @@ class StoredModel(Generic[M]):
             self._validator = SchemaValidator(schema, stripper.config, _use_prebuilt=False)
         except (TypeError, SchemaError):  # a pydantic-core before _use_prebuilt
             self._validator = None
-        self._mentions = tuple(
-            json.dumps(key) for name in stripper.used for key in self._no_ops[name]
-        )
+        keys = sorted({key for name in stripper.used for key in self._no_ops[name]})
+        if keys:  # each key as a JSON string: "message"
+            self._mentions = re.compile("|".join(re.escape(json.dumps(k)) for k in keys))
         self._built = True

@@ -24,6 +24,7 @@ from sqlalchemy import (
     literal_column,
     select,
     tuple_,
+    type_coerce,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
@@ -147,17 +148,24 @@ EVENT_FIELDS = tuple(
     for prop in sa_inspect(SessionEvent).column_attrs
 )
 # get_session's events: the documents alone, without the per-row timestamps;
-# or their JSON text, for a caller that parses it itself (PostgreSQL's driver
-# parses a JSONB value unless the statement casts it).
-EVENT_TEXT = cast(SessionEvent.event, Text).label("event")
+# or their JSON text, for a caller that parses it itself. SQLite stores the
+# text (read as it is: a CAST would copy each value); PostgreSQL's driver
+# parses a JSONB value unless the statement casts it to text.
+EVENT_TEXTS = {
+    "sqlite": type_coerce(SessionEvent.event, Text).label("event"),
+    "postgresql": cast(SessionEvent.event, Text).label("event"),
+}
 ALL_PAYLOADS = Prepared(
     select(SessionEvent.event.label("event"))
     .where(SessionEvent.session_id == bindparam("id"))
     .order_by(SessionEvent.seq)
 )
-ALL_PAYLOAD_TEXTS = Prepared(
-    select(EVENT_TEXT).where(SessionEvent.session_id == bindparam("id")).order_by(SessionEvent.seq)
-)
+ALL_PAYLOAD_TEXTS = {
+    dialect: Prepared(
+        select(text).where(SessionEvent.session_id == bindparam("id")).order_by(SessionEvent.seq)
+    )
+    for dialect, text in EVENT_TEXTS.items()
+}
 
 
 # State keys that SQLite's JSON path syntax (``$."key"``) addresses exactly:
@@ -386,10 +394,11 @@ class SessionRepository:
     ) -> list[Any]:
         """The event documents alone, in seq order (filters as for ``events``);
         with ``as_text``, each document's JSON text instead."""
+        dialect = dialect_name(self.executor) if as_text else ""
         if after is None and last is None:
-            every = ALL_PAYLOAD_TEXTS if as_text else ALL_PAYLOADS
+            every = ALL_PAYLOAD_TEXTS[dialect] if as_text else ALL_PAYLOADS
             return every.column(self.executor, {"id": session_id})
-        fields = (EVENT_TEXT,) if as_text else (SessionEvent.event.label("event"),)
+        fields = (EVENT_TEXTS[dialect] if as_text else SessionEvent.event.label("event"),)
         return [row.event for row in self.events(session_id, after=after, last=last, fields=fields)]
 
     def events(

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from abathur.infrastructure.database import Database
 from abathur.integrations import trusted_models
-from abathur.integrations.adk import STORED_EVENTS, AbathurSessionService, _to_event
+from abathur.integrations.adk import STORED_EVENTS, AbathurSessionService
 from abathur.integrations.trusted_models import StoredModel
 from abathur.strict_json import dumps
 
@@ -156,7 +156,7 @@ def _stored(event: Event) -> str:
 def test_a_stored_event_is_rebuilt_as_validation_would(index: int) -> None:
     event = _events()[index]
     validated = Event.model_validate(event.model_dump(mode="json", exclude_none=True))
-    built = _to_event(_stored(event))
+    built = STORED_EVENTS.from_json(_stored(event))
     _same(built, validated)
     assert built.model_dump(mode="json") == validated.model_dump(mode="json")
 
@@ -181,7 +181,7 @@ def test_a_stored_event_is_read_without_the_no_ops() -> None:
     text = _stored(_events()[1])  # parts, usage metadata: many genai models
     assert STORED_EVENTS.validator is not None
     with _python_calls() as called:
-        _to_event(text)
+        STORED_EVENTS.from_json(text)
     assert not {
         "BaseModel._check_field_type_mismatches",
         "Event._accept_convenience_kwargs",
@@ -216,10 +216,10 @@ def test_a_document_of_another_shape_is_validated(change: dict[str, Any]) -> Non
         validated = Event.model_validate(document)
     except pydantic.ValidationError as exc:
         with pytest.raises(pydantic.ValidationError) as raised:
-            _to_event(dumps(document))
+            STORED_EVENTS.from_json(dumps(document))
         assert _errors(raised.value) == _errors(exc)
     else:
-        _same(_to_event(dumps(document)), validated)
+        _same(STORED_EVENTS.from_json(dumps(document)), validated)
 
 
 class _Checked(BaseModel):
