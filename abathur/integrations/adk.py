@@ -66,7 +66,7 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.session_service import SessionService
-from abathur.integrations.trusted_models import StoredModel
+from abathur.integrations.trusted_models import ALWAYS, FIELDS_ONLY, StoredModel
 
 PREFIX = "adk:"
 # ADK's own message (google.adk.sessions.database_session_service).
@@ -106,27 +106,23 @@ def _json_safe(state: dict[str, Any]) -> dict[str, Any]:
 # Event's own dump (see ``trusted_models``): genai's base model only logs type
 # mismatches (objects of another model class, which JSON cannot hold), Part's
 # ``__init__`` validates the part again, and Event's routing of convenience
-# arguments matters only for a document that holds one of those keys.
+# arguments (``message``, ``state``, ...) acts only on keys that are not
+# Event's fields. ``event_id`` is the adapter's own key.
 STORED_EVENTS = StoredModel(
     Event,
     {
-        "google.genai._common.BaseModel._check_field_type_mismatches": (),
-        "google.genai.types.Part.__init__": (),
-        "google.adk.events.event.Event._accept_convenience_kwargs": (
-            "message",
-            "state",
-            "route",
-            "node_path",
-        ),
+        "google.genai._common.BaseModel._check_field_type_mismatches": ALWAYS,
+        "google.genai.types.Part.__init__": ALWAYS,
+        "google.adk.events.event.Event._accept_convenience_kwargs": FIELDS_ONLY,
     },
+    dropped=("event_id",),
 )
 
 
 def _to_events(texts: list[str]) -> list[Event]:
     """The Events stored documents (their JSON text) hold, as
-    ``Event.model_validate`` returns them (the stored ``event_id`` is a key
-    Event ignores). They were validated when they were appended, so the
-    no-ops of ``STORED_EVENTS`` are left out."""
+    ``Event.model_validate`` returns them. They were validated when they were
+    appended, so the no-ops of ``STORED_EVENTS`` are left out."""
     return STORED_EVENTS.many_from_json(texts)
 
 

@@ -14,12 +14,17 @@ convenience arguments (which a dump never holds) and ``Part``'s own
 validator built from ``cls.__pydantic_core_schema__`` without the functions
 named in ``no_ops``: the field types, defaults, constraints, every other
 validator and ``model_post_init`` run as in ``model_validate_json``, in Rust,
-with no Python in between. A no-op may name keys whose presence makes it
-matter (ADK's routing of ``message``, ``state``, ...): a document whose text
-holds one of them as a JSON string (``"message"``, anywhere in the document)
-is validated in full. So is a document the fast validator refuses, so
-``from_json`` returns what ``cls.model_validate`` of the parsed document
-returns, and raises what it raises.
+with no Python in between. A model-level no-op may hold only for documents
+whose keys are all fields of its model (``FIELDS_ONLY``: ADK's routing of
+``message``, ``state``, ...): the fast validator refuses any other key of
+that model, and such a document is validated in full, as is any document the
+fast validator refuses. So ``from_json`` returns what ``cls.model_validate``
+of the parsed document returns, and raises what it raises.
+
+``dropped`` names keys of the stored document that are not the model's (an
+adapter's own, such as the ADK adapter's ``event_id``): the fast validator
+accepts them as fields and removes them from the result (after
+``model_post_init``), which is then what validation returns without them.
 
 Nested models are validated by their own class's validator unless the
 validator is built apart from them (``_use_prebuilt=False``, which pydantic
@@ -30,7 +35,6 @@ gets no fast validator, and every document is validated in full.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -39,12 +43,21 @@ from pydantic_core import SchemaError, SchemaValidator
 
 M = TypeVar("M", bound=BaseModel)
 
-# A function of a model's schema known to change nothing in its dumped JSON,
-# by qualified name ("module.Class.function"), and the keys whose presence in a
-# document makes it matter (empty: never).
-NoOps = Mapping[str, tuple[str, ...]]
+ALWAYS = "always"
+"""A no-op whatever the document."""
+FIELDS_ONLY = "fields only"
+"""A model-level no-op for documents whose keys are all fields of its model."""
+
+# A function of a model's schema (a validator, or a model's ``__init__``) known
+# to change nothing in its dumped JSON, by qualified name
+# ("module.Class.function"): ALWAYS or FIELDS_ONLY.
+NoOps = Mapping[str, str]
 
 _VALIDATORS = ("function-before", "function-after", "function-wrap")
+
+
+class _Unsupported(Exception):
+    """The schema has a shape this module does not strip: no fast validator."""
 
 
 def _qualname(function: Any) -> str:
@@ -52,33 +65,74 @@ def _qualname(function: Any) -> str:
     return f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}"
 
 
+def _dropped_field() -> dict[str, Any]:
+    return {
+        "type": "model-field",
+        "schema": {"type": "default", "schema": {"type": "any"}, "default": None},
+    }
+
+
 class _Stripper:
     """A copy of a core schema without the no-op validators and ``__init__``s."""
 
-    def __init__(self, no_ops: NoOps):
+    def __init__(self, no_ops: NoOps, owner: type[BaseModel], dropped: tuple[str, ...]):
         self.no_ops = no_ops
-        self.used: set[str] = set()
+        self.owner = owner
+        self.dropped = dropped
         self.config: Any = None
+        self.owners = 0  # model nodes of the owner's class
 
-    def strip(self, node: Any, owner: type[BaseModel]) -> Any:
+    def strip(self, node: Any) -> Any:
         if isinstance(node, list):
-            return [self.strip(item, owner) for item in node]
+            return [self.strip(item) for item in node]
         if not isinstance(node, dict):
             return node
-        while node.get("type") in _VALIDATORS and isinstance(node.get("function"), dict):
-            name = _qualname(node["function"].get("function"))
-            if name not in self.no_ops:
+        if node.get("type") == "model":
+            return self._model(node)
+        node, _ = self._unwrap(node, model_level=False)
+        return {key: self.strip(value) for key, value in node.items()}
+
+    def _unwrap(self, node: Any, *, model_level: bool) -> tuple[Any, bool]:
+        """``node`` without the no-op validators wrapped around it, and whether
+        one of them holds only for documents of the model's own fields."""
+        fields_only = False
+        while (
+            isinstance(node, dict)
+            and node.get("type") in _VALIDATORS
+            and isinstance(node.get("function"), dict)
+        ):
+            kind = self.no_ops.get(_qualname(node["function"].get("function")))
+            if kind is None or (kind == FIELDS_ONLY and not model_level):
                 break
-            self.used.add(name)
+            fields_only = fields_only or kind == FIELDS_ONLY
             node = node["schema"]
-        copied = {key: self.strip(value, owner) for key, value in node.items()}
-        if copied.get("type") == "model":
-            cls = copied["cls"]
-            if cls is owner and self.config is None:
-                self.config = copied.get("config")
+        return node, fields_only
+
+    def _model(self, node: dict[str, Any]) -> dict[str, Any]:
+        cls = node["cls"]
+        inner, fields_only = self._unwrap(node["schema"], model_level=True)
+        inner = self.strip(inner)
+        fields = inner  # the model-fields schema, inside the validators that are kept
+        while isinstance(fields, dict) and fields.get("type") != "model-fields":
+            fields = fields.get("schema")
+        copied = {**node, "schema": inner}
+        own = cls is self.owner
+        if fields_only or (own and self.dropped):
+            if not isinstance(fields, dict):
+                raise _Unsupported(f"{cls.__qualname__}: no model-fields schema")
+            if fields_only:
+                fields["extra_behavior"] = "forbid"
+            if own and self.dropped:
+                if set(self.dropped) & set(fields["fields"]):
+                    raise _Unsupported(f"{cls.__qualname__} has a field named as a dropped key")
+                added = {key: _dropped_field() for key in self.dropped}
+                fields["fields"] = {**fields["fields"], **added}
+        if own:
+            self.owners += 1
+            self.config = node.get("config")
+        if node.get("custom_init"):
             init = f"{cls.__module__}.{cls.__qualname__}.__init__"
-            if copied.get("custom_init") and init in self.no_ops:
-                self.used.add(init)
+            if self.no_ops.get(init) == ALWAYS:
                 copied["custom_init"] = False
         return copied
 
@@ -86,22 +140,24 @@ class _Stripper:
 class StoredModel(Generic[M]):
     """``cls`` validated from its own dumps; see the module docstring."""
 
-    def __init__(self, cls: type[M], no_ops: NoOps):
+    def __init__(self, cls: type[M], no_ops: NoOps, *, dropped: Iterable[str] = ()):
         self.cls = cls
         self._no_ops = dict(no_ops)
+        self._dropped = tuple(dropped)
         self._validator: SchemaValidator | None = None
-        self._mentions: re.Pattern[str] | None = None
         self._built = False
 
     @property
     def validator(self) -> SchemaValidator | None:
         """The fast validator, or None where pydantic-core cannot build it."""
         if not self._built:
-            self._build()
+            self._validator = self._build()
+            self._built = True
         return self._validator
 
     def from_json(self, text: str) -> M:
-        """``cls.model_validate(json.loads(text))``, without the no-ops."""
+        """``cls.model_validate(json.loads(text))`` (the ``dropped`` keys
+        ignored), without the no-ops."""
         return self.many_from_json([text])[0]
 
     def many_from_json(self, texts: Iterable[str]) -> list[M]:
@@ -109,29 +165,35 @@ class StoredModel(Generic[M]):
         validator = self.validator
         if validator is None:
             return [self._in_full(text) for text in texts]
-        validate, mentions = validator.validate_json, self._mentions
+        validate, dropped = validator.validate_json, self._dropped
         built: list[M] = []
         for text in texts:
-            if mentions is None or mentions.search(text) is None:
-                try:
-                    built.append(validate(text))
-                    continue
-                except ValueError:  # pydantic's ValidationError: the full validation decides
-                    pass
-            built.append(self._in_full(text))
+            try:
+                model = validate(text)
+            except ValueError:  # pydantic's ValidationError: the full validation decides
+                built.append(self._in_full(text))
+                continue
+            if dropped:
+                values, fields_set = model.__dict__, model.__pydantic_fields_set__
+                for key in dropped:
+                    del values[key]
+                    fields_set.discard(key)
+            built.append(model)
         return built
 
     def _in_full(self, text: str) -> M:
-        return self.cls.model_validate(json.loads(text))
+        document = json.loads(text)
+        if self._dropped and isinstance(document, dict):
+            for key in self._dropped:
+                document.pop(key, None)
+        return self.cls.model_validate(document)
 
-    def _build(self) -> None:
-        stripper = _Stripper(self._no_ops)
-        schema = stripper.strip(self.cls.__pydantic_core_schema__, self.cls)
+    def _build(self) -> SchemaValidator | None:
+        stripper = _Stripper(self._no_ops, self.cls, self._dropped)
         try:
-            self._validator = SchemaValidator(schema, stripper.config, _use_prebuilt=False)
-        except (TypeError, SchemaError):  # a pydantic-core before _use_prebuilt
-            self._validator = None
-        keys = sorted({key for name in stripper.used for key in self._no_ops[name]})
-        if keys:  # each key as a JSON string: "message"
-            self._mentions = re.compile("|".join(re.escape(json.dumps(k)) for k in keys))
-        self._built = True
+            schema = stripper.strip(self.cls.__pydantic_core_schema__)
+            if self._dropped and stripper.owners != 1:  # nested copies would keep them
+                raise _Unsupported(f"{self.cls.__qualname__} appears {stripper.owners} times")
+            return SchemaValidator(schema, stripper.config, _use_prebuilt=False)
+        except (_Unsupported, TypeError, SchemaError):  # TypeError: before _use_prebuilt
+            return None

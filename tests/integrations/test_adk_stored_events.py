@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from abathur.infrastructure.database import Database
 from abathur.integrations import trusted_models
 from abathur.integrations.adk import STORED_EVENTS, AbathurSessionService
-from abathur.integrations.trusted_models import StoredModel
+from abathur.integrations.trusted_models import FIELDS_ONLY, StoredModel
 from abathur.strict_json import dumps
 
 
@@ -204,22 +204,44 @@ def _errors(exc: pydantic.ValidationError) -> list[tuple[Any, ...]]:
         {"actions": {"stateDelta": {"a": 1}}},  # a field by its alias
         {"content": {"parts": [{"text": 5}]}},  # invalid
         {"long_running_tool_ids": "x"},  # invalid
+        {"invocationId": "by alias"},
         {"message": "hi"},  # Event's convenience arguments
         {"state": {"a": 1}},
         {"route": "r"},
         {"node_path": "a/b"},
+        {"event_id": 5},  # the adapter's own key, of any value
     ],
 )
 def test_a_document_of_another_shape_is_validated(change: dict[str, Any]) -> None:
     document = {**_events()[0].model_dump(mode="json", exclude_none=True), **change}
+    reference = {k: v for k, v in document.items() if k != "event_id"}
     try:
-        validated = Event.model_validate(document)
+        validated = Event.model_validate(reference)
     except pydantic.ValidationError as exc:
         with pytest.raises(pydantic.ValidationError) as raised:
             STORED_EVENTS.from_json(dumps(document))
         assert _errors(raised.value) == _errors(exc)
     else:
         _same(STORED_EVENTS.from_json(dumps(document)), validated)
+
+
+def test_many_documents_keep_their_order_whichever_way_each_is_validated() -> None:
+    events = _events()
+    texts = [_stored(e) for e in events]
+    routed = {"id": "r", "timestamp": 1.5, "author": "a", "message": "routed"}
+    texts.insert(2, dumps(routed))  # validated in full
+    built = STORED_EVENTS.many_from_json(texts)
+    assert [e.author for e in built] == [
+        *(e.author for e in events[:2]),
+        "a",
+        *(e.author for e in events[2:]),
+    ]
+    assert built[2].content is not None
+    assert built[2].content.parts == [types.Part(text="routed")]
+    for text, event in zip(texts, built, strict=True):
+        document = json.loads(text)
+        document.pop("event_id", None)
+        _same(event, Event.model_validate(document))
 
 
 class _Checked(BaseModel):
@@ -243,7 +265,7 @@ class _Routed(BaseModel):
         return data
 
 
-ROUTED = StoredModel(_Routed, {f"{__name__}._Routed.route": ("shortcut",)})
+ROUTED = StoredModel(_Routed, {f"{__name__}._Routed.route": FIELDS_ONLY}, dropped=("row",))
 
 
 def test_validators_that_are_not_no_ops_still_run() -> None:
@@ -252,11 +274,29 @@ def test_validators_that_are_not_no_ops_still_run() -> None:
     _same(built, _Routed.model_validate({"inner": {"n": 2}, "tags": ["a"]}))
 
 
-def test_a_document_that_names_a_key_of_a_no_op_is_validated_in_full() -> None:
-    assert ROUTED.from_json('{"shortcut": 3}').inner.n == 6
+def test_a_no_op_for_field_keys_only_runs_for_other_keys() -> None:
+    assert ROUTED.from_json('{"shortcut": 3}').inner.n == 6  # validated in full
     with _python_calls() as called:
         ROUTED.from_json('{"inner": {"n": 1}}')
     assert "_Routed.route" not in called
+    assert "BaseModel.model_validate" not in called
+
+
+def test_dropped_keys_are_not_in_the_model() -> None:
+    with _python_calls() as called:
+        built = ROUTED.from_json('{"row": 7, "inner": {"n": 1}}')
+    assert "BaseModel.model_validate" not in called
+    _same(built, _Routed.model_validate({"inner": {"n": 1}}))
+    assert "row" not in vars(built)
+    assert built.model_fields_set == {"inner"}
+    _same(ROUTED.from_json('{"row": 7, "shortcut": 1}'), _Routed.model_validate({"shortcut": 1}))
+
+
+def test_a_model_with_a_field_named_as_a_dropped_key_is_validated_in_full() -> None:
+    stored = StoredModel(_Checked, {}, dropped=("n",))
+    assert stored.validator is None
+    with pytest.raises(pydantic.ValidationError):  # n is dropped, and required
+        stored.from_json('{"n": 2}')
 
 
 def test_without_a_separate_validator_every_document_is_validated(
