@@ -141,6 +141,7 @@ class SessionService:
         *,
         recent_events: int | None = None,
         after: datetime | None = None,
+        events_as_text: bool = False,
     ) -> SessionWithEvents | None:
         """The session with its ordered ``events``, or None.
 
@@ -148,7 +149,9 @@ class SessionService:
         ``after`` only events stored after that instant. ``last_seq`` is the
         seq of the newest event in the whole log, for ``expected_seq``.
         ``state`` is the merged view: the session's own keys and the shared
-        ``app:`` / ``user:`` keys of its app and user.
+        ``app:`` / ``user:`` keys of its app and user. With ``events_as_text``
+        each event is its stored JSON text (a ``str``), for a caller that
+        parses or validates it itself, instead of the parsed document.
         """
         text_arg(session_id, "session_id")
         query = validated(EventQuery, recent_events=recent_events, after=after)
@@ -163,7 +166,12 @@ class SessionService:
             if query.recent_events == 0:
                 events: list[Any] = []
             else:
-                events = repo.payloads(session_id, after=query.after, last=query.recent_events)
+                events = repo.payloads(
+                    session_id,
+                    after=query.after,
+                    last=query.recent_events,
+                    as_text=events_as_text,
+                )
             found: SessionWithEvents = {
                 **session_dict(row),
                 "events": events,
@@ -174,7 +182,7 @@ class SessionService:
             return found
 
         def whole(conn: Connection) -> SessionWithEvents | None:
-            row = SessionRepository(conn).get_whole(session_id)
+            row = SessionRepository(conn).get_whole(session_id, as_text=events_as_text)
             if row is None:
                 return None
             found: SessionWithEvents = {

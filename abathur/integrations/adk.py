@@ -19,9 +19,10 @@ differences):
   ``abathur_session_id`` convert both ways.
 - Events. Each ADK ``Event`` is stored as its ``model_dump(mode="json",
   exclude_none=True)`` (bytes as base64) plus ``event_id`` (the event's own
-  id) and read back with ``Event.model_validate``; timestamps stay ADK's float
-  seconds. ``after_timestamp`` filters on the event's own timestamp,
-  inclusive; ``num_recent_events`` keeps the newest events in append order.
+  id) and read back from its JSON text as ``Event.model_validate`` would
+  (``STORED_EVENTS``); timestamps stay ADK's float seconds.
+  ``after_timestamp`` filters on the event's own timestamp, inclusive;
+  ``num_recent_events`` keeps the newest events in append order.
 - State. ``app:`` and ``user:`` keys use abathur's shared state scopes;
   ``temp:`` keys are never persisted (ADK's rule, applied here: abathur's core
   keeps them until the session ends).
@@ -65,7 +66,7 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.session_service import SessionService
-from abathur.integrations.trusted_models import TrustedModels
+from abathur.integrations.trusted_models import ALWAYS, FIELDS_ONLY, StoredModel
 
 PREFIX = "adk:"
 # ADK's own message (google.adk.sessions.database_session_service).
@@ -101,35 +102,28 @@ def _json_safe(state: dict[str, Any]) -> dict[str, Any]:
     return safe
 
 
-# Validators of the Event tree that change nothing in an Event's own dump
-# (see ``trusted_models``): genai's base model only logs type mismatches, Event's
-# routes convenience arguments that a dump never holds, EventActions' converts
-# ``requested_auth_configs`` (so an event with some is validated).
-STORED_EVENTS = TrustedModels(
+# What ``Event.model_validate`` runs in Python that changes nothing in an
+# Event's own dump (see ``trusted_models``): genai's base model only logs type
+# mismatches (objects of another model class, which JSON cannot hold), Part's
+# ``__init__`` validates the part again, and Event's routing of convenience
+# arguments (``message``, ``state``, ...) acts only on keys that are not
+# Event's fields. ``event_id`` is the adapter's own key.
+STORED_EVENTS = StoredModel(
+    Event,
     {
-        ("google.genai._common.BaseModel", "_check_field_type_mismatches"): None,
-        ("google.adk.events.event.Event", "_accept_convenience_kwargs"): None,
-        (
-            "google.adk.events.event_actions.EventActions",
-            "_parse_auth_configs",
-        ): "requested_auth_configs",
-    }
+        "google.genai._common.BaseModel._check_field_type_mismatches": ALWAYS,
+        "google.genai.types.Part.__init__": ALWAYS,
+        "google.adk.events.event.Event._accept_convenience_kwargs": FIELDS_ONLY,
+    },
+    dropped=("event_id",),
 )
 
 
-def _to_event(document: dict[str, Any]) -> Event:
-    """The Event a stored document holds. It was validated when it was
-    appended, so it is rebuilt without validating again (``STORED_EVENTS``);
-    a document of any other shape is validated."""
-    data = dict(document)
-    data.pop("event_id", None)
-    event: Event = STORED_EVENTS.build(Event, data)
-    return event
-
-
-def _timestamp(document: dict[str, Any]) -> float | None:
-    value = document.get("timestamp")
-    return float(value) if isinstance(value, int | float) else None
+def _to_events(texts: list[str]) -> list[Event]:
+    """The Events stored documents (their JSON text) hold, as
+    ``Event.model_validate`` returns them. They were validated when they were
+    appended, so the no-ops of ``STORED_EVENTS`` are left out."""
+    return STORED_EVENTS.many_from_json(texts)
 
 
 class AbathurSessionService(BaseSessionService):
@@ -221,22 +215,18 @@ class AbathurSessionService(BaseSessionService):
         cid = abathur_session_id(app_name, user_id, session_id)
         recent = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
-        if after:  # ADK applies after_timestamp only when truthy
-            got = await sessions.get_session(cid)
-        elif recent is not None:
-            got = await sessions.get_session(cid, recent_events=max(recent, 1))
+        if recent is not None and not after:  # ADK applies after_timestamp only when truthy
+            got = await sessions.get_session(cid, recent_events=max(recent, 1), events_as_text=True)
         else:
-            got = await sessions.get_session(cid)
+            got = await sessions.get_session(cid, events_as_text=True)
         if got is None:
             return None
-        documents: list[dict[str, Any]] = got["events"]
-        newest = _timestamp(documents[-1]) if documents else None
-        updated = newest if newest is not None else got["last_update_time"].timestamp()
+        events = _to_events(got["events"])
+        updated = events[-1].timestamp if events else got["last_update_time"].timestamp()
         if after:
-            documents = [d for d in documents if (_timestamp(d) or 0.0) >= after]
+            events = [e for e in events if e.timestamp >= after]
         if recent is not None:
-            documents = documents[-recent:] if recent else []
-        events = [_to_event(d) for d in documents]
+            events = events[-recent:] if recent else []
         return self._session(app_name, user_id, session_id, got, events, updated)
 
     async def list_sessions(

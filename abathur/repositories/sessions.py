@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    cast,
     column,
     delete,
     func,
@@ -29,7 +30,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
@@ -101,10 +102,18 @@ def _with_last_seq(*fields: Any) -> Prepared:
 GET_WITH_LAST_SEQ = _with_last_seq(*SESSION_FIELDS)
 
 
-def _whole_pg() -> Prepared:
+# An event's stored JSON text, by dialect (``get_session(events_as_text=True)``).
+EVENT_TEXTS = {
+    "sqlite": type_coerce(SessionEvent.event, Text).label("event"),
+    "postgresql": cast(SessionEvent.event, Text).label("event"),
+}
+
+
+def _whole_pg(as_text: bool) -> Prepared:
     """PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
-    object) and its event documents in seq order (one JSON array), in one
-    statement: one snapshot, one round trip (``get_session``)."""
+    object) and its event documents in seq order (one JSON array; with
+    ``as_text`` an array of their JSON texts), in one statement: one
+    snapshot, one round trip (``get_session``)."""
     newest = (
         select(func.max(SessionEvent.seq))
         .where(SessionEvent.session_id == Session.id)
@@ -123,27 +132,31 @@ def _whole_pg() -> Prepared:
         )
         .scalar_subquery()
     )
-    events = (
-        select(
-            func.coalesce(
-                func.jsonb_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
-                literal_column("'[]'::jsonb"),
-            )
+    if as_text:
+        documents: Any = func.coalesce(
+            func.array_agg(aggregate_order_by(EVENT_TEXTS["postgresql"], SessionEvent.seq)),
+            literal_column("'{}'::text[]"),
         )
-        .where(SessionEvent.session_id == Session.id)
-        .scalar_subquery()
-    )
+        events_type: Any = ARRAY(Text)
+    else:
+        documents = func.coalesce(
+            func.jsonb_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
+            literal_column("'[]'::jsonb"),
+        )
+        events_type = JSONB
+    events = select(documents).where(SessionEvent.session_id == Session.id).scalar_subquery()
     return Prepared(
         select(
             *SESSION_FIELDS,
             newest.label("last_seq"),
             type_coerce(shared, JSONB).label("shared"),
-            type_coerce(events, JSONB).label("events"),
+            type_coerce(events, events_type).label("events"),
         ).where(Session.id == bindparam("id"))
     )
 
 
-GET_WHOLE_PG = _whole_pg()
+# By events_as_text.
+GET_WHOLE_PG = {as_text: _whole_pg(as_text) for as_text in (False, True)}
 LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
 # The INSERT of a new session returns the shared state its app and user see,
 # as one JSON object (``SharedStateRepository.read``'s rows), so creating a
@@ -202,12 +215,21 @@ EVENT_FIELDS = tuple(
     getattr(SessionEvent, prop.key).label(prop.key)
     for prop in sa_inspect(SessionEvent).column_attrs
 )
-# get_session's events: the documents alone, without the per-row timestamps.
+# get_session's events: the documents alone, without the per-row timestamps;
+# or their JSON text, for a caller that parses it itself. SQLite stores the
+# text (read as it is: a CAST would copy each value); PostgreSQL's driver
+# parses a JSONB value unless the statement casts it to text.
 ALL_PAYLOADS = Prepared(
     select(SessionEvent.event.label("event"))
     .where(SessionEvent.session_id == bindparam("id"))
     .order_by(SessionEvent.seq)
 )
+ALL_PAYLOAD_TEXTS = {
+    dialect: Prepared(
+        select(text).where(SessionEvent.session_id == bindparam("id")).order_by(SessionEvent.seq)
+    )
+    for dialect, text in EVENT_TEXTS.items()
+}
 
 
 # State keys that SQLite's JSON path syntax (``$."key"``) addresses exactly:
@@ -278,11 +300,11 @@ class SessionRepository:
         assert row is not None  # an INSERT of one row returns it
         return now, row.shared
 
-    def get_whole(self, session_id: str) -> Any | None:
+    def get_whole(self, session_id: str, *, as_text: bool = False) -> Any | None:
         """PostgreSQL: ``get_with_last_seq`` with ``shared`` (the shared state
-        it sees) and ``events`` (every event document, in seq order), read by
-        one statement."""
-        return GET_WHOLE_PG.first(self.executor, {"id": session_id})
+        it sees) and ``events`` (every event document, or with ``as_text`` its
+        JSON text, in seq order), read by one statement."""
+        return GET_WHOLE_PG[as_text].first(self.executor, {"id": session_id})
 
     def get_with_last_seq(self, session_id: str) -> StoredSession | None:
         """The session with ``last_seq``, the seq of its newest event (None when
@@ -433,14 +455,21 @@ class SessionRepository:
         )
 
     def payloads(
-        self, session_id: str, *, after: datetime | None = None, last: int | None = None
+        self,
+        session_id: str,
+        *,
+        after: datetime | None = None,
+        last: int | None = None,
+        as_text: bool = False,
     ) -> list[Any]:
-        """The event documents alone, in seq order (filters as for ``events``)."""
+        """The event documents alone, in seq order (filters as for ``events``);
+        with ``as_text``, each document's JSON text instead."""
+        dialect = dialect_name(self.executor) if as_text else ""
         if after is None and last is None:
-            rows = ALL_PAYLOADS.all(self.executor, {"id": session_id})
-        else:
-            rows = list(self.events(session_id, after=after, last=last))
-        return [row.event for row in rows]
+            every = ALL_PAYLOAD_TEXTS[dialect] if as_text else ALL_PAYLOADS
+            return every.column(self.executor, {"id": session_id})
+        fields = (EVENT_TEXTS[dialect] if as_text else SessionEvent.event.label("event"),)
+        return [row.event for row in self.events(session_id, after=after, last=last, fields=fields)]
 
     def events(
         self,
@@ -450,11 +479,12 @@ class SessionRepository:
         after: datetime | None = None,
         last: int | None = None,
         limit: int | None = None,
+        fields: Sequence[Any] = EVENT_FIELDS,
     ) -> Sequence[EventRow]:
         """Events in seq order: those after ``after_seq`` and stored after
         ``after``; ``last`` keeps only the newest N; ``limit`` the oldest N.
-        Plain rows with the model's attribute names, not ORM objects."""
-        query = select(*EVENT_FIELDS).where(SessionEvent.session_id == session_id)
+        Plain rows with the model's attribute names (or ``fields``), not ORM objects."""
+        query = select(*fields).where(SessionEvent.session_id == session_id)
         if after_seq is not None:
             query = query.where(SessionEvent.seq > after_seq)
         if after is not None:

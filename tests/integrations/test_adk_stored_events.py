@@ -1,10 +1,15 @@
-"""The ADK adapter rebuilds stored events without validating them again
+"""The ADK adapter reads stored events from their JSON text without the
+Python validators that change nothing in a dump
 (``abathur.integrations.trusted_models``): whatever the event, the result is
 what ``Event.model_validate`` of the stored document gives, and a document of
-another shape is validated."""
+another shape is validated in full."""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pydantic
@@ -18,8 +23,10 @@ from google.genai import types
 from pydantic import BaseModel
 
 from abathur.infrastructure.database import Database
-from abathur.integrations.adk import STORED_EVENTS, AbathurSessionService, _to_event
-from abathur.integrations.trusted_models import TrustedModels
+from abathur.integrations import trusted_models
+from abathur.integrations.adk import STORED_EVENTS, AbathurSessionService
+from abathur.integrations.trusted_models import FIELDS_ONLY, StoredModel
+from abathur.strict_json import dumps
 
 
 def _events() -> list[Event]:
@@ -140,26 +147,49 @@ def _same(built: BaseModel, validated: BaseModel) -> None:
                     _same(a, b)
 
 
+def _stored(event: Event) -> str:
+    """An event's document as the adapter stores it."""
+    return dumps({"event_id": event.id, **event.model_dump(mode="json", exclude_none=True)})
+
+
 @pytest.mark.parametrize("index", range(len(_events())))
 def test_a_stored_event_is_rebuilt_as_validation_would(index: int) -> None:
     event = _events()[index]
-    document = event.model_dump(mode="json", exclude_none=True)
-    validated = Event.model_validate(document)
-    built = _to_event({"event_id": event.id, **document})
+    validated = Event.model_validate(event.model_dump(mode="json", exclude_none=True))
+    built = STORED_EVENTS.from_json(_stored(event))
     _same(built, validated)
     assert built.model_dump(mode="json") == validated.model_dump(mode="json")
 
 
-def test_a_plain_event_is_not_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    document = _events()[0].model_dump(mode="json", exclude_none=True)
-    _to_event(dict(document))  # plans made (their first call checks model_construct)
+@contextmanager
+def _python_calls() -> Iterator[list[str]]:
+    """The qualified names of the Python functions called meanwhile."""
+    called: list[str] = []
 
-    def refuse(*_a: Any, **_k: Any) -> None:
-        raise AssertionError("validated")
+    def record(frame: Any, what: str, _arg: Any) -> None:
+        if what == "call":
+            called.append(frame.f_code.co_qualname)
 
-    for cls in (Event, EventActions, types.Content, types.Part):
-        monkeypatch.setattr(cls, "model_validate", refuse)
-    assert _to_event(document).content.parts[0].text == "hello"  # type: ignore[union-attr,index]
+    sys.setprofile(record)
+    try:
+        yield called
+    finally:
+        sys.setprofile(None)
+
+
+def test_a_stored_event_is_read_without_the_no_ops() -> None:
+    text = _stored(_events()[1])  # parts, usage metadata: many genai models
+    assert STORED_EVENTS.validator is not None
+    with _python_calls() as called:
+        STORED_EVENTS.from_json(text)
+    assert not {
+        "BaseModel._check_field_type_mismatches",
+        "Event._accept_convenience_kwargs",
+        "Part.__init__",
+        "BaseModel.model_validate",
+    } & set(called)
+    # Other validators still run: EventActions' (it converts auth configs).
+    assert "EventActions._parse_auth_configs" in called
 
 
 def _errors(exc: pydantic.ValidationError) -> list[tuple[Any, ...]]:
@@ -174,38 +204,115 @@ def _errors(exc: pydantic.ValidationError) -> list[tuple[Any, ...]]:
         {"actions": {"stateDelta": {"a": 1}}},  # a field by its alias
         {"content": {"parts": [{"text": 5}]}},  # invalid
         {"long_running_tool_ids": "x"},  # invalid
-        {"message": "hi"},  # Event's convenience argument
+        {"invocationId": "by alias"},
+        {"message": "hi"},  # Event's convenience arguments
+        {"state": {"a": 1}},
+        {"route": "r"},
+        {"node_path": "a/b"},
+        {"event_id": 5},  # the adapter's own key, of any value
     ],
 )
 def test_a_document_of_another_shape_is_validated(change: dict[str, Any]) -> None:
     document = {**_events()[0].model_dump(mode="json", exclude_none=True), **change}
+    reference = {k: v for k, v in document.items() if k != "event_id"}
     try:
-        validated = Event.model_validate(document)
+        validated = Event.model_validate(reference)
     except pydantic.ValidationError as exc:
         with pytest.raises(pydantic.ValidationError) as raised:
-            STORED_EVENTS.build(Event, document)
+            STORED_EVENTS.from_json(dumps(document))
         assert _errors(raised.value) == _errors(exc)
     else:
-        _same(STORED_EVENTS.build(Event, document), validated)
+        _same(STORED_EVENTS.from_json(dumps(document)), validated)
 
 
-def test_models_with_unknown_validators_are_validated() -> None:
-    class Checked(BaseModel):
-        n: int
+def test_many_documents_keep_their_order_whichever_way_each_is_validated() -> None:
+    events = _events()
+    texts = [_stored(e) for e in events]
+    routed = {"id": "r", "timestamp": 1.5, "author": "a", "message": "routed"}
+    texts.insert(2, dumps(routed))  # validated in full
+    built = STORED_EVENTS.many_from_json(texts)
+    assert [e.author for e in built] == [
+        *(e.author for e in events[:2]),
+        "a",
+        *(e.author for e in events[2:]),
+    ]
+    assert built[2].content is not None
+    assert built[2].content.parts == [types.Part(text="routed")]
+    for text, event in zip(texts, built, strict=True):
+        document = json.loads(text)
+        document.pop("event_id", None)
+        _same(event, Event.model_validate(document))
 
-        @pydantic.field_validator("n")
-        @classmethod
-        def double(cls, v: int) -> int:
-            return v * 2
 
-    class Outer(BaseModel):
-        inner: Checked
-        tags: set[str] = set()
+class _Checked(BaseModel):
+    n: int
 
-    document = {"inner": {"n": 2}, "tags": ["a"]}
-    built = TrustedModels({}).build(Outer, document)
+    @pydantic.field_validator("n")
+    @classmethod
+    def double(cls, v: int) -> int:
+        return v * 2
+
+
+class _Routed(BaseModel):
+    inner: _Checked
+    tags: set[str] = set()
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def route(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "shortcut" in data:
+            return {**data, "inner": {"n": data.pop("shortcut")}}
+        return data
+
+
+ROUTED = StoredModel(_Routed, {f"{__name__}._Routed.route": FIELDS_ONLY}, dropped=("row",))
+
+
+def test_validators_that_are_not_no_ops_still_run() -> None:
+    built = ROUTED.from_json('{"inner": {"n": 2}, "tags": ["a"]}')
     assert built.inner.n == 4
-    _same(built, Outer.model_validate(document))
+    _same(built, _Routed.model_validate({"inner": {"n": 2}, "tags": ["a"]}))
+
+
+def test_a_no_op_for_field_keys_only_runs_for_other_keys() -> None:
+    assert ROUTED.from_json('{"shortcut": 3}').inner.n == 6  # validated in full
+    with _python_calls() as called:
+        ROUTED.from_json('{"inner": {"n": 1}}')
+    assert "_Routed.route" not in called
+    assert "BaseModel.model_validate" not in called
+
+
+def test_dropped_keys_are_not_in_the_model() -> None:
+    with _python_calls() as called:
+        built = ROUTED.from_json('{"row": 7, "inner": {"n": 1}}')
+    assert "BaseModel.model_validate" not in called
+    _same(built, _Routed.model_validate({"inner": {"n": 1}}))
+    assert "row" not in vars(built)
+    assert built.model_fields_set == {"inner"}
+    _same(ROUTED.from_json('{"row": 7, "shortcut": 1}'), _Routed.model_validate({"shortcut": 1}))
+
+
+def test_a_model_with_a_field_named_as_a_dropped_key_is_validated_in_full() -> None:
+    stored = StoredModel(_Checked, {}, dropped=("n",))
+    assert stored.validator is None
+    with pytest.raises(pydantic.ValidationError):  # n is dropped, and required
+        stored.from_json('{"n": 2}')
+
+
+def test_without_a_separate_validator_every_document_is_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def old_core(*_a: Any, **_k: Any) -> Any:  # a pydantic-core before _use_prebuilt
+        raise TypeError("unexpected keyword argument '_use_prebuilt'")
+
+    monkeypatch.setattr(trusted_models, "SchemaValidator", old_core)
+    stored = StoredModel(Event, {})
+    assert stored.validator is None
+    event = _events()[2]
+    _same(
+        stored.from_json(_stored(event)),
+        Event.model_validate(json.loads(_stored(event))),
+    )
 
 
 async def test_events_read_back_through_the_service_equal_the_appended_ones(

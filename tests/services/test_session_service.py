@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,6 +262,26 @@ async def test_get_session_recent_events_and_after(sessions: SessionService, db:
         await sessions.get_session("s1", recent_events=-1)
     with pytest.raises(ValidationError):
         await sessions.get_session("s1", after=datetime(2020, 1, 1))  # naive
+
+
+async def test_get_session_events_as_text(sessions: SessionService, db: Database) -> None:
+    await created(sessions)
+    documents = [
+        {"n": i, "text": 'é ✓ "quoted"', "nested": {"a": [1, None, True]}} for i in range(4)
+    ]
+    await sessions.append_events("s1", documents)
+    async with db.transaction(write=False) as tx:
+        cut = (await tx.execute(text("SELECT max(created_at) FROM session_events"))).scalar_one()
+    cut = (cut if isinstance(cut, datetime) else datetime.fromisoformat(cut)).replace(tzinfo=UTC)
+    await sessions.append_event("s1", {"n": 4})
+    for kw in ({}, {"recent_events": 2}, {"after": cut}, {"recent_events": 0}):
+        parsed = await sessions.get_session("s1", **kw)
+        as_text = await sessions.get_session("s1", events_as_text=True, **kw)
+        assert parsed is not None and as_text is not None
+        assert all(type(e) is str for e in as_text["events"])
+        assert [json.loads(e) for e in as_text["events"]] == parsed["events"]
+        assert {**as_text, "events": None} == {**parsed, "events": None}
+    assert await sessions.get_session("nope", events_as_text=True) is None
 
 
 async def test_list_events_pages_through_the_log(sessions: SessionService) -> None:
