@@ -13,9 +13,10 @@ convenience arguments (which a dump never holds) and ``Part``'s own
 ``StoredModel(cls, no_ops).from_json(text)`` validates with a pydantic-core
 validator built from ``cls.__pydantic_core_schema__`` without the functions
 named in ``no_ops``: the field types, defaults, constraints, every other
-validator and ``model_post_init`` run as in ``model_validate_json``, in Rust,
-with no Python in between. A model-level no-op may hold only for documents
-whose keys are all fields of its model (``FIELDS_ONLY``: ADK's routing of
+validator and ``model_post_init`` run as in ``model_validate_json``, in Rust
+but for those other validators and ``model_post_init`` themselves. A
+model-level no-op may hold only for documents whose keys are all fields of
+its model (``FIELDS_ONLY``: ADK's routing of
 ``message``, ``state``, ...): the fast validator refuses any other key of
 that model, and such a document is validated in full, as is any document the
 fast validator refuses. So ``from_json`` returns what ``cls.model_validate``
