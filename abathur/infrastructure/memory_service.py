@@ -930,34 +930,25 @@ class MemoryService:
         ``put_memory`` (``_write_version``). On PostgreSQL, without an
         embedding to store, it is one statement (``write_memory``: the same
         rules in a database function), sent in autocommit."""
+        fields: dict[str, Any] = {
+            "rule": rule,
+            "task_id": task_id,
+            "namespace": namespace,
+            "key": key,
+            "value": value,
+            "memory_type": memory_type,
+            "metadata": metadata,
+            "by": by,
+        }
         if embedding is not None or self._db.is_sqlite:
             return await self._db.write(
-                partial(
-                    _write_version,
-                    rule=rule,
-                    task_id=task_id,
-                    namespace=namespace,
-                    key=key,
-                    value=value,
-                    memory_type=memory_type,
-                    metadata=metadata,
-                    by=by,
-                    ttl=ttl,
-                    embedding=embedding,
-                )
+                partial(_write_version, **fields, ttl=ttl, embedding=embedding)
             )
         now = clock.utcnow()
         return await self._db.write(
             partial(
                 write_memory,
-                rule=rule,
-                task_id=task_id,
-                namespace=namespace,
-                key=key,
-                value=value,
-                memory_type=memory_type,
-                metadata=metadata,
-                by=by,
+                **fields,
                 now=now,
                 expiry=_expiry(ttl, now),
                 audit_extra=_ttl_data(ttl),
