@@ -24,12 +24,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import adk_peer
 from benchmarks.postgres import create_schema, dsn, open_database
 
 if TYPE_CHECKING:
     from benchmarks.run import Bench
 
-SPREAD = 10  # sessions appended to, round robin
 LANGGRAPH_GOAL = 1.5  # issue 13: within 1.5x of LangGraph's own store
 ADK_GOAL = 5.0  # issue 13: at least 5x faster than ADK's own service
 PEER_NAMES = {
@@ -37,7 +37,6 @@ PEER_NAMES = {
     "langgraph": ("LangGraph AsyncPostgresStore", 1 / LANGGRAPH_GOAL),
 }
 
-Make = Callable[[str], Callable[[int], Awaitable[Any]]]
 
 
 def psycopg_dsn(url: str, schema: str) -> str:
@@ -50,23 +49,9 @@ async def adk(bench: Bench, url: str) -> tuple[list[Any], str | None]:
     """ADK's session service on PostgreSQL: create, append_event (a 240-character
     message and a state delta), get_session of 100 such events."""
     try:
-        from google.adk.events.event import Event
-        from google.adk.events.event_actions import EventActions
-        from google.adk.sessions.database_session_service import DatabaseSessionService
-        from google.genai import types
-
-        from abathur.integrations.adk import AbathurSessionService
+        event, DatabaseSessionService, AbathurSessionService = adk_peer.classes()
     except ImportError as exc:  # the bench and dev extras install google-adk
         return [], f"ADK not measured: {exc}"
-
-    def event(i: int) -> Any:
-        return Event(
-            author="agent",
-            invocation_id=f"inv{i}",
-            content=types.Content(role="model", parts=[types.Part(text="x" * 240)]),
-            actions=EventActions(state_delta={"last": i}),
-        )
-
     async with AsyncExitStack() as stack:
         schemas = {impl: await create_schema(url, stack) for impl in ("abathur", "adk")}
         db = await stack.enter_async_context(open_database(url, schemas["abathur"]))
@@ -78,41 +63,7 @@ async def adk(bench: Bench, url: str) -> tuple[list[Any], str | None]:
         }
         for svc in services.values():
             stack.push_async_callback(svc.close)
-        targets: dict[str, list[Any]] = {}
-        for impl, svc in services.items():
-            got = await svc.create_session(app_name="bench", user_id="u", session_id="g")
-            for i in range(100):
-                await svc.append_event(got, event(i))
-            targets[impl] = [
-                await svc.create_session(app_name="bench", user_id="u", session_id=f"a{j}")
-                for j in range(SPREAD)
-            ]
-        events = {impl: [event(i) for i in range(bench.n)] for impl in services}
-
-        def create(impl: str) -> Callable[[int], Awaitable[Any]]:
-            svc = services[impl]
-            return lambda i: svc.create_session(app_name="bench", user_id="u", session_id=f"c{i}")
-
-        def append(impl: str) -> Callable[[int], Awaitable[Any]]:
-            svc, sessions, evs = services[impl], targets[impl], events[impl]
-            return lambda i: svc.append_event(sessions[i % SPREAD], evs[i])
-
-        def get(impl: str) -> Callable[[int], Awaitable[Any]]:
-            svc = services[impl]
-            return lambda i: svc.get_session(app_name="bench", user_id="u", session_id="g")
-
-        figures = await _interleave(
-            bench,
-            services,
-            [
-                ("ADK create_session", create),
-                ("ADK append_event", append),
-                ("ADK get_session (100 events)", get),
-            ],
-        )
-        for impl, svc in services.items():  # the reads returned every event
-            got = await svc.get_session(app_name="bench", user_id="u", session_id="g")
-            assert got is not None and len(got.events) == 100, impl
+        figures = await adk_peer.measure(bench, services, event)
     return figures, None
 
 
@@ -225,7 +176,7 @@ async def langgraph(bench: Bench, url: str) -> tuple[list[Any], str | None]:
                 return big(impl)
             return lambda i: memory.search_memories(big_root, limit=hits)
 
-        figures = await _interleave(
+        figures = await adk_peer.interleaved(
             bench,
             stores,
             [
@@ -258,19 +209,6 @@ async def _analyze(url: str, schema: str) -> None:
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
-
-
-async def _interleave(
-    bench: Bench, impls: dict[str, Any], ops: list[tuple[str, Make]]
-) -> list[Any]:
-    start = len(bench.figures)
-    await bench.interleave(
-        [(op, [(impl, make(impl)) for impl in impls], {}) for op, make in ops],
-        [(i,) for i in range(bench.n)],
-    )
-    figures = bench.figures[start:]
-    del bench.figures[start:]
-    return figures
 
 
 async def run(bench: Bench, url: str) -> dict[str, Any]:

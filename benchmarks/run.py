@@ -42,7 +42,7 @@ from sqlalchemy import event
 from abathur.db.sqlite import worker as worker_module
 from abathur.db.sqlite.worker import run_in_worker
 from abathur.infrastructure.database import Database
-from benchmarks import pg_peers, postgres
+from benchmarks import adk_peer, pg_peers, postgres
 from benchmarks.baselines import AsyncBaseline, SyncBaseline, dumps, now
 from benchmarks.report import Figure, machine, print_targets, write_results
 
@@ -312,72 +312,16 @@ class Bench:
         240-character message and a state delta) and get_session of a session
         of 100 such events."""
         try:
-            from google.adk.events.event import Event
-            from google.adk.events.event_actions import EventActions
-            from google.adk.sessions.database_session_service import DatabaseSessionService
-            from google.genai import types
-
-            from abathur.integrations.adk import AbathurSessionService
+            event, DatabaseSessionService, AbathurSessionService = adk_peer.classes()
         except ImportError as exc:  # the bench extra installs google-adk
             self.peers_note = f"not measured: {exc}"
             return
-
-        def event(i: int) -> Any:
-            return Event(
-                author="agent",
-                invocation_id=f"inv{i}",
-                content=types.Content(role="model", parts=[types.Part(text="x" * 240)]),
-                actions=EventActions(state_delta={"last": i}),
-            )
-
         services: dict[str, Any] = {
             "abathur": AbathurSessionService(self.workdir / "adk-abathur.db"),
             "adk": DatabaseSessionService(f"sqlite+aiosqlite:///{self.workdir / 'adk-adk.db'}"),
         }
         try:
-            targets: dict[str, list[Any]] = {}
-            for impl, svc in services.items():
-                got = await svc.create_session(app_name="bench", user_id="u", session_id="g")
-                for i in range(100):
-                    await svc.append_event(got, event(i))
-                targets[impl] = [
-                    await svc.create_session(app_name="bench", user_id="u", session_id=f"a{j}")
-                    for j in range(SPREAD)
-                ]
-            n = self.n
-            events = {impl: [event(i) for i in range(n)] for impl in services}
-
-            def create(impl: str) -> Callable[[int], Awaitable[Any]]:
-                svc = services[impl]
-                return lambda i: svc.create_session(
-                    app_name="bench", user_id="u", session_id=f"c{i}"
-                )
-
-            def append(impl: str) -> Callable[[int], Awaitable[Any]]:
-                svc, sessions, evs = services[impl], targets[impl], events[impl]
-                return lambda i: svc.append_event(sessions[i % SPREAD], evs[i])
-
-            def get(impl: str) -> Callable[[int], Awaitable[Any]]:
-                svc = services[impl]
-                return lambda i: svc.get_session(app_name="bench", user_id="u", session_id="g")
-
-            start = len(self.figures)
-            await self.interleave(
-                [
-                    (op, [(impl, make(impl)) for impl in services], {})
-                    for op, make in (
-                        ("ADK create_session", create),
-                        ("ADK append_event", append),
-                        ("ADK get_session (100 events)", get),
-                    )
-                ],
-                [(i,) for i in range(n)],
-            )
-            self.peers += self.figures[start:]
-            del self.figures[start:]
-            for impl, svc in services.items():  # the reads returned every event
-                got = await svc.get_session(app_name="bench", user_id="u", session_id="g")
-                assert got is not None and len(got.events) == 100, impl
+            self.peers += await adk_peer.measure(self, services, event)
         finally:
             for svc in services.values():
                 await svc.close()
