@@ -6,12 +6,14 @@ sequence of ``put_memory`` calls is a property test
 
 from __future__ import annotations
 
+import gc
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from abathur.domain.memory import AccessContext
 from abathur.embeddings import Embedder
@@ -314,3 +316,22 @@ async def test_more_keys_than_the_lock_table_holds(db: Database, task_id: str) -
 
 async def count_rows(db: Database) -> int:
     return await count(db, MemoryEntry)
+
+
+async def test_the_collector_and_page_cache_are_restored(db: Database, task_id: str) -> None:
+    """``put_memories`` pauses Python's cyclic collector and (SQLite) enlarges
+    the page cache for its own unit only: both are back as they were after a
+    write, and after a write that failed inside the unit."""
+
+    def cache_size(conn: Connection) -> Any:
+        return conn.exec_driver_sql("PRAGMA cache_size").scalar() if db.is_sqlite else None
+
+    before = await db.write(cache_size)
+    assert gc.isenabled()
+    await db.memory.put_memories([item("a", {"n": 1}, task_id)])
+    assert gc.isenabled()
+    assert await db.write(cache_size) == before
+    with pytest.raises(NotFoundError):
+        await db.memory.put_memories([item("b", {"n": 2}, "no-such-task")])
+    assert gc.isenabled()
+    assert await db.write(cache_size) == before
