@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import adk_peer
+from benchmarks import peers
 from benchmarks.postgres import create_schema, dsn, open_database
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ async def adk(bench: Bench, url: str) -> tuple[list[Any], str | None]:
     """ADK's session service on PostgreSQL: create, append_event (a 240-character
     message and a state delta), get_session of 100 such events."""
     try:
-        event, DatabaseSessionService, AbathurSessionService = adk_peer.classes()
+        event, DatabaseSessionService, AbathurSessionService = peers.classes()
     except ImportError as exc:  # the bench and dev extras install google-adk
         return [], f"ADK not measured: {exc}"
     async with AsyncExitStack() as stack:
@@ -63,7 +63,7 @@ async def adk(bench: Bench, url: str) -> tuple[list[Any], str | None]:
         }
         for svc in services.values():
             stack.push_async_callback(svc.close)
-        figures = await adk_peer.measure(bench, services, event)
+        figures = await peers.measure(bench, services, event)
     return figures, None
 
 
@@ -95,9 +95,7 @@ async def langgraph(bench: Bench, url: str) -> tuple[list[Any], str | None]:
         stores: dict[str, Any] = {"abathur": ours, "langgraph": peer}
 
         items = [
-            (("bench", f"g{j % 10}"), f"k{j}",
-             {"i": j, "tag": "even" if j // 10 % 2 == 0 else "odd", "text": "x" * 100})
-            for j in range(seed)
+            (("bench", f"g{j % 10}"), f"k{j}", peers.langgraph_value(j)) for j in range(seed)
         ] + [
             (("big", f"n{j % 10}"), f"k{j}", {"i": j, "text": "x" * 100}) for j in range(subtree)
         ] + [
@@ -127,27 +125,9 @@ async def langgraph(bench: Bench, url: str) -> tuple[list[Any], str | None]:
         new_root = abathur_namespace(("bench", "new"))
         big_root = abathur_namespace(("big",))
 
-        def put(impl: str) -> Callable[[int], Awaitable[Any]]:
-            store = stores[impl]
-            return lambda i: store.aput(("bench", "put"), f"p{i % 50}", {"i": i, "text": "x" * 100})
-
         def put_new(impl: str) -> Callable[[int], Awaitable[Any]]:
             store = stores[impl]
             return lambda i: store.aput(("bench", "new"), f"n{i}", {"i": i, "text": "x" * 100})
-
-        def get(impl: str) -> Callable[[int], Awaitable[Any]]:
-            store = stores[impl]
-            return lambda i: store.aget(("bench", f"g{(i * 7) % seed % 10}"), f"k{(i * 7) % seed}")
-
-        def search(impl: str) -> Callable[[int], Awaitable[Any]]:
-            store = stores[impl]
-            return lambda i: store.asearch(("bench", f"g{i % 10}"), limit=10)
-
-        def filtered(impl: str) -> Callable[[int], Awaitable[Any]]:
-            store = stores[impl]
-            return lambda i: store.asearch(
-                ("bench", f"g{i % 10}"), filter={"tag": "even"}, limit=10
-            )
 
         def big(impl: str) -> Callable[[int], Awaitable[Any]]:
             store = stores[impl]
@@ -157,7 +137,9 @@ async def langgraph(bench: Bench, url: str) -> tuple[list[Any], str | None]:
         # the same search, without the adapter's conversions.
         def core_put(impl: str) -> Callable[[int], Awaitable[Any]]:
             if impl == "langgraph":
-                return put(impl)
+                return lambda i: peer.aput(
+                    ("bench", "put"), f"p{i % 50}", {"i": i, "text": "x" * 100}
+                )
             return lambda i: memory.put_memory(
                 put_root, f"p{i % 50}", {"i": i, "text": "x" * 100}, ours.memory_type,
                 by=ours.actor, task_id=ours.task_id,
@@ -176,15 +158,12 @@ async def langgraph(bench: Bench, url: str) -> tuple[list[Any], str | None]:
                 return big(impl)
             return lambda i: memory.search_memories(big_root, limit=hits)
 
-        figures = await adk_peer.interleaved(
+        figures = await peers.interleaved(
             bench,
             stores,
             [
                 ("LangGraph put (new key)", put_new),
-                ("LangGraph put (update)", put),
-                ("LangGraph get", get),
-                ("LangGraph search (10 of 100)", search),
-                ("LangGraph search (filter, 10 of 100)", filtered),
+                *peers.langgraph_ops(stores, seed),
                 (f"LangGraph search ({hits} of {subtree})", big),
                 ("core put_memory (new key) vs LangGraph put", core_put_new),
                 ("core put_memory (update) vs LangGraph put", core_put),

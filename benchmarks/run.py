@@ -42,7 +42,7 @@ from sqlalchemy import event
 from abathur.db.sqlite import worker as worker_module
 from abathur.db.sqlite.worker import run_in_worker
 from abathur.infrastructure.database import Database
-from benchmarks import adk_peer, pg_peers, postgres
+from benchmarks import peers, pg_peers, postgres
 from benchmarks.baselines import AsyncBaseline, SyncBaseline, dumps, now
 from benchmarks.report import Figure, machine, print_targets, write_results
 
@@ -312,7 +312,7 @@ class Bench:
         240-character message and a state delta) and get_session of a session
         of 100 such events."""
         try:
-            event, DatabaseSessionService, AbathurSessionService = adk_peer.classes()
+            event, DatabaseSessionService, AbathurSessionService = peers.classes()
         except ImportError as exc:  # the bench extra installs google-adk
             self.peers_note = f"not measured: {exc}"
             return
@@ -321,7 +321,7 @@ class Bench:
             "adk": DatabaseSessionService(f"sqlite+aiosqlite:///{self.workdir / 'adk-adk.db'}"),
         }
         try:
-            self.peers += await adk_peer.measure(self, services, event)
+            self.peers += await peers.measure(self, services, event)
         finally:
             for svc in services.values():
                 await svc.close()
@@ -350,50 +350,10 @@ class Bench:
                 stores: dict[str, Any] = {"abathur": ours, "langgraph": peer}
                 for store in stores.values():
                     for j in range(seed):
-                        value = {
-                            "i": j,
-                            "tag": "even" if j // 10 % 2 == 0 else "odd",
-                            "text": "x" * 100,
-                        }
-                        await store.aput(("bench", f"g{j % 10}"), f"k{j}", value)
-
-                def put(impl: str) -> Callable[[int], Awaitable[Any]]:
-                    store = stores[impl]
-                    return lambda i: store.aput(
-                        ("bench", "put"), f"p{i % 50}", {"i": i, "text": "x" * 100}
-                    )
-
-                def get(impl: str) -> Callable[[int], Awaitable[Any]]:
-                    store = stores[impl]
-                    return lambda i: store.aget(
-                        ("bench", f"g{(i * 7) % seed % 10}"), f"k{(i * 7) % seed}"
-                    )
-
-                def search(impl: str) -> Callable[[int], Awaitable[Any]]:
-                    store = stores[impl]
-                    return lambda i: store.asearch(("bench", f"g{i % 10}"), limit=10)
-
-                def filtered(impl: str) -> Callable[[int], Awaitable[Any]]:
-                    store = stores[impl]
-                    return lambda i: store.asearch(
-                        ("bench", f"g{i % 10}"), filter={"tag": "even"}, limit=10
-                    )
-
-                start = len(self.figures)
-                await self.interleave(
-                    [
-                        (op, [(impl, make(impl)) for impl in stores], {})
-                        for op, make in (
-                            ("LangGraph put (update)", put),
-                            ("LangGraph get", get),
-                            ("LangGraph search (10 of 100)", search),
-                            ("LangGraph search (filter, 10 of 100)", filtered),
-                        )
-                    ],
-                    [(i,) for i in range(self.n)],
+                        await store.aput(("bench", f"g{j % 10}"), f"k{j}", peers.langgraph_value(j))
+                self.peers += await peers.interleaved(
+                    self, stores, peers.langgraph_ops(stores, seed)
                 )
-                self.peers += self.figures[start:]
-                del self.figures[start:]
                 for impl, store in stores.items():  # both hold the same items
                     found = await store.asearch(("bench", "g0"), filter={"tag": "even"}, limit=100)
                     assert len(found) == 50, impl

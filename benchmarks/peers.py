@@ -1,8 +1,13 @@
-"""The ADK session workload of ``make bench``, one for both backends
-(``Bench.adk`` on SQLite files, ``pg_peers.adk`` on PostgreSQL schemas):
-create, append_event (an event with a 240-character message and a state
-delta) and get_session of a session of 100 such events, each implementation
-on the same calls, interleaved call by call (``Bench.interleave``)."""
+"""The framework peers' workloads of ``make bench``, one for both backends
+(``Bench.adk`` / ``Bench.langgraph`` on SQLite files, ``pg_peers`` on
+PostgreSQL schemas), each implementation on the same calls, interleaved call
+by call (``Bench.interleave``):
+
+- ADK: create, append_event (an event with a 240-character message and a
+  state delta) and get_session of a session of 100 such events;
+- LangGraph: put (updates of 50 keys), get of one of ``seed`` items, and a
+  search of a namespace of ``seed / 10`` (newest 10) without and with a filter.
+"""
 
 from __future__ import annotations
 
@@ -91,3 +96,36 @@ async def measure(bench: Bench, services: dict[str, Any], event: Callable[[int],
         got = await svc.get_session(app_name="bench", user_id="u", session_id="g")
         assert got is not None and len(got.events) == 100, impl
     return figures
+
+
+def langgraph_value(j: int) -> dict[str, Any]:
+    """The value of seeded item ``j`` (key ``k{j}`` in namespace ``("bench", "g{j % 10}")``)."""
+    return {"i": j, "tag": "even" if j // 10 % 2 == 0 else "odd", "text": "x" * 100}
+
+
+def langgraph_ops(stores: dict[str, Any], seed: int) -> list[tuple[str, Make]]:
+    """The LangGraph operations both peers time, over ``stores`` seeded with
+    ``seed`` items (``langgraph_value``) and 50 keys ``("bench", "put")/p{j}``."""
+
+    def put(impl: str) -> Callable[[int], Awaitable[Any]]:
+        store = stores[impl]
+        return lambda i: store.aput(("bench", "put"), f"p{i % 50}", {"i": i, "text": "x" * 100})
+
+    def get(impl: str) -> Callable[[int], Awaitable[Any]]:
+        store = stores[impl]
+        return lambda i: store.aget(("bench", f"g{(i * 7) % seed % 10}"), f"k{(i * 7) % seed}")
+
+    def search(impl: str) -> Callable[[int], Awaitable[Any]]:
+        store = stores[impl]
+        return lambda i: store.asearch(("bench", f"g{i % 10}"), limit=10)
+
+    def filtered(impl: str) -> Callable[[int], Awaitable[Any]]:
+        store = stores[impl]
+        return lambda i: store.asearch(("bench", f"g{i % 10}"), filter={"tag": "even"}, limit=10)
+
+    return [
+        ("LangGraph put (update)", put),
+        ("LangGraph get", get),
+        ("LangGraph search (10 of 100)", search),
+        ("LangGraph search (filter, 10 of 100)", filtered),
+    ]
