@@ -8,7 +8,8 @@ tiny test tables make sequential scans the cheapest plan, and the question
 is what the planner uses once a table is large), sent back to the client as
 notices. A workload takes every branch of the function: a new key, a live
 key, a deleted one, an expired one, an expiry set, changed and cleared, a
-version with its embedding (one field, two), and each refusal; appends to an open session, a stale one, a closed one and none.
+version with its embedding (one field, two), and each refusal; appends to an
+open session, a stale one, a closed one and none.
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ async def test_a_missing_task(db: Database, memory: MemoryService) -> None:
     assert await _stored(db) == before
 
 
-async def test_updating_a_key_that_is_not_live(db: Database, memory: MemoryService, task_id: str) -> None:
+async def test_updating_a_key_that_is_not_live(
+    db: Database, memory: MemoryService, task_id: str
+) -> None:
     message = "memory 'user:a'/'k' not found"
     with pytest.raises(NotFoundError, match=f"^{re.escape(message)}$"):
         await memory.update_memory("user:a", "k", {"v": 1}, "me", task_id)
