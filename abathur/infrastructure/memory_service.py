@@ -72,7 +72,7 @@ from abathur.errors import (
 )
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
-from abathur.repositories.embeddings import EmbeddingRepository
+from abathur.repositories.embeddings import EmbeddingRepository, to_blob
 from abathur.repositories.memory import (
     MemoryRepository,
     MemoryVersion,
@@ -927,9 +927,9 @@ class MemoryService:
         embedding: Embedding | None,
     ) -> MemoryVersion | MemoryEntry:
         """The unit of work of ``add_memory``, ``update_memory`` and
-        ``put_memory`` (``_write_version``). On PostgreSQL, without an
-        embedding to store, it is one statement (``write_memory``: the same
-        rules in a database function), sent in autocommit."""
+        ``put_memory`` (``_write_version``). On PostgreSQL it is one statement
+        (``write_memory``: the same rules in a database function, which also
+        stores the version's embedding), sent in autocommit."""
         fields: dict[str, Any] = {
             "rule": rule,
             "task_id": task_id,
@@ -940,11 +940,15 @@ class MemoryService:
             "metadata": metadata,
             "by": by,
         }
-        if embedding is not None or self._db.is_sqlite:
+        if self._db.is_sqlite:
             return await self._db.write(
                 partial(_write_version, **fields, ttl=ttl, embedding=embedding)
             )
         now = clock.utcnow()
+        stored = None
+        if embedding is not None:
+            model, vectors = embedding
+            stored = (model, [(field, to_blob(vector)) for field, vector in vectors])
         return await self._db.write(
             partial(
                 write_memory,
@@ -952,6 +956,7 @@ class MemoryService:
                 now=now,
                 expiry=_expiry(ttl, now),
                 audit_extra=_ttl_data(ttl),
+                embedding=stored,
             ),
             one_statement=True,
         )

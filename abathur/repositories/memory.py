@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import (
     Float,
     Integer,
+    LargeBinary,
     Text,
     and_,
     bindparam,
@@ -999,11 +1000,11 @@ def set_expiries(
 
 # ------------------------------------------------------------ one write, one statement (PostgreSQL)
 #
-# ``add_memory``, ``update_memory`` and ``put_memory`` without an embedding run
-# on PostgreSQL as one call of ``abathur_write_memory`` (revision 0010): the
-# task check, the key's lock, the latest read, the version, the expiry and the
-# audit row in one statement, sent in autocommit (one round trip). Its errors
-# come back as SQLSTATEs of class AB, mapped here.
+# ``add_memory``, ``update_memory`` and ``put_memory`` run on PostgreSQL as one
+# call of ``abathur_write_memory`` (revisions 0010 and 0012): the task check,
+# the key's lock, the latest read, the version, its embedding (if any), the
+# expiry and the audit row in one statement, sent in autocommit (one round
+# trip). Its errors come back as SQLSTATEs of class AB, mapped here.
 
 TASK_MISSING = "AB001"
 MEMORY_MISSING = "AB002"
@@ -1014,7 +1015,9 @@ _WRITE_ARGUMENTS = (
     ("memory_type", "text", Text()), ("metadata", "jsonb", JSONDocument()),
     ("by", "text", Text()), ("now", "timestamptz", UTCDateTime()),
     ("expires_at", "timestamptz", UTCDateTime()), ("ttl_seconds", "double precision", Float()),
-    ("audit_extra", "jsonb", JSONDocument()),
+    ("audit_extra", "jsonb", JSONDocument()), ("embedding_model", "text", Text()),
+    ("embedding_fields", "text[]", ARRAY(Text())),
+    ("embedding_vectors", "bytea[]", ARRAY(LargeBinary())),
 )  # fmt: skip
 _ENTRY_COLUMNS = [
     (prop.columns[0].name, prop.key, prop.columns[0].type)
@@ -1047,9 +1050,12 @@ def write_memory(
     now: datetime,
     expiry: tuple[datetime, float] | None,
     audit_extra: dict[str, Any],
+    embedding: tuple[str, Sequence[tuple[str, bytes]]] | None = None,
 ) -> Any:
     """One memory write on PostgreSQL, as ``MemoryService``'s unit of work
     does it on SQLite (see ``_write_version`` there): the new version's row.
+    ``embedding`` (the model and each field's vector as stored, ``to_blob``)
+    is stored with the version.
 
     A missing task or key, or a live key for ``create``, raises the same
     ``abathur.errors`` exception, with the same message, as that unit does.
@@ -1068,6 +1074,9 @@ def write_memory(
         "expires_at": None if expiry is None else expiry[0],
         "ttl_seconds": None if expiry is None else expiry[1],
         "audit_extra": audit_extra,
+        "embedding_model": None if embedding is None else embedding[0],
+        "embedding_fields": None if embedding is None else [f for f, _ in embedding[1]],
+        "embedding_vectors": None if embedding is None else [v for _, v in embedding[1]],
     }
     try:
         row = WRITE_MEMORY.first(executor, params)

@@ -1,23 +1,58 @@
-"""Revisions 0010 and 0011: ``abathur_write_memory`` and
+"""Revisions 0010, 0011 and 0012: ``abathur_write_memory`` and
 ``abathur_append_events`` exist at head on PostgreSQL, each is gone after the
 downgrade below its revision (rows kept, writes possible again once
-upgraded), and the memory function takes the same bulk lock as
-``put_memories``; SQLite has no such functions and the revisions change
-nothing there."""
+upgraded); below 0012 the memory function is 0010's again (its arguments and
+body), with the embeddings written through it kept; the memory function takes
+the same bulk lock as ``put_memories``. SQLite has no such functions and the
+revisions change nothing there."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from abathur.db.migrate import alembic_config
+from abathur.embeddings import HashingEmbedder
 from abathur.infrastructure.database import Database
+from abathur.infrastructure.memory_service import MemoryService
 from abathur.repositories.memory import BULK_LOCK_ID
 from tests.conftest import DbFactory
 
 M9 = "0009_memory_current_version"
 M10 = "0010_memory_write_function"
 M11 = "0011_session_append_function"
+M12 = "0012_memory_write_embedding"
+
+
+def _revision(name: str) -> Any:
+    return ScriptDirectory.from_config(alembic_config()).get_revision(name).module
+
+
+async def _write_function(db: Database) -> tuple[str, str]:
+    """``abathur_write_memory``'s arguments and body (PostgreSQL)."""
+    async with db.transaction(write=False) as session:
+        result = await session.execute(
+            text(
+                "SELECT pg_get_function_arguments(p.oid), p.prosrc FROM pg_proc AS p "
+                "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = current_schema() AND p.proname = 'abathur_write_memory'"
+            )
+        )
+        arguments, body = result.one()
+        return str(arguments), str(body)
+
+
+async def _embeddings(db: Database) -> list[tuple[str, int, str, int]]:
+    async with db.transaction(write=False) as session:
+        result = await session.execute(
+            text(
+                "SELECT m.key, m.version, e.model, e.dims FROM memory_embeddings AS e "
+                "JOIN memory_entries AS m ON m.id = e.memory_entry_id ORDER BY m.key, m.version"
+            )
+        )
+        return [(str(k), int(v), str(model), int(d)) for k, v, model, d in result]
 
 
 async def _functions(db: Database) -> list[str]:
@@ -48,35 +83,51 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M11
+    assert await db.current_revision() == M12
     expected = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
     assert await _functions(db) == expected
     task_id = (await db.tasks.create_task("migration")).id
     await db.memory.put_memory("user:m", "k", {"v": 1}, "semantic", by="a", task_id=task_id)
-    await db.memory.put_memory("user:m", "k", {"v": 2}, "semantic", by="a", task_id=task_id)
+    embedded = MemoryService(db, embedder=HashingEmbedder(dims=8))
+    await embedded.put_memory("user:m", "k", {"v": 2}, "semantic", by="a", task_id=task_id)
+    written = [("k", 2, HashingEmbedder.MODEL, 8)]
+    assert await _embeddings(db) == written
 
     await db.sessions.create_session("s", "app", "u")
     await db.sessions.append_event("s", {"n": 1})
+    if not db.is_sqlite:
+        at_head = await _write_function(db)
+        assert "p_embedding_vectors bytea[]" in at_head[0]
+    await db.downgrade(M11)
+    assert await _functions(db) == expected
+    if not db.is_sqlite:
+        previous = _revision(M10)
+        signature = previous.SIGNATURE.replace("timestamptz", "timestamp with time zone")
+        assert await _write_function(db) == (signature, previous.BODY)
+    assert await _embeddings(db) == written
     await db.downgrade(M10)
     assert await _functions(db) == ([] if db.is_sqlite else ["abathur_write_memory"])
     await db.downgrade(M9)
     assert await db.current_revision() == M9
     assert await _functions(db) == []
     assert await _versions(db) == [("k", 1, False), ("k", 2, True)]
+    assert await _embeddings(db) == written
 
     await db.upgrade("head")
     assert await _functions(db) == expected
-    written = await db.memory.put_memory(
-        "user:m", "k", {"v": 3}, "semantic", by="a", task_id=task_id
-    )
-    assert written["version"] == 3
+    if not db.is_sqlite:
+        assert await _write_function(db) == at_head
+    row = await embedded.put_memory("user:m", "k", {"v": 3}, "semantic", by="a", task_id=task_id)
+    assert row["version"] == 3
     assert await _versions(db) == [("k", 1, False), ("k", 2, False), ("k", 3, True)]
+    assert await _embeddings(db) == [*written, ("k", 3, HashingEmbedder.MODEL, 8)]
     assert await db.sessions.append_events("s", [{"n": 2}]) == 2
 
 
 def test_the_function_takes_the_bulk_lock_of_put_memories() -> None:
     """The revision's body is frozen; the lock id it names must still be the
     one ``put_memories`` and the Python path take."""
-    revision = ScriptDirectory.from_config(alembic_config()).get_revision(M10).module
-    assert revision.BULK_LOCK_ID == BULK_LOCK_ID
-    assert f"pg_advisory_xact_lock_shared({BULK_LOCK_ID})" in revision.BODY
+    for name in (M10, M12):
+        revision = _revision(name)
+        assert revision.BULK_LOCK_ID == BULK_LOCK_ID
+        assert f"pg_advisory_xact_lock_shared({BULK_LOCK_ID})" in revision.BODY

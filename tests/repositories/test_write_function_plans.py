@@ -1,4 +1,4 @@
-"""Every statement inside ``abathur_write_memory`` (revision 0010) and
+"""Every statement inside ``abathur_write_memory`` (revisions 0010, 0012) and
 ``abathur_append_events`` (revision 0011) is served by an index, on PostgreSQL.
 
 The EXPLAIN of the call itself only shows a function scan, so the plans of
@@ -7,8 +7,9 @@ statements on, as the server really planned them (``enable_seqscan = off``:
 tiny test tables make sequential scans the cheapest plan, and the question
 is what the planner uses once a table is large), sent back to the client as
 notices. A workload takes every branch of the function: a new key, a live
-key, a deleted one, an expired one, an expiry set, changed and cleared, and
-each refusal; appends to an open session, a stale one, a closed one and none.
+key, a deleted one, an expired one, an expiry set, changed and cleared, a
+version with its embedding (one field, two), and each refusal; appends to an
+open session, a stale one, a closed one and none.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from abathur.embeddings import HashingEmbedder
 from abathur.errors import AlreadyExistsError, ConflictError, NotFoundError, StaleSessionError
 from abathur.infrastructure.database import Database
+from abathur.infrastructure.memory_service import MemoryService
 from tests.conftest import pg_schema
 from tests.support.memory_model import controlled_clock
 from tests.support.plans import PG_FULL_SCAN
@@ -46,6 +49,7 @@ INNER = (
     "DELETE FROM memory_expiry",
     "UPDATE memory_entries SET is_current",
     "INSERT INTO memory_entries",
+    "INSERT INTO memory_embeddings AS stored",  # not the Python path's insert: no alias
     "UPDATE memory_expiry",
     "INSERT INTO memory_expiry",
     "INSERT INTO audit",
@@ -74,6 +78,10 @@ async def _workload(db: Database, task_id: str) -> None:
             await m.update_memory("user:p", "gone", {"v": 7}, "me", task_id)
         with pytest.raises(NotFoundError):
             await m.add_memory("user:p", "x", {"v": 7}, "semantic", "me", "no such task")
+    embedded = MemoryService(db, embedder=HashingEmbedder(dims=8, fields=("a", "b")))
+    await embedded.add_memory("user:p", "e", {"a": "one", "b": "two"}, "semantic", "me", task_id)
+    await embedded.update_memory("user:p", "e", {"a": "three"}, "me", task_id)
+    await embedded.put_memory("user:p", "e", {"v": 1}, "semantic", by="me", task_id=task_id)
     s = db.sessions
     await s.create_session("open", "app", "u")
     await s.append_event("open", {"n": 1}, {"k": 1})

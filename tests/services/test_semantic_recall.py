@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import struct
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -169,6 +170,50 @@ async def test_fields_embed_parts_and_a_version_matches_through_its_best_field(
     )
     _, _, vectors = await _counts(db)
     assert vectors == 3  # two fields of "both", one of "title_only", none of "neither"
+
+
+async def test_every_write_stores_its_vectors_as_computed(db: Database, task_id: str) -> None:
+    """add, update and put (a new key, a live one) store each embedded field's
+    vector, model and dims with the version written: on PostgreSQL inside the
+    write function's one statement (revision 0012), on SQLite in the unit."""
+    embedder = Embedder(letter_counts, 8, fields=("title", "body"), model="counts")
+    memory = MemoryService(db, embedder=embedder)
+    ids = [
+        await memory.add_memory(
+            "user:v", "k", {"title": "ab", "body": "cc"}, "semantic", "me", task_id
+        ),
+        await memory.update_memory("user:v", "k", {"title": "ddd"}, "me", task_id),
+        (
+            await memory.put_memory(
+                "user:v", "p", {"body": "he"}, "semantic", by="me", task_id=task_id
+            )
+        )["id"],
+        (
+            await memory.put_memory(
+                "user:v", "p", {"other": 1}, "semantic", by="me", task_id=task_id
+            )
+        )["id"],
+    ]
+    async with db.transaction(write=False) as session:
+        stored = (
+            await session.execute(
+                select(
+                    MemoryEmbedding.memory_entry_id,
+                    MemoryEmbedding.model,
+                    MemoryEmbedding.dims,
+                    MemoryEmbedding.field,
+                    MemoryEmbedding.vector,
+                ).order_by(MemoryEmbedding.memory_entry_id, MemoryEmbedding.field)
+            )
+        ).all()
+    expected = [
+        (ids[0], "body", "cc"), (ids[0], "title", "ab"), (ids[1], "title", "ddd"),
+        (ids[2], "body", "he"),
+    ]  # fmt: skip
+    assert [tuple(row) for row in stored] == [
+        (entry_id, "counts", 8, field, struct.pack("<8f", *letter_counts([text])[0]))
+        for entry_id, field, text in expected
+    ]
 
 
 # ------------------------------------------------------------------ liveness
@@ -591,9 +636,7 @@ async def test_query_search_applies_filter_offset_and_expiry(
         "k2",
     ]
     clock.advance(timedelta(seconds=20))
-    refreshed = await memory.search_memories(
-        "user:alice", limit=2, query="aaaa", refresh_ttl=True
-    )
+    refreshed = await memory.search_memories("user:alice", limit=2, query="aaaa", refresh_ttl=True)
     assert [r["key"] for r in refreshed] == ["k1", "k2"]
     clock.advance(timedelta(seconds=20))  # 40 s after the write, 20 s after the refresh
     assert "k2" in [r["key"] for r in await memory.search_memories("user:alice", query="aaaa")]
