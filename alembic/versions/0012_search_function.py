@@ -134,12 +134,17 @@ def _dynamic(template: str, typed: bool) -> str:
 
 
 def _recent(typed: bool) -> str:
+    """How many of the newest ``p_window`` rows are in the subtree, counted up
+    to ``p_limit + p_offset``: the count stops as soon as the walk is known to
+    find its rows there."""
     return f"""(SELECT count(*) FROM (
-            SELECT memory_entries.namespace FROM memory_entries
-             WHERE {LIVE}{TYPED.format(**VARIABLES) if typed else ""}
-             ORDER BY memory_entries.updated_at DESC, memory_entries.id DESC
-             LIMIT p_window) AS memory_entries
-          WHERE {IN_SUBTREE.format(**VARIABLES)})"""
+            SELECT 1 FROM (
+                SELECT memory_entries.namespace FROM memory_entries
+                 WHERE {LIVE}{TYPED.format(**VARIABLES) if typed else ""}
+                 ORDER BY memory_entries.updated_at DESC, memory_entries.id DESC
+                 LIMIT p_window) AS memory_entries
+             WHERE {IN_SUBTREE.format(**VARIABLES)}
+             LIMIT p_limit + p_offset) AS recent)"""
 
 
 def _probe(subtree: str) -> str:
