@@ -6,11 +6,15 @@ function as a single statement in autocommit. It makes the choice the former
 one-statement search made with a CTE (``repositories/memory.py``, SEARCH_CAP),
 then runs one of two simple statements:
 
-1. the probes: does the subtree (the root and its descendants, two ranges of
-   ``idx_memory_namespace_prefix``) hold at least ``p_cap`` current live rows,
-   and if so, are at least ``p_limit + p_offset`` of the newest ``p_window``
-   current live rows of the store (of ``p_memory_type``) in it;
-2. yes to both: WALK, the store's current live rows newest first
+1. the probes: are at least ``p_limit + p_offset`` of the newest
+   ``p_window`` current live rows of the store (of ``p_memory_type``) in the
+   subtree (counted up to that number, so the probe stops early where the walk
+   would); with a filter, whose matches the probe cannot count, only if the
+   subtree (the root and its descendants, two ranges of
+   ``idx_memory_namespace_prefix``) also holds at least ``p_cap`` current live
+   rows, as SQLite's statement decides: a walk then stops after the rows it
+   needs, whatever the filter, only where the subtree is large;
+2. yes: WALK, the store's current live rows newest first
    (``idx_memory_updated_at`` / ``idx_memory_type_updated``) in a subquery
    fenced by ``OFFSET 0``, the subtree, the expiry (scalar primary-key probes
    of ``memory_expiry``) and the filter tested on that stream, paged by
@@ -182,14 +186,16 @@ BODY = f"""
 DECLARE
     walk boolean;
 BEGIN
-    walk := {_probe(ROOT)} + {_probe(BELOW)} >= p_cap;
+    IF p_filter IS NOT NULL THEN
+        walk := {_probe(ROOT)} + {_probe(BELOW)} >= p_cap;
+    END IF;
     IF p_memory_type IS NULL THEN
-        IF walk THEN
+        IF walk IS NOT FALSE THEN
             walk := {_recent(False)} >= p_limit + p_offset;
         END IF;
         {_branch(False)}
     ELSE
-        IF walk THEN
+        IF walk IS NOT FALSE THEN
             walk := {_recent(True)} >= p_limit + p_offset;
         END IF;
         {_branch(True)}
