@@ -89,3 +89,55 @@ async def unindexed(db: Database, statements: Iterable[tuple[str, Any]]) -> dict
         if not plan or scans:
             problems[" ".join(sql.split())] = (scans, plan)
     return problems
+
+
+# Server settings that make PostgreSQL send the plan of every statement a
+# PL/pgSQL function runs back to the client as a notice (``nested_plans``),
+# as the server really planned it; sequential scans discouraged, as ``explain``
+# does.
+AUTO_EXPLAIN = {
+    "session_preload_libraries": "auto_explain",
+    "auto_explain.log_min_duration": "0",
+    "auto_explain.log_nested_statements": "on",
+    "auto_explain.log_level": "notice",
+    "enable_seqscan": "off",
+}
+
+
+def nested_plan_list(notices: list[str]) -> list[tuple[str, str]]:
+    """Each nested statement's text and plan, from auto_explain's notices, in
+    the order they ran (the calls of ``abathur_`` functions themselves, a
+    function scan each, left out)."""
+    found: list[tuple[str, str]] = []
+    for notice in notices:
+        # The query's text may span lines; the plan starts at its first node
+        # (``Limit  (cost=...``).
+        match = re.search(r"Query Text:(.*?)\n(\S[^\n]*?  \(cost=.*)", notice, re.S)
+        if match is None:
+            continue
+        query = " ".join(match.group(1).split())
+        if "abathur_" not in query:
+            found.append((query, match.group(2)))
+    return found
+
+
+def nested_plans(notices: list[str]) -> dict[str, str]:
+    """Each nested statement's text and its first plan (``nested_plan_list``)."""
+    found: dict[str, str] = {}
+    for query, plan in nested_plan_list(notices):
+        found.setdefault(query, plan)
+    return found
+
+
+def explained(url: str, schema: str, notices: list[str]) -> Database:
+    """A Database on ``schema`` whose connections send the plans of nested
+    statements (``AUTO_EXPLAIN``) to ``notices``."""
+    db = Database(url, connect_args={"server_settings": {"search_path": schema, **AUTO_EXPLAIN}})
+
+    def listen(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_log_listener(
+            lambda _conn, message: notices.append(str(message.message))
+        )
+
+    event.listen(db.engine.sync_engine, "connect", listen)
+    return db
