@@ -1,8 +1,8 @@
-"""Revisions 0010 and 0011: ``abathur_write_memory`` and
-``abathur_append_events`` exist at head on PostgreSQL, each is gone after the
-downgrade below its revision (rows kept, writes possible again once
-upgraded), and the memory function takes the same bulk lock as
-``put_memories``; SQLite has no such functions and the revisions change
+"""Revisions 0010, 0011 and 0012: ``abathur_write_memory``,
+``abathur_append_events`` and ``abathur_search_memories`` exist at head on
+PostgreSQL, each is gone after the downgrade below its revision (rows kept,
+writes possible again once upgraded), and the memory function takes the same
+bulk lock as ``put_memories``; SQLite has no such functions and the revisions change
 nothing there."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tests.conftest import DbFactory
 M9 = "0009_memory_current_version"
 M10 = "0010_memory_write_function"
 M11 = "0011_session_append_function"
+M12 = "0012_search_function"
 
 
 async def _functions(db: Database) -> list[str]:
@@ -48,8 +49,12 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M11
-    expected = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
+    assert await db.current_revision() == M12
+    expected = (
+        []
+        if db.is_sqlite
+        else ["abathur_append_events", "abathur_search_memories", "abathur_write_memory"]
+    )
     assert await _functions(db) == expected
     task_id = (await db.tasks.create_task("migration")).id
     await db.memory.put_memory("user:m", "k", {"v": 1}, "semantic", by="a", task_id=task_id)
@@ -57,6 +62,11 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 
     await db.sessions.create_session("s", "app", "u")
     await db.sessions.append_event("s", {"n": 1})
+    assert [m["version"] for m in await db.memory.search_memories("user:m")] == [2]
+    await db.downgrade(M11)
+    assert await _functions(db) == (
+        [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
+    )
     await db.downgrade(M10)
     assert await _functions(db) == ([] if db.is_sqlite else ["abathur_write_memory"])
     await db.downgrade(M9)
@@ -72,6 +82,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     assert written["version"] == 3
     assert await _versions(db) == [("k", 1, False), ("k", 2, False), ("k", 3, True)]
     assert await db.sessions.append_events("s", [{"n": 2}]) == 2
+    assert [m["version"] for m in await db.memory.search_memories("user:m")] == [3]
 
 
 def test_the_function_takes_the_bulk_lock_of_put_memories() -> None:

@@ -25,22 +25,26 @@ pytestmark = pytest.mark.skipif(not PG_URL, reason="ABATHUR_TEST_POSTGRES_URL is
 
 ORDER = "ORDER BY memory_entries.updated_at DESC, memory_entries.id DESC"
 LIVE = "memory_entries.is_deleted"
+TYPED = f"= p_memory_type {ORDER}"
+# For a memory type the generic plan may walk either recency index (the
+# type's, or every row testing the type): both stop after the page.
+EITHER = ("idx_memory_type_updated", "idx_memory_updated_at")
 # Each statement the function runs, by a part of its text, with the index its
 # plan must use.
 INNER = {
     "subtree probe": ("LIMIT p_cap", "idx_memory_namespace_prefix"),
     "recent probe": (f"{LIVE} {ORDER} LIMIT p_window", "idx_memory_updated_at"),
-    "recent probe, typed": (f"= p_memory_type {ORDER} LIMIT p_window", "idx_memory_type_updated"),
+    "recent probe, typed": (f"{TYPED} LIMIT p_window", EITHER),
     "walk": (
         f"{LIVE} {ORDER} OFFSET 0) AS memory_entries WHERE (memory_entries.namespace = p_root",
         "idx_memory_updated_at",
     ),
-    "walk, typed": (f"= p_memory_type {ORDER} OFFSET 0", "idx_memory_type_updated"),
+    "walk, typed": (f"{TYPED} OFFSET 0", EITHER),
     "walk, filtered": (
         f"{LIVE} {ORDER} OFFSET 0) AS memory_entries WHERE (memory_entries.namespace = $1",
         "idx_memory_updated_at",
     ),
-    "walk, typed, filtered": (f"= $4 {ORDER} OFFSET 0", "idx_memory_type_updated"),
+    "walk, typed, filtered": (f"= $4 {ORDER} OFFSET 0", EITHER),
     "range": (
         f"NOT {LIVE} AND (x.expires_at IS NULL OR x.expires_at > p_now)",
         "idx_memory_namespace_prefix",
@@ -100,7 +104,7 @@ async def test_every_statement_of_the_search_function_uses_its_index(
         found = [plan for query, plan in plans.items() if text in query]
         if len(found) != 1:
             problems[name] = ("ran", len(found))
-        elif index not in found[0]:
+        elif not any(name in found[0] for name in ((index,) if isinstance(index, str) else index)):
             problems[name] = (index, found[0])
     assert problems == {}, list(plans)
     scans = {

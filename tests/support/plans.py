@@ -7,6 +7,7 @@ too), ``explain`` on either backend, and what counts as a full table scan.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ TABLES = (
 SQLITE_FULL_SCAN = re.compile(rf"^SCAN ({'|'.join(TABLES)})(_\d+)?\b")
 PG_FULL_SCAN = re.compile(rf"Seq Scan on ({'|'.join(TABLES)})\b")
 PLANNED = ("SELECT", "UPDATE", "DELETE", "WITH")
+# PostgreSQL's search runs its statements in this function (revision 0012).
+SEARCH_FUNCTION = "abathur_search_memories("
 
 
 @contextmanager
@@ -84,6 +87,14 @@ async def unindexed(db: Database, statements: Iterable[tuple[str, Any]]) -> dict
     assert this is empty."""
     problems: dict[str, Any] = {}
     for sql, params in statements:
+        if not db.is_sqlite and SEARCH_FUNCTION in sql:
+            # The call's plan is a function scan: check what the function ran.
+            for query, nested in await nested_explain(db, sql, params):
+                lines = nested.splitlines()
+                scans = [line for line in lines if PG_FULL_SCAN.search(line.strip())]
+                if scans:
+                    problems[query] = (scans, lines)
+            continue
         plan = await explain(db, sql, params)
         scans = full_scans(db, sql, plan)
         if not plan or scans:
@@ -141,3 +152,30 @@ def explained(url: str, schema: str, notices: list[str]) -> Database:
 
     event.listen(db.engine.sync_engine, "connect", listen)
     return db
+
+
+async def nested_explain(db: Database, statement: str, params: Any) -> list[tuple[str, str]]:
+    """PostgreSQL: run ``statement`` (a call of a read-only function) with
+    ``auto_explain`` on for this transaction alone, and return the text and
+    plan of every statement the function ran (``nested_plan_list``)."""
+    notices: list[str] = []
+
+    def listen(_conn: Any, message: Any) -> None:
+        notices.append(str(message.message))
+
+    async with db.transaction(write=False) as session:
+        conn = await session.connection()
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        raw.add_log_listener(listen)
+        try:
+            await conn.exec_driver_sql("LOAD 'auto_explain'")
+            for name, value in AUTO_EXPLAIN.items():
+                if name.startswith("auto_explain."):
+                    await conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+            await conn.exec_driver_sql(statement, tuple(params or ()))
+            for _ in range(3):  # notices are delivered by the event loop
+                await asyncio.sleep(0)
+        finally:
+            raw.remove_log_listener(listen)
+    return nested_plan_list(notices)
