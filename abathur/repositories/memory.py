@@ -1084,7 +1084,7 @@ SEARCH_PG = Prepared(
 # take it: SQL over ``memory_entries.value`` whose parameters are the
 # elements of ``$8`` (``p_args``), and the names of its bound values in order.
 _PG_FILTERS: dict[tuple[Any, ...], tuple[str, list[tuple[str, Any]]]] = {}
-_PG_DIALECT = postgresql_asyncpg.dialect()
+_PG_DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
 _DOLLAR = re.compile(r"\$(\d+)")
 
 
