@@ -118,7 +118,8 @@ AUTO_EXPLAIN = {
 def nested_plan_list(notices: list[str]) -> list[tuple[str, str]]:
     """Each nested statement's text and plan, from auto_explain's notices, in
     the order they ran (the calls of ``abathur_`` functions themselves, a
-    function scan each, left out)."""
+    function scan each, left out; a statement the search function prepared
+    comes as its ``PREPARE``)."""
     found: list[tuple[str, str]] = []
     for notice in notices:
         # The query's text may span lines; the plan starts at its first node
@@ -127,7 +128,7 @@ def nested_plan_list(notices: list[str]) -> list[tuple[str, str]]:
         if match is None:
             continue
         query = " ".join(match.group(1).split())
-        if "abathur_" not in query:
+        if not re.search(r"abathur_\w+\(", query):
             found.append((query, match.group(2)))
     return found
 
