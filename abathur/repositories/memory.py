@@ -11,9 +11,11 @@ checks the plans on both backends):
 
 - one key's rows: the UNIQUE (namespace, key, version) index;
 - the newest current live versions of a subtree (``search``): one statement
-  choosing between a range of ``idx_memory_namespace_prefix`` (small or
-  sparse subtrees) and an ordered walk of ``idx_memory_updated_at`` /
-  ``idx_memory_type_updated`` (large ones), see SEARCH_CAP;
+  (SQLite) or one call of ``abathur_search_memories`` (PostgreSQL, revision
+  0012; its plans: ``test_search_function_plans.py``) choosing between a
+  range of ``idx_memory_namespace_prefix`` (small or sparse subtrees) and an
+  ordered walk of ``idx_memory_updated_at`` / ``idx_memory_type_updated``
+  (large ones), see SEARCH_CAP;
 - the flag's move (``insert``): ``idx_memory_current_key``;
 - keys with several live versions: ``idx_memory_is_deleted`` (live rows only);
 - stale episodic memories: ``idx_memory_type_updated`` (current live rows);

@@ -12,15 +12,17 @@ then runs one of two simple statements:
    would); with a filter, whose matches the probe cannot count, only if the
    subtree (the root and its descendants, two ranges of
    ``idx_memory_namespace_prefix``) also holds at least ``p_cap`` current live
-   rows, as SQLite's statement decides: a walk then stops after the rows it
-   needs, whatever the filter, only where the subtree is large;
+   rows, as SQLite's statement decides (a filtered walk reads until it has
+   found its rows, so it is kept to large subtrees);
 2. yes: WALK, the store's current live rows newest first
    (``idx_memory_updated_at`` / ``idx_memory_type_updated``) in a subquery
    fenced by ``OFFSET 0``, the subtree, the expiry (scalar primary-key probes
    of ``memory_expiry``) and the filter tested on that stream, paged by
    LIMIT/OFFSET; otherwise RANGE, the subtree's rows in
    ``idx_memory_namespace_prefix`` sorted by expressions no index yields, each
-   joined to its expiry by a primary-key probe.
+   joined to its expiry by a primary-key probe. For a memory type the generic
+   plan may walk either recency index (the type's, or every row testing the
+   type); both stop after the page.
 
 The function's own settings (its ``SET`` clauses) make its plans independent
 of parameter values and statistics: ``plan_cache_mode = force_generic_plan``
