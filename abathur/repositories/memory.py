@@ -11,9 +11,11 @@ checks the plans on both backends):
 
 - one key's rows: the UNIQUE (namespace, key, version) index;
 - the newest current live versions of a subtree (``search``): one statement
-  choosing between a range of ``idx_memory_namespace_prefix`` (small or
-  sparse subtrees) and an ordered walk of ``idx_memory_updated_at`` /
-  ``idx_memory_type_updated`` (large ones), see SEARCH_CAP;
+  (SQLite) or one call of ``abathur_search_memories`` (PostgreSQL, revision
+  0012; its plans: ``test_search_function_plans.py``) choosing between a
+  range of ``idx_memory_namespace_prefix`` (small or sparse subtrees) and an
+  ordered walk of ``idx_memory_updated_at`` / ``idx_memory_type_updated``
+  (large ones), see SEARCH_CAP;
 - the flag's move (``insert``): ``idx_memory_current_key``;
 - keys with several live versions: ``idx_memory_is_deleted`` (live rows only);
 - stale episodic memories: ``idx_memory_type_updated`` (current live rows);
@@ -27,6 +29,7 @@ checks the plans on both backends):
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -59,10 +62,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, JSONB
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.util import ClauseAdapter
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
 from abathur.db.sqlite.prepared import Executor, Prepared
@@ -200,15 +203,14 @@ WALK_DENSITY = 16
 WALK_WINDOW_MIN = 1024
 
 
-def _search_statement(
-    typed: bool, postgres: bool, terms: Sequence[ColumnElement[bool]] = ()
-) -> Any:
-    """The search statement (see SEARCH_CAP): one CTE decides between the
+def _search_statement(typed: bool, terms: Sequence[ColumnElement[bool]] = ()) -> Any:
+    """SQLite's search statement (see SEARCH_CAP): one CTE decides between the
     RANGE and WALK branches (each with its own ORDER BY and LIMIT) and the
     outer query orders and pages the rows of the branch that ran. The branch
-    not chosen never runs: PostgreSQL gates each by a one-time filter (an
-    uncorrelated condition in WHERE); SQLite, which evaluates such a WHERE
-    condition per row, by its LIMIT (0 for the branch not chosen)."""
+    not chosen never runs: SQLite, which evaluates an uncorrelated WHERE
+    condition per row, gates each by its LIMIT (0 for the branch not chosen).
+    PostgreSQL runs the same choice in ``abathur_search_memories`` (revision
+    0013_search_function, ``search_pg``)."""
     typed_terms = (MemoryEntry.memory_type == bindparam("memory_type"),) if typed else ()
     # In the order of idx_memory_namespace_prefix (only it has that order): a
     # scan of a range in that index, which stops at the cap. Two ranges, the
@@ -257,35 +259,26 @@ def _search_statement(
 
     def branch(walking: bool) -> Any:
         chosen = walk == (true() if walking else false())
-        if walking and postgres:
-            return select(_pg_walk(typed_terms, terms).where(chosen).subquery("by_walk"))
-        # SQLite's walk tests the subtree on a concatenation: no index range
-        # on the namespace, so the planner walks the recency index.
+        # The walk tests the subtree on a concatenation: no index range on
+        # the namespace, so the planner walks the recency index.
         subtree = (
             in_subtree(MemoryEntry.namespace.concat(literal_column("''")))
             if walking
             else in_subtree(MemoryEntry.namespace)
         )
-        # RANGE sorts by expressions no index yields (``id + 0``, and on
-        # PostgreSQL, which could sort incrementally, ``updated_at + 0 s``),
-        # so the planner reads the range, never a recency index, whatever its
-        # guess of the range's size.
+        # RANGE sorts by an expression no index yields (``id + 0``), so the
+        # planner reads the range, never a recency index, whatever its guess
+        # of the range's size.
         order: tuple[Any, Any] = (MemoryEntry.updated_at, MemoryEntry.id)
         if not walking:
-            stamp: Any = MemoryEntry.updated_at
-            if postgres:
-                stamp = stamp.op("+")(literal_column("interval '0 seconds'"))
-            order = (stamp, MemoryEntry.id + 0)
+            order = (MemoryEntry.updated_at, MemoryEntry.id + 0)
         query = (
             select(*VERSION_FIELDS, *EXPIRY_FIELDS)
             .select_from(WITH_EXPIRY)
             .where(subtree, CURRENT_LIVE, *typed_terms, NOT_EXPIRED, *terms)
             .order_by(order[0].desc(), order[1].desc())
+            .limit(case((chosen, bindparam("need")), else_=0))
         )
-        if postgres:
-            query = query.where(chosen).limit(bindparam("need"))
-        else:
-            query = query.limit(case((chosen, bindparam("need")), else_=0))
         return select(query.subquery("by_walk" if walking else "by_range"))
 
     rows = union_all(branch(False), branch(True)).subquery("found")
@@ -297,45 +290,13 @@ def _search_statement(
     )
 
 
-def _pg_walk(typed_terms: Sequence[Any], terms: Sequence[ColumnElement[bool]]) -> Any:
-    """PostgreSQL's WALK branch: the current live rows newest first in a
-    subquery of their own (ORDER BY, fenced by OFFSET 0) whose only conditions
-    are the index's predicate and the memory type; the subtree, the filters
-    and the expiry are tested on that stream, which keeps its order, and a
-    LIMIT stops it. The expiry is read by scalar subqueries (one primary-key
-    probe per row), not a join: with nothing but a filter and a LIMIT above
-    it, the planner plans the stream for the few rows the LIMIT takes, an
-    ordered scan of ``idx_memory_updated_at`` / ``idx_memory_type_updated``,
-    whatever it guesses of the subtree's and the filters' selectivity."""
-    newest = (
-        select(*VERSION_FIELDS)
-        .where(CURRENT_LIVE, *typed_terms)
-        .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
-        .offset(literal_column("0"))
-        .subquery("newest")
-    )
-    adapt = ClauseAdapter(newest).traverse
-    of_key = (MemoryExpiry.namespace == newest.c.namespace, MemoryExpiry.key == newest.c.key)
-    expires_at = select(MemoryExpiry.expires_at).where(*of_key).scalar_subquery()
-    ttl_seconds = select(MemoryExpiry.ttl_seconds).where(*of_key).scalar_subquery()
-    unexpired = or_(expires_at.is_(None), expires_at > bindparam("now"))
-    return (
-        select(newest, expires_at.label("expires_at"), ttl_seconds.label("ttl_seconds"))
-        .where(in_subtree(newest.c.namespace), unexpired, *[adapt(t) for t in terms])
-        .limit(bindparam("need"))
-    )
-
-
-# By (memory type given, PostgreSQL).
-SEARCHES = {
-    (typed, postgres): Prepared(_search_statement(typed, postgres))
-    for typed in (False, True)
-    for postgres in (False, True)
-}
-# Filtered searches, one statement per filter shape (``_term_shape``: the
-# operators, path lengths and operand types, not the values, which are bound
-# parameters): built and compiled once, then run on the fast path like the
-# unfiltered ones. Bounded: shapes come from callers' filters.
+# SQLite's, by memory type given.
+SEARCHES = {typed: Prepared(_search_statement(typed)) for typed in (False, True)}
+# SQLite's filtered searches, one statement per filter shape (``_term_shape``:
+# the operators, path lengths and operand types, not the values, which are
+# bound parameters): built and compiled once, then run on the fast path like
+# the unfiltered ones. Bounded: shapes come from callers' filters. PostgreSQL
+# keeps the SQL of each shape's condition instead (``_PG_FILTERS``).
 FILTERED_SEARCHES_KEPT = 256
 _FILTERED_SEARCHES: dict[tuple[Any, ...], Prepared] = {}
 
@@ -468,19 +429,20 @@ class MemoryRepository:
         }
         if memory_type is not None:
             params["memory_type"] = memory_type
-        postgres = dialect_name(self.executor) == "postgresql"
+        if dialect_name(self.executor) == "postgresql":
+            return search_pg(self.executor, params, terms)
         typed = memory_type is not None
         if not terms:
-            return SEARCHES[typed, postgres].all(self.executor, params)
-        shape = (postgres, typed, tuple(_term_shape(t) for t in terms))
+            return SEARCHES[typed].all(self.executor, params)
+        shape = (typed, tuple(_term_shape(t) for t in terms))
         filtered = _FILTERED_SEARCHES.get(shape)
         if filtered is None:
-            filtered = Prepared(_search_statement(typed, postgres, self._terms(terms)))
+            filtered = Prepared(_search_statement(typed, self._terms(terms)))
             if len(_FILTERED_SEARCHES) >= FILTERED_SEARCHES_KEPT:
                 _FILTERED_SEARCHES.clear()
             _FILTERED_SEARCHES[shape] = filtered
         for i, term in enumerate(terms):
-            params.update(_term_params(term, f"f{i}", postgres))
+            params.update(_term_params(term, f"f{i}", False))
         return filtered.all(self.executor, params)
 
     def _terms(self, terms: tuple[FilterTerm, ...]) -> list[ColumnElement[bool]]:
@@ -1095,3 +1057,76 @@ def write_memory(
         raise
     assert row is not None  # the function returns the row it wrote, or raises
     return row
+
+
+# ------------------------------------------------------------ one search, one call (PostgreSQL)
+#
+# ``search`` on PostgreSQL is one call of ``abathur_search_memories``
+# (revision 0013_search_function): the probes, then RANGE or WALK (see
+# SEARCH_CAP), each a static statement the function plans once per connection
+# (a generic plan, the same for every parameter value) instead of a plan per
+# call for one large statement. A filter is passed as the SQL of its
+# condition, built once per filter shape, with its values in a text array.
+
+_SEARCH_ARGUMENTS = (
+    ("root", "text", Text()), ("lower", "text", Text()), ("upper", "text", Text()),
+    ("memory_type", "text", Text()), ("limit", "integer", Integer()),
+    ("offset", "integer", Integer()), ("cap", "integer", Integer()),
+    ("window", "integer", Integer()), ("now", "timestamptz", UTCDateTime()),
+    ("filter", "text", Text()), ("args", "text[]", ARRAY(Text())),
+)  # fmt: skip
+_SEARCH_COLUMNS = [
+    *_ENTRY_COLUMNS,
+    ("expires_at", "expires_at", UTCDateTime()),
+    ("ttl_seconds", "ttl_seconds", Float()),
+]
+SEARCH_PG = Prepared(
+    text(
+        "SELECT "
+        + ", ".join(f's."{name}" AS "{label}"' for name, label, _ in _SEARCH_COLUMNS)
+        + " FROM abathur_search_memories("
+        + ", ".join(f"CAST(:{name} AS {kind})" for name, kind, _ in _SEARCH_ARGUMENTS)
+        + ') AS s ORDER BY s."updated_at" DESC, s."id" DESC'
+    )
+    .bindparams(*[bindparam(name, type_=type_) for name, _, type_ in _SEARCH_ARGUMENTS])
+    .columns(*[column(label, type_) for _, label, type_ in _SEARCH_COLUMNS])
+)
+# The condition of each filter shape, as the function's dynamic statements
+# take it: SQL over ``memory_entries.value`` whose parameters are the
+# elements of ``$8`` (``p_args``), and the names of its bound values in order.
+_PG_FILTERS: dict[tuple[Any, ...], tuple[str, list[tuple[str, Any]]]] = {}
+_PG_DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+_DOLLAR = re.compile(r"\$(\d+)")
+
+
+def _pg_filter(terms: tuple[FilterTerm, ...]) -> tuple[str, list[tuple[str, Any]]]:
+    shape = tuple(_term_shape(t) for t in terms)
+    found = _PG_FILTERS.get(shape)
+    if found is None:
+        condition = and_(*[_pg_term(term, f"f{i}") for i, term in enumerate(terms)])
+        compiled = condition.compile(dialect=_PG_DIALECT)
+        sql = _DOLLAR.sub(lambda m: f"$8[{m.group(1)}]", compiled.string)
+        names = [
+            (name, compiled.binds[name].effective_value) for name in compiled.positiontup or ()
+        ]
+        found = (sql, names)
+        if len(_PG_FILTERS) >= FILTERED_SEARCHES_KEPT:
+            _PG_FILTERS.clear()
+        _PG_FILTERS[shape] = found
+    return found
+
+
+def search_pg(
+    executor: Executor, params: dict[str, Any], terms: tuple[FilterTerm, ...]
+) -> Sequence[Any]:
+    """``MemoryRepository.search`` on PostgreSQL, with its parameters."""
+    call = {**params, "memory_type": params.get("memory_type"), "filter": None, "args": None}
+    if terms:
+        values: dict[str, Any] = {}
+        for i, term in enumerate(terms):
+            values.update(_term_params(term, f"f{i}", True))
+        sql, names = _pg_filter(terms)
+        call["filter"] = sql
+        call["args"] = [values.get(name, default) for name, default in names]
+        assert all(isinstance(v, str) for v in call["args"]), call["args"]
+    return SEARCH_PG.all(executor, call)

@@ -1,10 +1,10 @@
-"""Revisions 0010, 0011 and 0012: ``abathur_write_memory`` and
-``abathur_append_events`` exist at head on PostgreSQL, each is gone after the
-downgrade below its revision (rows kept, writes possible again once
-upgraded); below 0012 the memory function is 0010's again (its arguments and
-body), with the embeddings written through it kept; the memory function takes
-the same bulk lock as ``put_memories``. SQLite has no such functions and the
-revisions change nothing there."""
+"""Revisions 0010 to 0013: ``abathur_write_memory``, ``abathur_append_events``
+and ``abathur_search_memories`` exist at head on PostgreSQL, each is gone after
+the downgrade below its revision (rows kept, writes and searches possible again
+once upgraded); below 0012 the memory function is 0010's again (its arguments
+and body), with the embeddings written through it kept; the memory function
+takes the same bulk lock as ``put_memories``. SQLite has no such functions and
+the revisions change nothing there."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ M9 = "0009_memory_current_version"
 M10 = "0010_memory_write_function"
 M11 = "0011_session_append_function"
 M12 = "0012_memory_write_embedding"
+M13 = "0013_search_function"
 
 
 def _revision(name: str) -> Any:
@@ -83,8 +84,13 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M12
-    expected = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
+    assert await db.current_revision() == M13
+    below_search = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
+    expected = (
+        []
+        if db.is_sqlite
+        else ["abathur_append_events", "abathur_search_memories", "abathur_write_memory"]
+    )
     assert await _functions(db) == expected
     task_id = (await db.tasks.create_task("migration")).id
     await db.memory.put_memory("user:m", "k", {"v": 1}, "semantic", by="a", task_id=task_id)
@@ -98,8 +104,13 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     if not db.is_sqlite:
         at_head = await _write_function(db)
         assert "p_embedding_vectors bytea[]" in at_head[0]
+    assert [m["version"] for m in await db.memory.search_memories("user:m")] == [2]
+    await db.downgrade(M12)
+    assert await _functions(db) == below_search
+    if not db.is_sqlite:
+        assert await _write_function(db) == at_head
     await db.downgrade(M11)
-    assert await _functions(db) == expected
+    assert await _functions(db) == below_search
     if not db.is_sqlite:
         previous = _revision(M10)
         signature = previous.SIGNATURE.replace("timestamptz", "timestamp with time zone")
@@ -122,6 +133,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     assert await _versions(db) == [("k", 1, False), ("k", 2, False), ("k", 3, True)]
     assert await _embeddings(db) == [*written, ("k", 3, HashingEmbedder.MODEL, 8)]
     assert await db.sessions.append_events("s", [{"n": 2}]) == 2
+    assert [m["version"] for m in await db.memory.search_memories("user:m")] == [3]
 
 
 def test_the_function_takes_the_bulk_lock_of_put_memories() -> None:

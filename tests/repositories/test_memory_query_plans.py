@@ -21,7 +21,15 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 from abathur.repositories.memory import SEARCH_CAP
 from tests.support.memory_model import controlled_clock
-from tests.support.plans import explain, full_scans, recording, unindexed
+from tests.support.plans import (
+    PG_FULL_SCAN,
+    SEARCH_FUNCTION,
+    explain,
+    full_scans,
+    nested_explain,
+    recording,
+    unindexed,
+)
 
 RANGE_SEARCH = "SEARCH memory_entries USING INDEX idx_memory_namespace_prefix"
 
@@ -111,7 +119,9 @@ async def _captured(db: Database, task_id: str) -> list[tuple[str, Any]]:
     with recording(db) as recorded:
         await _workload(db, task_id)
     return [
-        (sql, params) for sql, params in recorded.items() if any(t in sql for t in MEMORY_TABLES)
+        (sql, params)
+        for sql, params in recorded.items()
+        if any(t in sql for t in (*MEMORY_TABLES, SEARCH_FUNCTION))
     ]
 
 
@@ -122,15 +132,22 @@ async def test_every_memory_query_uses_an_index(db: Database, task_id: str) -> N
     assert {"SELECT", "UPDATE"} <= kinds
     assert len(statements) >= 8, statements
     assert any("GROUP BY" in s for s, _ in statements)  # the consolidation conflict query
-    # The search (its choice CTE and both branches), typed and untyped.
-    searches = [s for s, _ in statements if s.startswith("WITH choice")]
-    typed = ["memory_entries.memory_type = " in s for s in searches]
-    assert True in typed and False in typed, searches
-    # Issue 11's statements were all issued: the namespace walk, filters,
-    # paging, the expiry reads and writes.
+    # The search (its choice CTE and both branches), typed and untyped, with
+    # filters and paging. PostgreSQL: one call of abathur_search_memories
+    # (the same text for every search), whose statements ``unindexed``
+    # explains for the first call; test_search_function_plans.py takes every
+    # statement the function runs, typed, filtered, both branches.
+    if db.is_sqlite:
+        searches = [s for s, _ in statements if s.startswith("WITH choice")]
+        typed = ["memory_entries.memory_type = " in s for s in searches]
+        assert True in typed and False in typed, searches
+        assert any("json_extract" in s for s, _ in statements)
+        assert any("OFFSET" in s for s, _ in statements)
+    else:
+        assert any(SEARCH_FUNCTION in s for s, _ in statements)
+    # Issue 11's statements were all issued: the namespace walk, the expiry
+    # reads and writes.
     assert any(s.startswith("WITH RECURSIVE") for s, _ in statements)
-    assert any("json_extract" in s or "jsonb_typeof" in s for s, _ in statements)
-    assert any("OFFSET" in s for s, _ in statements)
     expiry = [s.split()[0].upper() for s, _ in statements if "memory_expiry" in s]
     assert {"SELECT", "UPDATE", "DELETE", "WITH"} <= set(expiry), expiry
     # Issue 16: put_memories' read of many keys' current versions.
@@ -153,11 +170,18 @@ async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_
         assert f"{RANGE_SEARCH} (namespace=?)" in plan
         assert f"{RANGE_SEARCH} (namespace>? AND namespace<?)" in plan
     else:
-        conditions = [line for line in lines if "Index Cond" in line]
-        assert any("(namespace = 'user:alice'" in line for line in conditions), plan
-        assert any("namespace >= 'user:alice:'" in line for line in conditions), plan
-        assert not any("namespace >= 'user:alice'::" in line for line in conditions), plan
-        assert "idx_memory_namespace_prefix" in plan
+        # The function's RANGE statement, with its generic plan: the root
+        # ($1) and the range of its descendants ($2 to $3).
+        ((_, range_plan),) = [
+            (query, nested)
+            for query, nested in await nested_explain(db, sql, params)
+            if "AS x ON true" in query
+        ]
+        conditions = [line for line in range_plan.splitlines() if "Index Cond" in line]
+        assert any("(namespace = ($1)::text)" in line for line in conditions), range_plan
+        assert any("(namespace >= ($2)::text)" in line for line in conditions), range_plan
+        assert not any("namespace >= ($1)" in line for line in conditions), range_plan
+        assert "idx_memory_namespace_prefix" in range_plan
 
 
 async def _bulk_fill(db: Database, rows: int) -> None:
@@ -207,10 +231,30 @@ async def test_search_plans_both_branches_on_their_indexes(
         if memory_type is None
         else ["k9998", "k9996", "k9994", "k9992", "k9990"]
     )
-    ((sql, params),) = [(s, p) for s, p in recorded.items() if "memory_entries" in s]
+    ((sql, params),) = [
+        (s, p) for s, p in recorded.items() if "memory_entries" in s or SEARCH_FUNCTION in s
+    ]
+    walk_index = "idx_memory_updated_at" if memory_type is None else "idx_memory_type_updated"
+    if not db.is_sqlite:
+        # The function's statements: the subtree probe on the namespace
+        # index, the recent-rows probe and the WALK on the recency index in
+        # its order (no sort, never backward), nothing else.
+        nested = [(q, p) for q, p in await nested_explain(db, sql, params) if "memory_" in q]
+        ((_, probe),) = [(q, p) for q, p in nested if "LIMIT p_cap" in q]
+        ((_, recent),) = [(q, p) for q, p in nested if "LIMIT p_window" in q]
+        ((_, walk),) = [(q, p) for q, p in nested if "OFFSET 0) AS memory_entries" in q]
+        assert len(nested) == 3, nested
+        assert "Index Only Scan using idx_memory_namespace_prefix" in probe, probe
+        # For a memory type the generic plan may walk either recency index
+        # (the type's, or every row testing the type): both stop after the page.
+        walk_indexes = {"idx_memory_updated_at", walk_index}
+        for plan in (recent, walk):
+            assert any(f" using {name} on memory_entries" in plan for name in walk_indexes), plan
+            assert "Sort" not in plan and "Backward" not in plan, plan
+            assert not PG_FULL_SCAN.search(plan), plan
+        return
     lines = await explain(db, sql, params)
     plan = "\n".join(lines)
-    walk_index = "idx_memory_updated_at" if memory_type is None else "idx_memory_type_updated"
     assert not full_scans(db, sql, lines), plan
     if db.is_sqlite:
         assert f"{RANGE_SEARCH} (namespace=?)" in plan
@@ -238,7 +282,11 @@ async def test_search_plans_both_branches_on_their_indexes(
 async def _captured_search(db: Database) -> list[tuple[str, Any]]:
     with recording(db) as recorded:
         await MemoryService(db).search_memories("user:alice")
-    statements = [(sql, params) for sql, params in recorded.items() if "memory_entries" in sql]
+    statements = [
+        (sql, params)
+        for sql, params in recorded.items()
+        if "memory_entries" in sql or SEARCH_FUNCTION in sql
+    ]
     assert len(statements) == 1
     return statements
 

@@ -5,66 +5,26 @@ PostgreSQL may switch a prepared statement to a generic plan, chosen without
 the parameter values (for a namespace range that was a backward walk of the
 whole ``updated_at`` index: 26 ms instead of 0.3 ms). abathur's connections
 set ``plan_cache_mode = force_custom_plan`` (``db/engine.py``): every execution
-is planned for its own values. A generic plan shows its parameters (``$1``) in
-its conditions; a custom plan shows the values.
+is planned for its own values. The search is the exception: it runs in
+``abathur_search_memories`` (revision 0013_search_function), whose statements
+are written to be right under a generic plan and are given one from their
+first call (the function's ``SET`` clauses). A generic plan shows its
+parameters (``$1``) in its conditions; a custom plan shows the values.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from typing import Any
+import os
 
 import pytest
 
 from abathur.infrastructure.database import Database
-from tests.support.plans import recording
+from tests.conftest import pg_schema
+from tests.support.plans import explained, nested_plan_list
+
+PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-
-
-def _literal(value: Any) -> str:
-    if isinstance(value, bool | int | float):
-        return str(value)
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _conditions(plan: Any) -> list[str]:
-    """Every condition text of a JSON plan, all nodes, but the one-time
-    filters of the search's branches: their ``$n`` is the result of an
-    InitPlan (which branch runs), not a parameter."""
-    found: list[str] = []
-    nodes = [plan[0]["Plan"]]
-    while nodes:
-        node = nodes.pop()
-        found += [
-            str(v)
-            for k, v in node.items()
-            if k.endswith(("Cond", "Filter")) and k != "One-Time Filter"
-        ]
-        nodes += node.get("Plans", [])
-    return found
-
-
-async def _plan_after(db: Database, sql: str, params: Any, executions: int, mode: str) -> Any:
-    async with db.transaction(write=False) as session:
-        conn = await session.connection()
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        await raw.execute(f"SET plan_cache_mode = {mode}")
-        try:
-            statement = await raw.prepare(sql)
-            for _ in range(executions):
-                await statement.fetch(*params)
-            args = ", ".join(_literal(p) for p in params)
-            plan = await raw.fetchval(
-                f"EXPLAIN (FORMAT JSON) EXECUTE {statement.get_name()}({args})"
-            )
-            return json.loads(plan) if isinstance(plan, str) else plan
-        finally:
-            await raw.execute("RESET plan_cache_mode")
 
 
 async def test_connections_plan_every_execution_for_its_own_values(db: Database) -> None:
@@ -79,22 +39,58 @@ async def test_connections_plan_every_execution_for_its_own_values(db: Database)
     assert (jit, workers) == ("off", "0")
 
 
-async def test_a_search_keeps_its_plan_past_the_generic_plan_switch(
-    db: Database, task_id: str
-) -> None:
-    for i in range(40):
-        await db.memory.put_memory(
-            "user:big", f"k{i}", {"i": i}, "semantic", by="a", task_id=task_id
-        )
-    await db.memory.put_memory("user:small", "k", {"i": 0}, "semantic", by="a", task_id=task_id)
-    with recording(db) as recorded:
-        await db.memory.search_memories("user:small", limit=100)
-    ((sql, params),) = [(s, p) for s, p in recorded.items() if "memory_entries" in s]
-
-    first = await _plan_after(db, sql, params, 1, "force_custom_plan")
-    later = await _plan_after(db, sql, params, 12, "force_custom_plan")
+async def test_a_search_keeps_its_plan_past_the_generic_plan_switch(backend: str) -> None:
+    """The search's statements run inside ``abathur_search_memories``, whose
+    ``SET plan_cache_mode = force_generic_plan`` gives each one generic plan
+    from its first call (its conditions show parameters, ``$1``, not values):
+    the same plan at the first and the twelfth call, past the switch."""
+    assert PG_URL
+    notices: list[str] = []
+    async with pg_schema(migrated=True) as schema:
+        db = explained(PG_URL, schema, notices)
+        try:
+            await db.initialize()
+            task_id = (await db.tasks.create_task("plans")).id
+            for i in range(40):
+                await db.memory.put_memory(
+                    "user:big", f"k{i}", {"i": i}, "semantic", by="a", task_id=task_id
+                )
+            await db.memory.put_memory(
+                "user:small", "k", {"i": 0}, "semantic", by="a", task_id=task_id
+            )
+            calls = []
+            for _ in range(12):
+                for root in ("user:small", "user:big"):
+                    notices.clear()
+                    await db.memory.search_memories(root, limit=10)
+                    calls.append(nested_plan_list(notices))
+            # A filtered search: its statement is prepared by the function
+            # once per connection and filter shape, with a generic plan too.
+            filtered = []
+            for _ in range(12):
+                notices.clear()
+                await db.memory.search_memories("user:small", limit=10, filter={"i": 0})
+                filtered.append([(q, p) for q, p in nested_plan_list(notices) if "$8[" in q])
+            # The check can fail: a custom plan (the session's own mode)
+            # shows the values, not $1.
+            async with db.transaction(write=False) as session:
+                conn = await session.connection()
+                await conn.exec_driver_sql(
+                    "PREPARE canary(text) AS SELECT 1 FROM memory_entries WHERE namespace = $1"
+                )
+                canary = [
+                    str(row[0])
+                    for row in await conn.exec_driver_sql("EXPLAIN EXECUTE canary('user:small')")
+                ]
+                await conn.exec_driver_sql("DEALLOCATE canary")
+        finally:
+            await db.close()
+    first, later = calls[:2], calls[-2:]
     assert later == first
-    assert not any("$" in c for c in _conditions(later)), _conditions(later)
-    # The check can fail: a generic plan shows its parameters.
-    generic = await _plan_after(db, sql, params, 12, "force_generic_plan")
-    assert any("$" in c for c in _conditions(generic)), _conditions(generic)
+    # the range (user:small, sparse among the newest rows) and the walk (user:big)
+    assert [len(plans) for plans in first] == [2, 2], first
+    for query, plan in first[0] + first[1]:
+        assert "$1" in plan, (query, plan)
+    assert len(filtered[0]) == 1 and filtered[-1] == filtered[0], filtered
+    assert "$1" in filtered[0][0][1], filtered[0]
+    assert "'user:small'" in "\n".join(canary) and "$1" not in "\n".join(canary), canary

@@ -15,7 +15,6 @@ open session, a stale one, a closed one and none.
 from __future__ import annotations
 
 import os
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -28,18 +27,11 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 from tests.conftest import pg_schema
 from tests.support.memory_model import controlled_clock
-from tests.support.plans import PG_FULL_SCAN
+from tests.support.plans import AUTO_EXPLAIN, PG_FULL_SCAN, nested_plans
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="ABATHUR_TEST_POSTGRES_URL is not set")
 
-AUTO_EXPLAIN = {
-    "session_preload_libraries": "auto_explain",
-    "auto_explain.log_min_duration": "0",
-    "auto_explain.log_nested_statements": "on",
-    "auto_explain.log_level": "notice",
-    "enable_seqscan": "off",
-}
 # What the function runs, each at least once in the workload.
 INNER = (
     "SELECT 1 FROM tasks",
@@ -96,19 +88,6 @@ async def _workload(db: Database, task_id: str) -> None:
         await s.append_event("none", {"n": 1})
 
 
-def _plans(notices: list[str]) -> dict[str, str]:
-    """Each nested statement's text and plan, from auto_explain's notices."""
-    found: dict[str, str] = {}
-    for notice in notices:
-        match = re.search(r"Query Text:(.*?)\n(.*)", notice, re.S)
-        if match is None:
-            continue
-        query = " ".join(match.group(1).split())
-        if "abathur_" not in query:  # the call itself: a function scan
-            found.setdefault(query, match.group(2))
-    return found
-
-
 async def test_every_statement_of_the_write_functions_uses_an_index() -> None:
     assert PG_URL
     notices: list[str] = []
@@ -129,7 +108,7 @@ async def test_every_statement_of_the_write_functions_uses_an_index() -> None:
             await _workload(db, task_id)
         finally:
             await db.close()
-    plans = _plans(notices)
+    plans = nested_plans(notices)
     for inner in INNER:
         assert any(inner in query for query in plans), (inner, list(plans))
     scans = {

@@ -7,6 +7,7 @@ too), ``explain`` on either backend, and what counts as a full table scan.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ TABLES = (
 SQLITE_FULL_SCAN = re.compile(rf"^SCAN ({'|'.join(TABLES)})(_\d+)?\b")
 PG_FULL_SCAN = re.compile(rf"Seq Scan on ({'|'.join(TABLES)})\b")
 PLANNED = ("SELECT", "UPDATE", "DELETE", "WITH")
+# PostgreSQL's search runs its statements in this function (revision 0012).
+SEARCH_FUNCTION = "abathur_search_memories("
 
 
 @contextmanager
@@ -84,8 +87,96 @@ async def unindexed(db: Database, statements: Iterable[tuple[str, Any]]) -> dict
     assert this is empty."""
     problems: dict[str, Any] = {}
     for sql, params in statements:
+        if not db.is_sqlite and SEARCH_FUNCTION in sql:
+            # The call's plan is a function scan: check what the function ran.
+            for query, nested in await nested_explain(db, sql, params):
+                lines = nested.splitlines()
+                scans = [line for line in lines if PG_FULL_SCAN.search(line.strip())]
+                if scans:
+                    problems[query] = (scans, lines)
+            continue
         plan = await explain(db, sql, params)
         scans = full_scans(db, sql, plan)
         if not plan or scans:
             problems[" ".join(sql.split())] = (scans, plan)
     return problems
+
+
+# Server settings that make PostgreSQL send the plan of every statement a
+# PL/pgSQL function runs back to the client as a notice (``nested_plans``),
+# as the server really planned it; sequential scans discouraged, as ``explain``
+# does.
+AUTO_EXPLAIN = {
+    "session_preload_libraries": "auto_explain",
+    "auto_explain.log_min_duration": "0",
+    "auto_explain.log_nested_statements": "on",
+    "auto_explain.log_level": "notice",
+    "enable_seqscan": "off",
+}
+
+
+def nested_plan_list(notices: list[str]) -> list[tuple[str, str]]:
+    """Each nested statement's text and plan, from auto_explain's notices, in
+    the order they ran (the calls of ``abathur_`` functions themselves, a
+    function scan each, left out; a statement the search function prepared
+    comes as its ``PREPARE``)."""
+    found: list[tuple[str, str]] = []
+    for notice in notices:
+        # The query's text may span lines; the plan starts at its first node
+        # (``Limit  (cost=...``).
+        match = re.search(r"Query Text:(.*?)\n(\S[^\n]*?  \(cost=.*)", notice, re.S)
+        if match is None:
+            continue
+        query = " ".join(match.group(1).split())
+        if not re.search(r"abathur_\w+\(", query):
+            found.append((query, match.group(2)))
+    return found
+
+
+def nested_plans(notices: list[str]) -> dict[str, str]:
+    """Each nested statement's text and its first plan (``nested_plan_list``)."""
+    found: dict[str, str] = {}
+    for query, plan in nested_plan_list(notices):
+        found.setdefault(query, plan)
+    return found
+
+
+def explained(url: str, schema: str, notices: list[str]) -> Database:
+    """A Database on ``schema`` whose connections send the plans of nested
+    statements (``AUTO_EXPLAIN``) to ``notices``."""
+    db = Database(url, connect_args={"server_settings": {"search_path": schema, **AUTO_EXPLAIN}})
+
+    def listen(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_log_listener(
+            lambda _conn, message: notices.append(str(message.message))
+        )
+
+    event.listen(db.engine.sync_engine, "connect", listen)
+    return db
+
+
+async def nested_explain(db: Database, statement: str, params: Any) -> list[tuple[str, str]]:
+    """PostgreSQL: run ``statement`` (a call of a read-only function) with
+    ``auto_explain`` on for this transaction alone, and return the text and
+    plan of every statement the function ran (``nested_plan_list``)."""
+    notices: list[str] = []
+
+    def listen(_conn: Any, message: Any) -> None:
+        notices.append(str(message.message))
+
+    async with db.transaction(write=False) as session:
+        conn = await session.connection()
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        raw.add_log_listener(listen)
+        try:
+            await conn.exec_driver_sql("LOAD 'auto_explain'")
+            for name, value in AUTO_EXPLAIN.items():
+                if name.startswith("auto_explain."):
+                    await conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+            await conn.exec_driver_sql(statement, tuple(params or ()))
+            for _ in range(3):  # notices are delivered by the event loop
+                await asyncio.sleep(0)
+        finally:
+            raw.remove_log_listener(listen)
+    return nested_plan_list(notices)
