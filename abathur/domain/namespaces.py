@@ -10,6 +10,7 @@ the "C" collation so that its order is byte order there too.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from abathur.errors import ValidationError
@@ -20,6 +21,9 @@ PERSISTENT_PREFIXES = ("session", "user", "app", "project")
 # index entry (2704 bytes) of the unique (namespace, key, version) index.
 MAX_NAMESPACE_BYTES = 1024
 MAX_KEY_BYTES = 1024
+# A control character: C0 (below 32) or DEL. One regex search instead of a
+# Python test per character (every read and write parses its namespace).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _utf8_size(text: str, what: str) -> int:
@@ -58,7 +62,7 @@ def parse_namespace(namespace: Any, *, allow_prefix_only: bool = False) -> list[
         )
     if "" in rest:
         raise ValidationError(f"namespace {namespace!r} has an empty segment")
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in namespace):
+    if CONTROL_CHARACTER.search(namespace):
         raise ValidationError(f"namespace {namespace!r} contains a control character")
     return segments
 

@@ -22,6 +22,11 @@ that model, and such a document is validated in full, as is any document the
 fast validator refuses. So ``from_json`` returns what ``cls.model_validate``
 of the parsed document returns, and raises what it raises.
 
+A document read back is keyed by field names (``model_dump``'s default), so
+the fast validator looks fields up by name alone in models that accept names
+and ignore or forbid other keys (``_by_name_only``): such a model then forbids
+any other key, and a document holding an alias is validated in full.
+
 ``dropped`` names keys of the stored document that are not the model's (an
 adapter's own, such as the ADK adapter's ``event_id``): the fast validator
 accepts them as fields and removes them from the result (after
@@ -117,6 +122,8 @@ class _Stripper:
         while isinstance(fields, dict) and fields.get("type") != "model-fields":
             fields = fields.get("schema")
         copied = {**node, "schema": inner}
+        if isinstance(fields, dict) and fields.get("type") == "model-fields":
+            _by_name_only(fields, node.get("config") or {})
         own = cls is self.owner
         if fields_only or (own and self.dropped):
             if not isinstance(fields, dict):
@@ -136,6 +143,31 @@ class _Stripper:
             if self.no_ops.get(init) == ALWAYS:
                 copied["custom_init"] = False
         return copied
+
+
+def _by_name_only(fields: dict[str, Any], config: Mapping[str, Any]) -> None:
+    """A model's fields looked up by their names alone, where that changes
+    nothing for a document keyed by field names (what ``model_dump`` writes):
+    the model accepts names (``validate_by_name``), its aliases are plain
+    strings that name no other field, and it ignores or forbids other keys.
+    Other keys are then forbidden, so that a document holding an alias (or
+    any key the model would ignore) is refused and validated in full. Each
+    alias costs a second lookup per field and model instance."""
+    specs = fields["fields"]
+    aliases = {name: spec.get("validation_alias") for name, spec in specs.items()}
+    if not any(aliases.values()) or config.get("validate_by_name") is not True:
+        return
+    extra = fields.get("extra_behavior") or config.get("extra_fields_behavior") or "ignore"
+    if extra not in ("ignore", "forbid"):
+        return  # "allow": extra keys are kept, forbidding them would change the model
+    for name, alias in aliases.items():
+        if alias is not None and (not isinstance(alias, str) or (alias != name and alias in specs)):
+            return  # a path or choices, or a name of another field
+    fields["fields"] = {
+        name: {key: value for key, value in spec.items() if key != "validation_alias"}
+        for name, spec in specs.items()
+    }
+    fields["extra_behavior"] = "forbid"
 
 
 class StoredModel(Generic[M]):

@@ -259,27 +259,24 @@ def _search_statement(typed: bool, terms: Sequence[ColumnElement[bool]] = ()) ->
 
     def branch(walking: bool) -> Any:
         chosen = walk == (true() if walking else false())
+        if not walking:
+            return select(_sqlite_range(typed, terms, chosen).subquery("by_range"))
         # The walk tests the subtree on a concatenation: no index range on
         # the namespace, so the planner walks the recency index.
-        subtree = (
-            in_subtree(MemoryEntry.namespace.concat(literal_column("''")))
-            if walking
-            else in_subtree(MemoryEntry.namespace)
-        )
-        # RANGE sorts by an expression no index yields (``id + 0``), so the
-        # planner reads the range, never a recency index, whatever its guess
-        # of the range's size.
-        order: tuple[Any, Any] = (MemoryEntry.updated_at, MemoryEntry.id)
-        if not walking:
-            order = (MemoryEntry.updated_at, MemoryEntry.id + 0)
         query = (
             select(*VERSION_FIELDS, *EXPIRY_FIELDS)
             .select_from(WITH_EXPIRY)
-            .where(subtree, CURRENT_LIVE, *typed_terms, NOT_EXPIRED, *terms)
-            .order_by(order[0].desc(), order[1].desc())
+            .where(
+                in_subtree(MemoryEntry.namespace.concat(literal_column("''"))),
+                CURRENT_LIVE,
+                *typed_terms,
+                NOT_EXPIRED,
+                *terms,
+            )
+            .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
             .limit(case((chosen, bindparam("need")), else_=0))
         )
-        return select(query.subquery("by_walk" if walking else "by_range"))
+        return select(query.subquery("by_walk"))
 
     rows = union_all(branch(False), branch(True)).subquery("found")
     return (
@@ -287,6 +284,64 @@ def _search_statement(typed: bool, terms: Sequence[ColumnElement[bool]] = ()) ->
         .order_by(rows.c.updated_at.desc(), rows.c.id.desc())
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
+    )
+
+
+def _sqlite_range(typed: bool, terms: Sequence[ColumnElement[bool]], chosen: Any) -> Any:
+    """SQLite's RANGE branch: first the row ids of the newest ``need`` matching
+    rows (``ranked``), then those rows alone. ``ranked`` reads the root's
+    range and its descendants' range of ``idx_memory_namespace_prefix`` (one
+    arm each, so neither is an OR of ranges, which reads every row of the
+    table) and sorts ids and timestamps; a row of the table is read only for
+    a condition the index does not hold: a memory type, a filter, or an
+    expiry, which is looked up only in a namespace that has expiries. So a
+    page of 10 of a subtree of 100 reads 10 rows, not 100 (after any write,
+    SQLite reads each of them again from the file or the WAL)."""
+    has_expiries = (
+        select(literal_column("1")).where(MemoryExpiry.namespace == MemoryEntry.namespace).exists()
+    )
+    expired = (
+        select(literal_column("1"))
+        .where(
+            MemoryExpiry.namespace == MemoryEntry.namespace,
+            MemoryExpiry.key == MemoryEntry.key,
+            MemoryExpiry.expires_at <= bindparam("now"),
+        )
+        .exists()
+    )
+    # A memory type is tested on its text (``|| ''``): no index range on it,
+    # so the arm keeps to the namespace index, as the old RANGE did.
+    of_type = MemoryEntry.memory_type.concat(literal_column("''")) == bindparam("memory_type")
+    typed_terms = (of_type,) if typed else ()
+
+    def arm(subtree: ColumnElement[bool]) -> Any:
+        return select(MemoryEntry.id.label("rid"), MemoryEntry.updated_at.label("ts")).where(
+            subtree, CURRENT_LIVE, *typed_terms, or_(~has_expiries, ~expired), *terms
+        )
+
+    arms = union_all(
+        arm(MemoryEntry.namespace == bindparam("root")),
+        arm(
+            and_(
+                MemoryEntry.namespace >= bindparam("lower"),
+                MemoryEntry.namespace < bindparam("upper"),
+            )
+        ),
+    ).subquery("arms")
+    ranked = (
+        select(arms.c.rid, arms.c.ts)
+        .order_by(arms.c.ts.desc(), arms.c.rid.desc())
+        .limit(case((chosen, bindparam("need")), else_=0))
+        .subquery("ranked")
+    )
+    return select(*VERSION_FIELDS, *EXPIRY_FIELDS).select_from(
+        ranked.join(MemoryEntry, MemoryEntry.id == ranked.c.rid).outerjoin(
+            MemoryExpiry,
+            and_(
+                MemoryExpiry.namespace == MemoryEntry.namespace,
+                MemoryExpiry.key == MemoryEntry.key,
+            ),
+        )
     )
 
 

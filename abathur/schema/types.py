@@ -134,4 +134,6 @@ class JSONDocument(TypeDecorator[Any]):
 
 
 def _load_document(value: Any) -> Any:
+    if value == "{}":  # the usual metadata: a new empty dict, as loads returns
+        return {}
     return None if value is None else loads(value)

@@ -21,6 +21,7 @@ from google.adk.events.event_actions import EventActions, EventCompaction
 from google.adk.tools.tool_confirmation import ToolConfirmation
 from google.genai import types
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from abathur.infrastructure.database import Database
 from abathur.integrations import trusted_models
@@ -329,3 +330,74 @@ async def test_events_read_back_through_the_service_equal_the_appended_ones(
     for built, original in zip(got.events, appended, strict=True):
         document = original.model_dump(mode="json", exclude_none=True)
         _same(built, Event.model_validate(document))
+
+
+class _Camel(BaseModel):
+    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    first_name: str
+    tags: list[str] = []
+
+
+class _Open(BaseModel):  # keeps other keys: left as it is
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow"
+    )
+    first_name: str = ""
+
+
+class _Crossed(BaseModel):  # an alias that names another field: left as it is
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+    a: int = pydantic.Field(0, alias="b")
+    b: int = 0
+
+
+class _ByAliasOnly(BaseModel):  # names are not accepted: left as it is
+    model_config = pydantic.ConfigDict(alias_generator=to_camel)
+    first_name: str = ""
+
+
+class _Holder(BaseModel):
+    camel: _Camel
+    open: _Open | None = None
+    crossed: _Crossed | None = None
+    only: _ByAliasOnly | None = None
+
+
+HELD = StoredModel(_Holder, {})
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"camel": {"first_name": "x", "tags": ["t"]}},
+        {"camel": {"firstName": "by alias"}},  # an alias: validated in full
+        {"camel": {"first_name": "x", "firstName": "both"}},
+        {"camel": {"first_name": "x", "other": 1}},  # a key the model ignores
+        {"camel": {"first_name": "x"}, "open": {"first_name": "y", "more": [1]}},
+        {"camel": {"first_name": "x"}, "open": {"firstName": "y"}},
+        {"camel": {"first_name": "x"}, "crossed": {"b": 5}},
+        {"camel": {"first_name": "x"}, "crossed": {"a": 1, "b": 2}},
+        {"camel": {"first_name": "x"}, "only": {"first_name": "ignored"}},
+        {"camel": {"first_name": "x"}, "only": {"firstName": "kept"}},
+        {"camel": {"first_name": 5}},  # invalid
+    ],
+)
+def test_fields_read_by_name_alone_give_what_validation_gives(document: dict[str, Any]) -> None:
+    try:
+        validated = _Holder.model_validate(document)
+    except pydantic.ValidationError as exc:
+        with pytest.raises(pydantic.ValidationError) as raised:
+            HELD.from_json(dumps(document))
+        assert _errors(raised.value) == _errors(exc)
+    else:
+        _same(HELD.from_json(dumps(document)), validated)
+
+
+def test_a_document_keyed_by_names_is_read_without_alias_lookups() -> None:
+    assert HELD.validator is not None
+    with _python_calls() as called:
+        HELD.from_json('{"camel": {"first_name": "x"}}')
+    assert "BaseModel.model_validate" not in called
+    with _python_calls() as called:  # the fast validator refuses an alias
+        HELD.from_json('{"camel": {"firstName": "x"}}')
+    assert "BaseModel.model_validate" in called

@@ -169,6 +169,11 @@ async def test_search_is_a_range_scan_of_the_namespace_index(db: Database, task_
         # (which also holds siblings such as ``user:alice2``).
         assert f"{RANGE_SEARCH} (namespace=?)" in plan
         assert f"{RANGE_SEARCH} (namespace>? AND namespace<?)" in plan
+        # The RANGE branch ranks row ids on the index (no OR of the two
+        # ranges, which reads every row) and reads the rows it keeps by rowid.
+        assert "MULTI-INDEX OR" not in plan, plan
+        ranked = plan[plan.index("MATERIALIZE ranked") :]
+        assert "SEARCH memory_entries USING INTEGER PRIMARY KEY (rowid=?)" in ranked, plan
     else:
         # The function's RANGE statement, with its generic plan: the root
         # ($1) and the range of its descendants ($2 to $3).

@@ -142,3 +142,17 @@ async def test_sql_subtree_matches_the_python_twin(db: Database, task_id: str) -
                 ).all()
             )
             assert found == {n for n in names if is_in_subtree(n, root)}, root
+
+
+def test_exactly_the_control_characters_are_refused_in_a_namespace() -> None:
+    for code in [*range(0x3000), 0xFEFF, 0x10FFFF]:
+        ch = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # lone surrogates are refused as not text
+        refused = code < 32 or code == 0x7F
+        try:
+            parse_namespace(f"user:a{ch}b")
+        except ValidationError as exc:
+            assert refused and "control character" in str(exc), hex(code)
+        else:
+            assert not refused, hex(code)
