@@ -79,10 +79,11 @@ from abathur.repositories.memory import (
     bulk_page_cache,
     insert_versions,
     latest_of_keys,
+    latest_with_expiry_statement,
     lock_keys,
     set_expiries,
     unset_current,
-    write_memory,
+    write_memory_statement,
 )
 from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
@@ -340,6 +341,17 @@ class MemoryService:
         ref = validated(VersionRef, namespace=namespace, key=key, version=version)
         bool_arg(refresh_ttl, "refresh_ttl")
         now = clock.utcnow()
+
+        def found(current: Any) -> MemoryDict | None:
+            if current is None or current.is_deleted or _expired(current, now):
+                return None
+            return memory_dict(current)
+
+        if ref.version is None and not refresh_ttl:
+            # One statement (on PostgreSQL awaited without a greenlet: OneStatement).
+            return await self._db.read(
+                latest_with_expiry_statement(ref.namespace, ref.key, found), one_statement=True
+            )
 
         def work(conn: Connection) -> MemoryDict | None:
             repo = MemoryRepository(conn)
@@ -946,8 +958,7 @@ class MemoryService:
             )
         now = clock.utcnow()
         return await self._db.write(
-            partial(
-                write_memory,
+            write_memory_statement(
                 **fields,
                 now=now,
                 expiry=_expiry(ttl, now),

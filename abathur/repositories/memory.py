@@ -27,10 +27,10 @@ checks the plans on both backends):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Float,
@@ -64,7 +64,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
-from abathur.db.sqlite.prepared import Executor, Prepared
+from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
 from abathur.domain.memory import FilterTerm, MemoryFields, memory_exists, memory_not_found
 from abathur.domain.namespaces import subtree_bounds
 from abathur.errors import ConflictError, NotFoundError
@@ -74,6 +74,7 @@ from abathur.schema.models import MemoryEntry, MemoryExpiry
 from abathur.schema.types import JSONDocument, UTCDateTime
 from abathur.strict_json import dumps
 
+T = TypeVar("T")
 LIVE = MemoryEntry.is_deleted == false()
 
 # Reads return plain rows whose fields carry the model's attribute names
@@ -1033,8 +1034,22 @@ WRITE_MEMORY = Prepared(
 )
 
 
-def write_memory(
-    executor: Executor,
+def latest_with_expiry_statement(
+    namespace: str, key: str, then: Callable[[Any], T]
+) -> OneStatement[T]:
+    """``MemoryRepository.latest_with_expiry`` as a one-statement unit of work
+    (``OneStatement``): ``then`` of the row, or of None."""
+    return OneStatement(LATEST_WITH_EXPIRY, {"namespace": namespace, "key": key}, then)
+
+
+def write_memory(executor: Executor, rule: str, **fields: Any) -> Any:
+    """One memory write on PostgreSQL, as ``MemoryService``'s unit of work
+    does it on SQLite (see ``_write_version`` there): the new version's row.
+    The fields are ``write_memory_statement``'s."""
+    return write_memory_statement(rule, **fields)(executor)
+
+
+def write_memory_statement(
     rule: str,
     *,
     task_id: str,
@@ -1047,9 +1062,9 @@ def write_memory(
     now: datetime,
     expiry: tuple[datetime, float] | None,
     audit_extra: dict[str, Any],
-) -> Any:
-    """One memory write on PostgreSQL, as ``MemoryService``'s unit of work
-    does it on SQLite (see ``_write_version`` there): the new version's row.
+) -> OneStatement[Any]:
+    """``write_memory`` as a one-statement unit of work (``OneStatement``):
+    the new version's row.
 
     A missing task or key, or a live key for ``create``, raises the same
     ``abathur.errors`` exception, with the same message, as that unit does.
@@ -1069,9 +1084,8 @@ def write_memory(
         "ttl_seconds": None if expiry is None else expiry[1],
         "audit_extra": audit_extra,
     }
-    try:
-        row = WRITE_MEMORY.first(executor, params)
-    except DBAPIError as exc:
+
+    def failed(exc: DBAPIError) -> None:
         code = sqlstate(exc)
         if code == TASK_MISSING:
             raise NotFoundError(f"task {task_id!r} not found") from exc
@@ -1083,6 +1097,10 @@ def write_memory(
             raise ConflictError(
                 f"a version of {namespace!r}/{key!r} was written concurrently"
             ) from exc
-        raise
+
+    return OneStatement(WRITE_MEMORY, params, _written, failed=failed)
+
+
+def _written(row: Any) -> Any:
     assert row is not None  # the function returns the row it wrote, or raises
     return row
