@@ -18,6 +18,7 @@ from sqlalchemy.util.concurrency import in_greenlet
 
 from abathur.db.sqlite.prepared import OneStatement, Prepared
 from abathur.domain.clock import utcnow
+from abathur.domain.sessions import NewSession
 from abathur.errors import (
     AbathurError,
     AlreadyExistsError,
@@ -26,7 +27,6 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from abathur.repositories.memory import latest_with_expiry_statement, write_memory_statement
-from abathur.domain.sessions import NewSession
 from abathur.repositories.sessions import append_statement, create_statement, whole_statement
 
 PID = Prepared(text("SELECT pg_backend_pid() AS pid").columns(column("pid", Integer())))
