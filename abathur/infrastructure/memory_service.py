@@ -22,7 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import orm
@@ -279,6 +279,14 @@ def _audit_task(session: orm.Session, task_id: str | None) -> str:
     return SYSTEM_TASK_ID
 
 
+@lru_cache(maxsize=1024)
+def _latest_ref(namespace: str, key: str) -> VersionRef:
+    """``get_memory``'s validated reference to a key's latest version, for the
+    keys read again and again: the model is immutable and depends only on the
+    two strings; an invalid pair raises each time (exceptions are not cached)."""
+    return validated(VersionRef, namespace=namespace, key=key, version=None)
+
+
 class MemoryService:
     """Long-term memory. ``resolver`` serves the ``llm_based`` consolidation strategy.
 
@@ -338,7 +346,10 @@ class MemoryService:
         ``refresh_ttl=True`` pushes the expiry of the key returned (if it has
         one) to now plus its TTL, without writing a version or an audit row.
         """
-        ref = validated(VersionRef, namespace=namespace, key=key, version=version)
+        if version is None and type(namespace) is str and type(key) is str:
+            ref = _latest_ref(namespace, key)
+        else:
+            ref = validated(VersionRef, namespace=namespace, key=key, version=version)
         bool_arg(refresh_ttl, "refresh_ttl")
         now = clock.utcnow()
 

@@ -211,3 +211,23 @@ async def test_a_pooled_connection_closed_before_a_native_unit_is_replaced(
     if write:
         assert sent == 1  # nothing was sent on the closed connection
     assert all(not c.invalidated for c in db._idle_autocommit)
+
+
+async def test_get_memory_refuses_an_invalid_key_every_time(db: Database, task_id: str) -> None:
+    """``get_memory`` caches the validated reference of a key it read; a
+    refused one is refused again (nothing cached), a str subclass validated."""
+    from abathur.errors import ValidationError
+
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            await db.memory.get_memory("user:u", "bad\x00key")
+        with pytest.raises(ValidationError):
+            await db.memory.get_memory("no-scope-namespace:", "k")
+    await db.memory.add_memory("user:u", "k", {"v": 1}, "semantic", "me", task_id)
+
+    class Text(str):
+        pass
+
+    for namespace, key in [("user:u", "k"), ("user:u", "k"), (Text("user:u"), Text("k"))]:
+        found = await db.memory.get_memory(namespace, key)
+        assert found is not None and found["value"] == {"v": 1}
