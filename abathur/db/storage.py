@@ -27,7 +27,9 @@ from abathur.db import errors as db_errors
 from abathur.db import health, migrate
 from abathur.db.background import Checkpointer
 from abathur.db.engine import create_engine, no_autocheckpoint
+from abathur.db.postgres import direct
 from abathur.db.sqlite.group_commit import GROUPED, GroupCommit
+from abathur.db.sqlite.prepared import OneStatement
 from abathur.db.sqlite.worker import LeanDBAPI, run_unit_in_worker
 from abathur.db.url import default_url, is_memory_url, to_url
 from abathur.errors import (
@@ -414,6 +416,14 @@ class Storage:
         # a connection lost while it ran leaves its outcome unknown
         # (``_as_one_write``), as a lost COMMIT does.
         autocommit = one_statement and not self.is_sqlite
+        if autocommit and isinstance(work, OneStatement):
+            # PostgreSQL, a unit that is one Prepared statement: awaited on the
+            # asyncpg connection from the event loop (``_native``).
+            unit: OneStatement[T] = work
+            result = await self._retrying(partial(self._native, unit, write))
+            if write:
+                self._wrote()
+            return result
         if autocommit and write:
             body = partial(_as_one_write, work)
         elif (one_statement and self._direct) or autocommit:
@@ -477,6 +487,50 @@ class Storage:
             if conn.get_transaction() is not None:
                 await conn.rollback()
             return await conn.run_sync(fn)
+        finally:
+            if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
+                await conn.close()
+            else:
+                idle.append(conn)
+
+    async def _native(self, unit: OneStatement[T], write: bool) -> T:
+        """A ``OneStatement`` unit on one of this Storage's PostgreSQL
+        connections in autocommit, awaited from the event loop: no greenlet,
+        no SQLAlchemy execution context (``Prepared.fetch_native``).
+
+        It behaves as the same unit through ``_autocommit`` does: a write
+        whose connection was closed before it began sent nothing (a
+        connection fault, retried); one whose connection was lost while its
+        statement ran has an unknown outcome (``CommitOutcomeUnknownError``);
+        a connection found closed is invalidated, so it is not kept. A
+        connection that cannot take the statement directly (another driver,
+        a transaction left open) runs it through ``run_sync`` as before.
+        """
+        idle = self._idle_autocommit
+        if idle:
+            conn = idle.pop()
+        else:
+            conn = await self.engine.connect()
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if conn.get_transaction() is not None:
+                await conn.rollback()
+            sync = conn.sync_connection
+            driver = None if sync is None else direct.autocommit_driver(sync)
+            if sync is None or driver is None:
+                body: Callable[[Connection], T] = partial(
+                    _as_one_write if write else _as_one_statement, unit
+                )
+                return await conn.run_sync(body)
+            if write and driver.is_closed():
+                await conn.invalidate()
+                raise ConnectionResetError("the pooled connection was closed before the unit began")
+            try:
+                return await unit.run_native(sync, driver)
+            except Exception as exc:
+                if write and db_errors.is_connection_fault(exc):
+                    raise _commit_unknown(exc) from exc
+                raise
         finally:
             if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
                 await conn.close()

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import orm
@@ -79,10 +79,11 @@ from abathur.repositories.memory import (
     bulk_page_cache,
     insert_versions,
     latest_of_keys,
+    latest_with_expiry_statement,
     lock_keys,
     set_expiries,
     unset_current,
-    write_memory,
+    write_memory_statement,
 )
 from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
@@ -278,6 +279,14 @@ def _audit_task(session: orm.Session, task_id: str | None) -> str:
     return SYSTEM_TASK_ID
 
 
+@lru_cache(maxsize=1024)
+def _latest_ref(namespace: str, key: str) -> VersionRef:
+    """``get_memory``'s validated reference to a key's latest version, for the
+    keys read again and again: the model is immutable and depends only on the
+    two strings; an invalid pair raises each time (exceptions are not cached)."""
+    return validated(VersionRef, namespace=namespace, key=key, version=None)
+
+
 class MemoryService:
     """Long-term memory. ``resolver`` serves the ``llm_based`` consolidation strategy.
 
@@ -337,9 +346,23 @@ class MemoryService:
         ``refresh_ttl=True`` pushes the expiry of the key returned (if it has
         one) to now plus its TTL, without writing a version or an audit row.
         """
-        ref = validated(VersionRef, namespace=namespace, key=key, version=version)
+        if version is None and type(namespace) is str and type(key) is str:
+            ref = _latest_ref(namespace, key)
+        else:
+            ref = validated(VersionRef, namespace=namespace, key=key, version=version)
         bool_arg(refresh_ttl, "refresh_ttl")
         now = clock.utcnow()
+
+        def found(current: Any) -> MemoryDict | None:
+            if current is None or current.is_deleted or _expired(current, now):
+                return None
+            return memory_dict(current)
+
+        if ref.version is None and not refresh_ttl:
+            # One statement (on PostgreSQL awaited without a greenlet: OneStatement).
+            return await self._db.read(
+                latest_with_expiry_statement(ref.namespace, ref.key, found), one_statement=True
+            )
 
         def work(conn: Connection) -> MemoryDict | None:
             repo = MemoryRepository(conn)
@@ -950,8 +973,7 @@ class MemoryService:
             model, vectors = embedding
             stored = (model, [(field, to_blob(vector)) for field, vector in vectors])
         return await self._db.write(
-            partial(
-                write_memory,
+            write_memory_statement(
                 **fields,
                 now=now,
                 expiry=_expiry(ttl, now),

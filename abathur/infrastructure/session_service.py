@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from sqlalchemy import orm
@@ -49,7 +48,14 @@ from abathur.errors import (
     ValidationError,
 )
 from abathur.repositories.base import require
-from abathur.repositories.sessions import SessionRepository, SessionRow, append_in_one, later
+from abathur.repositories.sessions import (
+    SessionRepository,
+    SessionRow,
+    append_statement,
+    create_statement,
+    later,
+    whole_statement,
+)
 from abathur.repositories.shared_state import SharedStateRepository
 from abathur.schema.models import Session
 from abathur.strict_json import check_json, check_members, loads
@@ -115,10 +121,7 @@ class SessionService:
         state = check_json(own, "initial_state")  # stored as this text
         shared_delta = check_members(shared, "initial_state")
 
-        def work(conn: Connection) -> SessionDict:
-            # The shared keys first: the INSERT returns the shared state it sees.
-            SharedStateRepository(conn).write(new.app_name, new.user_id, shared_delta)
-            created, seen = SessionRepository(conn).create(new, state)
+        def made(created: datetime, seen: dict[str, Any]) -> SessionDict:
             return {
                 "id": new.id,
                 "app_name": new.app_name,
@@ -132,6 +135,17 @@ class SessionService:
                 "terminated_at": None,
                 "archived_at": None,
             }
+
+        if not shared_delta and not self._db.is_sqlite:
+            # PostgreSQL: one statement, awaited without a greenlet (OneStatement).
+            return await self._db.write(
+                create_statement(new, state, self._db.dialect, made), one_statement=True
+            )
+
+        def work(conn: Connection) -> SessionDict:
+            # The shared keys first: the INSERT returns the shared state it sees.
+            SharedStateRepository(conn).write(new.app_name, new.user_id, shared_delta)
+            return made(*SessionRepository(conn).create(new, state))
 
         return await self._db.write(work, one_statement=not shared_delta)
 
@@ -181,8 +195,7 @@ class SessionService:
                 found["state"] = {**row.state, **shared}
             return found
 
-        def whole(conn: Connection) -> SessionWithEvents | None:
-            row = SessionRepository(conn).get_whole(session_id, as_text=events_as_text)
+        def whole(row: Any) -> SessionWithEvents | None:
             if row is None:
                 return None
             found: SessionWithEvents = {
@@ -196,7 +209,9 @@ class SessionService:
 
         if not self._db.is_sqlite and query.after is None and query.recent_events is None:
             # PostgreSQL: the whole session in one statement, one snapshot.
-            return await self._db.read(whole, one_statement=True)
+            return await self._db.read(
+                whole_statement(session_id, events_as_text, whole), one_statement=True
+            )
         return await self._db.read(work)
 
     async def append_event(
@@ -342,8 +357,7 @@ class SessionService:
         if not self._db.is_sqlite and not shared_delta:
             # PostgreSQL: the same unit as one statement (abathur_append_events).
             return await self._db.write(
-                partial(
-                    append_in_one,
+                append_statement(
                     session_id=batch.session_id,
                     documents=documents,
                     delta=delta,

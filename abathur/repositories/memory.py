@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Float,
@@ -68,7 +68,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
-from abathur.db.sqlite.prepared import Executor, Prepared
+from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
 from abathur.domain.memory import FilterTerm, MemoryFields, memory_exists, memory_not_found
 from abathur.domain.namespaces import subtree_bounds
 from abathur.errors import ConflictError, NotFoundError
@@ -78,6 +78,7 @@ from abathur.schema.models import MemoryEntry, MemoryExpiry
 from abathur.schema.types import JSONDocument, UTCDateTime
 from abathur.strict_json import dumps
 
+T = TypeVar("T")
 LIVE = MemoryEntry.is_deleted == false()
 
 # Reads return plain rows whose fields carry the model's attribute names
@@ -1053,8 +1054,22 @@ WRITE_MEMORY = Prepared(
 )
 
 
-def write_memory(
-    executor: Executor,
+def latest_with_expiry_statement(
+    namespace: str, key: str, then: Callable[[Any], T]
+) -> OneStatement[T]:
+    """``MemoryRepository.latest_with_expiry`` as a one-statement unit of work
+    (``OneStatement``): ``then`` of the row, or of None."""
+    return OneStatement(LATEST_WITH_EXPIRY, {"namespace": namespace, "key": key}, then)
+
+
+def write_memory(executor: Executor, rule: str, **fields: Any) -> Any:
+    """One memory write on PostgreSQL, as ``MemoryService``'s unit of work
+    does it on SQLite (see ``_write_version`` there): the new version's row.
+    The fields are ``write_memory_statement``'s."""
+    return write_memory_statement(rule, **fields)(executor)
+
+
+def write_memory_statement(
     rule: str,
     *,
     task_id: str,
@@ -1068,11 +1083,12 @@ def write_memory(
     expiry: tuple[datetime, float] | None,
     audit_extra: dict[str, Any],
     embedding: tuple[str, Sequence[tuple[str, bytes]]] | None = None,
-) -> Any:
-    """One memory write on PostgreSQL, as ``MemoryService``'s unit of work
-    does it on SQLite (see ``_write_version`` there): the new version's row.
-    ``embedding`` (the model and each field's vector as stored, ``to_blob``)
-    is stored with the version.
+) -> OneStatement[Any]:
+    """One memory write on PostgreSQL as a one-statement unit of work
+    (``OneStatement``), as ``MemoryService``'s unit of work does it on SQLite
+    (see ``_write_version`` there): the new version's row. ``embedding`` (the
+    model and each field's vector as stored, ``to_blob``) is stored with the
+    version.
 
     A missing task or key, or a live key for ``create``, raises the same
     ``abathur.errors`` exception, with the same message, as that unit does.
@@ -1095,9 +1111,8 @@ def write_memory(
         "embedding_fields": None if embedding is None else [f for f, _ in embedding[1]],
         "embedding_vectors": None if embedding is None else [v for _, v in embedding[1]],
     }
-    try:
-        row = WRITE_MEMORY.first(executor, params)
-    except DBAPIError as exc:
+
+    def failed(exc: DBAPIError) -> None:
         code = sqlstate(exc)
         if code == TASK_MISSING:
             raise NotFoundError(f"task {task_id!r} not found") from exc
@@ -1109,7 +1124,11 @@ def write_memory(
             raise ConflictError(
                 f"a version of {namespace!r}/{key!r} was written concurrently"
             ) from exc
-        raise
+
+    return OneStatement(WRITE_MEMORY, params, _written, failed=failed)
+
+
+def _written(row: Any) -> Any:
     assert row is not None  # the function returns the row it wrote, or raises
     return row
 

@@ -9,9 +9,9 @@ and writes it back happens after that lock, in the same transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
-from abathur.db.sqlite.prepared import Executor, Prepared
+from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
 from abathur.domain.clock import utcnow
 from abathur.domain.sessions import (
     EventFields,
@@ -53,6 +53,7 @@ from abathur.strict_json import JSONText, dumps, loads
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
 # literal values: SQLite uses a partial index only when the query contains the
 # index's own term, and a bound parameter does not match it.
+T = TypeVar("T")
 LIVE_STATUSES = ("active", "paused")
 IN_LIVE_STATUSES = Session.status.in_([literal_column(f"'{s}'") for s in LIVE_STATUSES])
 
@@ -279,26 +280,8 @@ class SessionRepository:
         or its text as ``check_json`` returned it). Returns its creation time
         and the shared state it sees (``SharedStateRepository.read``), read by
         the INSERT itself."""
-        now = utcnow()
-        values = {
-            "id": new.id,
-            "app_name": new.app_name,
-            "user_id": new.user_id,
-            "project_id": new.project_id,
-            "status": "created",
-            "state": state,
-            "metadata": {},
-            "created_at": now,
-            "last_update_time": now,
-        }
-        try:
-            row = CREATES[dialect_name(self.executor)].first(self.executor, values)
-        except IntegrityError as exc:
-            if is_duplicate_key(exc):
-                raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
-            raise
-        assert row is not None  # an INSERT of one row returns it
-        return now, row.shared
+        unit = create_statement(new, state, dialect_name(self.executor), _created)
+        return unit(self.executor)
 
     def get_whole(self, session_id: str, *, as_text: bool = False) -> Any | None:
         """PostgreSQL: ``get_with_last_seq`` with ``shared`` (the shared state
@@ -526,19 +509,25 @@ APPEND_EVENTS_PG = Prepared(
 )
 
 
-def append_in_one(
-    executor: Executor,
+def append_in_one(executor: Executor, **fields: Any) -> int:
+    """PostgreSQL: ``documents`` (events as ``check_json`` text) appended and
+    ``delta`` merged into the state, as ``SessionService.append_events``' unit
+    does it, in one statement; the seq of the last event now in the log. The
+    fields are ``append_statement``'s."""
+    return append_statement(**fields)(executor)
+
+
+def append_statement(
     *,
     session_id: str,
     documents: Sequence[JSONText],
     delta: Mapping[str, JSONText],
     expected_seq: int | None,
     now: datetime,
-) -> int:
-    """PostgreSQL: ``documents`` (events as ``check_json`` text) appended and
-    ``delta`` merged into the state, as ``SessionService.append_events``' unit
-    does it, in one statement; the seq of the last event now in the log.
-    Refusals raise what that unit raises, with the same messages."""
+) -> OneStatement[int]:
+    """``append_in_one`` as a one-statement unit of work (``OneStatement``).
+    Refusals raise what ``SessionService.append_events``' unit raises, with
+    the same messages."""
     members = ",".join(f"{dumps(key)}:{value}" for key, value in delta.items())
     params = {
         "session_id": session_id,
@@ -547,9 +536,8 @@ def append_in_one(
         "expected_seq": expected_seq,
         "now": now,
     }
-    try:
-        row = APPEND_EVENTS_PG.first(executor, params)
-    except DBAPIError as exc:
+
+    def failed(exc: DBAPIError) -> None:
         code = sqlstate(exc)
         if code == SESSION_MISSING:
             raise NotFoundError(f"session {session_id!r} not found") from exc
@@ -558,6 +546,53 @@ def append_in_one(
         if code == SESSION_STALE:
             assert expected_seq is not None
             raise session_stale(session_id, int(error_detail(exc) or 0), expected_seq) from exc
-        raise
+
+    return OneStatement(APPEND_EVENTS_PG, params, _last_seq, failed=failed)
+
+
+def _last_seq(row: Any) -> int:
     assert row is not None  # the function returns the last seq, or raises
     return int(row.last_seq)
+
+
+def create_statement(
+    new: NewSession,
+    state: Any,
+    dialect: str,
+    then: Callable[[datetime, dict[str, Any]], T],
+) -> OneStatement[T]:
+    """``SessionRepository.create`` on ``dialect`` as a one-statement unit of
+    work (``OneStatement``): ``then(created_at, shared state seen)``. A
+    duplicate id raises ``AlreadyExistsError``."""
+    now = utcnow()
+    values = {
+        "id": new.id,
+        "app_name": new.app_name,
+        "user_id": new.user_id,
+        "project_id": new.project_id,
+        "status": "created",
+        "state": state,
+        "metadata": {},
+        "created_at": now,
+        "last_update_time": now,
+    }
+
+    def failed(exc: DBAPIError) -> None:
+        if isinstance(exc, IntegrityError) and is_duplicate_key(exc):
+            raise AlreadyExistsError(f"session {new.id!r} already exists") from exc
+
+    def created(row: Any) -> T:
+        assert row is not None  # an INSERT of one row returns it
+        return then(now, row.shared)
+
+    return OneStatement(CREATES[dialect], values, created, failed=failed)
+
+
+def _created(now: datetime, shared: dict[str, Any]) -> tuple[datetime, dict[str, Any]]:
+    return now, shared
+
+
+def whole_statement(session_id: str, as_text: bool, then: Callable[[Any], T]) -> OneStatement[T]:
+    """PostgreSQL: ``SessionRepository.get_whole`` as a one-statement unit of
+    work (``OneStatement``): ``then`` of the row, or of None."""
+    return OneStatement(GET_WHOLE_PG[as_text], {"id": session_id}, then)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, NoReturn, TypeVar
 
 from sqlalchemy import orm
 from sqlalchemy.engine import Connection, Dialect
@@ -43,6 +43,7 @@ from abathur.db.sqlite.worker import worker_connection
 
 Executor = orm.Session | Connection
 Params = Mapping[str, Any]
+T = TypeVar("T")
 _MISSING = object()
 
 
@@ -275,6 +276,25 @@ class Prepared:
             plan = self._plans[dialect.name, keys] = _Plan(self.statement, dialect, keys)
         return plan
 
+    async def fetch_native(
+        self, connection: Connection, driver: Any, params: Params, *, first: bool
+    ) -> Any:
+        """``first`` (or ``all``) of the statement on PostgreSQL in autocommit,
+        awaited on ``driver`` (``connection``'s asyncpg connection) from the
+        event loop itself: no greenlet, no SQLAlchemy execution context. The
+        same plan, bind and result processors, listeners and errors as the
+        direct path ``_direct`` takes inside a unit's greenlet."""
+        dialect = connection.dialect
+        plan = self._plan(dialect, params)
+        if plan.results is None:
+            plan.described(dialect, await direct.column_types_async(connection, driver, plan.sql))
+        args = plan.args(params)
+        _fire(connection, plan.sql, args, many=False)
+        fetched = await direct.fetch_async(connection, driver, plan.sql, args)
+        if first:
+            return plan.rows(fetched[:1])[0] if fetched else None
+        return plan.rows(fetched)
+
     def _direct(self, executor: Executor, params: Params) -> tuple[_Plan, list[Any]] | None:
         """PostgreSQL in autocommit: the statement sent to asyncpg directly
         (``db.postgres.direct``), its plan and raw rows; None elsewhere."""
@@ -301,6 +321,65 @@ class Prepared:
             return plan, raw.execute(plan.sql, args)
         except sqlite3.Error as exc:
             raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
+
+
+class OneStatement(Generic[T]):
+    """A unit of work that is one ``Prepared`` statement, in three parts: the
+    statement and its parameters; ``then``, the unit's result from the row
+    (``first=True``: ``Prepared.first``'s row or None) or rows (``all``); and
+    ``failed``, which turns a driver error into the unit's own exception (it
+    raises it) or returns to let the driver error go on.
+
+    Called with a connection it is an ordinary unit of work (``work(conn)``,
+    any backend, any path). ``Storage.read/write(..., one_statement=True)``
+    on PostgreSQL awaits it natively instead (``run_native``): the statement
+    goes to asyncpg from the event loop, without SQLAlchemy's greenlet, and
+    ``then`` / ``failed`` are the same functions either way, so the values and
+    the errors are the same.
+    """
+
+    __slots__ = ("failed", "first", "params", "prepared", "then")
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        params: Params,
+        then: Callable[[Any], T],
+        *,
+        first: bool = True,
+        failed: Callable[[DBAPIError], None] | None = None,
+    ):
+        self.prepared = prepared
+        self.params = params
+        self.then = then
+        self.first = first
+        self.failed = failed
+
+    def __call__(self, executor: Executor) -> T:
+        try:
+            if self.first:
+                found = self.prepared.first(executor, self.params)
+            else:
+                found = self.prepared.all(executor, self.params)
+        except DBAPIError as exc:
+            self._failed(exc)
+        return self.then(found)
+
+    async def run_native(self, connection: Connection, driver: Any) -> T:
+        """The unit on ``driver``, an asyncpg connection in autocommit (see
+        ``db.postgres.direct.autocommit_driver``), awaited from the event loop."""
+        try:
+            found = await self.prepared.fetch_native(
+                connection, driver, self.params, first=self.first
+            )
+        except DBAPIError as exc:
+            self._failed(exc)
+        return self.then(found)
+
+    def _failed(self, exc: DBAPIError) -> NoReturn:
+        if self.failed is not None:
+            self.failed(exc)
+        raise exc
 
 
 def _autoflushed(executor: Executor) -> Executor:
