@@ -116,7 +116,6 @@ def _both_arrays(live: Any) -> Select[Any]:
 PG_LIVE_IDS_ALL = _both_arrays(LIVE_IDS_ALL.statement)
 PG_LIVE_IDS_OF_TYPE = _both_arrays(LIVE_IDS_OF_TYPE.statement)
 
-
 def _lacking(*, subtree: bool) -> Select[Any]:
     # In a subtree the namespace range leads; ``id + 0`` keeps the planner from
     # walking the primary key instead (through every row after the cursor).
@@ -250,7 +249,9 @@ class EmbeddingRepository:
         ids.sort()
         return ids
 
-    def vectors(self, model: str, dims: int, ids: Sequence[int]) -> list[tuple[int, str, Vector]]:
+    def vectors(
+        self, model: str, dims: int, ids: Sequence[int]
+    ) -> list[tuple[int, str, Vector]]:
         """Every embedding of ``model`` and ``dims`` of the versions ``ids``."""
         found: list[tuple[int, str, Vector]] = []
         for chunk in _chunks(sorted(set(ids))):

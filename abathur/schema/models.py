@@ -59,6 +59,7 @@ NAMING_CONVENTION = {
 }
 
 
+
 def jv(column: str, *, nullable: bool = False) -> CheckConstraint:
     """The json_valid CHECK of a JSON column, named by the convention."""
     return json_valid(column, name=f"{column}_json", nullable=nullable)

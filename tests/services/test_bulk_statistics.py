@@ -40,7 +40,7 @@ def items(count: int, task_id: str, start: int = 0) -> list[dict[str, Any]]:
             "memory_type": "semantic",
             "by": "loader",
             "task_id": task_id,
-        }  # fmt: skip
+        }
         for n in range(start, start + count)
     ]
 
