@@ -1256,10 +1256,9 @@ class MemoryService:
         A table is analyzed when the load wrote at least ``ANALYZE_MIN_ROWS``
         rows into it and at least a tenth (PostgreSQL) or all (SQLite) of
         the rows its statistics last counted (a table never analyzed counts
-        none; ``analyze_growth``): PostgreSQL's
-        autovacuum analyzes only later, and SQLite never by itself, so the
-        statements that plan with statistics would otherwise plan for the
-        table as it was. The tables are memory_entries and audit (a row each
+        none; ``analyze_growth``): PostgreSQL's autovacuum analyzes only
+        later, and SQLite never by itself, so the statements that plan with
+        statistics would otherwise plan for the table as it was. The tables are memory_entries and audit (a row each
         per memory), and memory_embeddings (counted as ``rows`` too) when the
         service has an embedder. A failure is logged, not raised: the load
         is committed, and only the plans' freshness is at stake.
