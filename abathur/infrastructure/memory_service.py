@@ -1258,9 +1258,10 @@ class MemoryService:
         the rows its statistics last counted (a table never analyzed counts
         none; ``analyze_growth``): PostgreSQL's autovacuum analyzes only
         later, and SQLite never by itself, so the statements that plan with
-        statistics would otherwise plan for the table as it was. The tables are memory_entries and audit (a row each
-        per memory), and memory_embeddings (counted as ``rows`` too) when the
-        service has an embedder. A failure is logged, not raised: the load
+        statistics would otherwise plan for the table as it was. The tables
+        are memory_entries and audit (a row each per memory), and
+        memory_embeddings (counted as ``rows`` too) when the service has an
+        embedder. A failure is logged, not raised: the load
         is committed, and only the plans' freshness is at stake.
         """
         rows = int(rows)

@@ -11,13 +11,11 @@ import asyncio
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 from sqlalchemy import event
 
 from abathur.infrastructure.database import Database
-from abathur.repositories import statistics
 
 TABLES = (
     "sessions", "session_events", "memory_entries", "audit", "tasks", "agents",
@@ -57,13 +55,7 @@ async def explain(db: Database, statement: str, params: Any) -> list[str]:
     sequential scans discouraged: tiny test tables make them the cheapest
     plan, and the question is what the planner uses once a table is large."""
     if db.is_sqlite:
-        plan = await db.explain_query_plan(statement, list(params or ()))
-        # A bulk load leaves sqlite_stat1 (``MemoryService.refresh_statistics``):
-        # every plan checked must be the plan with statistics too.
-        await db.write(partial(statistics.analyze, tables=TABLES))
-        analyzed = await db.explain_query_plan(statement, list(params or ()))
-        assert analyzed == plan, f"statistics change the plan:\n{plan}\n->\n{analyzed}"
-        return plan
+        return await db.explain_query_plan(statement, list(params or ()))
     async with db.transaction(write=False) as session:
         conn = await session.connection()
         await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
