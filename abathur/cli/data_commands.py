@@ -342,7 +342,6 @@ def memory_sweep(ctx: click.Context, task_id: str | None) -> None:
     click.echo(f"expired {count} key(s)")
 
 
-
 @memory_group.command("reindex")
 @click.argument("prefix", required=False)
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True)
@@ -403,7 +402,9 @@ def memory_import(ctx: click.Context, source: Any, batch_size: int, as_json: boo
     nothing of its batch is written, and the batches before it stay
     imported (the error says up to which line; resume from there with
     ``tail -n +LINE FILE | abathur memory import -``). Progress goes to
-    stderr (not with --json); the count imported to stdout.
+    stderr (not with --json); the count imported to stdout. The planner's
+    statistics are refreshed at the end, and each time the import doubles,
+    when the rows loaded are large next to the table (``refresh_statistics``).
     """
     stderr = sys.stderr
     show = not as_json
@@ -470,15 +471,25 @@ async def _import_lines(
     numbers: list[int] = []  # the line number of each item
 
     known: set[str] = set()  # task ids found to exist
+    analyzed = 0  # imported when the statistics were last refreshed
+    check_at = 0  # imported at which to ask again whether they should be
 
     async def flush() -> None:
-        nonlocal imported
+        nonlocal imported, analyzed, check_at
         try:
             await _check_tasks(db, items, known)
-            await db.memory.put_memories(items)
+            await db.memory.put_memories(items, analyze=False)
         except AbathurError as exc:
             raise type(exc)(_line_error(exc, numbers, imported)) from exc
         imported += len(items)
+        if imported >= check_at:
+            # Each time the import doubles, the statistics catch up if the
+            # rows since are many next to the table's: its own statements
+            # plan with them too. Not after each batch: an ANALYZE costs
+            # about as much as a batch (docs/design_decisions.md).
+            if await db.memory.refresh_statistics(imported - analyzed):
+                analyzed = imported
+            check_at = 2 * imported
         progress(imported, position)
         items.clear()
         numbers.clear()
@@ -497,6 +508,10 @@ async def _import_lines(
             await flush()
     if items:
         await flush()
+    if imported > analyzed:
+        # The whole import against the table: after an import that (at
+        # least) doubled it, or a tenth on PostgreSQL, they count its rows.
+        await db.memory.refresh_statistics(imported)
     return imported
 
 

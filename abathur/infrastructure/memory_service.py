@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,12 +65,14 @@ from abathur.domain.values import bool_arg, brief_repr, task_id_arg
 from abathur.embeddings.embedder import Embedder, Vector, check_fields
 from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
+    AbathurError,
     AccessDeniedError,
     ConfigurationError,
     ConflictError,
     NotFoundError,
     ValidationError,
 )
+from abathur.repositories import statistics
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
 from abathur.repositories.embeddings import EmbeddingRepository, to_blob
@@ -89,6 +92,8 @@ from abathur.repositories.tasks import TaskRepository
 from abathur.schema.models import MemoryEntry, Task
 from abathur.strict_json import JSONText
 
+LOG = logging.getLogger("abathur")
+
 Resolver = Callable[[list[MemoryDict]], Awaitable[Any]]
 """``llm_based`` consolidation: receives a key's live versions (oldest first) and
 returns the consolidated value, a JSON object."""
@@ -102,6 +107,14 @@ STACKED_SUBTREES = 4  # query searches whose stacked vectors a service keeps
 # Row ids and the embedded fields of each (a stacked matrix's source).
 Embedded = tuple[list[int], list[tuple[str, ...] | None]]
 DEFAULT_REINDEX_BATCH = 256
+# A bulk load refreshes the statistics of a table it wrote at least this many
+# rows into, and at least this fraction of the rows they counted: a tenth on
+# PostgreSQL, whose ANALYZE samples a fixed number of rows; as many on SQLite,
+# whose ANALYZE reads every index (``MemoryService.refresh_statistics``;
+# docs/design_decisions.md, "Statistics after a bulk load").
+ANALYZE_MIN_ROWS = 1_000
+ANALYZE_GROWTH_POSTGRES = 0.1
+ANALYZE_GROWTH_SQLITE = 1.0
 MAX_REINDEX_BATCH = 10_000
 
 
@@ -1188,7 +1201,9 @@ class MemoryService:
             f"{PUBLISH_ATTEMPTS} attempts to publish it"
         )
 
-    async def put_memories(self, items: Sequence[dict[str, Any]]) -> list[MemoryDict]:
+    async def put_memories(
+        self, items: Sequence[dict[str, Any]], *, analyze: bool = True
+    ) -> list[MemoryDict]:
         """``put_memory`` for many items in one transaction; the versions written, in order.
 
         Each item is a dict of ``put_memory``'s arguments by name (``namespace``,
@@ -1204,6 +1219,12 @@ class MemoryService:
         transaction begins. The statements are set-based (a few per
         thousands of keys, see ``repositories.memory.latest_of_keys``):
         loading is many times faster than one ``put_memory`` per item.
+
+        Once the load is committed, the planner's statistics of the tables it
+        wrote are gathered again (ANALYZE) when it was large next to what they
+        counted (``refresh_statistics``); ``analyze=False`` leaves that to the
+        caller, as ``memory import`` does to analyze once per doubling of its
+        rows rather than after each batch.
         """
         with _collector_paused():
             puts = bulk_puts(items)
@@ -1215,7 +1236,51 @@ class MemoryService:
             except ValidationError as exc:
                 raise ValidationError(f"item {number}: {exc}") from exc
         embeddings = await self._embed_many(puts)
-        return await self._db.write(partial(_put_many, puts, embeddings))
+        written = await self._db.write(partial(_put_many, puts, embeddings))
+        if analyze:
+            vectors = sum(len(e[1]) for e in embeddings if e is not None)
+            await self._refresh(
+                {
+                    "memory_entries": len(written),
+                    "audit": len(written),
+                    "memory_embeddings": vectors,
+                }
+            )
+        return written
+
+    async def refresh_statistics(self, rows: int) -> list[str]:
+        """Gather the planner's statistics (ANALYZE) of the tables a load of
+        ``rows`` memories wrote, if it was large next to what they counted;
+        the tables analyzed.
+
+        A table is analyzed when the load wrote at least ``ANALYZE_MIN_ROWS``
+        rows into it and at least a tenth (PostgreSQL) or all (SQLite) of
+        the rows its statistics last counted (a table never analyzed counts
+        none; ``analyze_growth``): PostgreSQL's autovacuum analyzes only
+        later, and SQLite never by itself, so the statements that plan with
+        statistics would otherwise plan for the table as it was. The tables
+        are memory_entries and audit (a row each per memory), and
+        memory_embeddings (counted as ``rows`` too) when the service has an
+        embedder. A failure is logged, not raised: the load
+        is committed, and only the plans' freshness is at stake.
+        """
+        rows = int(rows)
+        written = {"memory_entries": rows, "audit": rows}
+        if self.embedder is not None:
+            written["memory_embeddings"] = rows
+        return await self._refresh(written)
+
+    async def _refresh(self, written: dict[str, int]) -> list[str]:
+        """``refresh_statistics`` by rows written per table."""
+        written = {table: rows for table, rows in written.items() if rows >= ANALYZE_MIN_ROWS}
+        if not written:
+            return []
+        growth = analyze_growth(self._db.is_sqlite)
+        try:
+            return await self._db.write(partial(_analyze_grown, written, growth))
+        except AbathurError as exc:
+            LOG.warning("statistics not refreshed after a bulk load of %s: %s", written, exc)
+            return []
 
     async def _embed_many(self, puts: Sequence[BulkPut]) -> list[Embedding | None]:
         """``_embed`` of every item, with one call of the embedder for them all."""
@@ -1820,6 +1885,23 @@ def _write_many(
 _NO_METADATA: dict[str, Any] = {}  # never handed out
 
 
+def analyze_growth(sqlite: bool) -> float:
+    """The share of the rows its statistics counted that a load must write
+    into a table for ``refresh_statistics`` to analyze it."""
+    return ANALYZE_GROWTH_SQLITE if sqlite else ANALYZE_GROWTH_POSTGRES
+
+
+def _analyze_grown(written: dict[str, int], growth: float, conn: Connection) -> list[str]:
+    """ANALYZE each table of ``written`` whose rows written reach ``growth``
+    times the rows its statistics counted; those tables."""
+    counted = statistics.counted_rows(conn, list(written))
+    grown = [
+        table for table, rows in written.items() if rows >= growth * (counted.get(table) or 0.0)
+    ]
+    statistics.analyze(conn, grown)
+    return grown
+
+
 class _Head(NamedTuple):
     """What the next version of a key follows from: its newest version's."""
 
@@ -2040,7 +2122,9 @@ class ScopedMemory:
             index=index,
         )
 
-    async def put_memories(self, items: Sequence[dict[str, Any]]) -> list[MemoryDict]:
+    async def put_memories(
+        self, items: Sequence[dict[str, Any]], *, analyze: bool = True
+    ) -> list[MemoryDict]:
         """As ``MemoryService.put_memories``; every item's namespace must be
         writable in this scope (else AccessDeniedError naming the item, and
         nothing is written)."""
@@ -2055,7 +2139,7 @@ class ScopedMemory:
                 except AccessDeniedError as exc:
                     raise AccessDeniedError(f"item {number}: {exc}") from None
                 allowed.add(namespace)
-        return await self._service.put_memories(items)
+        return await self._service.put_memories(items, analyze=analyze)
 
     async def delete_memory(
         self,

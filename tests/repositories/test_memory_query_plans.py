@@ -316,3 +316,43 @@ async def test_put_memories_reads_current_versions_by_the_current_key_index(
         assert probe in plan
     else:
         assert "idx_memory_current_key" in plan, plan
+
+
+async def test_memory_statements_keep_their_indexes_after_a_bulk_load(db: Database) -> None:
+    """A bulk load leaves statistics (``refresh_statistics``): every memory
+    statement, the bulk write's own included, keeps an index plan with the
+    statistics of a 10,000-row store, as it does without any (the other
+    EXPLAIN tests); and the statistics' own catalog lookup walks no table of ours."""
+    await _bulk_fill(db, 10 * SEARCH_CAP)
+    memory = MemoryService(db)
+    task = await db.tasks.create_task("plans with statistics")
+    with recording(db) as recorded:
+        assert "memory_entries" in await memory.refresh_statistics(10 * SEARCH_CAP)
+        items = [
+            {
+                "namespace": f"user:u{n % 3}",
+                "key": f"bulk{n}",
+                "value": {"n": n},
+                "memory_type": "semantic",
+                "by": "w",
+                "task_id": task.id,
+            }
+            for n in range(20)
+        ]
+        await memory.put_memories([*items, {**items[0], "value": {"n": -1}}])
+        await memory.put_memories(items[:5])
+        await memory.put_memory("user:u1", "k1", {"a": 2}, "semantic", by="w", task_id=task.id)
+        await memory.get_memory("user:u1", "k1")
+        await memory.get_memory("user:u1", "k1", version=1)
+        await memory.get_memory_history("user:u1", "bulk1")
+        await memory.delete_memory("user:u1", "bulk1", "w", task.id)
+        await memory.restore_memory("user:u1", "bulk1", 1, "w", task.id)
+        await memory.list_namespaces("user")
+        await memory.sweep_expired(task_id=task.id)
+    planned = [
+        (statement, params)
+        for statement, params in recorded.items()
+        if not statement.lstrip().upper().startswith("SELECT PG_ADVISORY")
+    ]
+    assert len(planned) > 10
+    assert not (problems := await unindexed(db, planned)), problems
