@@ -61,7 +61,7 @@ from abathur.domain.memory import (
     ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
-from abathur.domain.values import bool_arg, brief_repr, task_id_arg
+from abathur.domain.values import bool_arg, brief_repr, count_arg, task_id_arg
 from abathur.embeddings.embedder import Embedder, Vector, check_fields
 from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
@@ -1226,6 +1226,7 @@ class MemoryService:
         caller, as ``memory import`` does to analyze once per doubling of its
         rows rather than after each batch.
         """
+        bool_arg(analyze, "analyze")
         with _collector_paused():
             puts = bulk_puts(items)
         if not puts:
@@ -1264,7 +1265,7 @@ class MemoryService:
         embedder. A failure is logged, not raised: the load
         is committed, and only the plans' freshness is at stake.
         """
-        rows = int(rows)
+        count_arg(rows, "rows", least=0)
         written = {"memory_entries": rows, "audit": rows}
         if self.embedder is not None:
             written["memory_embeddings"] = rows

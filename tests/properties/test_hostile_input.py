@@ -162,6 +162,16 @@ async def check_put_many(db: Database, a: dict[str, Any], written: Any) -> None:
     await check_put(db, a, written[0])
 
 
+def _bulk_item() -> dict[str, Any]:
+    """The one valid item of ``put_memories`` when its ``analyze`` flag is the argument."""
+    return {"namespace": NS, "key": "bulk-analyzed", "value": {"v": 5},
+            "memory_type": "semantic", "by": "dave", "task_id": TASK}  # fmt: skip
+
+
+async def check_put_many_analyzed(db: Database, _a: dict[str, Any], written: Any) -> None:
+    await check_put_many(db, _bulk_item(), written)
+
+
 async def check_task(db: Database, a: dict[str, Any], task: Any) -> None:
     got = await db.tasks.get_task(task.id)
     assert got is not None and got.prompt == a["prompt"]
@@ -256,6 +266,9 @@ MEMORY_METHODS = [
     m("put_memories", lambda db, a: db.memory.put_memories([a]), check_put_many,
       namespace=NS, key="bulk", value={"v": 4}, memory_type="semantic", by="dave",
       task_id=TASK, metadata=None, ttl=timedelta(hours=1)),
+    m("put_memories", lambda db, a: db.memory.put_memories([_bulk_item()], **a),
+      check_put_many_analyzed, analyze=True),
+    m("refresh_statistics", lambda db, a: db.memory.refresh_statistics(**a), rows=10),
     m("list_namespaces", lambda db, a: db.memory.list_namespaces(**a),
       prefix="user", suffix=None, max_depth=None, limit=10, offset=0),
     m("sweep_expired", lambda db, a: db.memory.sweep_expired(**a), task_id=TASK),
