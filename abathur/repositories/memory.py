@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Float,
     Integer,
     LargeBinary,
@@ -71,6 +72,7 @@ from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
 from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
 from abathur.domain.memory import FilterTerm, MemoryFields, memory_exists, memory_not_found
 from abathur.domain.namespaces import subtree_bounds
+from abathur.domain.values import MAX_ROW_ID
 from abathur.errors import ConflictError, NotFoundError
 from abathur.repositories.base import dialect_name, insert_row
 from abathur.repositories.subtree import in_subtree
@@ -473,6 +475,10 @@ class MemoryRepository:
         """The current live, unexpired version of every key in the subtree of
         ``root`` whose value satisfies every filter term, newest first; each row
         also carries its key's ``expires_at`` and ``ttl_seconds``."""
+        # Every count fits a BIGINT: no store holds more rows than its ids
+        # (MAX_ROW_ID), so an offset past that many rows is as empty as one
+        # just below it.
+        offset = min(offset, MAX_ROW_ID - limit)
         need = offset + limit
         params: dict[str, Any] = {
             **subtree_bounds(root),
@@ -480,7 +486,7 @@ class MemoryRepository:
             "offset": offset,
             "need": need,
             "cap": max(SEARCH_CAP, need),
-            "window": max(WALK_WINDOW_MIN, WALK_DENSITY * need),
+            "window": min(max(WALK_WINDOW_MIN, WALK_DENSITY * need), MAX_ROW_ID),
             "now": now,
         }
         if memory_type is not None:
@@ -1144,9 +1150,9 @@ def _written(row: Any) -> Any:
 
 _SEARCH_ARGUMENTS = (
     ("root", "text", Text()), ("lower", "text", Text()), ("upper", "text", Text()),
-    ("memory_type", "text", Text()), ("limit", "integer", Integer()),
-    ("offset", "integer", Integer()), ("cap", "integer", Integer()),
-    ("window", "integer", Integer()), ("now", "timestamptz", UTCDateTime()),
+    ("memory_type", "text", Text()), ("limit", "bigint", BigInteger()),
+    ("offset", "bigint", BigInteger()), ("cap", "bigint", BigInteger()),
+    ("window", "bigint", BigInteger()), ("now", "timestamptz", UTCDateTime()),
     ("filter", "text", Text()), ("args", "text[]", ARRAY(Text())),
 )  # fmt: skip
 _SEARCH_COLUMNS = [

@@ -68,13 +68,11 @@ depends_on = None
 
 FUNCTION = "abathur_search_memories"
 SIGNATURE = (
-    "p_root text, p_lower text, p_upper text, p_memory_type text, p_limit integer, "
-    "p_offset integer, p_cap integer, p_window integer, p_now timestamptz, "
+    "p_root text, p_lower text, p_upper text, p_memory_type text, p_limit bigint, "
+    "p_offset bigint, p_cap bigint, p_window bigint, p_now timestamptz, "
     "p_filter text, p_args text[]"
 )
-ARGUMENT_TYPES = (
-    "text, text, text, text, integer, integer, integer, integer, timestamptz, text, text[]"
-)
+ARGUMENT_TYPES = "text, text, text, text, bigint, bigint, bigint, bigint, timestamptz, text, text[]"
 RESULT = (
     "id bigint, namespace text, key text, value jsonb, memory_type text, version integer, "
     "is_deleted boolean, metadata jsonb, created_by text, updated_by text, "
@@ -135,7 +133,7 @@ NAMES = ("root", "lower", "upper", "memory_type", "limit", "offset", "now")
 VARIABLES = {name: f"p_{name}" for name in NAMES}
 DOLLARS = {name: f"${i}" for i, name in enumerate(NAMES, 1)}  # p_args is $8
 USING = ", ".join(f"p_{name}" for name in NAMES) + ", p_args"
-PREPARED_TYPES = "text, text, text, text, integer, integer, timestamptz, text[]"
+PREPARED_TYPES = "text, text, text, text, bigint, bigint, timestamptz, text[]"
 
 
 def _static(template: str, typed: bool) -> str:

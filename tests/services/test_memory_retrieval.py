@@ -258,6 +258,20 @@ async def test_pages_concatenate_to_the_whole_subtree(
         await db.memory.search_memories("user:p", limit=1001)
 
 
+@pytest.mark.parametrize("offset", [2**31 - 1, 2**31, 2**63 - 11, 2**63 - 1])
+@pytest.mark.parametrize("filtered", [False, True])
+async def test_an_offset_past_every_row_is_an_empty_page(
+    db: Database, task_id: str, offset: int, filtered: bool
+) -> None:
+    """Any offset up to 2**63 - 1 is valid; past the rows it gives no rows, on
+    both backends (it overflowed SQLite's 64-bit integers and PostgreSQL's
+    int4 parameters of the search function)."""
+    await db.memory.put_memory("user:o", "k", {"v": 1}, "semantic", by="a", task_id=task_id)
+    where = {"v": {"$gte": 1}} if filtered else None
+    assert len(await db.memory.search_memories("user:o", filter=where)) == 1
+    assert await db.memory.search_memories("user:o", limit=10, offset=offset, filter=where) == []
+
+
 # ------------------------------------------------------------------ list_namespaces
 
 
