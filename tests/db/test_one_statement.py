@@ -12,9 +12,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from greenlet import getcurrent
 from sqlalchemy import Integer, column, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.util.concurrency import in_greenlet
 
 from abathur.db.sqlite.prepared import OneStatement, Prepared
 from abathur.domain.clock import utcnow
@@ -28,6 +28,13 @@ from abathur.errors import (
 from abathur.infrastructure.database import Database
 from abathur.repositories.memory import latest_with_expiry_statement, write_memory_statement
 from abathur.repositories.sessions import append_statement, create_statement, whole_statement
+
+
+def in_greenlet() -> bool:
+    """Inside a greenlet SQLAlchemy spawned: any but the thread's main greenlet
+    (``sqlalchemy.util.concurrency.in_greenlet`` is 2.0.23+; the floor is 2.0.13)."""
+    return getcurrent().parent is not None
+
 
 PID = Prepared(text("SELECT pg_backend_pid() AS pid").columns(column("pid", Integer())))
 DIES = Prepared(
