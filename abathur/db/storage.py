@@ -475,8 +475,11 @@ class Storage:
         finally:
             await self._checkin(conn, write)
 
-    async def _autocommit(self, fn: Callable[[Connection], T]) -> T:
-        """``fn`` on one of this Storage's PostgreSQL connections in autocommit."""
+    @asynccontextmanager
+    async def _autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
+        """One of this Storage's PostgreSQL connections in autocommit, outside
+        any transaction; kept idle afterwards (``_idle_autocommit``) unless it
+        was closed or enough are kept."""
         idle = self._idle_autocommit
         if idle:
             conn = idle.pop()
@@ -486,12 +489,17 @@ class Storage:
         try:
             if conn.get_transaction() is not None:
                 await conn.rollback()
-            return await conn.run_sync(fn)
+            yield conn
         finally:
             if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
                 await conn.close()
             else:
                 idle.append(conn)
+
+    async def _autocommit(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on one of this Storage's PostgreSQL connections in autocommit."""
+        async with self._autocommit_connection() as conn:
+            return await conn.run_sync(fn)
 
     async def _native(self, unit: OneStatement[T], write: bool) -> T:
         """A ``OneStatement`` unit on one of this Storage's PostgreSQL
@@ -506,15 +514,7 @@ class Storage:
         connection that cannot take the statement directly (another driver,
         a transaction left open) runs it through ``run_sync`` as before.
         """
-        idle = self._idle_autocommit
-        if idle:
-            conn = idle.pop()
-        else:
-            conn = await self.engine.connect()
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            if conn.get_transaction() is not None:
-                await conn.rollback()
+        async with self._autocommit_connection() as conn:
             sync = conn.sync_connection
             driver = None if sync is None else direct.autocommit_driver(sync)
             if sync is None or driver is None:
@@ -531,11 +531,6 @@ class Storage:
                 if write and db_errors.is_connection_fault(exc):
                     raise _commit_unknown(exc) from exc
                 raise
-        finally:
-            if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
-                await conn.close()
-            else:
-                idle.append(conn)
 
     async def _write_batch(self, body: Callable[[Connection], T]) -> T:
         """Group commit's runner: the writer lock is already held."""
