@@ -1047,16 +1047,34 @@ _ENTRY_COLUMNS = [
     (prop.columns[0].name, prop.key, prop.columns[0].type)
     for prop in sa_inspect(MemoryEntry).column_attrs
 ]
-WRITE_MEMORY = Prepared(
-    text(
-        "SELECT "
-        + ", ".join(f'w."{name}" AS "{label}"' for name, label, _ in _ENTRY_COLUMNS)
-        + " FROM abathur_write_memory("
-        + ", ".join(f"CAST(:{name} AS {kind})" for name, kind, _ in _WRITE_ARGUMENTS)
-        + ") AS w"
+
+
+def _function_call(
+    function: str,
+    alias: str,
+    arguments: Sequence[tuple[str, str, Any]],
+    columns: Sequence[tuple[str, str, Any]],
+    tail: str = "",
+) -> Any:
+    """``SELECT`` of ``columns`` (name, label, type) from a call of the
+    database function ``function``: each of ``arguments`` (name, SQL type,
+    type) a bound parameter cast to its SQL type, so that asyncpg prepares
+    the call once; each column typed, so that its result processor runs."""
+    return (
+        text(
+            "SELECT "
+            + ", ".join(f'{alias}."{name}" AS "{label}"' for name, label, _ in columns)
+            + f" FROM {function}("
+            + ", ".join(f"CAST(:{name} AS {kind})" for name, kind, _ in arguments)
+            + f") AS {alias}{tail}"
+        )
+        .bindparams(*[bindparam(name, type_=type_) for name, _, type_ in arguments])
+        .columns(*[column(label, type_) for _, label, type_ in columns])
     )
-    .bindparams(*[bindparam(name, type_=type_) for name, _, type_ in _WRITE_ARGUMENTS])
-    .columns(*[column(label, type_) for _, label, type_ in _ENTRY_COLUMNS])
+
+
+WRITE_MEMORY = Prepared(
+    _function_call("abathur_write_memory", "w", _WRITE_ARGUMENTS, _ENTRY_COLUMNS)
 )
 
 
@@ -1161,15 +1179,13 @@ _SEARCH_COLUMNS = [
     ("ttl_seconds", "ttl_seconds", Float()),
 ]
 SEARCH_PG = Prepared(
-    text(
-        "SELECT "
-        + ", ".join(f's."{name}" AS "{label}"' for name, label, _ in _SEARCH_COLUMNS)
-        + " FROM abathur_search_memories("
-        + ", ".join(f"CAST(:{name} AS {kind})" for name, kind, _ in _SEARCH_ARGUMENTS)
-        + ') AS s ORDER BY s."updated_at" DESC, s."id" DESC'
+    _function_call(
+        "abathur_search_memories",
+        "s",
+        _SEARCH_ARGUMENTS,
+        _SEARCH_COLUMNS,
+        ' ORDER BY s."updated_at" DESC, s."id" DESC',
     )
-    .bindparams(*[bindparam(name, type_=type_) for name, _, type_ in _SEARCH_ARGUMENTS])
-    .columns(*[column(label, type_) for _, label, type_ in _SEARCH_COLUMNS])
 )
 # The condition of each filter shape, as the function's dynamic statements
 # take it: SQL over ``memory_entries.value`` whose parameters are the
