@@ -964,7 +964,7 @@ class MemoryService:
     ) -> MemoryVersion | MemoryEntry:
         """The unit of work of ``add_memory``, ``update_memory`` and
         ``put_memory`` (``_write_version``). On PostgreSQL it is one statement
-        (``write_memory``: the same rules in a database function, which also
+        (``write_memory_statement``: the same rules in a database function, which also
         stores the version's embedding), sent in autocommit."""
         fields: dict[str, Any] = {
             "rule": rule,

@@ -1086,13 +1086,6 @@ def latest_with_expiry_statement(
     return OneStatement(LATEST_WITH_EXPIRY, {"namespace": namespace, "key": key}, then)
 
 
-def write_memory(executor: Executor, rule: str, **fields: Any) -> Any:
-    """One memory write on PostgreSQL, as ``MemoryService``'s unit of work
-    does it on SQLite (see ``_write_version`` there): the new version's row.
-    The fields are ``write_memory_statement``'s."""
-    return write_memory_statement(rule, **fields)(executor)
-
-
 def write_memory_statement(
     rule: str,
     *,

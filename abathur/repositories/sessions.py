@@ -283,12 +283,6 @@ class SessionRepository:
         unit = create_statement(new, state, dialect_name(self.executor), _created)
         return unit(self.executor)
 
-    def get_whole(self, session_id: str, *, as_text: bool = False) -> Any | None:
-        """PostgreSQL: ``get_with_last_seq`` with ``shared`` (the shared state
-        it sees) and ``events`` (every event document, or with ``as_text`` its
-        JSON text, in seq order), read by one statement."""
-        return GET_WHOLE_PG[as_text].first(self.executor, {"id": session_id})
-
     def get_with_last_seq(self, session_id: str) -> StoredSession | None:
         """The session with ``last_seq``, the seq of its newest event (None when
         there is none), read in one statement."""
@@ -509,14 +503,6 @@ APPEND_EVENTS_PG = Prepared(
 )
 
 
-def append_in_one(executor: Executor, **fields: Any) -> int:
-    """PostgreSQL: ``documents`` (events as ``check_json`` text) appended and
-    ``delta`` merged into the state, as ``SessionService.append_events``' unit
-    does it, in one statement; the seq of the last event now in the log. The
-    fields are ``append_statement``'s."""
-    return append_statement(**fields)(executor)
-
-
 def append_statement(
     *,
     session_id: str,
@@ -525,7 +511,10 @@ def append_statement(
     expected_seq: int | None,
     now: datetime,
 ) -> OneStatement[int]:
-    """``append_in_one`` as a one-statement unit of work (``OneStatement``).
+    """PostgreSQL: ``documents`` (events as ``check_json`` text) appended and
+    ``delta`` merged into the state, as ``SessionService.append_events``' unit
+    does it, in one statement (``abathur_append_events``), as a one-statement
+    unit of work (``OneStatement``): the seq of the last event now in the log.
     Refusals raise what ``SessionService.append_events``' unit raises, with
     the same messages."""
     members = ",".join(f"{dumps(key)}:{value}" for key, value in delta.items())
@@ -593,6 +582,9 @@ def _created(now: datetime, shared: dict[str, Any]) -> tuple[datetime, dict[str,
 
 
 def whole_statement(session_id: str, as_text: bool, then: Callable[[Any], T]) -> OneStatement[T]:
-    """PostgreSQL: ``SessionRepository.get_whole`` as a one-statement unit of
-    work (``OneStatement``): ``then`` of the row, or of None."""
+    """PostgreSQL: the session as ``get_with_last_seq`` reads it, with
+    ``shared`` (the shared state it sees) and ``events`` (every event document,
+    or with ``as_text`` its JSON text, in seq order), read by one statement, as
+    a one-statement unit of work (``OneStatement``): ``then`` of the row, or of
+    None."""
     return OneStatement(GET_WHOLE_PG[as_text], {"id": session_id}, then)
