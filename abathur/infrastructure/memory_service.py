@@ -84,6 +84,7 @@ from abathur.repositories.memory import (
     latest_of_keys,
     latest_with_expiry_statement,
     lock_keys,
+    search_statement,
     set_expiries,
     unset_current,
     write_memory_statement,
@@ -258,6 +259,10 @@ def _current(repo: MemoryRepository, namespace: str, key: str, now: datetime) ->
 
 def _expired(row: Any, now: datetime) -> bool:
     return row.expires_at is not None and bool(row.expires_at <= now)
+
+
+def _memory_dicts(rows: Sequence[Any]) -> list[MemoryDict]:
+    return [memory_dict(r) for r in rows]
 
 
 def _had_expiry(latest: Any | None) -> bool:
@@ -467,6 +472,19 @@ class MemoryService:
         terms = parse_filter(filter)
         bool_arg(refresh_ttl, "refresh_ttl")
         now = clock.utcnow()
+        if not refresh_ttl and not self._db.is_sqlite:
+            # PostgreSQL: one call of the search function, awaited without a
+            # greenlet (OneStatement), filtered or not.
+            unit = search_statement(
+                search.namespace_prefix,
+                search.memory_type,
+                search.limit,
+                now=now,
+                offset=search.offset,
+                terms=terms,
+                then=_memory_dicts,
+            )
+            return await self._db.read(unit, one_statement=True)
 
         def work(conn: Connection) -> list[MemoryDict]:
             repo = MemoryRepository(conn)
