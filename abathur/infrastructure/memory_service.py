@@ -75,7 +75,12 @@ from abathur.errors import (
 from abathur.repositories import statistics
 from abathur.repositories.audit import AuditRepository
 from abathur.repositories.base import require
-from abathur.repositories.embeddings import EmbeddingRepository, to_blob
+from abathur.repositories.embeddings import (
+    EmbeddingRepository,
+    live_ids_statement,
+    to_blob,
+    versions_statement,
+)
 from abathur.repositories.memory import (
     MemoryRepository,
     MemoryVersion,
@@ -84,6 +89,7 @@ from abathur.repositories.memory import (
     latest_of_keys,
     latest_with_expiry_statement,
     lock_keys,
+    search_statement,
     set_expiries,
     unset_current,
     write_memory_statement,
@@ -258,6 +264,14 @@ def _current(repo: MemoryRepository, namespace: str, key: str, now: datetime) ->
 
 def _expired(row: Any, now: datetime) -> bool:
     return row.expires_at is not None and bool(row.expires_at <= now)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _memory_dicts(rows: Sequence[Any]) -> list[MemoryDict]:
+    return [memory_dict(r) for r in rows]
 
 
 def _had_expiry(latest: Any | None) -> bool:
@@ -467,6 +481,19 @@ class MemoryService:
         terms = parse_filter(filter)
         bool_arg(refresh_ttl, "refresh_ttl")
         now = clock.utcnow()
+        if not refresh_ttl and not self._db.is_sqlite:
+            # PostgreSQL: one call of the search function, awaited without a
+            # greenlet (OneStatement), filtered or not.
+            unit = search_statement(
+                search.namespace_prefix,
+                search.memory_type,
+                search.limit,
+                now=now,
+                offset=search.offset,
+                terms=terms,
+                then=_memory_dicts,
+            )
+            return await self._db.read(unit, one_statement=True)
 
         def work(conn: Connection) -> list[MemoryDict]:
             repo = MemoryRepository(conn)
@@ -587,6 +614,10 @@ class MemoryService:
         model, dims = embedder.model, len(target)
         now = clock.utcnow()
         memo = (model, dims, search.namespace_prefix, search.memory_type)
+        if not terms and not refresh_ttl and not self._db.is_sqlite:
+            warm = await self._warm_query_search(memo, target, search.offset, search.limit, now)
+            if warm is not None:
+                return warm
 
         def work(conn: Connection) -> list[MemoryDict]:
             repo = EmbeddingRepository(conn)
@@ -617,6 +648,61 @@ class MemoryService:
         if refresh_ttl:
             return await self._db.write(work)
         return await self._db.read(work)
+
+    async def _warm_query_search(
+        self,
+        memo: tuple[str, int, str, str | None],
+        target: Vector,
+        offset: int,
+        limit: int,
+        now: datetime,
+    ) -> list[MemoryDict] | None:
+        """The unfiltered query search on PostgreSQL while the subtree's
+        stacked vectors are kept and still its candidates: two one-statement
+        units awaited without a greenlet (``OneStatement``), the subtree's
+        live ids, then after ranking the rows of the best. None when the
+        kept matrix does not serve (a cold cache, ids not known to have an
+        embedding, a write in the subtree) or when a ranked version has been
+        deleted in between: the caller runs the whole unit in one transaction.
+
+        The answer is the one of the ids' snapshot: versions never change
+        but for ``is_deleted`` (checked) and ``is_current`` (not returned).
+        """
+        stacked = await self._db.read(
+            live_ids_statement(memo[2], memo[3], now, partial(self._kept_stacked, memo)),
+            one_statement=True,
+        )
+        if stacked is None:
+            return None
+        ranked = stacked.rank(target, offset + limit)[offset:]
+        if not ranked:
+            return []
+        rows = await self._db.read(
+            versions_statement([entry_id for entry_id, _ in ranked], _same), one_statement=True
+        )
+        found = [rows.get(entry_id) for entry_id, _ in ranked]
+        if any(row is None or row.is_deleted for row in found):
+            return None
+        return [
+            {**memory_dict(row), "score": score}
+            for row, (_, score) in zip(found, ranked, strict=True)
+        ]
+
+    def _kept_stacked(
+        self, memo: tuple[str, int, str, str | None], ids: list[int]
+    ) -> Stacked | None:
+        """The kept stacked vectors of ``memo``'s subtree if ``ids``, its live
+        ids, are all known to have an embedding and are the list they were
+        built from (``_live_stacked``); None otherwise."""
+        model, dims = memo[0], memo[1]
+        with self._vectors_lock:
+            fields = list(map(self._embedded.get((model, dims), {}).get, ids))
+            if None in fields:
+                return None
+            stacked = self._stacked.get(memo)
+            if stacked is not None and self._stacked_from.get(memo) == (ids, fields):
+                return stacked
+        return None
 
     def _live_stacked(
         self,

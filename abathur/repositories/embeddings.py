@@ -12,7 +12,8 @@ Every statement is served by an index (``tests/repositories/test_embedding_query
   (``live_ids``: two ranges of ``idx_memory_namespace_prefix``, index only)
   and of its expired keys (``expired_ids``: memory_expiry's primary key
   range, then each key's current row);
-- vectors of given versions, and the rows of the best-ranked versions: primary keys;
+- vectors of given versions, and the rows of the best-ranked versions: primary
+  keys (PostgreSQL's warm search: one `id = ANY(bigint array)`, ``versions_statement``);
 - versions lacking an embedding (``reindex``): memory_entries by id from a
   keyset cursor (whole database) or the namespace range (a subtree), with a
   primary-key probe here.
@@ -20,14 +21,16 @@ Every statement is served by an index (``tests/repositories/test_embedding_query
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     Select,
     and_,
+    any_,
     bindparam,
     exists,
     func,
@@ -36,11 +39,12 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnElement
 
-from abathur.db.sqlite.prepared import Executor, Prepared
+from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
 from abathur.domain.namespaces import subtree_bounds
 from abathur.embeddings.embedder import Vector
 from abathur.repositories.base import dialect_name
@@ -48,6 +52,7 @@ from abathur.repositories.memory import CURRENT_LIVE, VERSION_FIELDS, MemoryVers
 from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEmbedding, MemoryEntry, MemoryExpiry
 
+T = TypeVar("T")
 E = MemoryEmbedding
 # Statements that list ids (IN) run through SQLAlchemy, in chunks of this many.
 IN_CHUNK = 500
@@ -115,6 +120,57 @@ def _both_arrays(live: Any) -> Select[Any]:
 
 PG_LIVE_IDS_ALL = _both_arrays(LIVE_IDS_ALL.statement)
 PG_LIVE_IDS_OF_TYPE = _both_arrays(LIVE_IDS_OF_TYPE.statement)
+# The same two statements as one-statement units (``live_ids_statement``),
+# and the rows of given ids in one statement (``versions_statement``): a
+# bigint array bound once, the primary key probed per element.
+_PG_LIVE_IDS = {False: Prepared(PG_LIVE_IDS_ALL), True: Prepared(PG_LIVE_IDS_OF_TYPE)}
+PG_VERSIONS = Prepared(
+    select(*VERSION_FIELDS).where(MemoryEntry.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+)
+
+
+def _live_ids_params(
+    bound: dict[str, Any], memory_type: str | None, now: datetime
+) -> dict[str, Any]:
+    bound = {**bound, "now": now}
+    if memory_type is not None:
+        bound["memory_type"] = memory_type
+    return bound
+
+
+def _live_less_expired(live: Sequence[int] | None, expired: Sequence[int] | None) -> list[int]:
+    """The live ids less the expired ones, ascending."""
+    ids, gone = list(live or ()), set(expired or ())
+    if gone:
+        ids = [entry_id for entry_id in ids if entry_id not in gone]
+    ids.sort()
+    return ids
+
+
+def live_ids_statement(
+    root: str, memory_type: str | None, now: datetime, then: Callable[[list[int]], T]
+) -> OneStatement[T]:
+    """``EmbeddingRepository.live_ids`` on PostgreSQL as a one-statement unit
+    of work (``OneStatement``): ``then`` of the ids."""
+    bound = _live_ids_params(subtree_bounds(root), memory_type, now)
+
+    def ids(row: Any) -> T:
+        return then(_live_less_expired(row[0], row[1]))
+
+    return OneStatement(_PG_LIVE_IDS[memory_type is not None], bound, ids)
+
+
+def versions_statement(
+    ids: Sequence[int], then: Callable[[dict[int, MemoryVersion]], T]
+) -> OneStatement[T]:
+    """``EmbeddingRepository.versions`` on PostgreSQL as a one-statement unit
+    of work (``OneStatement``): ``then`` of the rows by id."""
+
+    def by_id(rows: Sequence[Any]) -> T:
+        return then({int(row.id): row for row in rows})
+
+    return OneStatement(PG_VERSIONS, {"ids": list(ids)}, by_id, first=False)
+
 
 def _lacking(*, subtree: bool) -> Select[Any]:
     # In a subtree the namespace range leads; ``id + 0`` keeps the planner from
@@ -233,21 +289,14 @@ class EmbeddingRepository:
     def live_ids(self, root: str, memory_type: str | None, now: datetime) -> list[int]:
         """The row ids of the current live versions of the subtree of ``root`` (of
         ``memory_type``, if given) whose key has not expired at ``now``, ascending."""
-        bound: dict[str, Any] = {**subtree_bounds(root), "now": now}
-        if memory_type is not None:
-            bound["memory_type"] = memory_type
+        bound = _live_ids_params(subtree_bounds(root), memory_type, now)
         if dialect_name(self.executor) == "postgresql":
             statement = PG_LIVE_IDS_ALL if memory_type is None else PG_LIVE_IDS_OF_TYPE
             live, expired = self.executor.execute(statement, bound).one()
-            ids, gone = list(live or ()), set(expired or ())
-        else:
-            prepared = LIVE_IDS_ALL if memory_type is None else LIVE_IDS_OF_TYPE
-            ids = prepared.column(self.executor, bound)
-            gone = set(EXPIRED_IDS.column(self.executor, bound))
-        if gone:
-            ids = [entry_id for entry_id in ids if entry_id not in gone]
-        ids.sort()
-        return ids
+            return _live_less_expired(live, expired)
+        prepared = LIVE_IDS_ALL if memory_type is None else LIVE_IDS_OF_TYPE
+        ids = prepared.column(self.executor, bound)
+        return _live_less_expired(ids, EXPIRED_IDS.column(self.executor, bound))
 
     def vectors(
         self, model: str, dims: int, ids: Sequence[int]

@@ -206,6 +206,29 @@ WALK_DENSITY = 16
 WALK_WINDOW_MIN = 1024
 
 
+def search_params(
+    root: str, memory_type: str | None, limit: int, *, now: datetime, offset: int
+) -> dict[str, Any]:
+    """The parameters of a search (``MemoryRepository.search``) on either backend."""
+    # Every count fits a BIGINT: no store holds more rows than its ids
+    # (MAX_ROW_ID), so an offset past that many rows is as empty as one
+    # just below it.
+    offset = min(offset, MAX_ROW_ID - limit)
+    need = offset + limit
+    params: dict[str, Any] = {
+        **subtree_bounds(root),
+        "limit": limit,
+        "offset": offset,
+        "need": need,
+        "cap": max(SEARCH_CAP, need),
+        "window": min(max(WALK_WINDOW_MIN, WALK_DENSITY * need), MAX_ROW_ID),
+        "now": now,
+    }
+    if memory_type is not None:
+        params["memory_type"] = memory_type
+    return params
+
+
 def _search_statement(typed: bool, terms: Sequence[ColumnElement[bool]] = ()) -> Any:
     """SQLite's search statement (see SEARCH_CAP): one CTE decides between the
     RANGE and WALK branches (each with its own ORDER BY and LIMIT) and the
@@ -475,22 +498,7 @@ class MemoryRepository:
         """The current live, unexpired version of every key in the subtree of
         ``root`` whose value satisfies every filter term, newest first; each row
         also carries its key's ``expires_at`` and ``ttl_seconds``."""
-        # Every count fits a BIGINT: no store holds more rows than its ids
-        # (MAX_ROW_ID), so an offset past that many rows is as empty as one
-        # just below it.
-        offset = min(offset, MAX_ROW_ID - limit)
-        need = offset + limit
-        params: dict[str, Any] = {
-            **subtree_bounds(root),
-            "limit": limit,
-            "offset": offset,
-            "need": need,
-            "cap": max(SEARCH_CAP, need),
-            "window": min(max(WALK_WINDOW_MIN, WALK_DENSITY * need), MAX_ROW_ID),
-            "now": now,
-        }
-        if memory_type is not None:
-            params["memory_type"] = memory_type
+        params = search_params(root, memory_type, limit, now=now, offset=offset)
         if dialect_name(self.executor) == "postgresql":
             return search_pg(self.executor, params, terms)
         typed = memory_type is not None
@@ -1205,10 +1213,9 @@ def _pg_filter(terms: tuple[FilterTerm, ...]) -> tuple[str, list[tuple[str, Any]
     return found
 
 
-def search_pg(
-    executor: Executor, params: dict[str, Any], terms: tuple[FilterTerm, ...]
-) -> Sequence[Any]:
-    """``MemoryRepository.search`` on PostgreSQL, with its parameters."""
+def _search_call(params: dict[str, Any], terms: tuple[FilterTerm, ...]) -> dict[str, Any]:
+    """The arguments of ``abathur_search_memories`` for a search's parameters
+    (``search_params``) and filter."""
     call = {**params, "memory_type": params.get("memory_type"), "filter": None, "args": None}
     if terms:
         values: dict[str, Any] = {}
@@ -1218,4 +1225,28 @@ def search_pg(
         call["filter"] = sql
         call["args"] = [values.get(name, default) for name, default in names]
         assert all(isinstance(v, str) for v in call["args"]), call["args"]
-    return SEARCH_PG.all(executor, call)
+    return call
+
+
+def search_pg(
+    executor: Executor, params: dict[str, Any], terms: tuple[FilterTerm, ...]
+) -> Sequence[Any]:
+    """``MemoryRepository.search`` on PostgreSQL, with its parameters."""
+    return SEARCH_PG.all(executor, _search_call(params, terms))
+
+
+def search_statement(
+    root: str,
+    memory_type: str | None,
+    limit: int,
+    *,
+    now: datetime,
+    offset: int,
+    terms: tuple[FilterTerm, ...],
+    then: Callable[[list[Any]], T],
+) -> OneStatement[T]:
+    """``MemoryRepository.search`` on PostgreSQL as a one-statement unit of
+    work (``OneStatement``): ``then`` of the rows, the same rows ``search``
+    returns there (one call of ``abathur_search_memories``, filtered or not)."""
+    params = search_params(root, memory_type, limit, now=now, offset=offset)
+    return OneStatement(SEARCH_PG, _search_call(params, terms), then, first=False)

@@ -75,7 +75,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         ``replace(tzinfo=UTC)``, and the same datetime; any other text takes
         the dialect's parse."""
         if dialect.name != "sqlite":
-            return super().result_processor(dialect, coltype)
+            return _aware_utc_processor(self, dialect, coltype)
         parse = self.load_dialect_impl(dialect).result_processor(dialect, coltype)
         if parse is None:  # pragma: no cover - SQLite's DATETIME always parses text
             return super().result_processor(dialect, coltype)
@@ -98,6 +98,27 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 _STORED_LENGTHS = (19, 26)  # len("2026-01-31 12:00:00"), with ".000000"
+
+
+def _aware_utc_processor(
+    type_: UTCDateTime, dialect: Dialect, coltype: Any
+) -> Callable[[Any], Any] | None:
+    """``UTCDateTime``'s result processor on PostgreSQL: a timestamp the
+    driver already returns in UTC (asyncpg's ``timestamptz``: tzinfo is
+    ``datetime.UTC``) is returned as it is, as ``astimezone(UTC)`` would
+    return it (the same object), without the decorator's generic wrapping
+    (every row of a read converts each timestamp); any other value takes
+    ``process_result_value``."""
+    if type_.impl_instance.result_processor(dialect, coltype) is not None:
+        return super(UTCDateTime, type_).result_processor(dialect, coltype)
+    convert = type_.process_result_value
+
+    def process(value: datetime | None) -> datetime | None:
+        if value is None or value.tzinfo is UTC:
+            return value
+        return convert(value, dialect)
+
+    return process
 
 
 class JSONDocument(TypeDecorator[Any]):
@@ -129,7 +150,9 @@ class JSONDocument(TypeDecorator[Any]):
         """On SQLite, ``loads`` itself (``process_result_value`` without the
         decorator's generic wrapping): every read parses its documents."""
         if dialect.name == "postgresql":
-            return super().result_processor(dialect, coltype)
+            # The driver's own decoding (asyncpg's codec) is the whole of it:
+            # ``process_result_value`` returns PostgreSQL's values unchanged.
+            return self.impl_instance.result_processor(dialect, coltype)
         return _load_document
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -269,3 +269,35 @@ def test_sqlite_result_processors_convert_as_the_decorators_do(stored: str | Non
     assert to_value is not None
     for text in (None, '{"a":[1,2.5,"x"]}', " {} "):
         assert to_value(text) == document.process_result_value(text, dialect)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [None, datetime(2026, 1, 31, 12, tzinfo=UTC), datetime(2026, 1, 31, 12, 0, 0, 5),
+     datetime(2026, 1, 31, 14, tzinfo=timezone(timedelta(hours=2))),
+     datetime(2026, 1, 31, 12, tzinfo=timezone(timedelta(0), "Z"))],
+)  # fmt: skip
+def test_postgresql_result_processors_convert_as_the_decorators_do(stamp: datetime | None) -> None:
+    """On asyncpg, the timestamp columns' result processor returns a UTC
+    value as it is (the object ``astimezone(UTC)`` returns) and converts any
+    other as ``process_result_value`` does; the JSON columns' value is the
+    driver's decoding, unchanged."""
+    from sqlalchemy.dialects.postgresql import asyncpg
+
+    from abathur.schema.types import JSONDocument, UTCDateTime
+
+    dialect = asyncpg.dialect()  # type: ignore[no-untyped-call]
+    column = UTCDateTime()
+    processor = column._cached_result_processor(dialect, 1184)  # timestamptz
+    assert processor is not None
+    expected = column.process_result_value(stamp, dialect)
+    assert repr(processor(stamp)) == repr(expected)
+    if stamp is not None:
+        assert processor(stamp).tzinfo is UTC
+        assert (processor(stamp) is stamp) == (stamp.tzinfo is UTC)
+    document = JSONDocument()
+    to_value = document._cached_result_processor(dialect, 3802)  # jsonb
+    for value in (None, {"a": [1, 2.5, "x"]}, []):
+        assert (value if to_value is None else to_value(value)) == (
+            document.process_result_value(value, dialect)
+        )

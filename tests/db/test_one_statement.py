@@ -9,6 +9,7 @@ closed before it began is replaced."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from abathur.db.sqlite.prepared import OneStatement, Prepared
 from abathur.domain.clock import utcnow
+from abathur.domain.memory import parse_filter
 from abathur.domain.sessions import NewSession
 from abathur.errors import (
     AbathurError,
@@ -26,7 +28,11 @@ from abathur.errors import (
     NotFoundError,
 )
 from abathur.infrastructure.database import Database
-from abathur.repositories.memory import latest_with_expiry_statement, write_memory_statement
+from abathur.repositories.memory import (
+    latest_with_expiry_statement,
+    search_statement,
+    write_memory_statement,
+)
 from abathur.repositories.sessions import append_statement, create_statement, whole_statement
 
 
@@ -238,3 +244,98 @@ async def test_get_memory_refuses_an_invalid_key_every_time(db: Database, task_i
     for namespace, key in [("user:u", "k"), ("user:u", "k"), (Text("user:u"), Text("k"))]:
         found = await db.memory.get_memory(namespace, key)
         assert found is not None and found["value"] == {"v": 1}
+
+
+def _search(
+    root: str,
+    limit: int = 50,
+    *,
+    memory_type: str | None = None,
+    offset: int = 0,
+    filter: dict[str, Any] | None = None,
+) -> OneStatement[Any]:
+    return search_statement(
+        root,
+        memory_type,
+        limit,
+        now=utcnow(),
+        offset=offset,
+        terms=parse_filter(filter),
+        then=lambda rows: [tuple(r) for r in rows],
+    )
+
+
+async def test_searches_are_those_of_the_plain_unit(db: Database, task_id: str) -> None:
+    """A search as a ``OneStatement`` (PostgreSQL's search function, filtered
+    or not) gives the very rows of the same unit run as an ordinary function,
+    in autocommit or inside a transaction, and what ``search_memories`` says."""
+    if db.is_sqlite:
+        pytest.skip("the search function is PostgreSQL's")
+    m = db.memory
+    for i in range(12):
+        await m.add_memory(
+            f"user:u:n{i % 3}", f"k{i}", {"i": i, "tag": "odd" if i % 2 else "even"},
+            "semantic" if i % 4 else "episodic", "me", task_id, {"m": i} if i % 5 else None,
+            ttl=timedelta(hours=1) if i % 3 == 0 else None,
+        )  # fmt: skip
+    await m.update_memory("user:u:n0", "k3", {"i": "three", "tag": "odd"}, "me", task_id)
+    await m.delete_memory("user:u:n1", "k4", "me", task_id)
+    units = [
+        _search("user:u"),
+        _search("user:u", 5, offset=3),
+        _search("user:u:n0", memory_type="semantic"),
+        _search("user", filter={"tag": "odd"}),
+        _search("user:u", 4, filter={"i": {"$gte": 5}}, memory_type="semantic", offset=1),
+        _search("user:nobody"),
+    ]
+    for unit in units:
+        native = await db.read(unit, one_statement=True)
+        assert native == await db.read(_as_plain(unit), one_statement=True)
+        assert native == await db.read(_as_plain(unit))
+        assert [[type(v) for v in row] for row in native] == [
+            [type(v) for v in row] for row in await db.read(_as_plain(unit))
+        ]
+    everything = await db.read(units[0], one_statement=True)
+    assert len(everything) == 11
+    assert all(row[10].tzinfo is UTC for row in everything)  # created_at
+    found = await m.search_memories("user:u", limit=4, filter={"i": {"$gte": 5}}, offset=1,
+                                    memory_type="semantic")  # fmt: skip
+    assert [(f["namespace"], f["key"]) for f in found] == [r[1:3] for r in
+                                                           await db.read(units[4])]  # fmt: skip
+
+
+async def test_search_memories_awaits_postgresqls_search_outside_any_greenlet(
+    db: Database, task_id: str
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's native path")
+    await db.memory.add_memory("user:u", "k", {"v": 1}, "semantic", "me", task_id)
+    seen: list[bool] = []
+
+    def record(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if "abathur_search_memories" in statement:
+            seen.append(in_greenlet())
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert len(await db.memory.search_memories("user:u")) == 1
+        assert len(await db.memory.search_memories("user:u", filter={"v": 1})) == 1
+        assert len(await db.memory.search_memories("user:u", refresh_ttl=True)) == 1
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    # without refresh_ttl, one call each, outside any greenlet; refresh_ttl's
+    # search is a statement of its write transaction
+    assert seen == [False, False, True]
+
+
+async def test_search_errors_are_those_of_the_plain_unit(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("the search function is PostgreSQL's")
+    unit = _search("user:u", -1)  # the function's LIMIT refuses a negative count
+    errors = []
+    for run in (unit, _as_plain(unit)):
+        with pytest.raises(AbathurError) as raised:
+            await db.read(run, one_statement=True)
+        errors.append((type(raised.value), str(raised.value).split("\n")[0]))
+    assert errors[0] == errors[1]
+    assert "LIMIT" in errors[0][1]
