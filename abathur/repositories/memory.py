@@ -85,7 +85,7 @@ from abathur.errors import ConflictError, NotFoundError
 from abathur.repositories.base import dialect_name, insert_row
 from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEntry, MemoryExpiry
-from abathur.schema.types import JSONDocument, UTCDateTime
+from abathur.schema.types import JSONDocument, UTCDateTime, load_documents
 from abathur.strict_json import dumps
 
 T = TypeVar("T")
@@ -381,27 +381,29 @@ def search_rows(
 ) -> tuple[list[MemoryDict], list[float | None]]:
     """A SQLite search's rows (``SEARCH_FIELDS``, as the driver returns them)
     as ``memory_dict`` makes them, newest first, and each one's TTL: in one
-    pass, with the columns' own result processors (``Prepared.raw``). The
+    pass, with the columns' own result processors (``Prepared.raw``; the
+    values, JSON documents, in one parse: ``load_documents``). The
     statement leaves the order to this function (see ``_search_statement``):
     (updated_at, id) descending, on the stored text, the ORDER BY of its
     branches. A version's ``created_at`` is usually its ``updated_at`` (the
     first version of a key): the same text is converted once (datetimes are
     immutable, so the two keys may share one)."""
     fetched.sort(key=_NEWEST_FIRST, reverse=True)
-    load_value, load_metadata = processors[3] or _same, processors[6] or _same
+    load_metadata = processors[6] or _same
     load_time, load_ttl = processors[9] or _same, processors[11] or _same
+    values = load_documents([row[3] for row in fetched])
     memories: list[MemoryDict] = []
     ttls: list[float | None] = []
     for (
-        id_, namespace, key, value, memory_type, version, metadata,
+        id_, namespace, key, _text, memory_type, version, metadata,
         created_by, updated_by, created_at, updated_at, ttl,
-    ) in fetched:  # fmt: skip
+    ), value in zip(fetched, values, strict=True):  # fmt: skip
         updated = load_time(updated_at)
         memories.append({
             "id": id_,
             "namespace": namespace,
             "key": key,
-            "value": load_value(value),
+            "value": value,
             "memory_type": memory_type,
             "version": version,
             "is_deleted": False,
