@@ -497,7 +497,7 @@ class MemoryService:
 
         def work(conn: Connection) -> list[MemoryDict]:
             repo = MemoryRepository(conn)
-            rows = repo.search(
+            found, ttls = repo.search(
                 search.namespace_prefix,
                 search.memory_type,
                 search.limit,
@@ -506,10 +506,10 @@ class MemoryService:
                 terms=terms,
             )
             if refresh_ttl:
-                for row in rows:
-                    if row.ttl_seconds is not None:
-                        _refresh(repo, row, now)
-            return [memory_dict(r) for r in rows]
+                for memory, ttl in zip(found, ttls, strict=True):
+                    if ttl is not None:
+                        _refresh_key(repo, memory["namespace"], memory["key"], ttl, now)
+            return found
 
         if refresh_ttl:
             return await self._db.write(work)
@@ -1770,9 +1770,15 @@ def _ttl_data(ttl: timedelta | None) -> dict[str, Any]:
 
 def _refresh(repo: MemoryRepository, row: Any, now: datetime) -> None:
     """Push the expiry of ``row``'s key to ``now`` plus its TTL (refresh_ttl)."""
-    ttl = timedelta(seconds=row.ttl_seconds)
-    expires_at = expiry_after(now, ttl)
-    repo.refresh_expiry(row.namespace, row.key, row.ttl_seconds, now, expires_at)
+    _refresh_key(repo, row.namespace, row.key, row.ttl_seconds, now)
+
+
+def _refresh_key(
+    repo: MemoryRepository, namespace: str, key: str, ttl_seconds: float, now: datetime
+) -> None:
+    """Push the expiry of a key whose TTL is ``ttl_seconds`` to ``now`` plus it."""
+    expires_at = expiry_after(now, timedelta(seconds=ttl_seconds))
+    repo.refresh_expiry(namespace, key, ttl_seconds, now, expires_at)
 
 
 def _consolidated_value(strategy: str, values: list[Any]) -> Any:

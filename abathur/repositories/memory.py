@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -70,14 +71,21 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
 from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
-from abathur.domain.memory import FilterTerm, MemoryFields, memory_exists, memory_not_found
+from abathur.domain.memory import (
+    FilterTerm,
+    MemoryDict,
+    MemoryFields,
+    memory_dict,
+    memory_exists,
+    memory_not_found,
+)
 from abathur.domain.namespaces import subtree_bounds
 from abathur.domain.values import MAX_ROW_ID
 from abathur.errors import ConflictError, NotFoundError
 from abathur.repositories.base import dialect_name, insert_row
 from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEntry, MemoryExpiry
-from abathur.schema.types import JSONDocument, UTCDateTime
+from abathur.schema.types import JSONDocument, UTCDateTime, load_documents
 from abathur.strict_json import dumps
 
 T = TypeVar("T")
@@ -231,9 +239,10 @@ def search_params(
 
 def _search_statement(typed: bool, terms: Sequence[ColumnElement[bool]] = ()) -> Any:
     """SQLite's search statement (see SEARCH_CAP): one CTE decides between the
-    RANGE and WALK branches (each with its own ORDER BY and LIMIT) and the
-    outer query orders and pages the rows of the branch that ran. The branch
-    not chosen never runs: SQLite, which evaluates an uncorrelated WHERE
+    RANGE and WALK branches (each with its own ORDER BY, LIMIT and OFFSET: the
+    page of row ids) and the outer query reads the rows of the page of the
+    branch that ran, unordered (``search_rows`` orders them). The branch not
+    chosen never runs: SQLite, which evaluates an uncorrelated WHERE
     condition per row, gates each by its LIMIT (0 for the branch not chosen).
     PostgreSQL runs the same choice in ``abathur_search_memories`` (revision
     0013_search_function, ``search_pg``)."""
@@ -290,7 +299,7 @@ def _search_statement(typed: bool, terms: Sequence[ColumnElement[bool]] = ()) ->
         # The walk tests the subtree on a concatenation: no index range on
         # the namespace, so the planner walks the recency index.
         query = (
-            select(*VERSION_FIELDS, *EXPIRY_FIELDS)
+            select(MemoryEntry.id.label("rid"), MemoryEntry.updated_at.label("ts"))
             .select_from(WITH_EXPIRY)
             .where(
                 in_subtree(MemoryEntry.namespace.concat(literal_column("''"))),
@@ -300,29 +309,44 @@ def _search_statement(typed: bool, terms: Sequence[ColumnElement[bool]] = ()) ->
                 *terms,
             )
             .order_by(MemoryEntry.updated_at.desc(), MemoryEntry.id.desc())
-            .limit(case((chosen, bindparam("need")), else_=0))
+            .limit(case((chosen, bindparam("limit")), else_=0))
+            .offset(bindparam("offset"))
         )
         return select(query.subquery("by_walk"))
 
-    rows = union_all(branch(False), branch(True)).subquery("found")
-    return (
-        select(rows)
-        .order_by(rows.c.updated_at.desc(), rows.c.id.desc())
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
+    # The page: the row ids of the branch that ran, each branch ordering and
+    # paging its own (the other's LIMIT is 0), so the union needs no sort;
+    # then the page's rows alone, read by rowid, with the key's TTL (for
+    # refresh_ttl). No ORDER BY over those rows, which would sort whole rows
+    # (values and all) in a temporary b-tree: ``search_rows`` puts them in
+    # the branches' order, (updated_at, id) descending, on the stored text
+    # (compared by code point, as SQLite's BINARY collation compares UTF-8).
+    page = union_all(branch(False), branch(True)).subquery("page")
+    return select(
+        *(getattr(MemoryEntry, name).label(name) for name in SEARCH_FIELDS[:-1]),
+        MemoryExpiry.ttl_seconds.label("ttl_seconds"),
+    ).select_from(
+        page.join(MemoryEntry, MemoryEntry.id == page.c.rid).outerjoin(
+            MemoryExpiry,
+            and_(
+                MemoryExpiry.namespace == MemoryEntry.namespace,
+                MemoryExpiry.key == MemoryEntry.key,
+            ),
+        )
     )
 
 
 def _sqlite_range(typed: bool, terms: Sequence[ColumnElement[bool]], chosen: Any) -> Any:
-    """SQLite's RANGE branch: first the row ids of the newest ``need`` matching
-    rows (``ranked``), then those rows alone. ``ranked`` reads the root's
-    range and its descendants' range of ``idx_memory_namespace_prefix`` (one
-    arm each, so neither is an OR of ranges, which reads every row of the
-    table) and sorts ids and timestamps; a row of the table is read only for
-    a condition the index does not hold: a memory type, a filter, or an
-    expiry, which is looked up only in a namespace that has expiries. So a
-    page of 10 of a subtree of 100 reads 10 rows, not 100 (after any write,
-    SQLite reads each of them again from the file or the WAL)."""
+    """SQLite's RANGE branch: the row ids (and timestamps) of the page, the
+    newest ``limit`` matching rows after ``offset``. It reads the root's range and its descendants'
+    range of ``idx_memory_namespace_prefix`` (one arm each, so neither is an
+    OR of ranges, which reads every row of the table) and sorts ids and
+    timestamps; a row of the table is read only for a condition the index
+    does not hold: a memory type, a filter, or an expiry, which is looked up
+    only in a namespace that has expiries. The statement then reads the rows
+    of the page alone (``_search_statement``): a page of 10 of a subtree of
+    100 reads 10 rows, not 100 (after any write, SQLite reads each of them
+    again from the file or the WAL)."""
     has_expiries = (
         select(literal_column("1")).where(MemoryExpiry.namespace == MemoryEntry.namespace).exists()
     )
@@ -354,21 +378,70 @@ def _sqlite_range(typed: bool, terms: Sequence[ColumnElement[bool]], chosen: Any
             )
         ),
     ).subquery("arms")
-    ranked = (
+    return (
         select(arms.c.rid, arms.c.ts)
         .order_by(arms.c.ts.desc(), arms.c.rid.desc())
-        .limit(case((chosen, bindparam("need")), else_=0))
-        .subquery("ranked")
+        .limit(case((chosen, bindparam("limit")), else_=0))
+        .offset(bindparam("offset"))
     )
-    return select(*VERSION_FIELDS, *EXPIRY_FIELDS).select_from(
-        ranked.join(MemoryEntry, MemoryEntry.id == ranked.c.rid).outerjoin(
-            MemoryExpiry,
-            and_(
-                MemoryExpiry.namespace == MemoryEntry.namespace,
-                MemoryExpiry.key == MemoryEntry.key,
-            ),
-        )
-    )
+
+
+# The columns of a search's rows, in order (``search_rows``): what
+# ``MemoryDict`` holds but ``is_deleted`` (False: a search returns live rows),
+# then the key's TTL (None without one).
+SEARCH_FIELDS = (
+    "id", "namespace", "key", "value", "memory_type", "version", "metadata_",
+    "created_by", "updated_by", "created_at", "updated_at", "ttl_seconds",
+)  # fmt: skip
+
+
+# A search row's order (``search_rows``): (updated_at's stored text, id).
+_NEWEST_FIRST = itemgetter(10, 0)
+
+
+def search_rows(
+    fetched: list[Any], processors: Sequence[Any]
+) -> tuple[list[MemoryDict], list[float | None]]:
+    """A SQLite search's rows (``SEARCH_FIELDS``, as the driver returns them)
+    as ``memory_dict`` makes them, newest first, and each one's TTL: in one
+    pass, with the columns' own result processors (``Prepared.raw``; the
+    values, JSON documents, in one parse: ``load_documents``). The
+    statement leaves the order to this function (see ``_search_statement``):
+    (updated_at, id) descending, on the stored text, the ORDER BY of its
+    branches. A version's ``created_at`` is usually its ``updated_at`` (the
+    first version of a key): the same text is converted once (datetimes are
+    immutable, so the two keys may share one)."""
+    fetched.sort(key=_NEWEST_FIRST, reverse=True)
+    load_metadata = processors[6] or _same
+    load_time, load_ttl = processors[9] or _same, processors[11] or _same
+    values = load_documents([row[3] for row in fetched])
+    memories: list[MemoryDict] = []
+    ttls: list[float | None] = []
+    for (
+        id_, namespace, key, _text, memory_type, version, metadata,
+        created_by, updated_by, created_at, updated_at, ttl,
+    ), value in zip(fetched, values, strict=True):  # fmt: skip
+        updated = load_time(updated_at)
+        memories.append({
+            "id": id_,
+            "namespace": namespace,
+            "key": key,
+            "value": value,
+            "memory_type": memory_type,
+            "version": version,
+            "is_deleted": False,
+            "metadata": None if metadata is None else load_metadata(metadata),
+            "created_by": created_by,
+            "updated_by": updated_by,
+            "created_at": updated if created_at == updated_at else load_time(created_at),
+            "updated_at": updated,
+        })  # fmt: skip
+        ttls.append(None if ttl is None else load_ttl(ttl))
+    return memories, ttls
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # SQLite's, by memory type given.
@@ -494,16 +567,18 @@ class MemoryRepository:
         now: datetime,
         offset: int = 0,
         terms: tuple[FilterTerm, ...] = (),
-    ) -> Sequence[Any]:
+    ) -> tuple[list[MemoryDict], list[float | None]]:
         """The current live, unexpired version of every key in the subtree of
-        ``root`` whose value satisfies every filter term, newest first; each row
-        also carries its key's ``expires_at`` and ``ttl_seconds``."""
+        ``root`` whose value satisfies every filter term, newest first, as
+        ``memory_dict`` makes them; and each one's key's ``ttl_seconds``
+        (None without an expiry)."""
         params = search_params(root, memory_type, limit, now=now, offset=offset)
         if dialect_name(self.executor) == "postgresql":
-            return search_pg(self.executor, params, terms)
+            rows = search_pg(self.executor, params, terms)
+            return [memory_dict(r) for r in rows], [r.ttl_seconds for r in rows]
         typed = memory_type is not None
         if not terms:
-            return SEARCHES[typed].all(self.executor, params)
+            return search_rows(*SEARCHES[typed].raw(self.executor, params))
         shape = (typed, tuple(_term_shape(t) for t in terms))
         filtered = _FILTERED_SEARCHES.get(shape)
         if filtered is None:
@@ -513,7 +588,7 @@ class MemoryRepository:
             _FILTERED_SEARCHES[shape] = filtered
         for i, term in enumerate(terms):
             params.update(_term_params(term, f"f{i}", False))
-        return filtered.all(self.executor, params)
+        return search_rows(*filtered.raw(self.executor, params))
 
     def _terms(self, terms: tuple[FilterTerm, ...]) -> list[ColumnElement[bool]]:
         """The SQL of each filter term, over ``MemoryEntry.value``."""

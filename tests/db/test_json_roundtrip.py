@@ -301,3 +301,35 @@ def test_postgresql_result_processors_convert_as_the_decorators_do(stamp: dateti
         assert (value if to_value is None else to_value(value)) == (
             document.process_result_value(value, dialect)
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(json_values, max_size=6),
+       spaces=st.lists(st.sampled_from(["", " ", "\n"]), min_size=6, max_size=6))  # fmt: skip
+def test_load_documents_reads_each_document_as_the_column_does(
+    values: list[Any], spaces: list[str]
+) -> None:
+    """``load_documents`` (a search's values, in one parse) gives, for each
+    stored text, what the column's SQLite result processor gives for it."""
+    from sqlalchemy.dialects import sqlite
+
+    from abathur.schema.types import JSONDocument, load_documents
+
+    to_value = JSONDocument().result_processor(sqlite.dialect(), None)
+    assert to_value is not None
+    texts = [space + dumps(value) for value, space in zip(values, spaces, strict=False)]
+    documents = load_documents(texts)
+    assert documents == [to_value(text) for text in texts]
+    assert [type(d) for d in documents] == [type(to_value(text)) for text in texts]
+
+
+@pytest.mark.parametrize("texts", [["1 2"], ["{}", "[1,]"], ["1", "2,3"]])
+def test_load_documents_takes_texts_that_are_not_one_document_one_by_one(
+    texts: list[str],
+) -> None:
+    """A text that is not one document is read alone, as the column reads it:
+    an error, or (``"2,3"``, which would join into the array) that error too."""
+    from abathur.schema.types import load_documents
+
+    with pytest.raises(json.JSONDecodeError):
+        load_documents(texts)

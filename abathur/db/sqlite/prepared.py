@@ -195,6 +195,30 @@ class Prepared:
         finally:
             cursor.close()
 
+    def raw(self, executor: Executor, params: Params) -> tuple[list[Any], list[Any]]:
+        """SQLite only: every row as the driver returns it, no column
+        converted, and the result processor of each column (None for those
+        without): for a caller that builds its own objects from the rows in
+        one pass. In a unit of work's worker thread on the fast path, else
+        through the connection's ``exec_driver_sql`` (the same SQL, parameters
+        and listeners)."""
+        raw = worker_connection()
+        if raw is None:
+            connection = _connection(executor)
+            plan = self._plan(connection.dialect, params)
+            args = plan.args(params)
+            fetched = list(connection.exec_driver_sql(plan.sql, args).all())
+        else:
+            plan, cursor = self._run(raw, executor, params)
+            try:
+                fetched = cursor.fetchall()
+            finally:
+                cursor.close()
+        processors: list[Any] = [None] * len(plan.row_type._fields)
+        for index, process in plan.results or ():
+            processors[index] = process
+        return fetched, processors
+
     def column(self, executor: Executor, params: Params) -> list[Any]:
         """The first column of every row (converted as ``all`` does), no row objects."""
         raw = worker_connection()
