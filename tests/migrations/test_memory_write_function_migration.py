@@ -1,9 +1,10 @@
-"""Revisions 0010 to 0013: ``abathur_write_memory``, ``abathur_append_events``
+"""Revisions 0010 to 0014: ``abathur_write_memory``, ``abathur_append_events``
 and ``abathur_search_memories`` exist at head on PostgreSQL, each is gone after
 the downgrade below its revision (rows kept, writes and searches possible again
-once upgraded); below 0012 the memory function is 0010's again (its arguments
-and body), with the embeddings written through it kept; the memory function
-takes the same bulk lock as ``put_memories``. SQLite has no such functions and
+once upgraded); below 0014 the memory function has no settings of its own
+(0012's function exactly), below 0012 it is 0010's again (its arguments and
+body), with the embeddings written through it kept; the memory function takes
+the same bulk lock as ``put_memories``. SQLite has no such functions and
 the revisions change nothing there."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ M10 = "0010_memory_write_function"
 M11 = "0011_session_append_function"
 M12 = "0012_memory_write_embedding"
 M13 = "0013_search_function"
+M14 = "0014_memory_write_lean"
 
 
 def _revision(name: str) -> Any:
@@ -33,16 +35,22 @@ def _revision(name: str) -> Any:
 
 async def _write_function(db: Database) -> tuple[str, str]:
     """``abathur_write_memory``'s arguments and body (PostgreSQL)."""
+    arguments, body, _settings = await _write_function_with_settings(db)
+    return arguments, body
+
+
+async def _write_function_with_settings(db: Database) -> tuple[str, str, list[str] | None]:
+    """``abathur_write_memory``'s arguments, body and own settings (PostgreSQL)."""
     async with db.transaction(write=False) as session:
         result = await session.execute(
             text(
-                "SELECT pg_get_function_arguments(p.oid), p.prosrc FROM pg_proc AS p "
-                "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+                "SELECT pg_get_function_arguments(p.oid), p.prosrc, p.proconfig "
+                "FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
                 "WHERE n.nspname = current_schema() AND p.proname = 'abathur_write_memory'"
             )
         )
-        arguments, body = result.one()
-        return str(arguments), str(body)
+        arguments, body, settings = result.one()
+        return str(arguments), str(body), None if settings is None else list(settings)
 
 
 async def _embeddings(db: Database) -> list[tuple[str, int, str, int]]:
@@ -84,7 +92,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M13
+    assert await db.current_revision() == M14
     below_search = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
     expected = (
         []
@@ -102,13 +110,20 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     await db.sessions.create_session("s", "app", "u")
     await db.sessions.append_event("s", {"n": 1})
     if not db.is_sqlite:
-        at_head = await _write_function(db)
+        at_head = await _write_function_with_settings(db)
         assert "p_embedding_vectors bytea[]" in at_head[0]
+        assert at_head[2] == _revision(M14).CONFIG
     assert [m["version"] for m in await db.memory.search_memories("user:m")] == [2]
+    await db.downgrade(M13)
+    assert await _functions(db) == expected
+    if not db.is_sqlite:
+        # 0012's function exactly: the same arguments and body, no settings.
+        assert await _write_function_with_settings(db) == (*at_head[:2], None)
+        assert at_head[1] == _revision(M12).BODY
     await db.downgrade(M12)
     assert await _functions(db) == below_search
     if not db.is_sqlite:
-        assert await _write_function(db) == at_head
+        assert await _write_function(db) == at_head[:2]
     await db.downgrade(M11)
     assert await _functions(db) == below_search
     if not db.is_sqlite:
@@ -127,7 +142,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     await db.upgrade("head")
     assert await _functions(db) == expected
     if not db.is_sqlite:
-        assert await _write_function(db) == at_head
+        assert await _write_function_with_settings(db) == at_head
     row = await embedded.put_memory("user:m", "k", {"v": 3}, "semantic", by="a", task_id=task_id)
     assert row["version"] == 3
     assert await _versions(db) == [("k", 1, False), ("k", 2, False), ("k", 3, True)]
