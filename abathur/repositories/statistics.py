@@ -14,7 +14,7 @@ ANALYZE to count again (on PostgreSQL with VACUUM).
   visibility map (it skips those already marked, so it reads about the
   pages of the rows loaded), without which no index-only scan is one: each
   row's visibility is read from the table (a warm query search over 10,000
-  memories took 10 ms before, 6 ms after; docs/design_decisions.md). Both hold
+  memories: p50 16 ms before, 11 ms after; docs/design_decisions.md). Both hold
   a SHARE UPDATE EXCLUSIVE lock, which blocks no read or write. VACUUM
   cannot run in a transaction block: the connection must be in autocommit
   (``Storage.outside_transaction``). On SQLite, which has no visibility
