@@ -37,6 +37,7 @@ from sqlalchemy import insert, select, text
 from abathur.embeddings import Embedder, HashingEmbedder
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
+from abathur.repositories import statistics
 from abathur.schema.models import MemoryEmbedding, MemoryEntry
 from benchmarks.report import Figure, machine, print_targets, quantile, write_results
 
@@ -130,11 +131,12 @@ async def prefill(db: Database, size: int) -> None:
                 text("SELECT setval(pg_get_serial_sequence('memory_entries', 'id'), :n)"),
                 {"n": 2 * size},
             )
-            await session.execute(text("ANALYZE memory_entries"))
-            await session.execute(text("ANALYZE memory_embeddings"))
-    else:
-        async with db.transaction() as session:
-            await session.execute(text("ANALYZE"))
+    # The statistics a put_memories load of these rows leaves, by the same
+    # statement (``refresh_statistics``; PostgreSQL: VACUUM (ANALYZE), which
+    # also sets the visibility map, as autovacuum would later).
+    await db.outside_transaction(
+        lambda conn: statistics.analyze(conn, ["memory_entries", "memory_embeddings"])
+    )
     async with db.transaction(write=False) as session:
         highest = await session.scalar(
             select(MemoryEmbedding.memory_entry_id).order_by(MemoryEmbedding.memory_entry_id.desc())

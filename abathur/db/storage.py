@@ -394,12 +394,37 @@ class Storage:
         while that one statement ran is ``CommitOutcomeUnknownError``."""
         return await self._unit(work, write=True, one_statement=one_statement)
 
+    async def outside_transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)`` outside any transaction block, for the
+        statements that cannot run inside one (PostgreSQL's ``VACUUM``).
+
+        On PostgreSQL it runs on a connection in autocommit: each statement
+        is its own transaction, and ``work`` is run again whole after a fault
+        a retry can cure (contention, a connection lost), so it must be
+        maintenance that can be repeated, never writes whose outcome matters.
+        On SQLite, which has no such statement in use here, it is ``write()``.
+        """
+        if self.is_sqlite:
+            return await self.write(work)
+        self._check_open()
+        body = partial(_as_one_statement, work)
+        return await self._translated(
+            self._retrying(lambda: self._on_connection(body, write=True, autocommit=True))
+        )
+
     async def _unit(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
     ) -> T:
         self._check_open()
+        return await self._translated(
+            self._unit_raw(work, write=write, one_statement=one_statement)
+        )
+
+    @staticmethod
+    async def _translated(unit: Awaitable[T]) -> T:
+        """``unit``'s result; a driver's fault as an ``abathur.errors`` one."""
         try:
-            return await self._unit_raw(work, write=write, one_statement=one_statement)
+            return await unit
         except AbathurError:
             raise
         except Exception as exc:

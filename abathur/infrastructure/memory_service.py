@@ -1307,10 +1307,10 @@ class MemoryService:
         loading is many times faster than one ``put_memory`` per item.
 
         Once the load is committed, the planner's statistics of the tables it
-        wrote are gathered again (ANALYZE) when it was large next to what they
-        counted (``refresh_statistics``); ``analyze=False`` leaves that to the
-        caller, as ``memory import`` does to analyze once per doubling of its
-        rows rather than after each batch.
+        wrote are gathered again (ANALYZE; on PostgreSQL VACUUM (ANALYZE))
+        when it was large next to what they counted (``refresh_statistics``);
+        ``analyze=False`` leaves that to the caller, as ``memory import`` does
+        to analyze once per doubling of its rows rather than after each batch.
         """
         bool_arg(analyze, "analyze")
         with _collector_paused():
@@ -1338,7 +1338,10 @@ class MemoryService:
     async def refresh_statistics(self, rows: int) -> list[str]:
         """Gather the planner's statistics (ANALYZE) of the tables a load of
         ``rows`` memories wrote, if it was large next to what they counted;
-        the tables analyzed.
+        the tables analyzed. On PostgreSQL they are vacuumed as well
+        (``VACUUM (ANALYZE)``, outside any transaction), as autovacuum would
+        do later: the pages loaded are marked all-visible, so index-only
+        scans of them (a query search's live ids) read no table row.
 
         A table is analyzed when the load wrote at least ``ANALYZE_MIN_ROWS``
         rows into it and at least a tenth (PostgreSQL) or all (SQLite) of
@@ -1364,7 +1367,7 @@ class MemoryService:
             return []
         growth = analyze_growth(self._db.is_sqlite)
         try:
-            return await self._db.write(partial(_analyze_grown, written, growth))
+            return await self._db.outside_transaction(partial(_analyze_grown, written, growth))
         except AbathurError as exc:
             LOG.warning("statistics not refreshed after a bulk load of %s: %s", written, exc)
             return []
