@@ -25,6 +25,7 @@ M10 = "0010_memory_write_function"
 M11 = "0011_session_append_function"
 M12 = "0012_memory_write_embedding"
 M13 = "0013_search_function"
+M14 = "0014_session_append_plans"
 
 
 def _revision(name: str) -> Any:
@@ -84,7 +85,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M13
+    assert await db.current_revision() == M14
     below_search = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
     expected = (
         []
