@@ -25,7 +25,7 @@ M10 = "0010_memory_write_function"
 M11 = "0011_session_append_function"
 M12 = "0012_memory_write_embedding"
 M13 = "0013_search_function"
-M14 = "0014_session_append_plans"
+M14 = "0014_session_plans"
 
 
 def _revision(name: str) -> Any:

@@ -97,7 +97,7 @@ async def test_a_search_keeps_its_plan_past_the_generic_plan_switch(backend: str
 
 
 async def test_an_append_keeps_its_plans_from_the_first_call(backend: str) -> None:
-    """``abathur_append_events`` (revision 0014_session_append_plans) plans its
+    """``abathur_append_events`` (revision 0014_session_plans) plans its
     four statements once per connection, generic (``$1``, not the session id),
     instead of once per call under the connections' ``force_custom_plan``."""
     assert PG_URL

@@ -1,4 +1,4 @@
-"""Revision 0014_session_append_plans: ``abathur_append_events`` carries its
+"""Revision 0014_session_plans: ``abathur_append_events`` carries its
 own plan settings at head, none below (as 0011 created it), and appends work
 on either side. SQLite has no such function: the revision changes nothing."""
 
@@ -10,7 +10,7 @@ from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
 
 M13 = "0013_search_function"
-M14 = "0014_session_append_plans"
+M14 = "0014_session_plans"
 
 
 async def _settings(db: Database) -> list[str] | None:

@@ -4,17 +4,18 @@ connection, not at every call.
 abathur's connections run with ``plan_cache_mode = force_custom_plan`` (see
 ``db/engine.py``: a parameter-blind plan of the memory search can be a walk of
 a whole index). That setting also reaches the statements inside PL/pgSQL
-functions, so every append re-planned its four statements (the row lock, the
-newest seq, the insert of the events, the state merge): about 110 us of a
-600 us append on the benchmark machine. Each of them is served by a primary
-key or unique index whatever the parameters, so the function now carries its
-own settings, as ``abathur_search_memories`` (0013) does:
-``plan_cache_mode = force_generic_plan`` (planned once per connection, at its
+functions, so every append planned its four statements again (the row lock,
+the newest seq, the insert of the events, the state merge): 100-280 us of a
+0.4-1.2 ms call of the function on the benchmark machine (same runs,
+interleaved). Each of them is served by a primary key or unique index
+whatever the parameters, so the function now carries its own settings, as
+``abathur_search_memories`` (0013) does: ``plan_cache_mode =
+force_generic_plan`` (each statement planned once per connection, at its
 first call) and ``enable_seqscan = off`` (a plan made while a table was tiny,
 when a sequential scan is cheapest, would otherwise stay cached for the
 connection's life). The body is unchanged. SQLite: nothing.
 
-Revision ID: 0014_session_append_plans
+Revision ID: 0014_session_plans
 Revises: 0013_search_function
 """
 
@@ -22,22 +23,22 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0014_session_append_plans"
+revision = "0014_session_plans"
 down_revision = "0013_search_function"
 branch_labels = None
 depends_on = None
 
-FUNCTION = "abathur_append_events(text, jsonb, jsonb, integer, timestamptz)"
-SETTINGS = ("plan_cache_mode = force_generic_plan", "enable_seqscan = off")
+APPEND = "abathur_append_events(text, jsonb, jsonb, integer, timestamptz)"
+SETTINGS = "SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(f"ALTER FUNCTION {FUNCTION} " + " ".join(f"SET {s}" for s in SETTINGS))
+    op.execute(f"ALTER FUNCTION {APPEND} {SETTINGS}")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(f"ALTER FUNCTION {FUNCTION} RESET ALL")  # 0011 created it without settings
+    op.execute(f"ALTER FUNCTION {APPEND} RESET ALL")  # 0011 created it without settings
