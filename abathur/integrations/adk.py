@@ -66,7 +66,7 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.session_service import SessionService
-from abathur.integrations.trusted_models import ALWAYS, EMPTY_ONLY, FIELDS_ONLY, StoredModel
+from abathur.integrations.trusted_models import ALWAYS, FIELDS_ONLY, StoredModel
 
 PREFIX = "adk:"
 # ADK's own message (google.adk.sessions.database_session_service).
@@ -107,17 +107,13 @@ def _json_safe(state: dict[str, Any]) -> dict[str, Any]:
 # mismatches (objects of another model class, which JSON cannot hold), Part's
 # ``__init__`` validates the part again, and Event's routing of convenience
 # arguments (``message``, ``state``, ...) acts only on keys that are not
-# Event's fields. EventActions' conversion of ``requested_auth_configs``
-# (dicts into AuthConfig) returns an empty dict as it is: events that request
-# no auth (nearly all) skip that Python call, the others are validated in full.
-# ``event_id`` is the adapter's own key.
+# Event's fields. ``event_id`` is the adapter's own key.
 STORED_EVENTS = StoredModel(
     Event,
     {
         "google.genai._common.BaseModel._check_field_type_mismatches": ALWAYS,
         "google.genai.types.Part.__init__": ALWAYS,
         "google.adk.events.event.Event._accept_convenience_kwargs": FIELDS_ONLY,
-        "google.adk.events.event_actions.EventActions._parse_auth_configs": EMPTY_ONLY,
     },
     dropped=("event_id",),
 )

@@ -22,11 +22,6 @@ that model, and such a document is validated in full, as is any document the
 fast validator refuses. So ``from_json`` returns what ``cls.model_validate``
 of the parsed document returns, and raises what it raises.
 
-A field's validator may be a no-op only on an empty value (``EMPTY_ONLY``:
-ADK's conversion of requested auth configs returns an empty dict as it is): the
-fast validator then takes only an empty dict or list there, and a document
-with a non-empty one is validated in full.
-
 A document read back is keyed by field names (``model_dump``'s default), so
 the fast validator looks fields up by name alone in models that accept names
 and ignore or forbid other keys (``_by_name_only``): such a model then forbids
@@ -58,18 +53,13 @@ ALWAYS = "always"
 """A no-op whatever the document."""
 FIELDS_ONLY = "fields only"
 """A model-level no-op for documents whose keys are all fields of its model."""
-EMPTY_ONLY = "empty only"
-"""A field's validator that is a no-op on an empty dict or list: the fast
-validator accepts only an empty value there (``max_length`` 0), and a document
-with a non-empty one is validated in full."""
 
 # A function of a model's schema (a validator, or a model's ``__init__``) known
 # to change nothing in its dumped JSON, by qualified name
-# ("module.Class.function"): ALWAYS, FIELDS_ONLY or EMPTY_ONLY.
+# ("module.Class.function"): ALWAYS or FIELDS_ONLY.
 NoOps = Mapping[str, str]
 
 _VALIDATORS = ("function-before", "function-after", "function-wrap")
-_SIZED = ("dict", "list")  # schemas that take ``max_length`` (EMPTY_ONLY)
 
 
 class _Unsupported(Exception):
@@ -120,12 +110,6 @@ class _Stripper:
             kind = self.no_ops.get(_qualname(node["function"].get("function")))
             if kind is None or (kind == FIELDS_ONLY and not model_level):
                 break
-            if kind == EMPTY_ONLY:
-                inner = node["schema"]
-                if model_level or not isinstance(inner, dict) or inner.get("type") not in _SIZED:
-                    break
-                node = {**inner, "max_length": 0}  # anything else: validated in full
-                continue
             fields_only = fields_only or kind == FIELDS_ONLY
             node = node["schema"]
         return node, fields_only

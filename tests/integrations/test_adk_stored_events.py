@@ -26,7 +26,7 @@ from pydantic.alias_generators import to_camel
 from abathur.infrastructure.database import Database
 from abathur.integrations import trusted_models
 from abathur.integrations.adk import STORED_EVENTS, AbathurSessionService
-from abathur.integrations.trusted_models import EMPTY_ONLY, FIELDS_ONLY, StoredModel
+from abathur.integrations.trusted_models import FIELDS_ONLY, StoredModel
 from abathur.strict_json import dumps
 
 
@@ -189,19 +189,8 @@ def test_a_stored_event_is_read_without_the_no_ops() -> None:
         "Part.__init__",
         "BaseModel.model_validate",
     } & set(called)
-    # EventActions' conversion of auth configs is skipped for an empty dict...
-    assert "EventActions._parse_auth_configs" not in called
-
-
-def test_an_event_requesting_auth_is_validated_in_full() -> None:
-    # ... but runs (validation in full) where it converts something.
-    event = _events()[4]
-    assert event.actions.requested_auth_configs
-    with _python_calls() as called:
-        built = STORED_EVENTS.from_json(_stored(event))
+    # Other validators still run: EventActions' (it converts auth configs).
     assert "EventActions._parse_auth_configs" in called
-    assert isinstance(built.actions.requested_auth_configs["c1"], AuthConfig)
-    _same(built, Event.model_validate(event.model_dump(mode="json", exclude_none=True)))
 
 
 def _errors(exc: pydantic.ValidationError) -> list[tuple[Any, ...]]:
@@ -292,53 +281,6 @@ def test_a_no_op_for_field_keys_only_runs_for_other_keys() -> None:
         ROUTED.from_json('{"inner": {"n": 1}}')
     assert "_Routed.route" not in called
     assert "BaseModel.model_validate" not in called
-
-
-class _Listed(BaseModel):
-    items: list[int] = []
-    names: dict[str, int] = {}
-
-    @pydantic.field_validator("items")
-    @classmethod
-    def doubled(cls, v: list[int]) -> list[int]:
-        return [2 * i for i in v]
-
-    @pydantic.field_validator("names")
-    @classmethod
-    def upper(cls, v: dict[str, int]) -> dict[str, int]:
-        return {k.upper(): i for k, i in v.items()}
-
-
-LISTED = StoredModel(
-    _Listed,
-    {f"{__name__}._Listed.doubled": EMPTY_ONLY, f"{__name__}._Listed.upper": EMPTY_ONLY},
-)
-
-
-@pytest.mark.parametrize(
-    "document",
-    [
-        {"items": [], "names": {}},
-        {"items": [1, 2]},
-        {"names": {"a": 1}},
-        {"items": ["x"]},  # invalid
-        {"items": [], "names": {"a": "y"}},  # invalid
-    ],
-)
-def test_a_no_op_for_empty_values_runs_for_others(document: dict[str, Any]) -> None:
-    text = json.dumps(document)
-    try:
-        validated = _Listed.model_validate(document)
-    except pydantic.ValidationError as exc:
-        with pytest.raises(pydantic.ValidationError) as raised:
-            LISTED.from_json(text)
-        assert _errors(raised.value) == _errors(exc)
-        return
-    with _python_calls() as called:
-        built = LISTED.from_json(text)
-    _same(built, validated)
-    if not any(document.values()):
-        assert not {"_Listed.doubled", "_Listed.upper"} & set(called)
 
 
 def test_dropped_keys_are_not_in_the_model() -> None:
