@@ -90,7 +90,12 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     expected = (
         []
         if db.is_sqlite
-        else ["abathur_append_events", "abathur_search_memories", "abathur_write_memory"]
+        else [
+            "abathur_append_events",
+            "abathur_search_memories",
+            "abathur_shared_state",
+            "abathur_write_memory",
+        ]
     )
     assert await _functions(db) == expected
     task_id = (await db.tasks.create_task("migration")).id
