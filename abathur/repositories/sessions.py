@@ -163,22 +163,22 @@ LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for
 # as one JSON object (``SharedStateRepository.read``'s rows), so creating a
 # session and reading its merged state is one statement. Written as SQL text:
 # SQLAlchemy renders RETURNING on SQLite without table names, which a
-# correlated subquery needs.
-_SEEN_SHARED = (
-    "(SELECT {agg} FROM shared_state WHERE shared_state.app_name = sessions.app_name"
-    " AND shared_state.user_id IN ('', sessions.user_id))"
-)
-_AGGREGATES = {
-    "sqlite": "json_group_object(shared_state.key, json(shared_state.value))",
-    "postgresql": "coalesce(jsonb_object_agg(shared_state.key, shared_state.value), '{}'::jsonb)",
+# correlated subquery needs. PostgreSQL reads it through
+# ``abathur_shared_state`` (revision 0015_session_plans), the same query
+# planned once per connection rather than with every INSERT.
+_SEEN_SHARED = {
+    "sqlite": (
+        "(SELECT json_group_object(shared_state.key, json(shared_state.value)) "
+        "FROM shared_state WHERE shared_state.app_name = sessions.app_name"
+        " AND shared_state.user_id IN ('', sessions.user_id))"
+    ),
+    "postgresql": "abathur_shared_state(sessions.app_name, sessions.user_id)",
 }
 CREATES = {
     dialect: Prepared(
-        SESSIONS.insert().returning(
-            literal_column(_SEEN_SHARED.format(agg=agg), JSONDocument()).label("shared")
-        )
+        SESSIONS.insert().returning(literal_column(seen, JSONDocument()).label("shared"))
     )
-    for dialect, agg in _AGGREGATES.items()
+    for dialect, seen in _SEEN_SHARED.items()
 }
 SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
 ADD_EVENTS = Prepared(EVENTS.insert())

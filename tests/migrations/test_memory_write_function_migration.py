@@ -1,11 +1,12 @@
-"""Revisions 0010 to 0014: ``abathur_write_memory``, ``abathur_append_events``
+"""Revisions 0010 to 0015: ``abathur_write_memory``, ``abathur_append_events``
 and ``abathur_search_memories`` exist at head on PostgreSQL, each is gone after
 the downgrade below its revision (rows kept, writes and searches possible again
 once upgraded); below 0014 the memory function has no settings of its own
 (0012's function exactly), below 0012 it is 0010's again (its arguments and
 body), with the embeddings written through it kept; the memory function takes
 the same bulk lock as ``put_memories``. SQLite has no such functions and
-the revisions change nothing there."""
+the revisions change nothing there. (Revision 0015's session functions:
+``test_session_plans_migration``.)"""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ M11 = "0011_session_append_function"
 M12 = "0012_memory_write_embedding"
 M13 = "0013_search_function"
 M14 = "0014_memory_write_lean"
+M15 = "0015_session_plans"
 
 
 def _revision(name: str) -> Any:
@@ -92,13 +94,20 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M14
+    assert await db.current_revision() == M15
     below_search = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
     expected = (
         []
         if db.is_sqlite
-        else ["abathur_append_events", "abathur_search_memories", "abathur_write_memory"]
+        else [
+            "abathur_append_events",
+            "abathur_search_memories",
+            "abathur_shared_state",
+            "abathur_write_memory",
+        ]
     )
+    # Below 0015: no abathur_shared_state (create_session's shared read).
+    below_sessions = [f for f in expected if f != "abathur_shared_state"]
     assert await _functions(db) == expected
     task_id = (await db.tasks.create_task("migration")).id
     await db.memory.put_memory("user:m", "k", {"v": 1}, "semantic", by="a", task_id=task_id)
@@ -115,7 +124,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
         assert at_head[2] == _revision(M14).CONFIG
     assert [m["version"] for m in await db.memory.search_memories("user:m")] == [2]
     await db.downgrade(M13)
-    assert await _functions(db) == expected
+    assert await _functions(db) == below_sessions
     if not db.is_sqlite:
         # 0012's function exactly: the same arguments and body, no settings.
         assert await _write_function_with_settings(db) == (*at_head[:2], None)

@@ -106,6 +106,8 @@ async def test_up_down_up_moves_shared_keys_and_copies_them_back(make_db: DbFact
     assert await db.sessions.get_state("s5", "user:k") is None
 
     # A session created at head sees the shared keys; after the downgrade it owns copies.
+    # (At head: on PostgreSQL create_session reads them through a function of 0014.)
+    await db.upgrade("head")
     await db.sessions.create_session("s6", "A", "alice")
     await db.downgrade(BELOW)
     assert await _states(db) == STATES_BELOW | {"s6": {**APP_A, "user:k": {"new": [1, None]}}}

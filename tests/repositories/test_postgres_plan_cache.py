@@ -94,3 +94,41 @@ async def test_a_search_keeps_its_plan_past_the_generic_plan_switch(backend: str
     assert len(filtered[0]) == 1 and filtered[-1] == filtered[0], filtered
     assert "$1" in filtered[0][0][1], filtered[0]
     assert "'user:small'" in "\n".join(canary) and "$1" not in "\n".join(canary), canary
+
+
+async def test_an_append_and_a_create_keep_their_plans_from_the_first_call(backend: str) -> None:
+    """``abathur_append_events`` and ``abathur_shared_state`` (revision
+    0015_session_plans) plan their statements once per connection, generic
+    (``$1``, not the session id or app name), instead of once per call under
+    the connections' ``force_custom_plan``."""
+    assert PG_URL
+    notices: list[str] = []
+    async with pg_schema(migrated=True) as schema:
+        db = explained(PG_URL, schema, notices)
+        try:
+            await db.initialize()
+            await db.sessions.create_session("s", "app", "u")
+            calls = []
+            creates = []
+            for i in range(12):
+                notices.clear()
+                await db.sessions.append_event("s", {"n": i}, {"k": i}, expected_seq=i)
+                calls.append(nested_plan_list(notices))
+                notices.clear()
+                await db.sessions.create_session(f"c{i}", "app", "u")
+                creates.append(nested_plan_list(notices))
+        finally:
+            await db.close()
+    # create_session's read of the shared state (abathur_shared_state)
+    assert creates[-1] == creates[0]
+    (shared,) = [(q, p) for q, p in creates[0] if "shared_state" in q]
+    assert "$1" in shared[1] and "'app'" not in shared[1], shared
+    assert calls[-1] == calls[0]
+    own = [(q, p) for q, p in calls[0] if "p_session_id" in q]  # not the foreign key check
+    assert len(own) == 4, calls[0]
+    # Those that look the session up show the parameter, not the id (a custom
+    # plan would show 's'); the insert's plan is a scan of the events given.
+    looked_up = [(q, p) for q, p in own if "WHERE" in q]
+    assert len(looked_up) == 3, own
+    for query, plan in looked_up:
+        assert "$1" in plan and "'s'" not in plan, (query, plan)

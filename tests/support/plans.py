@@ -34,13 +34,17 @@ SEARCH_FUNCTION = "abathur_search_memories("
 @contextmanager
 def recording(db: Database) -> Iterator[dict[str, Any]]:
     """Every distinct SELECT/UPDATE/DELETE sent while inside, and every INSERT
-    whose RETURNING reads another table, with the parameters of its first use
-    (the first set of an executemany)."""
+    whose RETURNING reads another table (a subquery, or on PostgreSQL
+    ``abathur_shared_state``, whose own statement ``test_write_function_plans``
+    explains), with the parameters of its first use (the first set of an
+    executemany)."""
     recorded: dict[str, Any] = {}
 
     def record(_conn: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper()
-        if verb in PLANNED or (verb == "INSERT" and "RETURNING (SELECT" in statement):
+        returning = statement.partition(" RETURNING ")[2]
+        reads = returning.startswith(("(SELECT", "abathur_shared_state("))
+        if verb in PLANNED or (verb == "INSERT" and reads):
             recorded.setdefault(statement, params[0] if many else params)
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", record)
