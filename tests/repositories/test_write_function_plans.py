@@ -1,6 +1,6 @@
 """Every statement inside ``abathur_write_memory`` (revisions 0010, 0012),
 ``abathur_append_events`` (revision 0011) and ``abathur_shared_state``
-(revision 0014) is served by an index, on PostgreSQL.
+(revision 0015) is served by an index, on PostgreSQL.
 
 The EXPLAIN of the call itself only shows a function scan, so the plans of
 the statements the function runs are taken by ``auto_explain`` with nested
@@ -50,7 +50,7 @@ INNER = (
     "SELECT max(session_events.seq)",
     "INSERT INTO session_events",
     "UPDATE sessions SET state",
-    "jsonb_object_agg(shared_state.key",  # abathur_shared_state (revision 0014)
+    "jsonb_object_agg(shared_state.key",  # abathur_shared_state (revision 0015)
 )
 
 
