@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(not PG_URL, reason="ABATHUR_TEST_POSTGRES_URL is
 
 INNER = re.compile(r"\bp_[a-z_]+\b|SELECT 1 FROM ONLY ")
 NAMESPACE = "user:plancache"
+COSTS = re.compile(r"  \(cost=[^)]*\)")
 VALUES = ("'user:plancache'", "'k0'", "'k1'", "'e0'", "'e1'")
 
 
@@ -69,4 +70,11 @@ async def test_the_write_function_keeps_one_generic_plan_per_statement() -> None
         assert "$" in plan, plan
         assert not any(value in plan for value in VALUES), plan
     # The same plans (same parameters) in the second round as in the first.
-    assert later == first
+    # Their cost figures may differ: a round may run on another pooled
+    # connection, which plans (once) for the table as it has grown.
+    assert [_shape(plan) for plan in later] == [_shape(plan) for plan in first]
+
+
+def _shape(plan: str) -> str:
+    """A plan without its estimates (``(cost=... rows=... width=...)``)."""
+    return COSTS.sub("", plan)
