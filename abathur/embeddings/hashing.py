@@ -40,7 +40,7 @@ WORD_WEIGHT = 1.0
 PAIR_WEIGHT = 0.5
 TRIGRAM_WEIGHT = 0.35
 # Entries of the two caches below (shared by every HashingEmbedder of the
-# process): a word's entry is ~0.5 kB, a pair's ~0.2 kB.
+# process): a word's entry is ~0.6 kB, a pair's ~0.25 kB (~13 MB when both are full).
 WORD_CACHE = 16384
 PAIR_CACHE = 16384
 _blake2b = hashlib.blake2b
