@@ -123,7 +123,7 @@ class Embedder:
                 result: Any = await asyncio.to_thread(self._call, batch)
             else:
                 result = self._embed(batch)
-            if inspect.isawaitable(result):
+            if type(result) is not list and inspect.isawaitable(result):  # list: no ABC check
                 result = await result
         except EmbeddingError:
             raise
@@ -161,12 +161,12 @@ class Embedder:
                 )
             with np.errstate(over="ignore"):
                 stored = array.astype(np.float32)
-            if not np.all(np.isfinite(stored)):
+            if not np.isfinite(stored).all():
                 raise EmbeddingError(
                     f"embedder {self.model!r}: vector {number} has NaN or infinite components "
                     "(or components too large for float32)"
                 )
-            if not np.any(stored):
+            if not stored.any():
                 raise EmbeddingError(
                     f"embedder {self.model!r}: vector {number} is all zeros and has no direction"
                 )
