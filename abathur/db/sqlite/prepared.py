@@ -189,11 +189,8 @@ class Prepared:
                 plan, fetched = direct
                 return plan.rows(fetched)
             return list(_autoflushed(executor).execute(self.statement, params).all())
-        plan, cursor = self._run(raw, executor, params)
-        try:
-            return plan.rows(cursor.fetchall())
-        finally:
-            cursor.close()
+        plan, fetched = self._fetch_all(raw, executor, params)
+        return plan.rows(fetched)
 
     def raw(self, executor: Executor, params: Params) -> tuple[list[Any], list[Any]]:
         """SQLite only: every row as the driver returns it, no column
@@ -209,11 +206,7 @@ class Prepared:
             args = plan.args(params)
             fetched = list(connection.exec_driver_sql(plan.sql, args).all())
         else:
-            plan, cursor = self._run(raw, executor, params)
-            try:
-                fetched = cursor.fetchall()
-            finally:
-                cursor.close()
+            plan, fetched = self._fetch_all(raw, executor, params)
         processors: list[Any] = [None] * len(plan.row_type._fields)
         for index, process in plan.results or ():
             processors[index] = process
@@ -228,11 +221,7 @@ class Prepared:
                 return list(_autoflushed(executor).execute(self.statement, params).scalars().all())
             plan, fetched = direct
         else:
-            plan, cursor = self._run(raw, executor, params)
-            try:
-                fetched = cursor.fetchall()
-            finally:
-                cursor.close()
+            plan, fetched = self._fetch_all(raw, executor, params)
         process = next((p for i, p in plan.results or () if i == 0), None)
         if process is None:
             return [row[0] for row in fetched]
@@ -333,6 +322,16 @@ class Prepared:
         args = plan.args(params)
         _fire(executor, plan.sql, args, many=False)
         return plan, direct.fetch(executor, driver, plan.sql, args)
+
+    def _fetch_all(
+        self, raw: sqlite3.Connection, executor: Executor, params: Params
+    ) -> tuple[_Plan, list[Any]]:
+        """``_run``, then every row as the driver returns it (the cursor closed)."""
+        plan, cursor = self._run(raw, executor, params)
+        try:
+            return plan, cursor.fetchall()
+        finally:
+            cursor.close()
 
     def _run(
         self, raw: sqlite3.Connection, executor: Executor, params: Params
