@@ -1,7 +1,10 @@
-"""Every statement inside ``abathur_search_memories`` (revision
-0013_search_function) is served by the index it was written for, on
-PostgreSQL: the probes and both branches (RANGE, WALK), with and without a
-memory type, static (no filter) and dynamic (a filter).
+"""Every statement inside ``abathur_search_memories`` (revisions
+0013_search_function, 0015_search_range_ids) is served by the index it was
+written for, on PostgreSQL: the probes and both branches (RANGE, WALK), with
+and without a memory type, static (no filter) and dynamic (a filter). RANGE
+ranks ids by index-only scans of both arms, merged in order, and reads the
+rows of the page alone, by primary key (a subtree of 1,000 rows, a page of
+10 after 5: about 15 rows read, not 1,000).
 
 The EXPLAIN of the call shows a function scan only, so the plans are taken by
 ``auto_explain`` with nested statements on (``tests/support/plans.py``), as
@@ -12,13 +15,14 @@ the server planned them. The walk is taken with the thresholds lowered (as in
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
 from abathur.infrastructure.database import Database
 from abathur.repositories import memory as repository
 from tests.conftest import pg_schema
-from tests.support.plans import PG_FULL_SCAN, explained, nested_plans
+from tests.support.plans import PG_FULL_SCAN, explained, nested_plan_list, nested_plans
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="ABATHUR_TEST_POSTGRES_URL is not set")
@@ -29,6 +33,8 @@ TYPED = f"= p_memory_type {ORDER}"
 # For a memory type the generic plan may walk either recency index (the
 # type's, or every row testing the type): both stop after the page.
 EITHER = ("idx_memory_type_updated", "idx_memory_updated_at")
+# RANGE tests the memory type on the row it reads by id, on its text.
+RANGE_TYPE = "memory_entries.memory_type || ''"
 # Each statement the function runs, by a part of its text, with the index its
 # plan must use.
 INNER = {
@@ -45,20 +51,14 @@ INNER = {
         "idx_memory_updated_at",
     ),
     "walk, typed, filtered": (f"= $4 {ORDER} OFFSET 0", EITHER),
-    "range": (
-        f"NOT {LIVE} AND (x.expires_at IS NULL OR x.expires_at > p_now)",
-        "idx_memory_namespace_prefix",
-    ),
+    "range": ("memory_entries.id = ids.id LIMIT 1", "idx_memory_namespace_prefix"),
     "range, typed": (
-        "= p_memory_type AND (x.expires_at IS NULL OR x.expires_at > p_now)",
+        f"memory_entries.id = ids.id AND {RANGE_TYPE} = p_memory_type LIMIT 1",
         "idx_memory_namespace_prefix",
     ),
-    "range, filtered": (
-        f"NOT {LIVE} AND (x.expires_at IS NULL OR x.expires_at > $7)",
-        "idx_memory_namespace_prefix",
-    ),
+    "range, filtered": ("memory_entries.id = ids.id AND (", "idx_memory_namespace_prefix"),
     "range, typed, filtered": (
-        "= $4 AND (x.expires_at IS NULL OR x.expires_at > $7)",
+        f"memory_entries.id = ids.id AND {RANGE_TYPE} = $4 AND (",
         "idx_memory_namespace_prefix",
     ),
 }
@@ -116,3 +116,71 @@ async def test_every_statement_of_the_search_function_uses_its_index(
     # The walks read their index in order: no sort.
     walks = [plan for query, plan in plans.items() if "OFFSET 0) AS memory_entries" in query]
     assert len(walks) == 4 and not any("Sort" in plan for plan in walks), walks
+    # The ranges rank ids on the index alone (both arms index-only, merged in
+    # rank order), then read each row by its id (a probe per id).
+    ranges = [plan for query, plan in plans.items() if ") AS ids CROSS JOIN LATERAL" in query]
+    assert len(ranges) == 4, list(plans)
+    for plan in ranges:
+        assert plan.count("Index Only Scan using idx_memory_namespace_prefix") == 2, plan
+        assert "Merge Append" in plan and "Index Scan using pk_memory_entries" in plan, plan
+        assert "Bitmap Heap Scan" not in plan, plan
+
+
+# A plan node that reads rows of memory_entries (not an index-only scan), with
+# its actual rows and loops (auto_explain with ANALYZE).
+ROWS_READ = re.compile(
+    r"(?<!Only )Scan\b[^\n]* on memory_entries\b[^\n]*actual time=\S+ rows=(\d+) loops=(\d+)"
+)
+
+
+def _rows_read(plan: str) -> int:
+    return sum(int(rows) * int(loops) for rows, loops in ROWS_READ.findall(plan))
+
+
+async def test_the_range_reads_the_rows_of_the_page_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A subtree of 1,000 current live rows (500 at the root, 500 below it),
+    a page of 10 after 5: each RANGE statement (typed or not, filtered or
+    not) reads 15 rows of memory_entries, where 0013's read all 1,000 (a
+    bitmap heap scan of the subtree, then a sort)."""
+    assert PG_URL
+    notices: list[str] = []
+    async with pg_schema(migrated=True) as schema:
+        db = explained(PG_URL, schema, notices, analyze=True)
+        try:
+            await db.initialize()
+            task_id = (await db.tasks.create_task("plans")).id
+            item = {"memory_type": "semantic", "by": "me", "task_id": task_id}
+            await db.memory.put_memories([
+                {"namespace": "user:big" if i % 2 else f"user:big:n{i % 10}", "key": f"k{i}",
+                 "value": {"n": i}, **item}
+                for i in range(1000)
+            ])  # fmt: skip
+            # Newer rows elsewhere: the subtree is rare among the newest, a range.
+            await db.memory.put_memories(
+                [{"namespace": "project:p", "key": f"k{i}", "value": {"n": i}, **item}
+                 for i in range(20)]
+            )  # fmt: skip
+            monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
+            monkeypatch.setattr(repository, "WALK_DENSITY", 1)
+            notices.clear()
+            pages = []
+            for memory_type in (None, "semantic"):
+                for filter in (None, {"n": {"$gte": 0}}):
+                    found = await db.memory.search_memories(
+                        "user:big", memory_type, 10, filter=filter, offset=5
+                    )
+                    pages.append([m["key"] for m in found])
+        finally:
+            await db.close()
+    # Newest first: one load, one timestamp, so by id: k994 ... k985.
+    assert pages == [[f"k{i}" for i in range(994, 984, -1)]] * 4
+    # The branch statements (not the probes): each search ran a range.
+    ranges = [
+        plan
+        for query, plan in nested_plan_list(notices)
+        if query.endswith(("LIMIT p_limit OFFSET p_offset", "LIMIT $5 OFFSET $6"))
+    ]
+    assert len(ranges) == 4, [query for query, _ in nested_plan_list(notices)]
+    assert [_rows_read(plan) for plan in ranges] == [15] * 4, "\n\n".join(ranges)
