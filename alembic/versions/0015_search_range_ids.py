@@ -18,6 +18,12 @@ the rows to keep ``p_limit`` of them: a page of 100 of a subtree of 1,000 read
    the page: about ``p_offset + p_limit`` rows are read (plus the expired and
    filtered-out ones before them).
 
+With a memory type or a filter, RANGE probes at most K ranked ids (1,000,
+or 16 times ``p_offset + p_limit``); if they did not fill the page and the
+subtree holds more than K current live rows, 0013's RANGE (a read of the
+whole subtree, cheaper than a probe per id when few rows match) gives the
+page instead, in the same statement (one snapshot), behind a one-time filter.
+
 Same rows, same order, same expiry semantics; WALK, the probes, the
 signature, the result and the settings are 0013's. As in 0013 the memory type
 is tested on its text (``|| ''``), so no plan joins the ranked ids to the
@@ -119,16 +125,75 @@ SELECT memory_entries.*, x.expires_at, x.ttl_seconds
 RANGE_TYPED = " AND memory_entries.memory_type || '' = {memory_type}"
 
 
+# A memory type or a filter that few rows of a large subtree match would make
+# RANGE probe every id of the subtree, one by one: slower than 0013's read of
+# the subtree's pages in order. So the typed and filtered RANGE ranks and
+# probes at most K ids (``fast``); only when that did not fill the page and the
+# subtree holds more than K current live rows does 0013's RANGE run instead
+# (``slow``, an uncorrelated condition: a one-time filter, so the branch not
+# taken never runs). One statement, one snapshot: the two never disagree on
+# the rows. K is SEARCH_CAP's 1,000, or 16 times the page (WALK_DENSITY): the
+# probes are bounded by the walk's own bound.
+K = "greatest(1000, least({limit} + {offset}, 576460752303423487) * 16)"
+FAST = (
+    RANGE.replace(
+        "SELECT memory_entries.*, x.expires_at, x.ttl_seconds\n",
+        "SELECT memory_entries.*, x.expires_at, x.ttl_seconds,\n"
+        "       ids.updated_at AS rank_at, ids.id AS rank_id\n",
+    )
+    .replace("        OFFSET 0) AS ids\n CROSS", f"         LIMIT {K}) AS ids\n CROSS")
+    .replace(" LIMIT {limit} OFFSET {offset}", " LIMIT {limit} + {offset}")
+)
+assert FAST.count("rank_at") == 1 and FAST.count(K) == 1 and "OFFSET {offset}" not in FAST
+
+
+def _count(subtree: str) -> str:
+    return f"""(SELECT count(*) FROM (
+            SELECT 1 FROM memory_entries AS ranked WHERE {subtree} AND {RANKED_LIVE}
+             ORDER BY ranked.namespace, ranked.updated_at DESC, ranked.id DESC
+             LIMIT {K} + 1) AS candidates)"""
+
+
+SLOW = (
+    "((SELECT count(*) FROM fast) < {limit} + {offset} AND "
+    + _count('ranked.namespace = {root} COLLATE "C"')
+    + " + "
+    + _count('ranked.namespace >= {lower} COLLATE "C" AND ranked.namespace < {upper} COLLATE "C"')
+    + f" > {K})"
+)
+COLUMNS = ", ".join(
+    f"fast.{name}"
+    for name in (
+        "id", "namespace", "key", "value", "memory_type", "version", "is_deleted", "metadata",
+        "created_by", "updated_by", "created_at", "updated_at", "is_current", "expires_at",
+        "ttl_seconds",
+    )
+)  # fmt: skip
+GATED = f"""
+WITH fast AS MATERIALIZED ({FAST}),
+gate AS MATERIALIZED (SELECT {SLOW} AS slow)
+(SELECT {COLUMNS} FROM fast
+  WHERE NOT (SELECT gate.slow FROM gate)
+  ORDER BY fast.rank_at DESC, fast.rank_id DESC
+ OFFSET {{offset}})
+UNION ALL
+({OLD.RANGE.replace("{filter}", "{filter} AND (SELECT gate.slow FROM gate)")})"""
+
+
 def _static(template: str, typed: bool) -> str:
-    condition = (RANGE_TYPED if template is RANGE else TYPED).format(**VARIABLES) if typed else ""
+    if template is RANGE and typed:
+        template = GATED
+    condition = (TYPED if template is WALK else RANGE_TYPED).format(**VARIABLES) if typed else ""
     return template.format(**VARIABLES, typed=condition, filter="")
 
 
 def _dynamic(template: str, typed: bool) -> str:
-    """The statement as a format() string: ``%s`` is the filter."""
-    condition = (RANGE_TYPED if template is RANGE else TYPED).format(**DOLLARS) if typed else ""
-    sql = template.format(**DOLLARS, typed=condition, filter=" AND (%s)")
-    assert "$q$" not in sql and sql.count("%") == 1
+    """The statement as a format() string: ``%1$s`` is the filter."""
+    if template is RANGE:
+        template = GATED
+    condition = (TYPED if template is WALK else RANGE_TYPED).format(**DOLLARS) if typed else ""
+    sql = template.format(**DOLLARS, typed=condition, filter=" AND (%1$s)")
+    assert "$q$" not in sql and sql.count("%") == sql.count("%1$s") >= 1
     return sql
 
 

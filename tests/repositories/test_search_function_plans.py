@@ -121,9 +121,11 @@ async def test_every_statement_of_the_search_function_uses_its_index(
     ranges = [plan for query, plan in plans.items() if ") AS ids CROSS JOIN LATERAL" in query]
     assert len(ranges) == 4, list(plans)
     for plan in ranges:
-        assert plan.count("Index Only Scan using idx_memory_namespace_prefix") == 2, plan
+        assert plan.count("Index Only Scan using idx_memory_namespace_prefix") >= 2, plan
         assert "Merge Append" in plan and "Index Scan using pk_memory_entries" in plan, plan
-        assert "Bitmap Heap Scan" not in plan, plan
+        # A type or a filter: 0013's read of the subtree only behind a
+        # one-time filter (it runs when the ranked ids did not fill the page).
+        assert "Bitmap Heap Scan" not in plan or "One-Time Filter" in plan, plan
 
 
 # A plan node that reads rows of memory_entries (not an index-only scan), with
@@ -131,6 +133,16 @@ async def test_every_statement_of_the_search_function_uses_its_index(
 ROWS_READ = re.compile(
     r"(?<!Only )Scan\b[^\n]* on memory_entries\b[^\n]*actual time=\S+ rows=(\d+) loops=(\d+)"
 )
+
+
+def _branch_plans(notices: list[str]) -> list[str]:
+    """The plans of the branch statements that ran (not the probes)."""
+    ends = ("LIMIT p_limit OFFSET p_offset", "LIMIT $5 OFFSET $6")
+    return [
+        plan
+        for query, plan in nested_plan_list(notices)
+        if query.endswith(ends) or query.endswith(tuple(end + ")" for end in ends))
+    ]
 
 
 def _rows_read(plan: str) -> int:
@@ -177,10 +189,60 @@ async def test_the_range_reads_the_rows_of_the_page_alone(
     # Newest first: one load, one timestamp, so by id: k994 ... k985.
     assert pages == [[f"k{i}" for i in range(994, 984, -1)]] * 4
     # The branch statements (not the probes): each search ran a range.
-    ranges = [
-        plan
-        for query, plan in nested_plan_list(notices)
-        if query.endswith(("LIMIT p_limit OFFSET p_offset", "LIMIT $5 OFFSET $6"))
-    ]
+    ranges = _branch_plans(notices)
     assert len(ranges) == 4, [query for query, _ in nested_plan_list(notices)]
     assert [_rows_read(plan) for plan in ranges] == [15] * 4, "\n\n".join(ranges)
+
+
+async def test_a_type_or_filter_few_rows_match_falls_back_to_reading_the_subtree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A typed or filtered RANGE probes at most K ranked ids (1,000 for a small
+    page); when they do not fill the page and the subtree holds more, 0013's
+    read of the whole subtree gives the page instead, in the same statement:
+    the same rows, whether the matches are among the first K ids, beyond
+    them, or both."""
+    assert PG_URL
+    notices: list[str] = []
+    async with pg_schema(migrated=True) as schema:
+        db = explained(PG_URL, schema, notices, analyze=True)
+        try:
+            await db.initialize()
+            task_id = (await db.tasks.create_task("plans")).id
+            rare = {0, 1, 1098, 1099}  # the two oldest and the two newest keys
+            await db.memory.put_memories([
+                {"namespace": "user:big" if i % 2 else f"user:big:n{i % 10}", "key": f"k{i}",
+                 "value": {"n": 0 if i in rare else 1},
+                 "memory_type": "episodic" if i in rare else "semantic", "by": "me",
+                 "task_id": task_id}
+                for i in range(1100)
+            ])  # fmt: skip
+            # Newer matches elsewhere: the subtree is rare among the newest, a range.
+            await db.memory.put_memories([
+                {"namespace": "project:p", "key": f"k{i}", "value": {"n": 0},
+                 "memory_type": "episodic", "by": "me", "task_id": task_id}
+                for i in range(20)
+            ])  # fmt: skip
+            monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
+            monkeypatch.setattr(repository, "WALK_DENSITY", 1)
+            pages = {}
+            searches = (("episodic", None), (None, {"n": 0}), ("episodic", {"n": 0}))
+            for memory_type, filter in searches:
+                for offset, limit in ((0, 2), (0, 3), (1, 10), (3, 10)):
+                    notices.clear()
+                    found = await db.memory.search_memories(
+                        "user:big", memory_type, limit, filter=filter, offset=offset
+                    )
+                    pages[(memory_type is None, filter is None, offset, limit)] = [
+                        m["key"] for m in found
+                    ]
+                    plans = _branch_plans(notices)
+                    assert len(plans) == 1, [query for query, _ in nested_plan_list(notices)]
+                    # 0013's read ran exactly when the first K ids fell short.
+                    read_all = re.search(r"Bitmap Heap Scan[^\n]*actual time", plans[0])
+                    assert bool(read_all) == (offset + limit > 2), plans[0]
+        finally:
+            await db.close()
+    newest_first = ["k1099", "k1098", "k1", "k0"]
+    for (_untyped, _unfiltered, offset, limit), keys in pages.items():
+        assert keys == newest_first[offset : offset + limit], (offset, limit, keys)
