@@ -11,9 +11,10 @@ checks the plans on both backends):
 
 - one key's rows: the UNIQUE (namespace, key, version) index;
 - the newest current live versions of a subtree (``search``): one statement
-  (SQLite) or one call of ``abathur_search_memories`` (PostgreSQL, revision
-  0012; its plans: ``test_search_function_plans.py``) choosing between a
-  range of ``idx_memory_namespace_prefix`` (small or sparse subtrees) and an
+  (SQLite) or one call of ``abathur_search_memories`` (PostgreSQL, revisions
+  0013 and 0016; its plans: ``test_search_function_plans.py``) choosing
+  between a range of ``idx_memory_namespace_prefix`` (small or sparse
+  subtrees; the page's row ids ranked on the index, then its rows read) and an
   ordered walk of ``idx_memory_updated_at`` / ``idx_memory_type_updated``
   (large ones), see SEARCH_CAP;
 - the flag's move (``insert``): ``idx_memory_current_key``;
@@ -1236,8 +1237,9 @@ def _written(row: Any) -> Any:
 # ------------------------------------------------------------ one search, one call (PostgreSQL)
 #
 # ``search`` on PostgreSQL is one call of ``abathur_search_memories``
-# (revision 0013_search_function): the probes, then RANGE or WALK (see
-# SEARCH_CAP), each a static statement the function plans once per connection
+# (revision 0013_search_function; RANGE ranks row ids on the index before
+# reading the page's rows since 0016_search_range_ids): the probes, then RANGE
+# or WALK (see SEARCH_CAP), each a static statement the function plans once per connection
 # (a generic plan, the same for every parameter value) instead of a plan per
 # call for one large statement. A filter is passed as the SQL of its
 # condition, built once per filter shape, with its values in a text array.

@@ -1,7 +1,8 @@
-"""Revisions 0010 to 0015: ``abathur_write_memory``, ``abathur_append_events``
+"""Revisions 0010 to 0016: ``abathur_write_memory``, ``abathur_append_events``
 and ``abathur_search_memories`` exist at head on PostgreSQL, each is gone after
 the downgrade below its revision (rows kept, writes and searches possible again
-once upgraded); below 0014 the memory function has no settings of its own
+once upgraded); below 0016 the search function is 0013's exactly (arguments,
+body, settings); below 0014 the memory function has no settings of its own
 (0012's function exactly), below 0012 it is 0010's again (its arguments and
 body), with the embeddings written through it kept; the memory function takes
 the same bulk lock as ``put_memories``. SQLite has no such functions and
@@ -29,6 +30,7 @@ M12 = "0012_memory_write_embedding"
 M13 = "0013_search_function"
 M14 = "0014_memory_write_lean"
 M15 = "0015_session_plans"
+M16 = "0016_search_range_ids"
 
 
 def _revision(name: str) -> Any:
@@ -49,6 +51,20 @@ async def _write_function_with_settings(db: Database) -> tuple[str, str, list[st
                 "SELECT pg_get_function_arguments(p.oid), p.prosrc, p.proconfig "
                 "FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
                 "WHERE n.nspname = current_schema() AND p.proname = 'abathur_write_memory'"
+            )
+        )
+        arguments, body, settings = result.one()
+        return str(arguments), str(body), None if settings is None else list(settings)
+
+
+async def _search_function(db: Database) -> tuple[str, str, list[str] | None]:
+    """``abathur_search_memories``' arguments, body and own settings (PostgreSQL)."""
+    async with db.transaction(write=False) as session:
+        result = await session.execute(
+            text(
+                "SELECT pg_get_function_arguments(p.oid), p.prosrc, p.proconfig "
+                "FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = current_schema() AND p.proname = 'abathur_search_memories'"
             )
         )
         arguments, body, settings = result.one()
@@ -94,7 +110,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
 ) -> None:
     db = await make_db()
     await db.initialize()
-    assert await db.current_revision() == M15
+    assert await db.current_revision() == M16
     below_search = [] if db.is_sqlite else ["abathur_append_events", "abathur_write_memory"]
     expected = (
         []
@@ -122,6 +138,18 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
         at_head = await _write_function_with_settings(db)
         assert "p_embedding_vectors bytea[]" in at_head[0]
         assert at_head[2] == _revision(M14).CONFIG
+    assert [m["version"] for m in await db.memory.search_memories("user:m")] == [2]
+    if not db.is_sqlite:
+        search_at_head = await _search_function(db)
+        assert search_at_head[1] == _revision(M16).BODY
+    await db.downgrade(M15)
+    assert await _functions(db) == expected
+    if not db.is_sqlite:
+        # 0013's function exactly: the same arguments, body and settings.
+        below = await _search_function(db)
+        assert below[0] == search_at_head[0] and below[2] == search_at_head[2]
+        assert below[1] == _revision(M13).BODY != search_at_head[1]
+        assert await _write_function_with_settings(db) == at_head
     assert [m["version"] for m in await db.memory.search_memories("user:m")] == [2]
     await db.downgrade(M13)
     assert await _functions(db) == below_sessions
@@ -152,6 +180,7 @@ async def test_the_function_exists_at_head_and_is_gone_after_the_downgrade(
     assert await _functions(db) == expected
     if not db.is_sqlite:
         assert await _write_function_with_settings(db) == at_head
+        assert await _search_function(db) == search_at_head
     row = await embedded.put_memory("user:m", "k", {"v": 3}, "semantic", by="a", task_id=task_id)
     assert row["version"] == 3
     assert await _versions(db) == [("k", 1, False), ("k", 2, False), ("k", 3, True)]

@@ -145,10 +145,14 @@ def nested_plans(notices: list[str]) -> dict[str, str]:
     return found
 
 
-def explained(url: str, schema: str, notices: list[str]) -> Database:
+def explained(url: str, schema: str, notices: list[str], *, analyze: bool = False) -> Database:
     """A Database on ``schema`` whose connections send the plans of nested
-    statements (``AUTO_EXPLAIN``) to ``notices``."""
-    db = Database(url, connect_args={"server_settings": {"search_path": schema, **AUTO_EXPLAIN}})
+    statements (``AUTO_EXPLAIN``) to ``notices``; with ``analyze``, as
+    EXPLAIN ANALYZE shows them (actual rows and loops of each node)."""
+    settings = {"search_path": schema, **AUTO_EXPLAIN}
+    if analyze:
+        settings["auto_explain.log_analyze"] = "on"
+    db = Database(url, connect_args={"server_settings": settings})
 
     def listen(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.driver_connection.add_log_listener(
