@@ -129,6 +129,63 @@ class MemoryPut(KeyRef):
     metadata: Annotated[dict[str, Any] | None, Field(strict=True), AfterValidator(_metadata)] = None
 
 
+PutFields = tuple[str, str, dict[str, Any], str, str, str, "dict[str, Any] | None"]
+
+
+def put_fields(
+    namespace: Any,
+    key: Any,
+    value: Any,
+    memory_type: Any,
+    by: Any,
+    task_id: Any,
+    metadata: Any,
+) -> PutFields:
+    """``MemoryPut``'s fields, in its order, as ``validated(MemoryPut, ...)``
+    gives them: the same values, the same errors, at a fraction of the cost.
+
+    The common input (each argument of exactly the type the model wants, the
+    objects' keys plain strings) is judged by the model's own field rules,
+    called directly; anything else, and anything those rules refuse, goes
+    through the model itself, whose result or error is then the answer. The
+    model's checks being a superset of these, an input passes here only if
+    the model would accept it, unchanged (it would copy the dicts)."""
+    if (
+        type(namespace) is str
+        and type(key) is str
+        and type(value) is dict
+        and type(memory_type) is str
+        and memory_type in MEMORY_TYPES
+        and type(by) is str
+        and 0 < len(by) <= MAX_ACTOR_LENGTH
+        and type(task_id) is str
+        and (metadata is None or type(metadata) is dict)
+    ):
+        try:
+            if all(type(k) is str for k in value) and (
+                metadata is None or all(type(k) is str for k in metadata)
+            ):
+                _namespace(namespace)
+                _key(key)
+                _json(value)
+                _text(by)
+                check_text(task_id, "value")
+                _metadata(metadata)
+                return namespace, key, value, memory_type, by, task_id, metadata
+        except Exception:  # the model below raises its own error for it
+            pass
+    put = MemoryPut(
+        namespace=namespace,
+        key=key,
+        value=value,
+        memory_type=memory_type,
+        by=by,
+        task_id=task_id,
+        metadata=metadata,
+    )
+    return put.namespace, put.key, put.value, put.memory_type, put.by, put.task_id, put.metadata
+
+
 Offset = Annotated[StrictInt, Field(ge=0, le=MAX_INT64)]
 
 

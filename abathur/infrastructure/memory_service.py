@@ -43,7 +43,6 @@ from abathur.domain.memory import (
     MemoryDeletion,
     MemoryDict,
     MemoryPublish,
-    MemoryPut,
     MemoryRestore,
     MemorySearch,
     MemoryUpdate,
@@ -58,6 +57,7 @@ from abathur.domain.memory import (
     memory_exists,
     memory_not_found,
     parse_filter,
+    put_fields,
     ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
@@ -1009,26 +1009,19 @@ class MemoryService:
         names) embeds those fields of this version instead of the embedder's.
         """
         ttl = ttl_arg(ttl)
-        put = validated(
-            MemoryPut,
+        namespace, key, value, memory_type, by, task_id, metadata = put_fields(
+            namespace, key, value, memory_type, by, task_id, metadata
+        )
+        embedding = await self._embed(value, index)
+        row = await self._write(
+            "put",
+            task_id=task_id,
             namespace=namespace,
             key=key,
             value=value,
             memory_type=memory_type,
-            by=by,
-            task_id=task_id,
             metadata=metadata,
-        )
-        embedding = await self._embed(put.value, index)
-        row = await self._write(
-            "put",
-            task_id=put.task_id,
-            namespace=put.namespace,
-            key=put.key,
-            value=put.value,
-            memory_type=put.memory_type,
-            metadata=put.metadata,
-            by=put.by,
+            by=by,
             ttl=ttl,
             embedding=embedding,
         )

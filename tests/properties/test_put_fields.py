@@ -1,0 +1,81 @@
+"""``put_fields`` (``put_memory``'s validation without building the model for
+the common input) gives what ``validated(MemoryPut, ...)`` gives: the same
+values for every input the model accepts, the same error for every other."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from abathur.domain import validated
+from abathur.domain.memory import MAX_ACTOR_LENGTH, MemoryPut, put_fields
+from abathur.errors import ValidationError
+
+_TEXT = st.one_of(
+    st.sampled_from(["", "x", "a:b", "\x00", "\ud800", "é" * 300, "y" * (MAX_ACTOR_LENGTH + 1)]),
+    st.text(max_size=12),
+)
+_NAMESPACES = st.one_of(
+    st.sampled_from(["app:x", "user:u:notes", "session:", "app:", "bad", "app:a::b", "app:\x00"]),
+    _TEXT,
+)
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.tuples(children),
+        st.dictionaries(st.one_of(st.text(max_size=4), st.integers()), children, max_size=3),
+    ),
+    max_leaves=8,
+)
+_OTHERS: st.SearchStrategy[Any] = st.one_of(
+    st.none(), st.integers(), st.just(b"x"), st.just(["app:x"]), st.just(uuid.UUID(int=7))
+)
+
+
+def _either(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly a value of the right type (so that whole inputs often pass)."""
+    return st.one_of(values, values, values, _OTHERS)
+
+
+def _outcome(call: Any) -> tuple[str, Any]:
+    try:
+        return "ok", call()
+    except ValidationError as exc:
+        return "error", str(exc)
+
+
+_VALID = ("app:x", "k", {"a": 1}, "semantic", "me", "t1", None)
+_FIELDS = (
+    _either(_NAMESPACES),
+    _either(_TEXT),
+    _either(st.dictionaries(st.one_of(st.text(max_size=4), st.integers()), _JSON, max_size=3)),
+    _either(st.sampled_from(["semantic", "episodic", "procedural", "other", ""])),
+    _either(_TEXT),
+    _either(_TEXT),
+    _either(st.dictionaries(st.one_of(st.text(max_size=4), st.integers()), _JSON, max_size=2)),
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(data=st.data(), changed=st.sets(st.integers(0, 6), min_size=0, max_size=7))
+def test_put_fields_is_the_model(data: st.DataObject, changed: set[int]) -> None:
+    """A valid input with some fields (often one) replaced by arbitrary ones."""
+    fields = tuple(data.draw(_FIELDS[i]) if i in changed else _VALID[i] for i in range(len(_VALID)))
+
+    def model() -> tuple[Any, ...]:
+        names = ("namespace", "key", "value", "memory_type", "by", "task_id", "metadata")
+        put = validated(MemoryPut, **dict(zip(names, fields, strict=True)))
+        return tuple(getattr(put, name) for name in names)
+
+    assert _outcome(lambda: put_fields(*fields)) == _outcome(model)
+
+
+def test_the_common_input_is_returned_as_given() -> None:
+    value, metadata = {"a": [1, {"b": None}]}, {"m": 1}
+    got = put_fields("app:x", "k", value, "semantic", "me", "t1", metadata)
+    assert got == ("app:x", "k", value, "semantic", "me", "t1", metadata)
+    assert got[2] is value and got[6] is metadata
