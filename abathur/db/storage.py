@@ -171,6 +171,9 @@ class Storage:
     def __init__(self, url_or_path: str | Path | URL | None = None, **engine_options: Any):
         self.url = to_url(default_url() if url_or_path is None else url_or_path)
         self.engine = create_engine(self.url, **engine_options)
+        # Read on every unit of work: the engine's dialect is fixed at creation.
+        self._dialect: str = self.engine.dialect.name
+        self._is_sqlite = self._dialect == "sqlite"
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._serial: asyncio.Lock | None = asyncio.Lock() if self.is_memory else None
         # SQLite has one writer at a time. Queueing this process's writers on an
@@ -213,12 +216,12 @@ class Storage:
     @property
     def dialect(self) -> str:
         """The dialect name: "sqlite" or "postgresql"."""
-        return self.engine.dialect.name
+        return self._dialect
 
     @property
     def is_sqlite(self) -> bool:
         """True on SQLite (file or memory)."""
-        return self.dialect == "sqlite"
+        return self._is_sqlite
 
     @property
     def fast_path(self) -> bool:
@@ -505,6 +508,15 @@ class Storage:
         """One of this Storage's PostgreSQL connections in autocommit, outside
         any transaction; kept idle afterwards (``_idle_autocommit``) unless it
         was closed or enough are kept."""
+        conn = await self._take_autocommit()
+        try:
+            yield conn
+        finally:
+            await self._give_back_autocommit(conn)
+
+    async def _take_autocommit(self) -> AsyncConnection:
+        """``_autocommit_connection``'s checkout (``_native`` calls it without
+        the context manager's generator)."""
         idle = self._idle_autocommit
         if idle:
             conn = idle.pop()
@@ -514,12 +526,19 @@ class Storage:
         try:
             if conn.get_transaction() is not None:
                 await conn.rollback()
-            yield conn
-        finally:
-            if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
-                await conn.close()
-            else:
-                idle.append(conn)
+        except BaseException:
+            await self._give_back_autocommit(conn)
+            raise
+        return conn
+
+    async def _give_back_autocommit(self, conn: AsyncConnection) -> None:
+        """``_autocommit_connection``'s checkin: the connection kept idle,
+        unless it was closed or enough are kept."""
+        idle = self._idle_autocommit
+        if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
+            await conn.close()
+        else:
+            idle.append(conn)
 
     async def _autocommit(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` on one of this Storage's PostgreSQL connections in autocommit."""
@@ -539,7 +558,10 @@ class Storage:
         connection that cannot take the statement directly (another driver,
         a transaction left open) runs it through ``run_sync`` as before.
         """
-        async with self._autocommit_connection() as conn:
+        # ``_autocommit_connection``'s checkout and checkin, without its
+        # generator-based context manager (on every native unit).
+        conn = await self._take_autocommit()
+        try:
             sync = conn.sync_connection
             driver = None if sync is None else direct.autocommit_driver(sync)
             if sync is None or driver is None:
@@ -556,6 +578,8 @@ class Storage:
                 if write and db_errors.is_connection_fault(exc):
                     raise _commit_unknown(exc) from exc
                 raise
+        finally:
+            await self._give_back_autocommit(conn)
 
     async def _write_batch(self, body: Callable[[Connection], T]) -> T:
         """Group commit's runner: the writer lock is already held."""
