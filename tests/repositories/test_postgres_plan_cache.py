@@ -19,8 +19,7 @@ import os
 import pytest
 
 from abathur.infrastructure.database import Database
-from tests.conftest import pg_schema
-from tests.support.plans import explained, nested_plan_list
+from tests.support.plans import explained_database, nested_plan_list
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 
@@ -46,45 +45,38 @@ async def test_a_search_keeps_its_plan_past_the_generic_plan_switch(backend: str
     the same plan at the first and the twelfth call, past the switch."""
     assert PG_URL
     notices: list[str] = []
-    async with pg_schema(migrated=True) as schema:
-        db = explained(PG_URL, schema, notices)
-        try:
-            await db.initialize()
-            task_id = (await db.tasks.create_task("plans")).id
-            for i in range(40):
-                await db.memory.put_memory(
-                    "user:big", f"k{i}", {"i": i}, "semantic", by="a", task_id=task_id
-                )
+    async with explained_database(PG_URL, notices) as db:
+        task_id = (await db.tasks.create_task("plans")).id
+        for i in range(40):
             await db.memory.put_memory(
-                "user:small", "k", {"i": 0}, "semantic", by="a", task_id=task_id
+                "user:big", f"k{i}", {"i": i}, "semantic", by="a", task_id=task_id
             )
-            calls = []
-            for _ in range(12):
-                for root in ("user:small", "user:big"):
-                    notices.clear()
-                    await db.memory.search_memories(root, limit=10)
-                    calls.append(nested_plan_list(notices))
-            # A filtered search: its statement is prepared by the function
-            # once per connection and filter shape, with a generic plan too.
-            filtered = []
-            for _ in range(12):
+        await db.memory.put_memory("user:small", "k", {"i": 0}, "semantic", by="a", task_id=task_id)
+        calls = []
+        for _ in range(12):
+            for root in ("user:small", "user:big"):
                 notices.clear()
-                await db.memory.search_memories("user:small", limit=10, filter={"i": 0})
-                filtered.append([(q, p) for q, p in nested_plan_list(notices) if "$8[" in q])
-            # The check can fail: a custom plan (the session's own mode)
-            # shows the values, not $1.
-            async with db.transaction(write=False) as session:
-                conn = await session.connection()
-                await conn.exec_driver_sql(
-                    "PREPARE canary(text) AS SELECT 1 FROM memory_entries WHERE namespace = $1"
-                )
-                canary = [
-                    str(row[0])
-                    for row in await conn.exec_driver_sql("EXPLAIN EXECUTE canary('user:small')")
-                ]
-                await conn.exec_driver_sql("DEALLOCATE canary")
-        finally:
-            await db.close()
+                await db.memory.search_memories(root, limit=10)
+                calls.append(nested_plan_list(notices))
+        # A filtered search: its statement is prepared by the function
+        # once per connection and filter shape, with a generic plan too.
+        filtered = []
+        for _ in range(12):
+            notices.clear()
+            await db.memory.search_memories("user:small", limit=10, filter={"i": 0})
+            filtered.append([(q, p) for q, p in nested_plan_list(notices) if "$8[" in q])
+        # The check can fail: a custom plan (the session's own mode)
+        # shows the values, not $1.
+        async with db.transaction(write=False) as session:
+            conn = await session.connection()
+            await conn.exec_driver_sql(
+                "PREPARE canary(text) AS SELECT 1 FROM memory_entries WHERE namespace = $1"
+            )
+            canary = [
+                str(row[0])
+                for row in await conn.exec_driver_sql("EXPLAIN EXECUTE canary('user:small')")
+            ]
+            await conn.exec_driver_sql("DEALLOCATE canary")
     first, later = calls[:2], calls[-2:]
     assert later == first
     # the range (user:small, sparse among the newest rows) and the walk (user:big)
@@ -103,22 +95,17 @@ async def test_an_append_and_a_create_keep_their_plans_from_the_first_call(backe
     the connections' ``force_custom_plan``."""
     assert PG_URL
     notices: list[str] = []
-    async with pg_schema(migrated=True) as schema:
-        db = explained(PG_URL, schema, notices)
-        try:
-            await db.initialize()
-            await db.sessions.create_session("s", "app", "u")
-            calls = []
-            creates = []
-            for i in range(12):
-                notices.clear()
-                await db.sessions.append_event("s", {"n": i}, {"k": i}, expected_seq=i)
-                calls.append(nested_plan_list(notices))
-                notices.clear()
-                await db.sessions.create_session(f"c{i}", "app", "u")
-                creates.append(nested_plan_list(notices))
-        finally:
-            await db.close()
+    async with explained_database(PG_URL, notices) as db:
+        await db.sessions.create_session("s", "app", "u")
+        calls = []
+        creates = []
+        for i in range(12):
+            notices.clear()
+            await db.sessions.append_event("s", {"n": i}, {"k": i}, expected_seq=i)
+            calls.append(nested_plan_list(notices))
+            notices.clear()
+            await db.sessions.create_session(f"c{i}", "app", "u")
+            creates.append(nested_plan_list(notices))
     # create_session's read of the shared state (abathur_shared_state)
     assert creates[-1] == creates[0]
     (shared,) = [(q, p) for q, p in creates[0] if "shared_state" in q]

@@ -21,8 +21,7 @@ import pytest
 
 from abathur.infrastructure.database import Database
 from abathur.repositories import memory as repository
-from tests.conftest import pg_schema
-from tests.support.plans import PG_FULL_SCAN, explained, nested_plan_list, nested_plans
+from tests.support.plans import PG_FULL_SCAN, explained_database, nested_plan_list, nested_plans
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="ABATHUR_TEST_POSTGRES_URL is not set")
@@ -77,27 +76,20 @@ async def test_every_statement_of_the_search_function_uses_its_index(
 ) -> None:
     assert PG_URL
     notices: list[str] = []
-    async with pg_schema(migrated=True) as schema:
-        db = explained(PG_URL, schema, notices)
-        try:
-            await db.initialize()
-            task_id = (await db.tasks.create_task("plans")).id
-            for i in range(12):
-                await db.memory.put_memory(
-                    f"user:u{i % 3}", f"k{i}", {"n": i % 4}, "episodic" if i % 2 else "semantic",
-                    by="me", task_id=task_id,
-                )  # fmt: skip
+    async with explained_database(PG_URL, notices) as db:
+        task_id = (await db.tasks.create_task("plans")).id
+        for i in range(12):
             await db.memory.put_memory(
-                "project:p", "k", {"n": 1}, "episodic", by="me", task_id=task_id
-            )
-            notices.clear()
-            await _searches(db)  # the range: the subtree holds fewer than SEARCH_CAP rows
-            monkeypatch.setattr(repository, "SEARCH_CAP", 2)
-            monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
-            monkeypatch.setattr(repository, "WALK_DENSITY", 1000)
-            await _searches(db)  # the walk
-        finally:
-            await db.close()
+                f"user:u{i % 3}", f"k{i}", {"n": i % 4}, "episodic" if i % 2 else "semantic",
+                by="me", task_id=task_id,
+            )  # fmt: skip
+        await db.memory.put_memory("project:p", "k", {"n": 1}, "episodic", by="me", task_id=task_id)
+        notices.clear()
+        await _searches(db)  # the range: the subtree holds fewer than SEARCH_CAP rows
+        monkeypatch.setattr(repository, "SEARCH_CAP", 2)
+        monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
+        monkeypatch.setattr(repository, "WALK_DENSITY", 1000)
+        await _searches(db)  # the walk
     plans = nested_plans(notices)
     problems = {}
     for name, (text, index) in INNER.items():
@@ -158,34 +150,29 @@ async def test_the_range_reads_the_rows_of_the_page_alone(
     bitmap heap scan of the subtree, then a sort)."""
     assert PG_URL
     notices: list[str] = []
-    async with pg_schema(migrated=True) as schema:
-        db = explained(PG_URL, schema, notices, analyze=True)
-        try:
-            await db.initialize()
-            task_id = (await db.tasks.create_task("plans")).id
-            item = {"memory_type": "semantic", "by": "me", "task_id": task_id}
-            await db.memory.put_memories([
-                {"namespace": "user:big" if i % 2 else f"user:big:n{i % 10}", "key": f"k{i}",
-                 "value": {"n": i}, **item}
-                for i in range(1000)
-            ])  # fmt: skip
-            # Newer rows elsewhere: the subtree is rare among the newest, a range.
-            await db.memory.put_memories(
-                [{"namespace": "project:p", "key": f"k{i}", "value": {"n": i}, **item}
-                 for i in range(20)]
-            )  # fmt: skip
-            monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
-            monkeypatch.setattr(repository, "WALK_DENSITY", 1)
-            notices.clear()
-            pages = []
-            for memory_type in (None, "semantic"):
-                for filter in (None, {"n": {"$gte": 0}}):
-                    found = await db.memory.search_memories(
-                        "user:big", memory_type, 10, filter=filter, offset=5
-                    )
-                    pages.append([m["key"] for m in found])
-        finally:
-            await db.close()
+    async with explained_database(PG_URL, notices, analyze=True) as db:
+        task_id = (await db.tasks.create_task("plans")).id
+        item = {"memory_type": "semantic", "by": "me", "task_id": task_id}
+        await db.memory.put_memories([
+            {"namespace": "user:big" if i % 2 else f"user:big:n{i % 10}", "key": f"k{i}",
+             "value": {"n": i}, **item}
+            for i in range(1000)
+        ])  # fmt: skip
+        # Newer rows elsewhere: the subtree is rare among the newest, a range.
+        await db.memory.put_memories(
+            [{"namespace": "project:p", "key": f"k{i}", "value": {"n": i}, **item}
+             for i in range(20)]
+        )  # fmt: skip
+        monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
+        monkeypatch.setattr(repository, "WALK_DENSITY", 1)
+        notices.clear()
+        pages = []
+        for memory_type in (None, "semantic"):
+            for filter in (None, {"n": {"$gte": 0}}):
+                found = await db.memory.search_memories(
+                    "user:big", memory_type, 10, filter=filter, offset=5
+                )
+                pages.append([m["key"] for m in found])
     # Newest first: one load, one timestamp, so by id: k994 ... k985.
     assert pages == [[f"k{i}" for i in range(994, 984, -1)]] * 4
     # The branch statements (not the probes): each search ran a range.
@@ -204,45 +191,40 @@ async def test_a_type_or_filter_few_rows_match_falls_back_to_reading_the_subtree
     them, or both."""
     assert PG_URL
     notices: list[str] = []
-    async with pg_schema(migrated=True) as schema:
-        db = explained(PG_URL, schema, notices, analyze=True)
-        try:
-            await db.initialize()
-            task_id = (await db.tasks.create_task("plans")).id
-            rare = {0, 1, 1098, 1099}  # the two oldest and the two newest keys
-            await db.memory.put_memories([
-                {"namespace": "user:big" if i % 2 else f"user:big:n{i % 10}", "key": f"k{i}",
-                 "value": {"n": 0 if i in rare else 1},
-                 "memory_type": "episodic" if i in rare else "semantic", "by": "me",
-                 "task_id": task_id}
-                for i in range(1100)
-            ])  # fmt: skip
-            # Newer matches elsewhere: the subtree is rare among the newest, a range.
-            await db.memory.put_memories([
-                {"namespace": "project:p", "key": f"k{i}", "value": {"n": 0},
-                 "memory_type": "episodic", "by": "me", "task_id": task_id}
-                for i in range(20)
-            ])  # fmt: skip
-            monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
-            monkeypatch.setattr(repository, "WALK_DENSITY", 1)
-            pages = {}
-            searches = (("episodic", None), (None, {"n": 0}), ("episodic", {"n": 0}))
-            for memory_type, filter in searches:
-                for offset, limit in ((0, 2), (0, 3), (1, 10), (3, 10)):
-                    notices.clear()
-                    found = await db.memory.search_memories(
-                        "user:big", memory_type, limit, filter=filter, offset=offset
-                    )
-                    pages[(memory_type is None, filter is None, offset, limit)] = [
-                        m["key"] for m in found
-                    ]
-                    plans = _branch_plans(notices)
-                    assert len(plans) == 1, [query for query, _ in nested_plan_list(notices)]
-                    # 0013's read ran exactly when the first K ids fell short.
-                    read_all = re.search(r"Bitmap Heap Scan[^\n]*actual time", plans[0])
-                    assert bool(read_all) == (offset + limit > 2), plans[0]
-        finally:
-            await db.close()
+    async with explained_database(PG_URL, notices, analyze=True) as db:
+        task_id = (await db.tasks.create_task("plans")).id
+        rare = {0, 1, 1098, 1099}  # the two oldest and the two newest keys
+        await db.memory.put_memories([
+            {"namespace": "user:big" if i % 2 else f"user:big:n{i % 10}", "key": f"k{i}",
+             "value": {"n": 0 if i in rare else 1},
+             "memory_type": "episodic" if i in rare else "semantic", "by": "me",
+             "task_id": task_id}
+            for i in range(1100)
+        ])  # fmt: skip
+        # Newer matches elsewhere: the subtree is rare among the newest, a range.
+        await db.memory.put_memories([
+            {"namespace": "project:p", "key": f"k{i}", "value": {"n": 0},
+             "memory_type": "episodic", "by": "me", "task_id": task_id}
+            for i in range(20)
+        ])  # fmt: skip
+        monkeypatch.setattr(repository, "WALK_WINDOW_MIN", 1)
+        monkeypatch.setattr(repository, "WALK_DENSITY", 1)
+        pages = {}
+        searches = (("episodic", None), (None, {"n": 0}), ("episodic", {"n": 0}))
+        for memory_type, filter in searches:
+            for offset, limit in ((0, 2), (0, 3), (1, 10), (3, 10)):
+                notices.clear()
+                found = await db.memory.search_memories(
+                    "user:big", memory_type, limit, filter=filter, offset=offset
+                )
+                pages[(memory_type is None, filter is None, offset, limit)] = [
+                    m["key"] for m in found
+                ]
+                plans = _branch_plans(notices)
+                assert len(plans) == 1, [query for query, _ in nested_plan_list(notices)]
+                # 0013's read ran exactly when the first K ids fell short.
+                read_all = re.search(r"Bitmap Heap Scan[^\n]*actual time", plans[0])
+                assert bool(read_all) == (offset + limit > 2), plans[0]
     newest_first = ["k1099", "k1098", "k1", "k0"]
     for (_untyped, _unfiltered, offset, limit), keys in pages.items():
         assert keys == newest_first[offset : offset + limit], (offset, limit, keys)

@@ -22,8 +22,7 @@ import pytest
 from abathur.embeddings import HashingEmbedder
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
-from tests.conftest import pg_schema
-from tests.support.plans import explained, nested_plan_list
+from tests.support.plans import explained_database, nested_plan_list
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="ABATHUR_TEST_POSTGRES_URL is not set")
@@ -53,15 +52,10 @@ async def _writes(db: Database, task_id: str, n: int, notices: list[str]) -> lis
 async def test_the_write_function_keeps_one_generic_plan_per_statement() -> None:
     assert PG_URL
     notices: list[str] = []
-    async with pg_schema(migrated=True) as schema:
-        db = explained(PG_URL, schema, notices)
-        try:
-            await db.initialize()
-            task_id = (await db.tasks.create_task("plans")).id
-            first = await _writes(db, task_id, 0, notices)
-            later = await _writes(db, task_id, 1, notices)
-        finally:
-            await db.close()
+    async with explained_database(PG_URL, notices) as db:
+        task_id = (await db.tasks.create_task("plans")).id
+        first = await _writes(db, task_id, 0, notices)
+        later = await _writes(db, task_id, 1, notices)
     conditions = [plan for plan in first + later if "Cond:" in plan or "Filter:" in plan]
     # the task check, the latest read, the flip, the expiry, the foreign-key
     # checks (audit -> tasks, audit and embeddings -> memory_entries)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import event
 
 from abathur.infrastructure.database import Database
+from tests.conftest import pg_schema
 
 TABLES = (
     "sessions", "session_events", "memory_entries", "audit", "tasks", "agents",
@@ -161,6 +162,21 @@ def explained(url: str, schema: str, notices: list[str], *, analyze: bool = Fals
 
     event.listen(db.engine.sync_engine, "connect", listen)
     return db
+
+
+@asynccontextmanager
+async def explained_database(
+    url: str, notices: list[str], *, analyze: bool = False
+) -> AsyncIterator[Database]:
+    """An ``explained`` Database, initialized, on a fresh copy of the migrated
+    schema (``pg_schema``); closed, and the schema dropped, afterwards."""
+    async with pg_schema(migrated=True) as schema:
+        db = explained(url, schema, notices, analyze=analyze)
+        try:
+            await db.initialize()
+            yield db
+        finally:
+            await db.close()
 
 
 async def nested_explain(db: Database, statement: str, params: Any) -> list[tuple[str, str]]:
