@@ -71,7 +71,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
-from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
+from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared, identity
 from abathur.domain.memory import (
     FilterTerm,
     MemoryDict,
@@ -413,8 +413,8 @@ def search_rows(
     first version of a key): the same text is converted once (datetimes are
     immutable, so the two keys may share one)."""
     fetched.sort(key=_NEWEST_FIRST, reverse=True)
-    load_metadata = processors[6] or _same
-    load_time, load_ttl = processors[9] or _same, processors[11] or _same
+    load_metadata = processors[6] or identity
+    load_time, load_ttl = processors[9] or identity, processors[11] or identity
     values = load_documents([row[3] for row in fetched])
     memories: list[MemoryDict] = []
     ttls: list[float | None] = []
@@ -439,10 +439,6 @@ def search_rows(
         })  # fmt: skip
         ttls.append(None if ttl is None else load_ttl(ttl))
     return memories, ttls
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 # SQLite's, by memory type given.

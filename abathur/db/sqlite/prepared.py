@@ -47,7 +47,8 @@ T = TypeVar("T")
 _MISSING = object()
 
 
-def _identity(value: Any) -> Any:
+def identity(value: Any) -> Any:
+    """The value itself (a result or bind processor that converts nothing)."""
     return value
 
 
@@ -93,7 +94,7 @@ class _Plan:
                 default = _python_default(defaults[name], name)
             else:
                 default = _MISSING if bind.required else bind.effective_value
-            process = bind.type._cached_bind_processor(dialect) or _identity
+            process = bind.type._cached_bind_processor(dialect) or identity
             self.binds.append((name, default, process))
         columns = compiled._result_columns
         self.row_type: Any = namedtuple(  # type: ignore[misc]
@@ -141,7 +142,7 @@ class _Plan:
                 values = [row.get(name, default) for row in rows]
             if isinstance(default, _Computed):
                 values = [v.compute() if isinstance(v, _Computed) else v for v in values]
-            if process is not _identity:
+            if process is not identity:
                 processed = []
                 last: Any = _MISSING
                 done: Any = None
