@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import orm
 from sqlalchemy.engine import Connection
 
-from abathur.db.sqlite.prepared import Executor
+from abathur.db.sqlite.prepared import Executor, identity
 from abathur.db.storage import Storage
 from abathur.domain import clock, text_arg, validated
 from abathur.domain.core import MemoryOperation, NewAuditEntry, NewTask
@@ -264,10 +264,6 @@ def _current(repo: MemoryRepository, namespace: str, key: str, now: datetime) ->
 
 def _expired(row: Any, now: datetime) -> bool:
     return row.expires_at is not None and bool(row.expires_at <= now)
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _memory_dicts(rows: Sequence[Any]) -> list[MemoryDict]:
@@ -678,7 +674,7 @@ class MemoryService:
         if not ranked:
             return []
         rows = await self._db.read(
-            versions_statement([entry_id for entry_id, _ in ranked], _same), one_statement=True
+            versions_statement([entry_id for entry_id, _ in ranked], identity), one_statement=True
         )
         found = [rows.get(entry_id) for entry_id, _ in ranked]
         if any(row is None or row.is_deleted for row in found):
@@ -694,13 +690,25 @@ class MemoryService:
         """The kept stacked vectors of ``memo``'s subtree if ``ids``, its live
         ids, are all known to have an embedding and are the list they were
         built from (``_live_stacked``); None otherwise."""
-        model, dims = memo[0], memo[1]
+        fields = self._known_fields(memo[0], memo[1], ids)
+        if None in fields:
+            return None
+        return self._kept_from(memo, (ids, fields))
+
+    def _known_fields(self, model: str, dims: int, ids: list[int]) -> list[tuple[str, ...] | None]:
+        """The embedded fields of each of ``ids`` as remembered (None: not known)."""
         with self._vectors_lock:
-            fields = list(map(self._embedded.get((model, dims), {}).get, ids))
-            if None in fields:
-                return None
+            return list(map(self._embedded.get((model, dims), {}).get, ids))
+
+    def _kept_from(
+        self, memo: tuple[str, int, str, str | None], embedded: tuple[list[int], list[Any]]
+    ) -> Stacked | None:
+        """The kept stacked vectors of ``memo`` if they were built from
+        ``embedded`` (ids and their fields; equal lists of mostly identical
+        objects: a cheap comparison), else None."""
+        with self._vectors_lock:
             stacked = self._stacked.get(memo)
-            if stacked is not None and self._stacked_from.get(memo) == (ids, fields):
+            if stacked is not None and self._stacked_from.get(memo) == embedded:
                 return stacked
         return None
 
@@ -717,8 +725,7 @@ class MemoryService:
         list is unchanged."""
         model, dims, root, memory_type = memo
         ids = repo.live_ids(root, memory_type, now)
-        with self._vectors_lock:
-            fields = list(map(self._embedded.get((model, dims), {}).get, ids))
+        fields: list[Any] = self._known_fields(model, dims, ids)
         if None in fields:  # some ids not known to have an embedding: ask
             unknown = [i for i, f in zip(ids, fields, strict=True) if f is None]
             rows = repo.vectors(model, dims, unknown)
@@ -730,12 +737,10 @@ class MemoryService:
             ]
             ids = [i for i, f in pairs if f is not None]
             fields = [f for _, f in pairs if f is not None]
-        # Equal lists of equal (mostly identical) objects: a cheap comparison.
         embedded = (ids, fields)
-        with self._vectors_lock:
-            stacked = self._stacked.get(memo)
-            if stacked is not None and self._stacked_from.get(memo) == embedded:
-                return stacked
+        kept = self._kept_from(memo, embedded)
+        if kept is not None:
+            return kept
         candidates = [(i, field) for i, fs in zip(ids, fields, strict=True) for field in fs or ()]
         stacked = self._stack(repo, model, dims, candidates)
         self._keep_stacked(memo, stacked, embedded)
