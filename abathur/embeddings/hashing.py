@@ -43,7 +43,6 @@ TRIGRAM_WEIGHT = 0.35
 # process): a word's entry is ~0.6 kB, a pair's ~0.25 kB (~13 MB when both are full).
 WORD_CACHE = 16384
 PAIR_CACHE = 16384
-_blake2b = hashlib.blake2b
 
 
 def _bucket(feature: str, dims: int) -> tuple[int, float]:
@@ -60,10 +59,10 @@ def _word_buckets(word: str, dims: int) -> tuple[tuple[int, ...], tuple[float, .
     features = [("w:" + word, WORD_WEIGHT)]
     features.extend(("c:" + padded[i : i + 3], TRIGRAM_WEIGHT) for i in range(len(padded) - 2))
     indices, weights = [], []
-    for feature, weight in features:  # _bucket's arithmetic, inline
-        number = int.from_bytes(_blake2b(feature.encode("utf-8"), digest_size=8).digest(), "big")
-        indices.append((number >> 1) % dims)
-        weights.append(weight if number & 1 else -weight)
+    for feature, weight in features:
+        index, sign = _bucket(feature, dims)
+        indices.append(index)
+        weights.append(sign * weight)  # exact: the sign is 1.0 or -1.0
     return tuple(indices), tuple(weights)
 
 
