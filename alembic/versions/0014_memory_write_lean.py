@@ -32,10 +32,9 @@ Revises: 0013_search_function
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
+from abathur.schema.migration_ops import revision_module
 from alembic import op
 
 revision = "0014_memory_write_lean"
@@ -52,12 +51,7 @@ PREVIOUS = "0012_memory_write_embedding.py"
 
 def _previous() -> ModuleType:
     """Revision 0012's module (the function's argument types)."""
-    path = Path(__file__).with_name(PREVIOUS)
-    spec = importlib.util.spec_from_file_location("abathur_revision_0012", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return revision_module(__file__, PREVIOUS)
 
 
 def upgrade() -> None:

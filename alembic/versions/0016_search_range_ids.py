@@ -37,10 +37,9 @@ Revises: 0015_session_plans
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
+from abathur.schema.migration_ops import revision_module
 from alembic import op
 
 revision = "0016_search_range_ids"
@@ -53,12 +52,7 @@ PREVIOUS = "0013_search_function.py"
 
 def _previous() -> ModuleType:
     """Revision 0013's module (the function's signature, result, settings and body)."""
-    path = Path(__file__).with_name(PREVIOUS)
-    spec = importlib.util.spec_from_file_location("abathur_revision_0013", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return revision_module(__file__, PREVIOUS)
 
 
 OLD = _previous()
