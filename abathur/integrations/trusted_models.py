@@ -47,6 +47,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from pydantic_core import SchemaError, SchemaValidator
 
+from abathur.collector import collector_paused
+
 M = TypeVar("M", bound=BaseModel)
 
 ALWAYS = "always"
@@ -178,14 +180,14 @@ class StoredModel(Generic[M]):
         self._no_ops = dict(no_ops)
         self._dropped = tuple(dropped)
         self._validator: SchemaValidator | None = None
+        self._list_validator: SchemaValidator | None = None
         self._built = False
 
     @property
     def validator(self) -> SchemaValidator | None:
         """The fast validator, or None where pydantic-core cannot build it."""
         if not self._built:
-            self._validator = self._build()
-            self._built = True
+            self._build()
         return self._validator
 
     def from_json(self, text: str) -> M:
@@ -194,25 +196,47 @@ class StoredModel(Generic[M]):
         return self.many_from_json([text])[0]
 
     def many_from_json(self, texts: Iterable[str]) -> list[M]:
-        """``from_json`` of each of ``texts``."""
-        validator = self.validator
-        if validator is None:
+        """``from_json`` of each of ``texts``.
+
+        The documents are validated together, as one JSON array of them (one
+        call into pydantic-core, not one per document), with Python's cyclic
+        collector paused while they are built (``collector_paused``). If the
+        array is refused, or does not hold one element per text, each text is
+        validated on its own (then a refused document is validated in full).
+        """
+        texts = list(texts)
+        if not self._built:
+            self._build()
+        many = self._list_validator
+        if many is None:
             return [self._in_full(text) for text in texts]
-        validate, dropped = validator.validate_json, self._dropped
-        built: list[M] = []
-        for text in texts:
+        with collector_paused():
             try:
-                model = validate(text)
-            except ValueError:  # pydantic's ValidationError: the full validation decides
-                built.append(self._in_full(text))
-                continue
-            if dropped:
-                values, fields_set = model.__dict__, model.__pydantic_fields_set__
-                for key in dropped:
-                    del values[key]
-                    fields_set.discard(key)
-            built.append(model)
-        return built
+                built: list[M] = many.validate_json("[" + ",".join(texts) + "]")
+            except ValueError:  # pydantic's ValidationError, or not JSON
+                built = []
+            if len(built) != len(texts):
+                return [self._one(text) for text in texts]
+            if self._dropped:
+                for model in built:
+                    self._drop(model)
+            return built
+
+    def _one(self, text: str) -> M:
+        assert self._validator is not None
+        try:
+            model: M = self._validator.validate_json(text)
+        except ValueError:  # pydantic's ValidationError: the full validation decides
+            return self._in_full(text)
+        self._drop(model)
+        return model
+
+    def _drop(self, model: M) -> None:
+        """``model`` without the ``dropped`` keys it was validated with."""
+        values, fields_set = model.__dict__, model.__pydantic_fields_set__
+        for key in self._dropped:
+            del values[key]
+            fields_set.discard(key)
 
     def _in_full(self, text: str) -> M:
         document = json.loads(text)
@@ -221,12 +245,19 @@ class StoredModel(Generic[M]):
                 document.pop(key, None)
         return self.cls.model_validate(document)
 
-    def _build(self) -> SchemaValidator | None:
+    def _build(self) -> None:
+        """The fast validator of one document and that of a JSON array of
+        them (both None where pydantic-core cannot build them)."""
+        self._built = True
         stripper = _Stripper(self._no_ops, self.cls, self._dropped)
         try:
             schema = stripper.strip(self.cls.__pydantic_core_schema__)
             if self._dropped and stripper.owners != 1:  # nested copies would keep them
                 raise _Unsupported(f"{self.cls.__qualname__} appears {stripper.owners} times")
-            return SchemaValidator(schema, stripper.config, _use_prebuilt=False)
+            one = SchemaValidator(schema, stripper.config, _use_prebuilt=False)
+            many = SchemaValidator(
+                {"type": "list", "items_schema": schema}, stripper.config, _use_prebuilt=False
+            )
         except (_Unsupported, TypeError, SchemaError):  # TypeError: before _use_prebuilt
-            return None
+            return
+        self._validator, self._list_validator = one, many

@@ -6,6 +6,7 @@ another shape is validated in full."""
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -298,6 +299,58 @@ def test_a_model_with_a_field_named_as_a_dropped_key_is_validated_in_full() -> N
     assert stored.validator is None
     with pytest.raises(pydantic.ValidationError):  # n is dropped, and required
         stored.from_json('{"n": 2}')
+
+
+SEEN_COLLECTOR: list[bool] = []
+
+
+class _Watched(BaseModel):
+    n: int
+
+    @pydantic.field_validator("n")
+    @classmethod
+    def watch(cls, v: int) -> int:
+        SEEN_COLLECTOR.append(gc.isenabled())
+        return v
+
+
+WATCHED = StoredModel(_Watched, {})
+
+
+def test_documents_are_validated_together_with_the_collector_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def one_by_one(*_a: Any) -> Any:
+        raise AssertionError("validated one by one")
+
+    monkeypatch.setattr(StoredModel, "_one", one_by_one)
+    SEEN_COLLECTOR.clear()
+    built = WATCHED.many_from_json(['{"n": 1}', '{"n": 2}', '{"n": 3}'])
+    assert [m.n for m in built] == [1, 2, 3]
+    assert SEEN_COLLECTOR == [False, False, False]
+    assert gc.isenabled()
+
+
+def test_a_collector_turned_off_stays_off() -> None:
+    gc.disable()
+    try:
+        assert WATCHED.many_from_json(['{"n": 1}'])[0].n == 1
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ['{"n": 1}, {"n": 2}', '{"n": 3}'],  # one more element than texts
+        ['{"n": 1}, {"n": 2}', ""],  # as many elements as texts, but not JSON joined
+        ['{"n": 1}', '{"n": 2}]'],
+    ],
+)
+def test_a_text_that_is_not_one_document_is_refused(texts: list[str]) -> None:
+    with pytest.raises(ValueError):
+        WATCHED.many_from_json(texts)
 
 
 def test_without_a_separate_validator_every_document_is_validated(
