@@ -47,8 +47,6 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from pydantic_core import SchemaError, SchemaValidator
 
-from abathur.collector import collector_paused
-
 M = TypeVar("M", bound=BaseModel)
 
 ALWAYS = "always"
@@ -199,10 +197,9 @@ class StoredModel(Generic[M]):
         """``from_json`` of each of ``texts``.
 
         The documents are validated together, as one JSON array of them (one
-        call into pydantic-core, not one per document), with Python's cyclic
-        collector paused while they are built (``collector_paused``). If the
-        array is refused, or does not hold one element per text, each text is
-        validated on its own (then a refused document is validated in full).
+        call into pydantic-core, not one per document). If the array is
+        refused, or does not hold one element per text, each text is validated
+        on its own (then a refused document is validated in full).
         """
         texts = list(texts)
         if not self._built:
@@ -210,17 +207,16 @@ class StoredModel(Generic[M]):
         many = self._list_validator
         if many is None:
             return [self._in_full(text) for text in texts]
-        with collector_paused():
-            try:
-                built: list[M] = many.validate_json("[" + ",".join(texts) + "]")
-            except ValueError:  # pydantic's ValidationError, or not JSON
-                built = []
-            if len(built) != len(texts):
-                return [self._one(text) for text in texts]
-            if self._dropped:
-                for model in built:
-                    self._drop(model)
-            return built
+        try:
+            built: list[M] = many.validate_json("[" + ",".join(texts) + "]")
+        except ValueError:  # pydantic's ValidationError, or not JSON
+            built = []
+        if len(built) != len(texts):
+            return [self._one(text) for text in texts]
+        if self._dropped:
+            for model in built:
+                self._drop(model)
+        return built
 
     def _one(self, text: str) -> M:
         assert self._validator is not None

@@ -1,7 +1,7 @@
 """The floors of the package, checked from the source: no module imports a
 higher floor, and no two modules import each other.
 
-Floors, bottom up (docs/architecture.md): errors, strict_json and collector; domain;
+Floors, bottom up (docs/architecture.md): errors and strict_json; domain;
 schema, db and embeddings; repositories; infrastructure (the services);
 integrations and cli. Every import counts, including those under
 ``TYPE_CHECKING`` and inside functions.
@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "abathur"
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("abathur.errors", "abathur.strict_json", "abathur.collector"),
+    ("abathur.errors", "abathur.strict_json"),
     ("abathur.domain",),
     ("abathur.schema", "abathur.db", "abathur.embeddings"),
     ("abathur.repositories",),
