@@ -763,16 +763,27 @@ def _sqlite_equals(document: Any, path: Any, value: Any, name: str) -> Any:
     if isinstance(value, bool):
         return kind == ("true" if value else "false")
     extracted = func.json_extract(document, path)
+    # The value first, then its type (see ``_sqlite_term``).
     if isinstance(value, str):
-        return and_(kind == "text", extracted == bindparam(name, value, type_=Text()))
+        return and_(extracted == bindparam(name, value, type_=Text()), kind == "text")
     number = bindparam(name, value, type_=Integer() if isinstance(value, int) else Float())
-    return and_(kind.in_(_NUMBER_TYPES), extracted == number)
+    return and_(extracted == number, kind.in_(_NUMBER_TYPES))
 
 
 def _sqlite_term(term: FilterTerm, name: str) -> Any:
     """SQLite JSON1: ``json_type`` gives the JSON type (true/false/null/integer/
     real/text/array/object, NULL when the path is absent), ``json_extract`` the
-    SQL value; a condition holds only between values of the same JSON type."""
+    SQL value; a condition holds only between values of the same JSON type.
+
+    The comparison of the SQL value comes before the type test: SQLite
+    evaluates an AND left to right and stops at the first false operand, so
+    a row whose value fails the comparison (most rows of a selective filter)
+    costs one JSON call per term instead of two. The type test still decides
+    every row the comparison keeps: a boolean is the integer 1 or 0 to
+    ``json_extract``, a list or an object its JSON text, and a text sorts after
+    every number. (A second call on the same row finds the document in
+    SQLite's cache of parsed documents, but still costs about a third of the
+    first: see "Filtered search on SQLite" in docs/design_decisions.md.)"""
     document = MemoryEntry.value
     path = bindparam(f"{name}_path", _sqlite_path(term), type_=Text())
     if term.operator == "$in":
@@ -793,7 +804,7 @@ def _sqlite_term(term: FilterTerm, name: str) -> Any:
     else:
         same_type = kind.in_(_NUMBER_TYPES)
         bound = bindparam(name, value, type_=Integer() if isinstance(value, int) else Float())
-    return and_(same_type, extracted.op(_SQL_OPS[term.operator])(bound))
+    return and_(extracted.op(_SQL_OPS[term.operator])(bound), same_type)
 
 
 def _pg_field(term: FilterTerm, name: str) -> Any:

@@ -165,6 +165,34 @@ async def test_filters_follow_json_types(db: Database, task_id: str) -> None:
     assert await keys(db, "user", filter={"priority": 3}) == ["n1", "out"]
 
 
+async def test_a_comparison_that_holds_on_the_sql_value_still_needs_the_json_type(
+    db: Database, task_id: str
+) -> None:
+    """SQLite compares ``json_extract``'s SQL value first and tests the JSON
+    type only where that comparison holds: every filter here holds on the SQL
+    value of some stored value of another JSON type (a boolean is 1 or 0, a
+    list or an object its JSON text, a text sorts after every number), which
+    the type test must still turn away."""
+    stored: dict[str, Any] = {
+        "num": 1, "t": True, "f": False, "s": "abc", "l": [1, 2], "o": {"a": 1}, "nul": None,
+    }  # fmt: skip
+    for key, x in stored.items():
+        await db.memory.put_memory("user:t", key, {"x": x}, "semantic", by="a", task_id=task_id)
+
+    async def found(filter: dict[str, Any]) -> list[str]:
+        return await keys(db, "user:t", filter=filter)
+
+    assert await found({"x": {"$gte": 0}}) == ["num"]  # not 1, 0, texts
+    assert await found({"x": {"$lt": 2}}) == ["num"]  # not 1, 0
+    assert await found({"x": {"$gt": 0.5}}) == ["num"]  # not 1, texts
+    assert await found({"x": {"$lt": "zzz"}}) == ["s"]  # not numbers, "[1,2]"
+    assert await found({"x": {"$gt": "["}}) == ["s"]  # not "[1,2]", '{"a":1}'
+    assert await found({"x": "[1,2]"}) == []  # not the list
+    assert await found({"x": {"$in": ["[1,2]", '{"a":1}', 0]}}) == []
+    assert await found({"x": 1}) == ["num"]
+    assert await found({"x": {"$ne": 1}}) == ["f", "l", "nul", "o", "s", "t"]
+
+
 async def test_list_and_object_operands_compare_structurally(db: Database, task_id: str) -> None:
     """A list or object operand equals a stored value of the same structure, as
     jsonb equality has it on both backends: members by name in any order,
