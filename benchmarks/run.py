@@ -9,9 +9,11 @@ Writes ``docs/performance_milestone2.json`` (every figure),
 ``docs/performance_milestone2.png`` (latency against session length and
 table size) and ``docs/performance_validation_milestone2.md`` (the report).
 ``--quick`` runs a few iterations of everything (the smoke test uses it).
-With ``ABATHUR_BENCH_POSTGRES_URL`` the report has a PostgreSQL section
-(``benchmarks/postgres.py``); ``--only postgres`` runs that section alone and
-writes ``performance_postgres.json`` and ``performance_validation_postgres.md``.
+The bulk load (issue 16: ``put_memories`` against the same rows by bare
+sqlite3) is ``benchmarks/bulk.py``'s. With ``ABATHUR_BENCH_POSTGRES_URL`` the
+report has a PostgreSQL section (``benchmarks/postgres.py``, and the bulk load
+against asyncpg); ``--only postgres`` runs that section alone and writes
+``performance_postgres.json`` and ``performance_validation_postgres.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from sqlalchemy import event
 from abathur.db.sqlite import worker as worker_module
 from abathur.db.sqlite.worker import run_in_worker
 from abathur.infrastructure.database import Database
-from benchmarks import peers, pg_peers, postgres
+from benchmarks import bulk, peers, pg_peers, postgres
 from benchmarks.baselines import AsyncBaseline, SyncBaseline, dumps, now
 from benchmarks.report import Figure, machine, print_targets, write_results
 
@@ -1105,7 +1107,7 @@ def render(result: dict[str, Any], png: str | None) -> str:
             )
     else:
         lines.append(f"Not measured in this run ({result.get('peers_note')}).")
-    lines.append("")
+    lines += ["", *bulk.render(result.get("bulk")), ""]
     lines += render_postgres(result)
     lines += [
         "",
@@ -1129,7 +1131,12 @@ def render(result: dict[str, Any], png: str | None) -> str:
 def render_postgres(result: dict[str, Any]) -> list[str]:
     if result.get("postgres"):
         pg = result["postgres"]
-        return [*postgres.render(pg), "", *pg_peers.render(pg.get("peers"))]
+        return [
+            *postgres.render(pg),
+            "",
+            *pg_peers.render(pg.get("peers")),
+            *(["", *bulk.render_postgres(pg["bulk"])] if pg.get("bulk") else []),
+        ]
     return [
         "## PostgreSQL",
         "",
@@ -1172,7 +1179,13 @@ async def measure_postgres(bench: Bench, args: argparse.Namespace) -> dict[str, 
         seconds = 2.0 if args.quick else 10.0
     result = await postgres.run(bench, url, seconds)
     result["peers"] = await pg_peers.run(bench, url)
+    result["bulk"] = await bulk.postgres_bulk(url, *bulk_sizes(bench))
     return result
+
+
+def bulk_sizes(bench: Bench) -> tuple[int, int]:
+    """Memories and batch size of the bulk load (issue 16)."""
+    return bulk.QUICK_SIZES if bench.quick else bulk.SIZES
 
 
 def postgres_targets(pg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1201,6 +1214,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await bench.readers_beside_writers()
         explain = await bench.explain()
         profile = await bench.profile()
+        bulk_load = await bulk.sqlite_bulk(bench.workdir, *bulk_sizes(bench))
         figures = [f.summary() for f in bench.figures]
         peers = peer_ratios([f.summary() for f in bench.peers])
         pg = await measure_postgres(bench, args)
@@ -1213,9 +1227,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 figures, ratios(figures), bench.lengths, bench.table_sizes, bench.search_hits
             )
             + peer_targets(peers)
+            + bulk.targets(bulk_load)
             + (postgres_targets(pg) if pg else []),
             "peers": peers,
             "peers_note": bench.peers_note,
+            "bulk": bulk_load,
             "profile": profile,
             "explain": explain,
             "postgres": pg,

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from benchmarks import pg_peers
+from benchmarks import bulk, pg_peers
 from benchmarks import postgres as pg
 from benchmarks.pg_baselines import RawPostgres
 from benchmarks.round_trips import RoundTrips, watch
@@ -55,6 +55,52 @@ def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path)
     }
     assert all(r["abathur"]["p50_us"] > 0 and r["peer"]["p50_us"] > 0 for r in result["peers"])
     assert "## Peers: Google ADK and LangGraph" in report
+    # Issue 16's bulk load at the quick sizes: put_memories and the three bare loads.
+    assert (result["bulk"]["items"], result["bulk"]["batch"]) == bulk.QUICK_SIZES
+    assert [(f["op"], f["impl"]) for f in result["bulk"]["figures"]] == [
+        ("put_memories", "abathur"),
+        ("the same rows", "sqlite3, default cache"),
+        ("the same rows", "sqlite3, 64 MiB cache"),
+        ("the same rows", "sqlite3, no secondary indexes"),
+    ]
+    assert all(f["per_s"] > 0 and f["per_cpu_s"] > 0 for f in result["bulk"]["figures"])
+    (goal,) = [t for t in result["targets"] if t["target"].startswith("issue 16: put_memories")]
+    assert "bare sqlite3 into the same schema" in goal["measured"], goal
+    assert "## Bulk load: put_memories (issue 16)" in report
+
+
+def _bulk_rows(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The versions and audit rows a bulk load left, without their times, JSON parsed."""
+    conn = sqlite3.connect(path)
+    try:
+        versions = [
+            (*r[:3], json.loads(r[3]), *r[4:7], json.loads(r[7]), *r[8:])
+            for r in conn.execute(
+                "SELECT id, namespace, key, value, memory_type, version, is_deleted, metadata, "
+                "created_by, updated_by, is_current FROM memory_entries ORDER BY id"
+            )
+        ]
+        audits = [
+            (*r[:3], json.loads(r[3]), *r[4:])
+            for r in conn.execute(
+                "SELECT id, task_id, action_type, action_data, result, memory_operation_type, "
+                "memory_namespace, memory_entry_id FROM audit ORDER BY id"
+            )
+        ]
+    finally:
+        conn.close()
+    return versions, audits
+
+
+async def test_bulk_baselines_write_the_rows_put_memories_writes(tmp_path: Path) -> None:
+    """The bulk load compares like with like: bare sqlite3 (every variant)
+    leaves the versions and audit rows put_memories leaves, ids included."""
+    result = await bulk.sqlite_bulk(tmp_path, 25, 10)
+    assert len(result["figures"]) == 4
+    bare = {n: _bulk_rows(tmp_path / f"bulk-bare-{n}.db") for n in (1, 2, 3)}
+    ours = _bulk_rows(tmp_path / "bulk-abathur.db")
+    assert len(ours[0]) == len(ours[1]) == 25
+    assert all(rows == ours for rows in bare.values()), bare.keys()
 
 
 def _stored(path: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
@@ -259,6 +305,13 @@ def test_only_postgres_writes_its_report(tmp_path: Path, monkeypatch: pytest.Mon
     report = (tmp_path / "performance_validation_postgres.md").read_text()
     assert "## PostgreSQL" in report and "### Scale-out" in report and "round trips" in report
     assert "### Peers on PostgreSQL" in report
+    assert (pg_result["bulk"]["items"], pg_result["bulk"]["batch"]) == bulk.QUICK_SIZES
+    assert [(f["op"], f["impl"]) for f in pg_result["bulk"]["figures"]] == [
+        ("put_memories", "abathur"),
+        ("the same rows", "asyncpg, COPY"),
+    ]
+    assert all(f["per_s"] > 0 for f in pg_result["bulk"]["figures"])
+    assert "### Bulk load: put_memories" in report
     assert not (tmp_path / "performance_validation_milestone2.md").exists()
 
 
@@ -271,3 +324,39 @@ async def test_postgres_peers_say_why_they_are_missing(
     bench = Bench(tmp_path, 5, quick=True)
     figures, note = await pg_peers.langgraph(bench, "postgresql+asyncpg://nobody@127.0.0.1:1/x")
     assert figures == [] and note and note.startswith("LangGraph on PostgreSQL not measured")
+
+
+@needs_postgres
+async def test_asyncpg_bulk_baseline_writes_the_rows_put_memories_writes() -> None:
+    """On PostgreSQL too: the asyncpg COPY baseline leaves the versions and
+    audit rows put_memories leaves (ids included), each in its own schema."""
+    assert PG_URL
+    async with AsyncExitStack() as stack:
+        schemas = {impl: await pg.create_schema(PG_URL, stack) for impl in ("abathur", "asyncpg")}
+        tasks = {}
+        for impl, schema in schemas.items():
+            async with pg.open_database(PG_URL, schema) as db:
+                tasks[impl] = (await db.tasks.create_task("bulk")).id
+        async with pg.open_database(PG_URL, schemas["abathur"]) as db:
+            await bulk.put_rate(db, tasks["abathur"], 25, 10)
+        await bulk.asyncpg_load(PG_URL, schemas["asyncpg"], tasks["asyncpg"], 25, 10)
+        left = {}
+        for impl, schema in schemas.items():
+            conn = await asyncpg.connect(pg.dsn(PG_URL), server_settings={"search_path": schema})
+            try:
+                versions = await conn.fetch(
+                    "SELECT id, namespace, key, value::jsonb, memory_type, version, is_deleted, "
+                    "metadata::jsonb, created_by, updated_by, is_current FROM memory_entries "
+                    "ORDER BY id"
+                )
+                audits = await conn.fetch(
+                    "SELECT id, task_id = $1, action_type, action_data::jsonb, result, "
+                    "memory_operation_type, memory_namespace, memory_entry_id FROM audit "
+                    "ORDER BY id",
+                    tasks[impl],
+                )
+            finally:
+                await conn.close()
+            left[impl] = ([tuple(r) for r in versions], [tuple(r) for r in audits])
+    assert len(left["abathur"][0]) == len(left["abathur"][1]) == 25
+    assert left["abathur"] == left["asyncpg"]

@@ -7,15 +7,18 @@ import pytest
 from benchmarks.bulk import main
 
 
-def test_bulk_benchmark_reports_every_contender(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bulk_benchmark_reports_every_contender(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ABATHUR_BENCH_POSTGRES_URL", raising=False)
     assert main(["--items", "300", "--batch", "100"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "300 new memories, batches of 100"
-    labels = [line.split("  ")[0] for line in lines[1:]]
+    assert lines[0] == "SQLite: 300 new memories, batches of 100"
+    labels = [line.strip().split("  ")[0] for line in lines[1:]]
     assert labels == [
-        "put_memories",
-        "bare sqlite3, default cache",
-        "bare sqlite3, 64 MiB cache",
-        "bare sqlite3, no secondary indexes",
+        "put_memories, abathur",
+        "the same rows, sqlite3, default cache",
+        "the same rows, sqlite3, 64 MiB cache",
+        "the same rows, sqlite3, no secondary indexes",
     ]
     assert all("/s per CPU second" in line for line in lines[1:])
