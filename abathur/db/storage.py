@@ -419,9 +419,15 @@ class Storage:
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
     ) -> T:
         self._check_open()
-        return await self._translated(
-            self._unit_raw(work, write=write, one_statement=one_statement)
-        )
+        # ``_translated``, without its coroutine (on every unit of work).
+        try:
+            return await self._unit_raw(work, write=write, one_statement=one_statement)
+        except AbathurError:
+            raise
+        except Exception as exc:
+            if not db_errors.is_driver_fault(exc):
+                raise
+            raise db_errors.translate(exc) from exc
 
     @staticmethod
     async def _translated(unit: Awaitable[T]) -> T:

@@ -1057,22 +1057,22 @@ class MemoryService:
         stores the version's embedding), sent in autocommit; ``text``, when
         given, is ``value``'s JSON text from its check (``check_json``), bound
         in its place there (the row read back is the same)."""
-        fields: dict[str, Any] = {
-            "rule": rule,
-            "task_id": task_id,
-            "namespace": namespace,
-            "key": key,
-            "value": value,
-            "memory_type": memory_type,
-            "metadata": metadata,
-            "by": by,
-        }
         if self._db.is_sqlite:
             return await self._db.write(
-                partial(_write_version, **fields, ttl=ttl, embedding=embedding)
+                partial(
+                    _write_version,
+                    rule=rule,
+                    task_id=task_id,
+                    namespace=namespace,
+                    key=key,
+                    value=value,
+                    memory_type=memory_type,
+                    metadata=metadata,
+                    by=by,
+                    ttl=ttl,
+                    embedding=embedding,
+                )
             )
-        if text is not None:
-            fields["value"] = text
         now = clock.utcnow()
         stored = None
         if embedding is not None:
@@ -1080,7 +1080,14 @@ class MemoryService:
             stored = (model, [(field, to_blob(vector)) for field, vector in vectors])
         return await self._db.write(
             write_memory_statement(
-                **fields,
+                rule,
+                task_id=task_id,
+                namespace=namespace,
+                key=key,
+                value=value if text is None else text,
+                memory_type=memory_type,
+                metadata=metadata,
+                by=by,
                 now=now,
                 expiry=_expiry(ttl, now),
                 audit_extra=_ttl_data(ttl),
