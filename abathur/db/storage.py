@@ -419,9 +419,15 @@ class Storage:
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
     ) -> T:
         self._check_open()
-        return await self._translated(
-            self._unit_raw(work, write=write, one_statement=one_statement)
-        )
+        # ``_translated``, without its coroutine (on every unit of work).
+        try:
+            return await self._unit_raw(work, write=write, one_statement=one_statement)
+        except AbathurError:
+            raise
+        except Exception as exc:
+            if not db_errors.is_driver_fault(exc):
+                raise
+            raise db_errors.translate(exc) from exc
 
     @staticmethod
     async def _translated(unit: Awaitable[T]) -> T:
@@ -534,11 +540,18 @@ class Storage:
     async def _give_back_autocommit(self, conn: AsyncConnection) -> None:
         """``_autocommit_connection``'s checkin: the connection kept idle,
         unless it was closed or enough are kept."""
+        if not self._keep_autocommit(conn):
+            await conn.close()
+
+    def _keep_autocommit(self, conn: AsyncConnection) -> bool:
+        """``_give_back_autocommit`` without its coroutine: the connection
+        kept idle (True), or False if it was closed or enough are kept (the
+        caller then closes it)."""
         idle = self._idle_autocommit
         if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
-            await conn.close()
-        else:
-            idle.append(conn)
+            return False
+        idle.append(conn)
+        return True
 
     async def _autocommit(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` on one of this Storage's PostgreSQL connections in autocommit."""
@@ -559,8 +572,14 @@ class Storage:
         a transaction left open) runs it through ``run_sync`` as before.
         """
         # ``_autocommit_connection``'s checkout and checkin, without its
-        # generator-based context manager (on every native unit).
-        conn = await self._take_autocommit()
+        # generator-based context manager (on every native unit), and in
+        # the common case (an idle connection outside any transaction; kept
+        # idle again afterwards) without their coroutines either.
+        idle = self._idle_autocommit
+        if idle and idle[-1].get_transaction() is None:
+            conn = idle.pop()
+        else:
+            conn = await self._take_autocommit()
         try:
             sync = conn.sync_connection
             driver = None if sync is None else direct.autocommit_driver(sync)
@@ -579,7 +598,8 @@ class Storage:
                     raise _commit_unknown(exc) from exc
                 raise
         finally:
-            await self._give_back_autocommit(conn)
+            if not self._keep_autocommit(conn):
+                await conn.close()
 
     async def _write_batch(self, body: Callable[[Connection], T]) -> T:
         """Group commit's runner: the writer lock is already held."""

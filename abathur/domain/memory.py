@@ -15,7 +15,7 @@ from abathur.domain import Input
 from abathur.domain.namespaces import check_key, parse_namespace
 from abathur.domain.values import TaskIdValue, brief_repr, check_text
 from abathur.errors import AlreadyExistsError, NotFoundError, ValidationError
-from abathur.strict_json import check_json
+from abathur.strict_json import JSONText, check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
 MEMORY_TYPES: tuple[MemoryType, ...] = get_args(MemoryType)
@@ -132,6 +132,22 @@ class MemoryPut(KeyRef):
 PutFields = tuple[str, str, dict[str, Any], str, str, str, "dict[str, Any] | None"]
 
 
+# Namespaces (``parse_namespace``) and texts (``check_text(..., "value")``:
+# actors, task ids) that ``put_fields_text`` has accepted: a write repeats a
+# few of them, and each check is a pure function of the string, so each is
+# made once (up to ``ACCEPTED_KEPT`` kept; then the set starts afresh).
+# Only plain ``str`` values come here, and only accepted ones: a refused value
+# is checked again, and refused again with the same error, every time.
+ACCEPTED_KEPT = 4096
+_ACCEPTED: set[tuple[str, str]] = set()
+
+
+def _accept(kind: str, value: str) -> None:
+    if len(_ACCEPTED) >= ACCEPTED_KEPT:
+        _ACCEPTED.clear()
+    _ACCEPTED.add((kind, value))
+
+
 def put_fields(
     namespace: Any,
     key: Any,
@@ -142,7 +158,23 @@ def put_fields(
     metadata: Any,
 ) -> PutFields:
     """``MemoryPut``'s fields, in its order, as ``validated(MemoryPut, ...)``
-    gives them: the same values, the same errors, at a fraction of the cost.
+    gives them: the same values, the same errors, at a fraction of the cost
+    (``put_fields_text``, without the value's text)."""
+    return put_fields_text(namespace, key, value, memory_type, by, task_id, metadata)[0]
+
+
+def put_fields_text(
+    namespace: Any,
+    key: Any,
+    value: Any,
+    memory_type: Any,
+    by: Any,
+    task_id: Any,
+    metadata: Any,
+) -> tuple[PutFields, JSONText | None]:
+    """``put_fields``, and the value's JSON text when its check made it
+    (``check_json``, which ``dumps`` then stores as it is: the value is not
+    serialised twice), else None.
 
     The common input (each argument of exactly the type the model wants, the
     objects' keys plain strings) is judged by the model's own field rules,
@@ -165,13 +197,20 @@ def put_fields(
             if all(type(k) is str for k in value) and (
                 metadata is None or all(type(k) is str for k in metadata)
             ):
-                _namespace(namespace)
+                accepted = _ACCEPTED
+                if ("namespace", namespace) not in accepted:
+                    _namespace(namespace)
+                    _accept("namespace", namespace)
                 _key(key)
-                _json(value)
-                _text(by)
-                check_text(task_id, "value")
+                text = check_json(value, "value")  # _json's check, its text kept
+                if ("text", by) not in accepted:
+                    _text(by)
+                    _accept("text", by)
+                if ("text", task_id) not in accepted:
+                    check_text(task_id, "value")
+                    _accept("text", task_id)
                 _metadata(metadata)
-                return namespace, key, value, memory_type, by, task_id, metadata
+                return (namespace, key, value, memory_type, by, task_id, metadata), text
         except Exception:  # the model below raises its own error for it
             pass
     put = MemoryPut(
@@ -183,7 +222,8 @@ def put_fields(
         task_id=task_id,
         metadata=metadata,
     )
-    return put.namespace, put.key, put.value, put.memory_type, put.by, put.task_id, put.metadata
+    fields = put.namespace, put.key, put.value, put.memory_type, put.by, put.task_id, put.metadata
+    return fields, None
 
 
 Offset = Annotated[StrictInt, Field(ge=0, le=MAX_INT64)]

@@ -57,7 +57,7 @@ from abathur.domain.memory import (
     memory_exists,
     memory_not_found,
     parse_filter,
-    put_fields,
+    put_fields_text,
     ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
@@ -1014,10 +1014,13 @@ class MemoryService:
         names) embeds those fields of this version instead of the embedder's.
         """
         ttl = ttl_arg(ttl)
-        namespace, key, value, memory_type, by, task_id, metadata = put_fields(
-            namespace, key, value, memory_type, by, task_id, metadata
+        fields, text = put_fields_text(namespace, key, value, memory_type, by, task_id, metadata)
+        namespace, key, value, memory_type, by, task_id, metadata = fields
+        embedding = (
+            None  # ``_embed``'s answer, without its coroutine
+            if type(index) is bool and (self.embedder is None or not index)
+            else await self._embed(value, index)
         )
-        embedding = await self._embed(value, index)
         row = await self._write(
             "put",
             task_id=task_id,
@@ -1029,6 +1032,7 @@ class MemoryService:
             by=by,
             ttl=ttl,
             embedding=embedding,
+            text=text,
         )
         return memory_dict(row)
 
@@ -1045,24 +1049,29 @@ class MemoryService:
         by: str,
         ttl: timedelta | None,
         embedding: Embedding | None,
+        text: JSONText | None = None,
     ) -> MemoryVersion | MemoryEntry:
         """The unit of work of ``add_memory``, ``update_memory`` and
         ``put_memory`` (``_write_version``). On PostgreSQL it is one statement
         (``write_memory_statement``: the same rules in a database function, which also
-        stores the version's embedding), sent in autocommit."""
-        fields: dict[str, Any] = {
-            "rule": rule,
-            "task_id": task_id,
-            "namespace": namespace,
-            "key": key,
-            "value": value,
-            "memory_type": memory_type,
-            "metadata": metadata,
-            "by": by,
-        }
+        stores the version's embedding), sent in autocommit; ``text``, when
+        given, is ``value``'s JSON text from its check (``check_json``), bound
+        in its place there (the row read back is the same)."""
         if self._db.is_sqlite:
             return await self._db.write(
-                partial(_write_version, **fields, ttl=ttl, embedding=embedding)
+                partial(
+                    _write_version,
+                    rule=rule,
+                    task_id=task_id,
+                    namespace=namespace,
+                    key=key,
+                    value=value,
+                    memory_type=memory_type,
+                    metadata=metadata,
+                    by=by,
+                    ttl=ttl,
+                    embedding=embedding,
+                )
             )
         now = clock.utcnow()
         stored = None
@@ -1071,7 +1080,14 @@ class MemoryService:
             stored = (model, [(field, to_blob(vector)) for field, vector in vectors])
         return await self._db.write(
             write_memory_statement(
-                **fields,
+                rule,
+                task_id=task_id,
+                namespace=namespace,
+                key=key,
+                value=value if text is None else text,
+                memory_type=memory_type,
+                metadata=metadata,
+                by=by,
                 now=now,
                 expiry=_expiry(ttl, now),
                 audit_extra=_ttl_data(ttl),

@@ -87,7 +87,7 @@ from abathur.repositories.base import dialect_name, insert_row
 from abathur.repositories.subtree import in_subtree
 from abathur.schema.models import MemoryEntry, MemoryExpiry
 from abathur.schema.types import JSONDocument, UTCDateTime, load_documents
-from abathur.strict_json import dumps
+from abathur.strict_json import JSONText, dumps
 
 T = TypeVar("T")
 LIVE = MemoryEntry.is_deleted == false()
@@ -1134,6 +1134,9 @@ _WRITE_ARGUMENTS = (
     ("embedding_fields", "text[]", ARRAY(Text())),
     ("embedding_vectors", "bytea[]", ARRAY(LargeBinary())),
 )  # fmt: skip
+# The audit data of a write without a TTL, serialised once (``dumps`` stores
+# a ``JSONText`` as it is).
+NO_AUDIT_EXTRA = JSONText("{}")
 _ENTRY_COLUMNS = [
     (prop.columns[0].name, prop.key, prop.columns[0].type)
     for prop in sa_inspect(MemoryEntry).column_attrs
@@ -1214,7 +1217,7 @@ def write_memory_statement(
         "now": now,
         "expires_at": None if expiry is None else expiry[0],
         "ttl_seconds": None if expiry is None else expiry[1],
-        "audit_extra": audit_extra,
+        "audit_extra": audit_extra or NO_AUDIT_EXTRA,
         "embedding_model": None if embedding is None else embedding[0],
         "embedding_fields": None if embedding is None else [f for f, _ in embedding[1]],
         "embedding_vectors": None if embedding is None else [v for _, v in embedding[1]],

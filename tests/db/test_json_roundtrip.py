@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import Text, select
 
 from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
@@ -151,6 +151,35 @@ def test_loads_reads_what_json_loads_reads(value: Any, before: str, after: str) 
     """The scanner fast path gives ``json.loads``' result, whitespace around or not."""
     text = before + dumps(value) + after
     assert loads(text) == json.loads(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_loads_reads_postgresql_jsonb_text_as_json_loads_does(value: Any) -> None:
+    """PostgreSQL's JSONB comes back as text with a space after each ``:`` and
+    ``,`` (the engine's deserializer, asyncpg's codec): the same as ``json.loads``."""
+    text = json.dumps(value, ensure_ascii=False)
+    assert loads(text) == json.loads(text)
+
+
+async def test_postgresql_documents_are_read_as_json_loads_reads_them(
+    db: Database, task_id: str
+) -> None:
+    """A document read back on PostgreSQL (``loads``, the engine's JSON
+    deserializer) equals ``json.loads`` of the server's own text of it, key
+    order included."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's JSON codec")
+    value = {"zz": [1, 2.5, -0.0, 10**30, None], "a": {"é": "\u2028", "": True}, "bb": "x"}
+    row = await db.memory.put_memory("user:u", "k", value, "semantic", by="me", task_id=task_id)
+    async with db.transaction(write=False) as session:
+        text = (
+            await session.execute(
+                select(MemoryEntry.value.cast(Text)).where(MemoryEntry.id == row["id"])
+            )
+        ).scalar_one()
+    assert list(row["value"].items()) == list(json.loads(text).items())
+    assert row == await db.memory.get_memory("user:u", "k")
 
 
 @pytest.mark.parametrize(

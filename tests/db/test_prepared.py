@@ -6,17 +6,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import Text, TypeDecorator, bindparam, select
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.dialects.sqlite.pysqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from abathur.db.sqlite.prepared import Prepared
+from abathur.db.sqlite.prepared import _MISSING, Prepared, _Computed
 from abathur.db.sqlite.worker import worker_connection
 from abathur.errors import AlreadyExistsError, ValidationError
 from abathur.infrastructure.database import Database
-from abathur.repositories.memory import HISTORY, LATEST
+from abathur.repositories.memory import HISTORY, LATEST, SEARCH_PG, WRITE_MEMORY
 from abathur.repositories.sessions import CREATES, GET_WITH_LAST_SEQ
 from abathur.schema.models import MemoryEntry
+from abathur.schema.types import UTCDateTime
 
 
 async def test_rows_match_sqlalchemy(db: Database, task_id: str) -> None:
@@ -210,3 +213,49 @@ async def test_column_is_the_first_value_of_each_row_as_all_gives_it(
 
         column, first_values = await db.read(both)
         assert column == first_values
+
+
+class _NoneAsText(TypeDecorator[Any]):
+    """A bind processor that turns None into a value (none of abathur's do)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return "was None" if value is None else value
+
+
+def _reference_args(plan: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+    """``_Plan.args`` as it was: every value through its processor, None too."""
+    values = []
+    for name, default, process, *_ in plan.binds:
+        value = params.get(name, default)
+        if value is _MISSING:
+            raise KeyError(f"no value for parameter {name!r} of: {plan.sql}")
+        if isinstance(value, _Computed):
+            value = value.compute()
+        values.append(process(value))
+    return tuple(values)
+
+
+@pytest.mark.parametrize("dialect", [sqlite_dialect(), asyncpg_dialect()], ids=["sqlite", "pg"])
+def test_args_skip_only_processors_that_keep_none(dialect: Any) -> None:
+    """A None skips the processors that return None for it, and only those:
+    the arguments are the ones every value through its processor gives."""
+    odd = Prepared(select(bindparam("a", type_=_NoneAsText()), bindparam("b", type_=UTCDateTime())))
+    plan = odd._plan(dialect, {})
+    assert plan.args({"a": None, "b": None}) == ("was None", None)
+    now = datetime.now(UTC)
+    for prepared in (WRITE_MEMORY, SEARCH_PG, LATEST, odd):
+        plan = prepared._plan(dialect, {})
+        names = [name for name, *_ in plan.binds]
+        nones = dict.fromkeys(names)
+        assert plan.args(nones) == _reference_args(plan, nones)
+        some = {name: (now if name.endswith("_at") or name == "now" else None) for name in names}
+        assert plan.args(some) == _reference_args(plan, some)
+        del nones[names[0]]  # a required parameter left out: the same error
+        with pytest.raises(KeyError) as fast:
+            plan.args(nones)
+        with pytest.raises(KeyError) as slow:
+            _reference_args(plan, nones)
+        assert str(fast.value) == str(slow.value)

@@ -71,6 +71,17 @@ def _python_default(default: Any, name: str) -> Any:
     raise ValueError(f"Prepared cannot compute the default of column {name!r}")
 
 
+def _keeps_none(process: Callable[[Any], Any]) -> bool:
+    """Whether the bind processor ``process`` turns None into None (asked
+    once per plan: processors are pure functions of their value)."""
+    if process is identity:
+        return True
+    try:
+        return process(None) is None
+    except Exception:
+        return False
+
+
 class _Plan:
     """One compilation of a statement for SQLite: its SQL, how to build its
     positional parameters, and how to turn a fetched tuple into a row."""
@@ -87,7 +98,10 @@ class _Plan:
         # Python ("prefetch"): SQLAlchemy's execution context fills them in.
         defaults = {c.key: c.default for c in compiled.insert_prefetch}
         defaults |= {c.key: c.onupdate for c in compiled.update_prefetch}
-        self.binds: list[tuple[str, Any, Callable[[Any], Any]]] = []
+        # Each parameter: its name, its default, its bind processor, whether
+        # that processor turns None into None (a None then skips it), and
+        # whether the default is no value (required) or one computed per row.
+        self.binds: list[tuple[str, Any, Callable[[Any], Any], bool, bool]] = []
         for name in compiled.positiontup or ():
             bind = compiled.binds[name]
             if name in defaults:
@@ -95,7 +109,8 @@ class _Plan:
             else:
                 default = _MISSING if bind.required else bind.effective_value
             process = bind.type._cached_bind_processor(dialect) or identity
-            self.binds.append((name, default, process))
+            special = default is _MISSING or isinstance(default, _Computed)
+            self.binds.append((name, default, process, _keeps_none(process), special))
         columns = compiled._result_columns
         self.row_type: Any = namedtuple(  # type: ignore[misc]
             "PreparedRow", [c.keyname for c in columns], rename=True
@@ -117,14 +132,18 @@ class _Plan:
         self.results = [(i, p) for i, p in enumerate(processors) if p is not None]
 
     def args(self, params: Params) -> tuple[Any, ...]:
-        values = []
-        for name, default, process in self.binds:
-            value = params.get(name, default)
-            if value is _MISSING:
-                raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
-            if isinstance(value, _Computed):
+        values: list[Any] = []
+        get = params.get
+        for name, default, process, keeps_none, special in self.binds:
+            value = get(name, default)
+            if value is None and keeps_none:
+                values.append(None)
+                continue
+            if special and value is default:
+                if value is _MISSING:
+                    raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
                 value = value.compute()
-            values.append(process(value))
+            values.append(value if process is identity else process(value))
         return tuple(values)
 
     def args_many(self, rows: Sequence[Params]) -> list[tuple[Any, ...]]:
@@ -132,7 +151,7 @@ class _Plan:
         share values (one timestamp, one actor), and a value repeated from the
         row before is processed once."""
         columns = []
-        for name, default, process in self.binds:
+        for name, default, process, _keeps, _special in self.binds:
             if default is _MISSING:
                 try:
                     values = [row[name] for row in rows]
