@@ -256,9 +256,12 @@ async def test_state_merges_replace_whole_keys(
 ) -> None:
     """The database merges a delta into the state (``json_set`` / ``||``): each
     key's value is replaced whole (a nested object is not merged into, a null
-    is stored), every other key stays, whatever characters the keys hold."""
+    is stored), every other key stays, whatever characters the keys hold.
+    Each example has an app of its own: an ``app:`` or ``user:`` key is shared
+    by every session of its app (and user), so one example's would show in
+    the next one's state."""
     sid = f"merge-{uuid.uuid4().hex}"
-    await db.sessions.create_session(sid, "app", "u", initial_state=initial)
+    await db.sessions.create_session(sid, f"app-{sid}", "u", initial_state=initial)
     await db.sessions.append_event(sid, {"n": 1}, state_delta=delta)
     await db.sessions.set_state(sid, key, value)
     stored = await db.sessions.get_session(sid)
