@@ -58,7 +58,9 @@ from abathur.repositories.sessions import (
 )
 from abathur.repositories.shared_state import SharedStateRepository
 from abathur.schema.models import Session
-from abathur.strict_json import check_json, check_members, loads
+from abathur.strict_json import JSONText, check_json, check_members, loads
+
+EMPTY_STATE = JSONText("{}")  # check_json({})
 
 # uuid.uuid4(): clear the version and variant bits, then set version 4, RFC 4122.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -110,9 +112,14 @@ class SessionService:
         session as ``get_session`` would read it at once (without events): its
         ``state`` is the merged view, read in the same transaction."""
         new = new_session(session_id, app_name, user_id, project_id, initial_state)
-        own, shared = split_shared(new.state)
-        state = check_json(own, "initial_state")  # stored as this text
-        shared_delta = check_members(shared, "initial_state")
+        state: JSONText
+        shared_delta: dict[str, JSONText]
+        if new.state:
+            own, shared = split_shared(new.state)
+            state = check_json(own, "initial_state")  # stored as this text
+            shared_delta = check_members(shared, "initial_state")
+        else:  # what those three make of {}: the usual call, without their work
+            state, shared_delta = EMPTY_STATE, {}
 
         def made(created: datetime, seen: dict[str, Any]) -> SessionDict:
             return {

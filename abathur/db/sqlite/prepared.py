@@ -124,7 +124,8 @@ class _Plan:
                 raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
             if isinstance(value, _Computed):
                 value = value.compute()
-            values.append(process(value))
+            # Most binds convert nothing (text, ints): no call for those.
+            values.append(value if process is identity else process(value))
         return tuple(values)
 
     def args_many(self, rows: Sequence[Params]) -> list[tuple[Any, ...]]:
