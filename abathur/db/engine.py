@@ -13,7 +13,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 from abathur.db.sqlite.worker import execute_in_worker, in_worker, lean_dbapi
 from abathur.db.url import is_memory_url
 from abathur.errors import ValidationError
-from abathur.strict_json import dumps
+from abathur.strict_json import dumps, loads
 
 SQLITE_PRAGMAS = (
     # busy_timeout first: the journal_mode switch below may have to wait for a lock.
@@ -73,6 +73,10 @@ def _create_engine(url: URL, **options: Any) -> AsyncEngine:
         _attach_sqlite_hooks(engine, file_backed=not is_memory_url(url))
         return engine
     options.setdefault("json_serializer", dumps)
+    # asyncpg's json/jsonb codecs (installed by SQLAlchemy's dialect) parse
+    # with this: ``json.loads``' results and errors, without its per-call
+    # layers (one call per JSON value read, not three; issue 16).
+    options.setdefault("json_deserializer", loads)
     # No ping before every checkout (a round trip per unit of work): a pooled
     # connection that died fails its first statement, which is a connection
     # fault, and a unit that has not committed is run again on a new one
