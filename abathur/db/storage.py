@@ -533,7 +533,10 @@ class Storage:
             conn = await self.engine.connect()
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            if conn.get_transaction() is not None:
+            # The synchronous connection's own state, read directly: each
+            # property of AsyncConnection is two calls more (issue 16).
+            sync = conn.sync_connection
+            if sync is None or sync.get_transaction() is not None:
                 await conn.rollback()
         except BaseException:
             await self._give_back_autocommit(conn)
@@ -544,7 +547,14 @@ class Storage:
         """``_autocommit_connection``'s checkin: the connection kept idle,
         unless it was closed or enough are kept."""
         idle = self._idle_autocommit
-        if self._closed or conn.closed or conn.invalidated or len(idle) >= IDLE_CONNECTIONS:
+        sync = conn.sync_connection  # as in ``_take_autocommit``
+        if (
+            self._closed
+            or sync is None
+            or sync.closed
+            or sync.invalidated
+            or len(idle) >= IDLE_CONNECTIONS
+        ):
             await conn.close()
         else:
             idle.append(conn)
