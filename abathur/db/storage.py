@@ -420,7 +420,7 @@ class Storage:
     ) -> T:
         self._check_open()
         try:
-            if one_statement and not self.is_sqlite and isinstance(work, OneStatement):
+            if one_statement and not self._is_sqlite and isinstance(work, OneStatement):
                 # PostgreSQL, a unit that is one Prepared statement: awaited on
                 # the asyncpg connection from the event loop (``_native``),
                 # here rather than in ``_unit_raw``: two coroutines fewer on
