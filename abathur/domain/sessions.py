@@ -9,12 +9,12 @@ lifecycle lives here too, as data: which status may follow which.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypedDict, get_args
+from typing import Any, Literal, NamedTuple, Protocol, TypedDict, get_args
 
 from pydantic import Field
 
-from abathur.domain import Input
-from abathur.domain.values import Count, Id, PositiveCount, Text
+from abathur.domain import Input, validated
+from abathur.domain.values import MAX_ID_BYTES, Count, Id, PositiveCount, Text
 from abathur.errors import ConflictError, StaleSessionError
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
@@ -60,6 +60,75 @@ class NewSession(Input):
     user_id: Id
     project_id: Id | None = None
     state: dict[str, Any] = Field(default_factory=dict)
+
+
+class NewSessionFields(Protocol):
+    """A new session's checked fields: a ``NewSession`` or a ``PlainNewSession``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def app_name(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def project_id(self) -> str | None: ...
+    @property
+    def state(self) -> dict[str, Any]: ...
+
+
+class PlainNewSession(NamedTuple):
+    """``new_session``'s result for arguments ``NewSession`` takes as they are."""
+
+    id: str
+    app_name: str
+    user_id: str
+    project_id: str | None
+    state: dict[str, Any]
+
+
+def _plain_id(value: Any) -> bool:
+    """``value`` is an ``Id`` exactly as given: a ``str`` of 1 to
+    ``MAX_ID_BYTES`` ASCII characters (so no lone surrogate, one UTF-8 byte
+    each) without NUL. Anything else is left to ``NewSession``."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_ID_BYTES
+        and value.isascii()
+        and "\x00" not in value
+    )
+
+
+def new_session(
+    session_id: Any, app_name: Any, user_id: Any, project_id: Any, state: Any
+) -> NewSessionFields:
+    """``create_session``'s arguments checked as ``validated(NewSession, ...)``
+    checks them (``state`` None is ``{}``). Arguments that pass a cheaper
+    test, plain ASCII ids and a plain dict with ``str`` keys, which
+    ``NewSession`` accepts unchanged, skip pydantic (issue 16: the check costs
+    more than the rest of the call's client side); any other argument goes
+    through ``NewSession``, which returns them or raises its own
+    ValidationError. Either way ``state`` is not copied: the caller splits it
+    (``split_shared``) into new dicts."""
+    if state is None:
+        state = {}
+    if (
+        _plain_id(session_id)
+        and _plain_id(app_name)
+        and _plain_id(user_id)
+        and (project_id is None or _plain_id(project_id))
+        and type(state) is dict
+        and all(type(key) is str for key in state)
+    ):
+        return PlainNewSession(session_id, app_name, user_id, project_id, state)
+    return validated(
+        NewSession,
+        id=session_id,
+        app_name=app_name,
+        user_id=user_id,
+        project_id=project_id,
+        state=state,
+    )
 
 
 class EventBatch(Input):

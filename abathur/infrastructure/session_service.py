@@ -29,13 +29,13 @@ from abathur.domain.sessions import (
     EventBatch,
     EventDict,
     EventQuery,
-    NewSession,
     SessionDict,
     SessionQuery,
     SessionWithEvents,
     StateKey,
     event_dict,
     is_shared_key,
+    new_session,
     session_closed,
     session_dict,
     session_stale,
@@ -58,7 +58,9 @@ from abathur.repositories.sessions import (
 )
 from abathur.repositories.shared_state import SharedStateRepository
 from abathur.schema.models import Session
-from abathur.strict_json import check_json, check_members, loads
+from abathur.strict_json import JSONText, check_json, check_members, loads
+
+EMPTY_STATE = JSONText("{}")  # check_json({})
 
 # uuid.uuid4(): clear the version and variant bits, then set version 4, RFC 4122.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -109,17 +111,15 @@ class SessionService:
         of the app / of (app, user), in the same transaction. Returns the new
         session as ``get_session`` would read it at once (without events): its
         ``state`` is the merged view, read in the same transaction."""
-        new = validated(
-            NewSession,
-            id=session_id,
-            app_name=app_name,
-            user_id=user_id,
-            project_id=project_id,
-            state={} if initial_state is None else initial_state,
-        )
-        own, shared = split_shared(new.state)
-        state = check_json(own, "initial_state")  # stored as this text
-        shared_delta = check_members(shared, "initial_state")
+        new = new_session(session_id, app_name, user_id, project_id, initial_state)
+        state: JSONText
+        shared_delta: dict[str, JSONText]
+        if new.state:
+            own, shared = split_shared(new.state)
+            state = check_json(own, "initial_state")  # stored as this text
+            shared_delta = check_members(shared, "initial_state")
+        else:  # what those three make of {}: the usual call, without their work
+            state, shared_delta = EMPTY_STATE, {}
 
         def made(created: datetime, seen: dict[str, Any]) -> SessionDict:
             return {
@@ -128,7 +128,8 @@ class SessionService:
                 "user_id": new.user_id,
                 "project_id": new.project_id,
                 "status": "created",
-                "state": {**loads(state), **seen},
+                # A copy of the state stored: the document its text reads as.
+                "state": {**seen} if state == "{}" else {**loads(state), **seen},
                 "metadata": {},
                 "created_at": created,
                 "last_update_time": created,

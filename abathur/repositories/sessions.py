@@ -38,7 +38,7 @@ from abathur.db.sqlite.prepared import Executor, OneStatement, Prepared
 from abathur.domain.clock import utcnow
 from abathur.domain.sessions import (
     EventFields,
-    NewSession,
+    NewSessionFields,
     SessionFields,
     SessionQuery,
     session_closed,
@@ -180,6 +180,28 @@ CREATES = {
     )
     for dialect, seen in _SEEN_SHARED.items()
 }
+# PostgreSQL's, lean (issue 16): the constant columns as literals, one
+# timestamp bound once for both, and the state bound as the JSON text
+# ``check_json`` made, cast to jsonb by the server: six parameters instead of
+# nine, and no bind processor but the timestamp's. It stores what the
+# SQLAlchemy INSERT (``CREATES``, SQLite's) stores.
+CREATES["postgresql"] = Prepared(
+    text(
+        "INSERT INTO sessions (id, app_name, user_id, project_id, status, state, metadata, "
+        "created_at, last_update_time) VALUES (:id, :app_name, :user_id, :project_id, "
+        "'created', CAST(:state AS jsonb), '{}', :now, :now) "
+        f"RETURNING {_SEEN_SHARED['postgresql']} AS shared"
+    )
+    .bindparams(
+        bindparam("id", type_=Text()),
+        bindparam("app_name", type_=Text()),
+        bindparam("user_id", type_=Text()),
+        bindparam("project_id", type_=Text()),
+        bindparam("state", type_=Text()),
+        bindparam("now", type_=UTCDateTime()),
+    )
+    .columns(column("shared", JSONDocument()))
+)
 SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
 ADD_EVENTS = Prepared(EVENTS.insert())
 EventRow = EventFields
@@ -275,7 +297,7 @@ class SessionRepository:
 
     # ------------------------------------------------------------ sessions
 
-    def create(self, new: NewSession, state: Any) -> tuple[datetime, dict[str, Any]]:
+    def create(self, new: NewSessionFields, state: Any) -> tuple[datetime, dict[str, Any]]:
         """Insert the session in status ``created`` with ``state`` (a document,
         or its text as ``check_json`` returned it). Returns its creation time
         and the shared state it sees (``SharedStateRepository.read``), read by
@@ -545,7 +567,7 @@ def _last_seq(row: Any) -> int:
 
 
 def create_statement(
-    new: NewSession,
+    new: NewSessionFields,
     state: Any,
     dialect: str,
     then: Callable[[datetime, dict[str, Any]], T],
@@ -554,17 +576,28 @@ def create_statement(
     work (``OneStatement``): ``then(created_at, shared state seen)``. A
     duplicate id raises ``AlreadyExistsError``."""
     now = utcnow()
-    values = {
-        "id": new.id,
-        "app_name": new.app_name,
-        "user_id": new.user_id,
-        "project_id": new.project_id,
-        "status": "created",
-        "state": state,
-        "metadata": {},
-        "created_at": now,
-        "last_update_time": now,
-    }
+    values: dict[str, Any]
+    if dialect == "postgresql":
+        values = {
+            "id": new.id,
+            "app_name": new.app_name,
+            "user_id": new.user_id,
+            "project_id": new.project_id,
+            "state": dumps(state),  # the text as it is (``check_json``'s), or a document's
+            "now": now,
+        }
+    else:
+        values = {
+            "id": new.id,
+            "app_name": new.app_name,
+            "user_id": new.user_id,
+            "project_id": new.project_id,
+            "status": "created",
+            "state": state,
+            "metadata": {},
+            "created_at": now,
+            "last_update_time": now,
+        }
 
     def failed(exc: DBAPIError) -> None:
         if isinstance(exc, IntegrityError) and is_duplicate_key(exc):

@@ -63,16 +63,12 @@ async def test_field_names_are_the_labels(db: Database) -> None:
 async def test_errors_are_sqlalchemys(db: Database) -> None:
     await db.sessions.create_session("s", "app", "u")
     now = datetime.now(UTC)
-    values = {
-        "id": "s",
-        "app_name": "a",
-        "user_id": "u",
-        "status": "created",
-        "state": {},
-        "metadata": {},
-        "created_at": now,
-        "last_update_time": now,
-    }
+    values: dict[str, Any] = {"id": "s", "app_name": "a", "user_id": "u"}
+    if db.is_sqlite:
+        values |= {"status": "created", "state": {}, "metadata": {}}
+        values |= {"created_at": now, "last_update_time": now}
+    else:  # PostgreSQL's lean INSERT: the constants in its SQL, the state as text
+        values |= {"project_id": None, "state": "{}", "now": now}
 
     def insert(conn: Connection) -> None:
         with pytest.raises(IntegrityError) as raised:  # inside the unit: SQLAlchemy's
@@ -259,3 +255,23 @@ def test_args_skip_only_processors_that_keep_none(dialect: Any) -> None:
         with pytest.raises(KeyError) as slow:
             _reference_args(plan, nones)
         assert str(fast.value) == str(slow.value)
+
+
+def test_each_dialect_has_its_own_plans() -> None:
+    """A plan holds its dialect's bind processors (on PostgreSQL a JSON
+    column's serialiser among them), so two engines of one backend do not
+    share plans: one whose dialect serialises JSON otherwise (a bare
+    dialect: ``json.dumps``) must not hand its plans to ours, nor ours to
+    it. (Plans keyed by the dialect's name did: a plan built on a bare
+    dialect sent our ``JSONText`` values as JSON strings.)"""
+    import json
+
+    from abathur.schema.types import JSONDocument
+    from abathur.strict_json import JSONText, dumps
+
+    statement = Prepared(select(bindparam("v", type_=JSONDocument())))
+    text = JSONText('{"a":1}')
+    bare, ours = asyncpg_dialect(), asyncpg_dialect(json_serializer=dumps)
+    assert statement._plan(bare, {}).args({"v": text}) == (json.dumps(text),)
+    assert statement._plan(ours, {}).args({"v": text}) == ('{"a":1}',)
+    assert statement._plan(bare, {}).args({"v": text}) == (json.dumps(text),)

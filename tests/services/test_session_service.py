@@ -105,6 +105,17 @@ async def test_create_rejects_bad_initial_state(
     assert await sessions.get_session("s1") is None
 
 
+async def test_create_returns_the_session_as_stored(sessions: SessionService) -> None:
+    # PostgreSQL's lean INSERT (issue 16) writes its constants and one timestamp
+    # in SQL: the row stored is still the one create_session returns.
+    state = {"k": [1, {"x": None}], "app:a": 1, "user:b": "é"}
+    made = await sessions.create_session("s1", "app", "alice", "proj", state)
+    got = await session(sessions, "s1")
+    assert made == {key: got[key] for key in made}
+    assert made["state"] == state
+    assert got["created_at"] == got["last_update_time"] == made["created_at"]
+
+
 @pytest.mark.parametrize("field", ["session_id", "app_name", "user_id"])
 async def test_create_rejects_empty_identity(sessions: SessionService, field: str) -> None:
     args = {"session_id": "s1", "app_name": "app", "user_id": "alice", field: ""}

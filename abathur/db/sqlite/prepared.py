@@ -143,6 +143,7 @@ class _Plan:
                 if value is _MISSING:
                     raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
                 value = value.compute()
+            # Most binds convert nothing (text, ints): no call for those.
             values.append(value if process is identity else process(value))
         return tuple(values)
 
@@ -189,14 +190,17 @@ class _Plan:
         return converted
 
 
+# The attribute of a dialect instance holding its plans, by (Prepared, keys).
+_PLANS = "_abathur_prepared_plans"
+
+
 class Prepared:
     """A Core statement run on the fast path when it can be (see the module)."""
 
-    __slots__ = ("_plans", "statement")
+    __slots__ = ("statement",)
 
     def __init__(self, statement: Executable):
         self.statement = statement
-        self._plans: dict[Any, _Plan] = {}
 
     # ------------------------------------------------------------ results
 
@@ -302,11 +306,17 @@ class Prepared:
 
     def _plan(self, dialect: Dialect, params: Params) -> _Plan:
         """Inserts and updates compile per set of columns given, as SQLAlchemy
-        does; each dialect has its own plans (a process may use both)."""
+        does. The plans are kept on the dialect instance, that is per engine
+        (as SQLAlchemy keeps its compiled cache): a plan holds its dialect's
+        bind and result processors, and two engines of one backend may
+        process values differently (a JSON serialiser of their own)."""
         keys = tuple(sorted(params)) if self.statement.is_dml else None
-        plan = self._plans.get((dialect.name, keys))
+        plans = dialect.__dict__.get(_PLANS)
+        if plans is None:
+            plans = dialect.__dict__[_PLANS] = {}
+        plan: _Plan | None = plans.get((self, keys))
         if plan is None:
-            plan = self._plans[dialect.name, keys] = _Plan(self.statement, dialect, keys)
+            plan = plans[self, keys] = _Plan(self.statement, dialect, keys)
         return plan
 
     async def fetch_native(
