@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sqlalchemy import URL, event, orm
 from sqlalchemy.engine import Connection
@@ -157,6 +157,15 @@ def _with_orm_session(work: Callable[[orm.Session], T], conn: Connection) -> T:
         return result
     finally:
         session.close()
+
+
+def _raise_translated(exc: Exception) -> NoReturn:
+    """Raise ``exc`` again, a driver's fault (``is_driver_fault``) as its
+    ``abathur.errors`` exception; anything else (abathur's own errors, the
+    caller's) as it is. Called from a unit's ``except`` clause."""
+    if not isinstance(exc, AbathurError) and db_errors.is_driver_fault(exc):
+        raise db_errors.translate(exc) from exc
+    raise exc
 
 
 class Storage:
@@ -411,15 +420,17 @@ class Storage:
             return await self.write(work)
         self._check_open()
         body = partial(_as_one_statement, work)
-        return await self._translated(
-            self._retrying(lambda: self._on_connection(body, write=True, autocommit=True))
-        )
+        try:
+            return await self._retrying(
+                lambda: self._on_connection(body, write=True, autocommit=True)
+            )
+        except Exception as exc:
+            _raise_translated(exc)
 
     async def _unit(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
     ) -> T:
         self._check_open()
-        # ``_translated``, without its coroutine (on every unit of work).
         try:
             if one_statement and not self._is_sqlite and isinstance(work, OneStatement):
                 # PostgreSQL, a unit that is one Prepared statement: awaited on
@@ -432,24 +443,8 @@ class Storage:
                     self._wrote()
                 return result
             return await self._unit_raw(work, write=write, one_statement=one_statement)
-        except AbathurError:
-            raise
         except Exception as exc:
-            if not db_errors.is_driver_fault(exc):
-                raise
-            raise db_errors.translate(exc) from exc
-
-    @staticmethod
-    async def _translated(unit: Awaitable[T]) -> T:
-        """``unit``'s result; a driver's fault as an ``abathur.errors`` one."""
-        try:
-            return await unit
-        except AbathurError:
-            raise
-        except Exception as exc:
-            if not db_errors.is_driver_fault(exc):
-                raise
-            raise db_errors.translate(exc) from exc
+            _raise_translated(exc)
 
     async def _unit_raw(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
