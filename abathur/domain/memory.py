@@ -133,7 +133,7 @@ PutFields = tuple[str, str, dict[str, Any], str, str, str, "dict[str, Any] | Non
 
 
 # Namespaces (``parse_namespace``) and texts (``check_text(..., "value")``:
-# actors, task ids) that ``put_fields_text`` has accepted: a write repeats a
+# actors, task ids) that ``put_fields`` has accepted: a write repeats a
 # few of them, and each check is a pure function of the string, so each is
 # made once (up to ``ACCEPTED_KEPT`` kept; then the set starts afresh).
 # Only plain ``str`` values come here, and only accepted ones: a refused value
@@ -156,25 +156,12 @@ def put_fields(
     by: Any,
     task_id: Any,
     metadata: Any,
-) -> PutFields:
-    """``MemoryPut``'s fields, in its order, as ``validated(MemoryPut, ...)``
-    gives them: the same values, the same errors, at a fraction of the cost
-    (``put_fields_text``, without the value's text)."""
-    return put_fields_text(namespace, key, value, memory_type, by, task_id, metadata)[0]
-
-
-def put_fields_text(
-    namespace: Any,
-    key: Any,
-    value: Any,
-    memory_type: Any,
-    by: Any,
-    task_id: Any,
-    metadata: Any,
 ) -> tuple[PutFields, JSONText | None]:
-    """``put_fields``, and the value's JSON text when its check made it
-    (``check_json``, which ``dumps`` then stores as it is: the value is not
-    serialised twice), else None.
+    """``MemoryPut``'s fields, in its order, as ``validated(MemoryPut, ...)``
+    gives them (the same values, the same errors, at a fraction of the cost),
+    and the value's JSON text when its check made it (``check_json``, which
+    ``dumps`` then stores as it is: the value is not serialised twice), else
+    None.
 
     The common input (each argument of exactly the type the model wants, the
     objects' keys plain strings) is judged by the model's own field rules,

@@ -57,7 +57,7 @@ from abathur.domain.memory import (
     memory_exists,
     memory_not_found,
     parse_filter,
-    put_fields_text,
+    put_fields,
     ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
@@ -1014,7 +1014,7 @@ class MemoryService:
         names) embeds those fields of this version instead of the embedder's.
         """
         ttl = ttl_arg(ttl)
-        fields, text = put_fields_text(namespace, key, value, memory_type, by, task_id, metadata)
+        fields, text = put_fields(namespace, key, value, memory_type, by, task_id, metadata)
         namespace, key, value, memory_type, by, task_id, metadata = fields
         embedding = (
             None  # ``_embed``'s answer, without its coroutine

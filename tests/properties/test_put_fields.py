@@ -1,6 +1,7 @@
 """``put_fields`` (``put_memory``'s validation without building the model for
-the common input) gives what ``validated(MemoryPut, ...)`` gives: the same
-values for every input the model accepts, the same error for every other."""
+the common input, with the value's JSON text) gives what
+``validated(MemoryPut, ...)`` gives: the same values for every input the
+model accepts, the same error for every other."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from abathur.domain import validated
-from abathur.domain.memory import MAX_ACTOR_LENGTH, MemoryPut, put_fields, put_fields_text
+from abathur.domain.memory import MAX_ACTOR_LENGTH, MemoryPut, put_fields
 from abathur.errors import ValidationError
 from abathur.strict_json import JSONText, dumps
 
@@ -72,39 +73,27 @@ def test_put_fields_is_the_model(data: st.DataObject, changed: set[int]) -> None
         put = validated(MemoryPut, **dict(zip(names, fields, strict=True)))
         return tuple(getattr(put, name) for name in names)
 
-    assert _outcome(lambda: put_fields(*fields)) == _outcome(model)
-
-
-def test_the_common_input_is_returned_as_given() -> None:
-    value, metadata = {"a": [1, {"b": None}]}, {"m": 1}
-    got = put_fields("app:x", "k", value, "semantic", "me", "t1", metadata)
-    assert got == ("app:x", "k", value, "semantic", "me", "t1", metadata)
-    assert got[2] is value and got[6] is metadata
-
-
-@settings(max_examples=400, deadline=None)
-@given(data=st.data(), changed=st.sets(st.integers(0, 6), min_size=0, max_size=7))
-def test_put_fields_text_is_put_fields_and_the_value_as_dumps_writes_it(
-    data: st.DataObject, changed: set[int]
-) -> None:
-    """``put_fields_text``: ``put_fields``' values or error, and the value's
-    text (bound in its place on PostgreSQL) exactly what ``dumps`` writes."""
-    fields = tuple(data.draw(_FIELDS[i]) if i in changed else _VALID[i] for i in range(len(_VALID)))
-    outcome = _outcome(lambda: put_fields_text(*fields))
-    assert _outcome(lambda: put_fields(*fields)) == (
-        outcome if outcome[0] == "error" else ("ok", outcome[1][0])
-    )
-    if outcome[0] == "ok":
+    outcome = _outcome(lambda: put_fields(*fields))
+    expected = _outcome(model)
+    assert (outcome if outcome[0] == "error" else ("ok", outcome[1][0])) == expected
+    if outcome[0] == "ok":  # the text, bound in the value's place on PostgreSQL
         got, text = outcome[1]
         assert text is None or (type(text) is JSONText and text == dumps(got[2]))
 
 
+def test_the_common_input_is_returned_as_given() -> None:
+    value, metadata = {"a": [1, {"b": None}]}, {"m": 1}
+    got, _text = put_fields("app:x", "k", value, "semantic", "me", "t1", metadata)
+    assert got == ("app:x", "k", value, "semantic", "me", "t1", metadata)
+    assert got[2] is value and got[6] is metadata
+
+
 def test_the_common_input_comes_with_its_text() -> None:
     value = {"b": "é", "a": [1.5, None]}
-    fields, text = put_fields_text("app:x", "k", value, "semantic", "me", "t1", None)
+    fields, text = put_fields("app:x", "k", value, "semantic", "me", "t1", None)
     assert fields[2] is value and text == '{"b":"é","a":[1.5,null]}'
     # Through the model (a UUID task id): no text, the value serialised at the bind.
-    assert put_fields_text("app:x", "k", value, "semantic", "me", uuid.UUID(int=7), None)[1] is None
+    assert put_fields("app:x", "k", value, "semantic", "me", uuid.UUID(int=7), None)[1] is None
 
 
 def test_accepted_strings_are_kept_per_check(monkeypatch: Any) -> None:
@@ -114,7 +103,7 @@ def test_accepted_strings_are_kept_per_check(monkeypatch: Any) -> None:
     from abathur.domain import memory
 
     valid = ("app:x", "k", {"a": 1}, "semantic", "me", "not-a-namespace", None)
-    put_fields_text(*valid)  # "not-a-namespace" accepted as a task id
+    put_fields(*valid)  # "not-a-namespace" accepted as a task id
     as_namespace = ("not-a-namespace", *valid[1:])
     first = _outcome(lambda: put_fields(*as_namespace))
     assert first[0] == "error"
