@@ -14,8 +14,8 @@ from typing import Any, Literal, NamedTuple, Protocol, TypedDict, get_args
 from pydantic import Field
 
 from abathur.domain import Input, validated
-from abathur.domain.values import MAX_ID_BYTES, Count, Id, PositiveCount, Text
-from abathur.errors import ConflictError, StaleSessionError
+from abathur.domain.values import Count, Id, PositiveCount, Text, check_text
+from abathur.errors import ConflictError, StaleSessionError, ValidationError
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
 SESSION_STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
@@ -87,39 +87,33 @@ class PlainNewSession(NamedTuple):
     state: dict[str, Any]
 
 
-def _plain_id(value: Any) -> bool:
-    """``value`` is an ``Id`` exactly as given: a ``str`` of 1 to
-    ``MAX_ID_BYTES`` ASCII characters (so no lone surrogate, one UTF-8 byte
-    each) without NUL. Anything else is left to ``NewSession``."""
-    return (
-        type(value) is str
-        and 0 < len(value) <= MAX_ID_BYTES
-        and value.isascii()
-        and "\x00" not in value
-    )
-
-
 def new_session(
     session_id: Any, app_name: Any, user_id: Any, project_id: Any, state: Any
 ) -> NewSessionFields:
     """``create_session``'s arguments checked as ``validated(NewSession, ...)``
-    checks them (``state`` None is ``{}``). Arguments that pass a cheaper
-    test, plain ASCII ids and a plain dict with ``str`` keys, which
-    ``NewSession`` accepts unchanged, skip pydantic (issue 16: the check costs
+    checks them (``state`` None is ``{}``). Arguments that pass ``Id``'s own
+    rule called directly (``check_text``) and a plain dict with ``str`` keys,
+    which ``NewSession`` accepts unchanged, skip pydantic (issue 16: the check costs
     more than the rest of the call's client side); any other argument goes
     through ``NewSession``, which returns them or raises its own
     ValidationError. Either way ``state`` is not copied: the caller splits it
     (``split_shared``) into new dicts."""
     if state is None:
         state = {}
-    if (
-        _plain_id(session_id)
-        and _plain_id(app_name)
-        and _plain_id(user_id)
-        and (project_id is None or _plain_id(project_id))
-        and type(state) is dict
-        and all(type(key) is str for key in state)
-    ):
+    ids = (
+        (session_id, app_name, user_id)
+        if project_id is None
+        else (session_id, app_name, user_id, project_id)
+    )
+    try:
+        plain = (
+            type(state) is dict
+            and all(type(key) is str for key in state)
+            and all(type(value) is str and check_text(value, "value") for value in ids)
+        )
+    except ValidationError:  # NewSession raises its own error for it
+        plain = False
+    if plain:
         return PlainNewSession(session_id, app_name, user_id, project_id, state)
     return validated(
         NewSession,

@@ -68,7 +68,7 @@ def test_plain_arguments_take_the_fast_path() -> None:
         ("s", "app", "u", None, None),
         ("s", "app", "u", "p", {"k": 1, "app:a": [1]}),
         ("x" * MAX_ID_BYTES, "a", "u", None, {}),
+        ("é" * (MAX_ID_BYTES // 2), "app", "u", None, None),  # 1,024 bytes in UTF-8
     ]:
         assert type(new_session(*args)) is PlainNewSession
-    assert type(new_session("é", "app", "u", None, None)) is NewSession  # not ASCII
     assert type(new_session("s", Text("app"), "u", None, None)) is NewSession
