@@ -161,47 +161,47 @@ GET_WHOLE_PG = {as_text: _whole_pg(as_text) for as_text in (False, True)}
 LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
 # The INSERT of a new session returns the shared state its app and user see,
 # as one JSON object (``SharedStateRepository.read``'s rows), so creating a
-# session and reading its merged state is one statement. Written as SQL text:
-# SQLAlchemy renders RETURNING on SQLite without table names, which a
-# correlated subquery needs. PostgreSQL reads it through
-# ``abathur_shared_state`` (revision 0015_session_plans), the same query
-# planned once per connection rather than with every INSERT.
-_SEEN_SHARED = {
-    "sqlite": (
-        "(SELECT json_group_object(shared_state.key, json(shared_state.value)) "
-        "FROM shared_state WHERE shared_state.app_name = sessions.app_name"
-        " AND shared_state.user_id IN ('', sessions.user_id))"
-    ),
-    "postgresql": "abathur_shared_state(sessions.app_name, sessions.user_id)",
-}
+# session and reading its merged state is one statement, by dialect.
+#
+# SQLite: written as SQL text in the RETURNING clause (SQLAlchemy renders
+# RETURNING on SQLite without table names, which a correlated subquery needs).
+#
+# PostgreSQL: the shared state through ``abathur_shared_state`` (revision
+# 0015_session_plans), the same query planned once per connection rather than
+# with every INSERT; and the INSERT lean (issue 16): the constant columns as
+# literals, one timestamp bound once for both, and the state bound as the
+# JSON text ``check_json`` made, cast to jsonb by the server: six parameters
+# instead of nine, and no bind processor but the timestamp's. It stores what
+# SQLite's INSERT stores (``test_create_returns_the_session_as_stored``).
 CREATES = {
-    dialect: Prepared(
-        SESSIONS.insert().returning(literal_column(seen, JSONDocument()).label("shared"))
-    )
-    for dialect, seen in _SEEN_SHARED.items()
+    "sqlite": Prepared(
+        SESSIONS.insert().returning(
+            literal_column(
+                "(SELECT json_group_object(shared_state.key, json(shared_state.value)) "
+                "FROM shared_state WHERE shared_state.app_name = sessions.app_name"
+                " AND shared_state.user_id IN ('', sessions.user_id))",
+                JSONDocument(),
+            ).label("shared")
+        )
+    ),
+    "postgresql": Prepared(
+        text(
+            "INSERT INTO sessions (id, app_name, user_id, project_id, status, state, metadata, "
+            "created_at, last_update_time) VALUES (:id, :app_name, :user_id, :project_id, "
+            "'created', CAST(:state AS jsonb), '{}', :now, :now) "
+            "RETURNING abathur_shared_state(sessions.app_name, sessions.user_id) AS shared"
+        )
+        .bindparams(
+            bindparam("id", type_=Text()),
+            bindparam("app_name", type_=Text()),
+            bindparam("user_id", type_=Text()),
+            bindparam("project_id", type_=Text()),
+            bindparam("state", type_=Text()),
+            bindparam("now", type_=UTCDateTime()),
+        )
+        .columns(column("shared", JSONDocument()))
+    ),
 }
-# PostgreSQL's, lean (issue 16): the constant columns as literals, one
-# timestamp bound once for both, and the state bound as the JSON text
-# ``check_json`` made, cast to jsonb by the server: six parameters instead of
-# nine, and no bind processor but the timestamp's. It stores what the
-# SQLAlchemy INSERT (``CREATES``, SQLite's) stores.
-CREATES["postgresql"] = Prepared(
-    text(
-        "INSERT INTO sessions (id, app_name, user_id, project_id, status, state, metadata, "
-        "created_at, last_update_time) VALUES (:id, :app_name, :user_id, :project_id, "
-        "'created', CAST(:state AS jsonb), '{}', :now, :now) "
-        f"RETURNING {_SEEN_SHARED['postgresql']} AS shared"
-    )
-    .bindparams(
-        bindparam("id", type_=Text()),
-        bindparam("app_name", type_=Text()),
-        bindparam("user_id", type_=Text()),
-        bindparam("project_id", type_=Text()),
-        bindparam("state", type_=Text()),
-        bindparam("now", type_=UTCDateTime()),
-    )
-    .columns(column("shared", JSONDocument()))
-)
 SAVE = Prepared(SESSIONS.update().where(SESSIONS.c.id == bindparam("row_id")))
 ADD_EVENTS = Prepared(EVENTS.insert())
 EventRow = EventFields
@@ -576,22 +576,17 @@ def create_statement(
     work (``OneStatement``): ``then(created_at, shared state seen)``. A
     duplicate id raises ``AlreadyExistsError``."""
     now = utcnow()
-    values: dict[str, Any]
-    if dialect == "postgresql":
-        values = {
-            "id": new.id,
-            "app_name": new.app_name,
-            "user_id": new.user_id,
-            "project_id": new.project_id,
-            "state": dumps(state),  # the text as it is (``check_json``'s), or a document's
-            "now": now,
-        }
+    values: dict[str, Any] = {
+        "id": new.id,
+        "app_name": new.app_name,
+        "user_id": new.user_id,
+        "project_id": new.project_id,
+    }
+    if dialect == "postgresql":  # see ``CREATES``
+        values["state"] = dumps(state)  # the text as it is (``check_json``'s), or a document's
+        values["now"] = now
     else:
-        values = {
-            "id": new.id,
-            "app_name": new.app_name,
-            "user_id": new.user_id,
-            "project_id": new.project_id,
+        values |= {
             "status": "created",
             "state": state,
             "metadata": {},
