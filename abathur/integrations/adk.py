@@ -66,7 +66,13 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.session_service import SessionService
-from abathur.integrations.trusted_models import ALWAYS, FIELDS_ONLY, StoredModel
+from abathur.integrations.trusted_models import (
+    ALWAYS,
+    EMPTY_ONLY,
+    FIELDS_ONLY,
+    NonEmpty,
+    StoredModel,
+)
 
 PREFIX = "adk:"
 # ADK's own message (google.adk.sessions.database_session_service).
@@ -105,15 +111,19 @@ def _json_safe(state: dict[str, Any]) -> dict[str, Any]:
 # What ``Event.model_validate`` runs in Python that changes nothing in an
 # Event's own dump (see ``trusted_models``): genai's base model only logs type
 # mismatches (objects of another model class, which JSON cannot hold), Part's
-# ``__init__`` validates the part again, and Event's routing of convenience
+# ``__init__`` validates the part again, Event's routing of convenience
 # arguments (``message``, ``state``, ...) acts only on keys that are not
-# Event's fields. ``event_id`` is the adapter's own key.
+# Event's fields, ``Event.model_post_init`` only gives an event without an
+# ``id`` a new one, and EventActions' ``_parse_auth_configs`` returns an empty
+# ``requested_auth_configs`` as it is. ``event_id`` is the adapter's own key.
 STORED_EVENTS = StoredModel(
     Event,
     {
         "google.genai._common.BaseModel._check_field_type_mismatches": ALWAYS,
         "google.genai.types.Part.__init__": ALWAYS,
         "google.adk.events.event.Event._accept_convenience_kwargs": FIELDS_ONLY,
+        "google.adk.events.event.Event.model_post_init": NonEmpty(("id",)),
+        "google.adk.events.event_actions.EventActions._parse_auth_configs": EMPTY_ONLY,
     },
     dropped=("event_id",),
 )

@@ -27,10 +27,23 @@ the fast validator looks fields up by name alone in models that accept names
 and ignore or forbid other keys (``_by_name_only``): such a model then forbids
 any other key, and a document holding an alias is validated in full.
 
+Two kinds of no-op hold only for some documents, and the fast validator
+refuses the others (which are then validated in full): ``EMPTY_ONLY``, a
+field's ``after`` validator that returns an empty value as it is (ADK's
+``EventActions._parse_auth_configs``): the field must be empty; and
+``NonEmpty(fields)``, a ``model_post_init`` that changes nothing when those
+fields hold a value (``Event.model_post_init`` gives an event without an id a
+new one): they must be present and non-empty. A condition that cannot be put
+on the schema (a field without a length) keeps the function.
+
 ``dropped`` names keys of the stored document that are not the model's (an
 adapter's own, such as the ADK adapter's ``event_id``): the fast validator
-accepts them as fields and removes them from the result (after
-``model_post_init``), which is then what validation returns without them.
+accepts them as fields whose value is always refused and then omitted
+(``on_error="omit"``), so they never reach the result, which is then what
+validation returns without them. The validator of many documents requires
+the keys (the ADK adapter's documents always hold them: then no Python runs
+per document); a document without one is validated on its own by the
+validator of one document, where the key's default is removed afterwards.
 
 Nested models are validated by their own class's validator unless the
 validator is built apart from them (``_use_prebuilt=False``, which pydantic
@@ -42,6 +55,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -53,11 +67,29 @@ ALWAYS = "always"
 """A no-op whatever the document."""
 FIELDS_ONLY = "fields only"
 """A model-level no-op for documents whose keys are all fields of its model."""
+EMPTY_ONLY = "empty only"
+"""A field's ``after`` validator that returns an empty value unchanged: a
+no-op for documents where that field is empty (a dict, list, set or string of
+length 0). The fast validator refuses any other value of the field."""
 
-# A function of a model's schema (a validator, or a model's ``__init__``) known
-# to change nothing in its dumped JSON, by qualified name
-# ("module.Class.function"): ALWAYS or FIELDS_ONLY.
-NoOps = Mapping[str, str]
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A model's ``model_post_init`` that changes nothing when each of
+    ``fields`` is in the document with a non-empty value: the fast validator
+    requires them, non-empty (a string, list, dict or set of length 1 or
+    more), and refuses a document without them."""
+
+    fields: tuple[str, ...]
+
+
+# A function of a model's schema (a validator, a model's ``__init__`` or its
+# ``model_post_init``) known to change nothing in its dumped JSON, by
+# qualified name ("module.Class.function"): ALWAYS, FIELDS_ONLY, EMPTY_ONLY
+# or NonEmpty.
+NoOps = Mapping[str, "str | NonEmpty"]
+
+_SIZED = ("str", "list", "dict", "set", "frozenset")
 
 _VALIDATORS = ("function-before", "function-after", "function-wrap")
 
@@ -71,20 +103,41 @@ def _qualname(function: Any) -> str:
     return f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', '')}"
 
 
-def _dropped_field() -> dict[str, Any]:
-    return {
-        "type": "model-field",
-        "schema": {"type": "default", "schema": {"type": "any"}, "default": None},
+class _NotJson:
+    """The one value a dropped key's schema accepts, which no JSON document holds."""
+
+
+def _dropped_field(*, required: bool) -> dict[str, Any]:
+    """A dropped key as a field: its value always refused, and then omitted
+    (``on_error="omit"``: neither in the model's dict nor in its fields set).
+    Where the key may be missing (``required=False``) its default, None, is
+    put in the dict instead, for ``StoredModel._drop`` to remove."""
+    schema: dict[str, Any] = {
+        "type": "default",
+        "schema": {"type": "literal", "expected": [_NotJson]},
+        "on_error": "omit",
     }
+    if not required:
+        schema["default"] = None
+    return {"type": "model-field", "schema": schema}
 
 
 class _Stripper:
-    """A copy of a core schema without the no-op validators and ``__init__``s."""
+    """A copy of a core schema without the no-op validators and ``__init__``s;
+    ``required``: a document without a ``dropped`` key is refused."""
 
-    def __init__(self, no_ops: NoOps, owner: type[BaseModel], dropped: tuple[str, ...]):
+    def __init__(
+        self,
+        no_ops: NoOps,
+        owner: type[BaseModel],
+        dropped: tuple[str, ...],
+        *,
+        required: bool = False,
+    ):
         self.no_ops = no_ops
         self.owner = owner
         self.dropped = dropped
+        self.required = required
         self.config: Any = None
         self.owners = 0  # model nodes of the owner's class
 
@@ -95,28 +148,48 @@ class _Stripper:
             return node
         if node.get("type") == "model":
             return self._model(node)
-        node, _ = self._unwrap(node, model_level=False)
-        return {key: self.strip(value) for key, value in node.items()}
+        node, _, empty_only = self._unwrap(node, model_level=False)
+        if isinstance(node, dict) and node.get("type") == "model":
+            return self._model(node)
+        copied = {key: self.strip(value) for key, value in node.items()}
+        if empty_only:
+            copied["max_length"] = 0
+        return copied
 
-    def _unwrap(self, node: Any, *, model_level: bool) -> tuple[Any, bool]:
-        """``node`` without the no-op validators wrapped around it, and whether
-        one of them holds only for documents of the model's own fields."""
-        fields_only = False
+    def _unwrap(self, node: Any, *, model_level: bool) -> tuple[Any, bool, bool]:
+        """``node`` without the no-op validators wrapped around it; whether
+        one of them holds only for documents of the model's own fields, and
+        whether one holds only for an empty value (then ``node`` is of a
+        type with a length)."""
+        fields_only = empty_only = False
         while (
             isinstance(node, dict)
             and node.get("type") in _VALIDATORS
             and isinstance(node.get("function"), dict)
         ):
             kind = self.no_ops.get(_qualname(node["function"].get("function")))
-            if kind is None or (kind == FIELDS_ONLY and not model_level):
+            if kind == EMPTY_ONLY:
+                inner = node.get("schema")
+                if (
+                    model_level
+                    or node["type"] != "function-after"
+                    or not isinstance(inner, dict)
+                    or inner.get("type") not in _SIZED
+                ):
+                    break
+                empty_only = True
+            elif kind == FIELDS_ONLY:
+                if not model_level:
+                    break
+                fields_only = True
+            elif kind != ALWAYS:
                 break
-            fields_only = fields_only or kind == FIELDS_ONLY
             node = node["schema"]
-        return node, fields_only
+        return node, fields_only, empty_only
 
     def _model(self, node: dict[str, Any]) -> dict[str, Any]:
         cls = node["cls"]
-        inner, fields_only = self._unwrap(node["schema"], model_level=True)
+        inner, fields_only, _ = self._unwrap(node["schema"], model_level=True)
         inner = self.strip(inner)
         fields = inner  # the model-fields schema, inside the validators that are kept
         while isinstance(fields, dict) and fields.get("type") != "model-fields":
@@ -133,7 +206,7 @@ class _Stripper:
             if own and self.dropped:
                 if set(self.dropped) & set(fields["fields"]):
                     raise _Unsupported(f"{cls.__qualname__} has a field named as a dropped key")
-                added = {key: _dropped_field() for key in self.dropped}
+                added = {key: _dropped_field(required=self.required) for key in self.dropped}
                 fields["fields"] = {**fields["fields"], **added}
         if own:
             self.owners += 1
@@ -142,7 +215,37 @@ class _Stripper:
             init = f"{cls.__module__}.{cls.__qualname__}.__init__"
             if self.no_ops.get(init) == ALWAYS:
                 copied["custom_init"] = False
+        post_init = node.get("post_init")
+        if post_init:
+            kind = self.no_ops.get(_qualname(getattr(cls, post_init, None)))
+            if kind == ALWAYS or (
+                isinstance(kind, NonEmpty)
+                and isinstance(fields, dict)
+                and _require_non_empty(fields, kind.fields)
+            ):
+                del copied["post_init"]
         return copied
+
+
+def _require_non_empty(fields: dict[str, Any], names: tuple[str, ...]) -> bool:
+    """``names`` made required fields of at least one item or character in
+    the model-fields schema ``fields``; False (and ``fields`` unchanged) where
+    one of them is not a field whose type has a length."""
+    specs = fields["fields"]
+    changed = {}
+    for name in names:
+        spec = specs.get(name)
+        if not isinstance(spec, dict):
+            return False
+        schema = spec["schema"]
+        if schema.get("type") == "default":  # the field becomes required
+            schema = schema["schema"]
+        if schema.get("type") not in _SIZED:
+            return False
+        least = max(1, schema.get("min_length") or 0)
+        changed[name] = {**spec, "schema": {**schema, "min_length": least}}
+    fields["fields"] = {**specs, **changed}
+    return True
 
 
 def _by_name_only(fields: dict[str, Any], config: Mapping[str, Any]) -> None:
@@ -213,9 +316,6 @@ class StoredModel(Generic[M]):
             built = []
         if len(built) != len(texts):
             return [self._one(text) for text in texts]
-        if self._dropped:
-            for model in built:
-                self._drop(model)
         return built
 
     def _one(self, text: str) -> M:
@@ -228,11 +328,11 @@ class StoredModel(Generic[M]):
         return model
 
     def _drop(self, model: M) -> None:
-        """``model`` without the ``dropped`` keys it was validated with."""
-        values, fields_set = model.__dict__, model.__pydantic_fields_set__
+        """``model`` without the defaults of the ``dropped`` keys its document
+        did not hold (those it held were omitted in validation)."""
+        values = model.__dict__
         for key in self._dropped:
-            del values[key]
-            fields_set.discard(key)
+            values.pop(key, None)
 
     def _in_full(self, text: str) -> M:
         document = json.loads(text)
@@ -245,15 +345,16 @@ class StoredModel(Generic[M]):
         """The fast validator of one document and that of a JSON array of
         them (both None where pydantic-core cannot build them)."""
         self._built = True
-        stripper = _Stripper(self._no_ops, self.cls, self._dropped)
+        validators = []
         try:
-            schema = stripper.strip(self.cls.__pydantic_core_schema__)
-            if self._dropped and stripper.owners != 1:  # nested copies would keep them
-                raise _Unsupported(f"{self.cls.__qualname__} appears {stripper.owners} times")
-            one = SchemaValidator(schema, stripper.config, _use_prebuilt=False)
-            many = SchemaValidator(
-                {"type": "list", "items_schema": schema}, stripper.config, _use_prebuilt=False
-            )
+            for required in (False, True):
+                stripper = _Stripper(self._no_ops, self.cls, self._dropped, required=required)
+                schema = stripper.strip(self.cls.__pydantic_core_schema__)
+                if self._dropped and stripper.owners != 1:  # nested copies would keep them
+                    raise _Unsupported(f"{self.cls.__qualname__} appears {stripper.owners} times")
+                if required:
+                    schema = {"type": "list", "items_schema": schema}
+                validators.append(SchemaValidator(schema, stripper.config, _use_prebuilt=False))
         except (_Unsupported, TypeError, SchemaError):  # TypeError: before _use_prebuilt
             return
-        self._validator, self._list_validator = one, many
+        self._validator, self._list_validator = validators

@@ -26,7 +26,7 @@ from pydantic.alias_generators import to_camel
 from abathur.infrastructure.database import Database
 from abathur.integrations import trusted_models
 from abathur.integrations.adk import STORED_EVENTS, AbathurSessionService
-from abathur.integrations.trusted_models import FIELDS_ONLY, StoredModel
+from abathur.integrations.trusted_models import EMPTY_ONLY, FIELDS_ONLY, NonEmpty, StoredModel
 from abathur.strict_json import dumps
 
 
@@ -179,18 +179,49 @@ def _python_calls() -> Iterator[list[str]]:
 
 
 def test_a_stored_event_is_read_without_the_no_ops() -> None:
-    text = _stored(_events()[1])  # parts, usage metadata: many genai models
+    texts = [_stored(e) for e in _events()[:2]]  # parts, usage metadata: many genai models
     assert STORED_EVENTS.validator is not None
     with _python_calls() as called:
-        STORED_EVENTS.from_json(text)
+        STORED_EVENTS.many_from_json(texts)
     assert not {
         "BaseModel._check_field_type_mismatches",
         "Event._accept_convenience_kwargs",
         "Part.__init__",
         "BaseModel.model_validate",
+        "Event.model_post_init",  # each event has its id
+        "EventActions._parse_auth_configs",  # no auth configs
+        "StoredModel._one",
+        "StoredModel._drop",  # event_id is omitted in validation
     } & set(called)
-    # Other validators still run: EventActions' (it converts auth configs).
+    plain = [_stored(_events()[0])] * 3
+    with _python_calls() as called:  # plain events: no Python at all per event
+        STORED_EVENTS.many_from_json(plain)
+    # the call itself, then leaving the with block
+    assert set(called) == {
+        "StoredModel.many_from_json",
+        "_GeneratorContextManager.__exit__",
+        "_python_calls",
+    }
+
+
+def test_auth_configs_are_still_converted() -> None:
+    event = _events()[4]  # a requested auth config: its parser is not a no-op
+    with _python_calls() as called:
+        built = STORED_EVENTS.from_json(_stored(event))
     assert "EventActions._parse_auth_configs" in called
+    assert isinstance(built.actions.requested_auth_configs["c1"], AuthConfig)
+    _same(built, Event.model_validate(event.model_dump(mode="json", exclude_none=True)))
+
+
+@pytest.mark.parametrize("change", [{"id": ""}, {"id": None}])
+def test_an_event_without_its_id_gets_a_new_one(change: dict[str, Any]) -> None:
+    document = {**_events()[0].model_dump(mode="json", exclude_none=True), **change}
+    document = {k: v for k, v in document.items() if v is not None}
+    validated = Event.model_validate(document)  # model_post_init: a new id
+    built = STORED_EVENTS.from_json(dumps(document))
+    assert built.id and built.id != validated.id
+    built.id = validated.id
+    _same(built, validated)
 
 
 def _errors(exc: pydantic.ValidationError) -> list[tuple[Any, ...]]:
@@ -211,6 +242,11 @@ def _errors(exc: pydantic.ValidationError) -> list[tuple[Any, ...]]:
         {"route": "r"},
         {"node_path": "a/b"},
         {"event_id": 5},  # the adapter's own key, of any value
+        {"event_id": None},
+        {"event_id": {"id": "x"}},
+        {"actions": {"requested_auth_configs": {"c": 1}}},  # not an AuthConfig: kept as it is
+        {"actions": {"requested_auth_configs": []}},  # invalid
+        {"id": 5},  # invalid
     ],
 )
 def test_a_document_of_another_shape_is_validated(change: dict[str, Any]) -> None:
@@ -291,6 +327,106 @@ def test_dropped_keys_are_not_in_the_model() -> None:
     assert "row" not in vars(built)
     assert built.model_fields_set == {"inner"}
     _same(ROUTED.from_json('{"row": 7, "shortcut": 1}'), _Routed.model_validate({"shortcut": 1}))
+
+
+def test_dropped_keys_need_no_python_after_validation() -> None:
+    texts = ['{"row": 1, "inner": {"n": 1}}', '{"inner": {"n": 2}, "row": [null]}']
+    with _python_calls() as called:
+        built = ROUTED.many_from_json(texts)
+    assert "StoredModel._drop" not in called
+    assert "StoredModel._one" not in called
+    for model, n in zip(built, (1, 2), strict=True):
+        _same(model, _Routed.model_validate({"inner": {"n": n}}))
+    # One document without the key: each is validated on its own, none in full.
+    texts.append('{"inner": {"n": 3}}')
+    with _python_calls() as called:
+        built = ROUTED.many_from_json(texts)
+    assert "BaseModel.model_validate" not in called
+    for text, model in zip(texts, built, strict=True):
+        document = json.loads(text)
+        document.pop("row", None)
+        _same(model, _Routed.model_validate(document))
+
+
+class _Stamped(BaseModel):
+    name: str = ""
+    size: int = 0
+    tags: dict[str, int] = {}
+    labels: list[str] = []
+
+    @pydantic.field_validator("tags")
+    @classmethod
+    def doubled(cls, v: dict[str, int]) -> dict[str, int]:
+        return {k: n * 2 for k, n in v.items()} if v else v
+
+    @pydantic.field_validator("labels", mode="before")
+    @classmethod
+    def listed(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def model_post_init(self, _context: Any) -> None:
+        if not self.name:
+            self.name = "stamped"
+
+
+STAMPED = StoredModel(
+    _Stamped,
+    {
+        f"{__name__}._Stamped.doubled": EMPTY_ONLY,
+        f"{__name__}._Stamped.listed": EMPTY_ONLY,  # a before validator: kept
+        f"{__name__}._Stamped.model_post_init": NonEmpty(("name",)),
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("document", "fast"),
+    [
+        ({"name": "a"}, True),
+        ({"name": "a", "tags": {}}, True),
+        ({"name": "a", "tags": {"x": 1}}, False),  # the validator doubles it
+        ({"tags": {}}, False),  # no name: model_post_init gives one
+        ({"name": ""}, False),
+        ({"name": "a", "labels": "one"}, True),
+        ({"name": 5}, True),  # invalid
+        ({"name": "a", "tags": []}, True),  # invalid
+    ],
+)
+def test_conditional_no_ops_run_where_they_change_something(
+    document: dict[str, Any], fast: bool
+) -> None:
+    try:
+        validated = _Stamped.model_validate(document)
+    except pydantic.ValidationError as exc:
+        with pytest.raises(pydantic.ValidationError) as raised:
+            STAMPED.from_json(dumps(document))
+        assert _errors(raised.value) == _errors(exc)
+        return
+    text = dumps(document)
+    with _python_calls() as called:
+        built = STAMPED.from_json(text)
+    _same(built, validated)
+    assert ("BaseModel.model_validate" not in called) is fast
+    if fast:
+        assert not {"_Stamped.doubled", "_Stamped.model_post_init"} & set(called)
+        assert ("_Stamped.listed" in called) is ("labels" in document)
+
+
+class _Sized(BaseModel):
+    size: int = 0
+    seen: bool = False
+
+    def model_post_init(self, _context: Any) -> None:
+        self.seen = True
+
+
+def test_a_post_init_condition_on_a_field_without_a_length_keeps_the_post_init() -> None:
+    stored = StoredModel(_Sized, {f"{__name__}._Sized.model_post_init": NonEmpty(("size",))})
+    with _python_calls() as called:
+        built = stored.from_json('{"size": 3}')
+    assert "_Sized.model_post_init" in called
+    assert "BaseModel.model_validate" not in called
+    _same(built, _Sized.model_validate({"size": 3}))
 
 
 def test_a_model_with_a_field_named_as_a_dropped_key_is_validated_in_full() -> None:
