@@ -17,10 +17,11 @@ LOG = logging.getLogger("abathur")
 # behind that COMMIT wait for its fsync, is off on its connections.
 CHECKPOINT_EVERY = 500
 # A WAL of this many frames (16 MB of 4 KB pages; SQLite's own automatic
-# checkpoint restarts it at 1000) is checkpointed to its end and truncated
-# under the Database's locks (``Checkpointer._run``).
+# checkpoint restarts it at 1000) is checkpointed to its end under the
+# Database's locks, and the next write starts it over from its beginning
+# (``Checkpointer._run``).
 WAL_RESTART_FRAMES = 4000
-# How long that truncating checkpoint waits for readers and writers it cannot
+# How long that restarting checkpoint waits for readers and writers it cannot
 # see otherwise (other processes', ``transaction()`` blocks) before it gives
 # up until soon after.
 RESTART_WAIT_MS = 1000
@@ -37,20 +38,27 @@ def _checkpoint(conn: Connection) -> int:
     return int(frames)
 
 
-def _truncate(conn: Connection) -> bool:
-    """In the worker thread: copy every frame and truncate the WAL to nothing;
-    False if readers or writers still held it after ``RESTART_WAIT_MS``.
+def _restart(conn: Connection) -> bool:
+    """In the worker thread: copy every frame, so that the next write starts
+    the WAL over from its beginning; False if readers or writers still held
+    it after ``RESTART_WAIT_MS``.
 
-    TRUNCATE waits (SQLite's busy handler, with a busy timeout of its own)
+    RESTART waits (SQLite's busy handler, with a busy timeout of its own)
     until no process writes and no reader needs the WAL, holding off new
     writers in every process meanwhile: the file's own locks coordinate the
     checkpointers of all processes. PASSIVE could never finish while some
     reader held an old snapshot, and the WAL grew without end.
+
+    Not TRUNCATE: truncating the file to nothing is an ftruncate of 16 MB,
+    under the writer lock, that every queued writer waits for; and the writes
+    after it grow the file again block by block. RESTART leaves the file as
+    large as it grew (about ``WAL_RESTART_FRAMES`` frames) and writes over it
+    from the start: the WAL's content is bounded just the same.
     """
     (timeout,) = execute_in_worker("PRAGMA busy_timeout")
     execute_in_worker(f"PRAGMA busy_timeout={int(RESTART_WAIT_MS)}")
     try:
-        busy, _frames, _copied = execute_in_worker("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _frames, _copied = execute_in_worker("PRAGMA wal_checkpoint(RESTART)")
     finally:
         execute_in_worker(f"PRAGMA busy_timeout={int(timeout)}")
     return not busy
@@ -87,8 +95,8 @@ class Checkpointer:
         leave every PASSIVE checkpoint short: the WAL would grow with every
         write, forever. So once it holds ``WAL_RESTART_FRAMES`` frames, a
         second pass takes this process's writer and reader locks (between two
-        batches of group commit, between two reads) and runs a TRUNCATE
-        checkpoint, which waits briefly for everyone else (``_truncate``).
+        batches of group commit, between two reads) and runs a RESTART
+        checkpoint, which waits briefly for everyone else (``_restart``).
         If they outlast the wait, the next attempt comes after a quarter of
         the usual writes.
         """
@@ -97,9 +105,9 @@ class Checkpointer:
                 frames = await run_unit_in_worker(conn, _checkpoint)
                 if frames >= WAL_RESTART_FRAMES:
                     async with self._writer, self._reader:
-                        done = await run_unit_in_worker(conn, _truncate)
+                        done = await run_unit_in_worker(conn, _restart)
                     if not done:
-                        LOG.info("WAL still in use by readers; truncating it again soon")
+                        LOG.info("WAL still in use by readers; restarting it again soon")
                         self._writes = CHECKPOINT_EVERY * 3 // 4
         except Exception as exc:  # a missed checkpoint is retried after the next write
             LOG.warning("background WAL checkpoint failed: %s", exc)

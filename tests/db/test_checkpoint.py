@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import sqlite3
 from pathlib import Path
@@ -104,6 +105,45 @@ async def test_the_wal_stays_bounded_under_sustained_writes(
         # the suite on two workers, where the background checkpoint waits its
         # turn for a core; allow twelve.
         assert size(wal) < start + 12 * every * per_write
+
+
+def wal_salts(wal: Path) -> bytes:
+    """The WAL header's salts: new each time SQLite starts the WAL over from
+    its beginning (b"" while the file is empty)."""
+    with wal.open("rb") as f:
+        return f.read(24)[16:]
+
+
+@pytest.mark.serial
+async def test_the_restart_pass_writes_over_the_wal_instead_of_truncating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass that bounds the WAL runs under the writer lock: every writer
+    that queues meanwhile waits for it. With TRUNCATE that pass took a
+    median 17-32 ms on a 16 MB WAL, with RESTART 6-13 ms (200 x 20 concurrent
+    appends, measured in one process, both alternated): the truncation of the
+    file was most of it. The WAL's content is bounded either way. So the WAL
+    starts over from its beginning and its file never shrinks while the
+    Database writes."""
+    monkeypatch.setattr(background, "CHECKPOINT_EVERY", 25)
+    monkeypatch.setattr(background, "WAL_RESTART_FRAMES", 100)
+    path = tmp_path / "t.db"
+    wal = Path(f"{path}-wal")
+    async with Database(path) as db:
+        await db.sessions.create_session("s", "app", "u")
+        salts = {wal_salts(wal)}
+        sizes = [size(wal)]
+        for n in range(2000):
+            await _append(db, n)
+            if db._checkpointer.running is not None:
+                await db._checkpointer.running
+            sizes.append(size(wal))
+            salts.add(wal_salts(wal))
+            if len(salts - {b""}) >= 3:  # started over twice
+                break
+        assert len(salts - {b""}) >= 3, "the WAL never started over"
+        shrunk = [(a, b) for a, b in itertools.pairwise(sizes) if b < a]
+        assert shrunk == [], f"the WAL file was truncated under the writer lock: {shrunk[:3]}"
 
 
 async def test_close_waits_for_a_write_in_flight_and_starts_no_checkpoint(
