@@ -85,6 +85,7 @@ from abathur.repositories.memory import (
     MemoryRepository,
     MemoryVersion,
     bulk_page_cache,
+    indexes_rebuilt,
     insert_versions,
     latest_of_keys,
     latest_with_expiry_statement,
@@ -1879,7 +1880,9 @@ def _write_many(
     its key's state (read, or left by the item before it), exactly as
     ``put_memory`` computes it; the keys' current rows lose ``is_current`` and
     the last new version of each key gains it; versions, expiries, embeddings
-    and audit rows are written with one executemany each.
+    and audit rows are written with one executemany each (on SQLite, with the
+    secondary indexes of a table the batch at least doubles rebuilt after,
+    ``indexes_rebuilt``).
     """
     now = clock.utcnow()
     for task_id in dict.fromkeys(put.task_id for put in puts):
@@ -1978,17 +1981,20 @@ def _write_many(
                 "memory_namespace": put.namespace,
             }
         )
-    unset_current(conn, list(found))
-    ids = insert_versions(conn, rows)
-    for row_id, result, audit in zip(ids, written, audits, strict=True):
-        result["id"] = row_id
-        audit["memory_entry_id"] = row_id
-    _set_expiries(conn, found, expiries)
-    vectors = [(row_id, e[1]) for row_id, e in zip(ids, embeddings, strict=True) if e is not None]
-    if vectors:
-        model = next(e[0] for e in embeddings if e is not None)
-        EmbeddingRepository(conn).insert_many(model, vectors)
-    AuditRepository(conn).append_many(audits)
+    with indexes_rebuilt(conn, len(rows)):
+        unset_current(conn, list(found))
+        ids = insert_versions(conn, rows)
+        for row_id, result, audit in zip(ids, written, audits, strict=True):
+            result["id"] = row_id
+            audit["memory_entry_id"] = row_id
+        _set_expiries(conn, found, expiries)
+        vectors = [
+            (row_id, e[1]) for row_id, e in zip(ids, embeddings, strict=True) if e is not None
+        ]
+        if vectors:
+            model = next(e[0] for e in embeddings if e is not None)
+            EmbeddingRepository(conn).insert_many(model, vectors)
+        AuditRepository(conn).append_many(audits)
     return written
 
 
