@@ -1925,10 +1925,13 @@ def _write_many(
         metadata: dict[str, Any] = copy.deepcopy(kept) if kept else {}
         version = 1 if head is None else head.version + 1
         heads[ns_key] = _Head(version, True, memory_type, metadata, created_by, created_at)
-        try:
-            expiries[ns_key] = _expiry(put.ttl, now)
-        except ValidationError as exc:
-            raise ValidationError(f"item {number}: {exc}") from exc
+        if put.ttl is None:
+            expiries[ns_key] = None
+        else:
+            try:
+                expiries[ns_key] = _expiry(put.ttl, now)
+            except ValidationError as exc:
+                raise ValidationError(f"item {number}: {exc}") from exc
         rows.append(
             {
                 "namespace": put.namespace,
@@ -1975,7 +1978,7 @@ def _write_many(
             {
                 "task_id": put.task_id,
                 "action_type": "memory_update" if live else "memory_create",
-                "action_data": {**data, **_ttl_data(put.ttl)},
+                "action_data": data if put.ttl is None else {**data, **_ttl_data(put.ttl)},
                 "result": "success",
                 "memory_operation_type": "update" if live else "create",
                 "memory_namespace": put.namespace,

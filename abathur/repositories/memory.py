@@ -1128,8 +1128,7 @@ def latest_of_keys(
     return found
 
 
-def _index_order(row: dict[str, Any]) -> tuple[str, str, int]:
-    return row["namespace"], row["key"], row["version"]
+_index_order = itemgetter("namespace", "key", "version")
 
 
 def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
