@@ -85,6 +85,7 @@ from abathur.repositories.memory import (
     MemoryRepository,
     MemoryVersion,
     bulk_page_cache,
+    indexes_rebuilt,
     insert_versions,
     latest_of_keys,
     latest_with_expiry_statement,
@@ -1879,7 +1880,9 @@ def _write_many(
     its key's state (read, or left by the item before it), exactly as
     ``put_memory`` computes it; the keys' current rows lose ``is_current`` and
     the last new version of each key gains it; versions, expiries, embeddings
-    and audit rows are written with one executemany each.
+    and audit rows are written with one executemany each (on SQLite, with the
+    secondary indexes of a table the batch at least doubles rebuilt after,
+    ``indexes_rebuilt``).
     """
     now = clock.utcnow()
     for task_id in dict.fromkeys(put.task_id for put in puts):
@@ -1922,10 +1925,13 @@ def _write_many(
         metadata: dict[str, Any] = copy.deepcopy(kept) if kept else {}
         version = 1 if head is None else head.version + 1
         heads[ns_key] = _Head(version, True, memory_type, metadata, created_by, created_at)
-        try:
-            expiries[ns_key] = _expiry(put.ttl, now)
-        except ValidationError as exc:
-            raise ValidationError(f"item {number}: {exc}") from exc
+        if put.ttl is None:
+            expiries[ns_key] = None
+        else:
+            try:
+                expiries[ns_key] = _expiry(put.ttl, now)
+            except ValidationError as exc:
+                raise ValidationError(f"item {number}: {exc}") from exc
         rows.append(
             {
                 "namespace": put.namespace,
@@ -1972,23 +1978,26 @@ def _write_many(
             {
                 "task_id": put.task_id,
                 "action_type": "memory_update" if live else "memory_create",
-                "action_data": {**data, **_ttl_data(put.ttl)},
+                "action_data": data if put.ttl is None else {**data, **_ttl_data(put.ttl)},
                 "result": "success",
                 "memory_operation_type": "update" if live else "create",
                 "memory_namespace": put.namespace,
             }
         )
-    unset_current(conn, list(found))
-    ids = insert_versions(conn, rows)
-    for row_id, result, audit in zip(ids, written, audits, strict=True):
-        result["id"] = row_id
-        audit["memory_entry_id"] = row_id
-    _set_expiries(conn, found, expiries)
-    vectors = [(row_id, e[1]) for row_id, e in zip(ids, embeddings, strict=True) if e is not None]
-    if vectors:
-        model = next(e[0] for e in embeddings if e is not None)
-        EmbeddingRepository(conn).insert_many(model, vectors)
-    AuditRepository(conn).append_many(audits)
+    with indexes_rebuilt(conn, len(rows)):
+        unset_current(conn, list(found))
+        ids = insert_versions(conn, rows)
+        for row_id, result, audit in zip(ids, written, audits, strict=True):
+            result["id"] = row_id
+            audit["memory_entry_id"] = row_id
+        _set_expiries(conn, found, expiries)
+        vectors = [
+            (row_id, e[1]) for row_id, e in zip(ids, embeddings, strict=True) if e is not None
+        ]
+        if vectors:
+            model = next(e[0] for e in embeddings if e is not None)
+            EmbeddingRepository(conn).insert_many(model, vectors)
+        AuditRepository(conn).append_many(audits)
     return written
 
 

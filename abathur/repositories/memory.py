@@ -42,6 +42,7 @@ from sqlalchemy import (
     Float,
     Integer,
     LargeBinary,
+    Table,
     Text,
     and_,
     bindparam,
@@ -85,7 +86,7 @@ from abathur.domain.values import MAX_ROW_ID
 from abathur.errors import ConflictError, NotFoundError
 from abathur.repositories.base import dialect_name, insert_row
 from abathur.repositories.subtree import in_subtree
-from abathur.schema.models import MemoryEntry, MemoryExpiry
+from abathur.schema.models import AuditEntry, MemoryEntry, MemoryExpiry
 from abathur.schema.types import JSONDocument, UTCDateTime, load_documents
 from abathur.strict_json import JSONText, dumps
 
@@ -1004,6 +1005,78 @@ def bulk_page_cache(executor: Executor) -> Iterator[None]:
         executor.exec_driver_sql(f"PRAGMA cache_size={int(before or 0)}")
 
 
+# A load that at least doubles a table (its rows written, at least
+# ``INDEX_REBUILD_MIN_ROWS`` of them, reach the table's highest row id) writes
+# it with its non-unique secondary indexes dropped, and creates them again,
+# from their own SQL, before its transaction ends: SQLite builds an index from
+# sorted rows in about half the time per row that it takes to insert into it
+# row by row, but then over the whole table (docs/design_decisions.md, "Bulk
+# loads: indexes rebuilt", has the figures). The unique indexes (the
+# (namespace, key, version) constraint and ``idx_memory_current_key``) stay:
+# the load's own statements probe them, and they raise its conflicts.
+INDEX_REBUILD_MIN_ROWS = 1_000
+_BULK_TABLES: tuple[Table, ...] = (MemoryEntry.__table__, AuditEntry.__table__)  # type: ignore[assignment]
+_REBUILT_TABLES = {
+    table.name: sorted(str(index.name) for index in table.indexes if not index.unique)
+    for table in _BULK_TABLES
+}
+_HIGHEST_ID = {
+    "memory_entries": _NEXT_ID_SQLITE,
+    "audit": Prepared(select(func.max(AuditEntry.id))),
+}
+# The indexes' own SQL, as SQLite keeps it, to create them again as they were.
+_INDEX_SQL = text(
+    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :table "
+    "AND sql IS NOT NULL"
+)
+_HAS_STATISTICS = text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")
+_INDEX_STATISTICS = text("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = :table")
+_RESTORE_STATISTICS = text("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (:tbl, :idx, :stat)")
+
+
+@contextmanager
+def indexes_rebuilt(executor: Executor, rows: int) -> Iterator[None]:
+    """On SQLite, for a load of ``rows`` versions and as many audit rows: the
+    non-unique secondary indexes of each of the two tables that the load at
+    least doubles dropped for the statements run inside, and created again
+    (from the SQL SQLite kept for them, so the schema is the same text) when
+    they succeed, in the same transaction: a failure inside rolls back the
+    drop with the rest, and other connections see the indexes throughout
+    (the old state until the commit, then the whole new one). The indexes'
+    ``ANALYZE`` statistics, which ``DROP INDEX`` deletes, are put back as they
+    were. Nothing elsewhere, or for a smaller load."""
+    if (
+        rows < INDEX_REBUILD_MIN_ROWS
+        or dialect_name(executor) != "sqlite"
+        or not isinstance(executor, Connection)
+    ):
+        yield
+        return
+    dropped: list[tuple[str, str]] = []
+    statistics: list[dict[str, Any]] = []
+    has_statistics = bool(executor.execute(_HAS_STATISTICS).scalar())
+    for table, names in _REBUILT_TABLES.items():
+        if int(_HIGHEST_ID[table].scalar(executor, {}) or 0) > rows:
+            continue
+        found = {name: sql for name, sql in executor.execute(_INDEX_SQL, {"table": table})}
+        wanted = [(name, found[name]) for name in names if name in found]
+        if has_statistics:
+            kept = {name for name, _ in wanted}
+            statistics += [
+                {"tbl": table, "idx": idx, "stat": stat}
+                for idx, stat in executor.execute(_INDEX_STATISTICS, {"table": table})
+                if idx in kept
+            ]
+        for name, _sql in wanted:
+            executor.exec_driver_sql(f'DROP INDEX "{name}"')
+        dropped += wanted
+    yield
+    for _name, sql in dropped:
+        executor.exec_driver_sql(sql)
+    if statistics:
+        executor.execute(_RESTORE_STATISTICS, statistics)
+
+
 def _chunked(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + BULK_CHUNK] for i in range(0, len(items), BULK_CHUNK)]
 
@@ -1055,8 +1128,7 @@ def latest_of_keys(
     return found
 
 
-def _index_order(row: dict[str, Any]) -> tuple[str, str, int]:
-    return row["namespace"], row["key"], row["version"]
+_index_order = itemgetter("namespace", "key", "version")
 
 
 def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from abathur.errors import NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
+from abathur.repositories import memory as memory_repository
 from abathur.repositories.memory import SEARCH_CAP
 from tests.support.memory_model import controlled_clock
 from tests.support.plans import (
@@ -361,3 +362,30 @@ async def test_memory_statements_keep_their_indexes_after_a_bulk_load(db: Databa
     ]
     assert len(planned) > 10
     assert not (problems := await unindexed(db, planned)), problems
+
+
+async def test_put_memories_index_rebuild_reads_the_catalog_and_the_primary_keys(
+    db: Database, task_id: str
+) -> None:
+    """A load that doubles the tables (SQLite: ``indexes_rebuilt``) reads
+    the tables' highest ids by their primary keys, and the indexes' SQL and
+    statistics from SQLite's catalog (a few rows, no table of ours)."""
+    item = {"namespace": "user:a", "value": {}, "memory_type": "semantic", "by": "me",
+            "task_id": task_id}  # fmt: skip
+    await db.memory.put_memories([{**item, "key": "first"}])
+    with recording(db) as recorded:
+        count = memory_repository.INDEX_REBUILD_MIN_ROWS
+        await db.memory.put_memories([{**item, "key": f"k{i}"} for i in range(count)])
+    statements = list(recorded.items())
+    if db.is_sqlite:
+        catalog = [s for s, _ in statements if "sqlite_master" in s or "sqlite_stat1" in s]
+        assert len(catalog) == 3, catalog  # the statistics' existence, the indexes, their stats
+        highest = [s for s, _ in statements if "max(audit.id)" in s]
+        assert len(highest) == 1, statements
+        for sql, params in recorded.items():
+            if "max(audit.id)" in sql:
+                plan = await explain(db, sql, params)
+                assert plan == ["SEARCH audit"], plan
+    else:
+        assert not [s for s, _ in statements if "sqlite_" in s or "max(audit.id)" in s]
+    assert not (problems := await unindexed(db, statements)), problems
