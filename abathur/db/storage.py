@@ -207,6 +207,10 @@ class Storage:
         # units (``_autocommit``): a pool checkout, the isolation switch and its
         # reset cost more than the unit's statement on the direct path.
         self._idle_autocommit: list[AsyncConnection] = []
+        # The asyncpg connection under each of those, with the pool's
+        # connection it was found under (``_native``): a Connection given a
+        # new one (invalidated, then revalidated) is looked up afresh.
+        self._drivers: dict[Connection, tuple[Any, Any]] = {}
         self._closed = False
         # A file database on the direct path: writers that queue on the writer
         # lock commit together (group_commit), and WAL checkpoints run in the
@@ -280,6 +284,7 @@ class Storage:
         for idle in (*self._idle.values(), self._idle_autocommit):
             while idle:
                 await idle.pop().close()
+        self._drivers.clear()
         await self.engine.dispose()
 
     @property
@@ -430,17 +435,28 @@ class Storage:
     async def _unit(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
     ) -> T:
-        self._check_open()
+        if self._closed:  # ``_check_open``, without its call on every unit
+            self._check_open()
         try:
             if one_statement and not self._is_sqlite and isinstance(work, OneStatement):
                 # PostgreSQL, a unit that is one Prepared statement: awaited on
                 # the asyncpg connection from the event loop (``_native``),
                 # here rather than in ``_unit_raw``: two coroutines fewer on
                 # the path of every such call (issue 16).
+                # The first attempt is awaited here, not through ``_retrying``
+                # (one coroutine and a loop lookup fewer on every such call);
+                # a failure goes to ``_retrying`` as its first attempt's.
                 unit: OneStatement[T] = work
-                result = await self._retrying(partial(self._native, unit, write))
-                if write:
-                    self._wrote()
+                try:
+                    result = await self._native(unit, write)
+                except Exception as exc:
+                    failed: Exception | None = exc
+                else:
+                    failed = None
+                if failed is not None:  # retried outside the except clause: no chained context
+                    result = await self._retrying(partial(self._native, unit, write), failed)
+                if write and self._checkpointer is not None:  # ``_wrote``, without its call
+                    self._checkpointer.wrote()
                 return result
             return await self._unit_raw(work, write=write, one_statement=one_statement)
         except Exception as exc:
@@ -558,6 +574,8 @@ class Storage:
             or sync.invalidated
             or len(idle) >= IDLE_CONNECTIONS
         ):
+            if sync is not None:
+                self._drivers.pop(sync, None)
             return False
         idle.append(conn)
         return True
@@ -570,7 +588,7 @@ class Storage:
     async def _native(self, unit: OneStatement[T], write: bool) -> T:
         """A ``OneStatement`` unit on one of this Storage's PostgreSQL
         connections in autocommit, awaited from the event loop: no greenlet,
-        no SQLAlchemy execution context (``Prepared.fetch_native``).
+        no SQLAlchemy execution context (``OneStatement.run_native``).
 
         It behaves as the same unit through ``_autocommit`` does: a write
         whose connection was closed before it began sent nothing (a
@@ -592,7 +610,22 @@ class Storage:
             conn = await self._take_autocommit()
         try:
             sync = conn.sync_connection
-            driver = None if sync is None else direct.autocommit_driver(sync)
+            # ``direct.autocommit_driver(sync)``, its lookups done once per
+            # connection (five SQLAlchemy properties and calls a unit, the
+            # costliest step of a checkout when the caches are cold): every
+            # connection here is in autocommit (``_take_autocommit``), so
+            # what can change is the pool's connection under ``sync``
+            # (invalidated, revalidated: then looked up again) and whether a
+            # transaction is open on the driver (asked every time).
+            driver = None
+            if sync is not None:
+                known = self._drivers.get(sync)
+                if known is not None and known[0] is sync._dbapi_connection:
+                    driver = None if known[1].is_in_transaction() else known[1]
+                else:
+                    driver = direct.autocommit_driver(sync)
+                    if driver is not None:
+                        self._drivers[sync] = (sync._dbapi_connection, driver)
             if sync is None or driver is None:
                 body: Callable[[Connection], T] = partial(
                     _as_one_write if write else _as_one_statement, unit
@@ -632,17 +665,24 @@ class Storage:
         else:
             idle.append(conn)
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[T]], failed: Exception | None = None
+    ) -> T:
         """Run ``attempt`` until it succeeds, again after each fault a retry
         can cure: contention (``RETRY_ATTEMPTS`` times) and a connection
         lost before the unit committed (for ``RECONNECT_SECONDS``; the pool
-        drops the dead connection, ``pool_pre_ping`` any other one)."""
+        drops the dead connection, ``pool_pre_ping`` any other one).
+        ``failed``: the exception a first attempt made by the caller raised
+        (it is judged as this loop's own first attempt's would be)."""
         delay = RETRY_FIRST_DELAY
         busy = 0
         reconnect_until: float | None = None
         loop = asyncio.get_running_loop()
         while True:
             try:
+                if failed is not None:
+                    first, failed = failed, None
+                    raise first
                 return await attempt()
             except AbathurError:
                 raise

@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypedDict, get_args
 from pydantic import Field
 
 from abathur.domain import Input, validated
-from abathur.domain.values import Count, Id, PositiveCount, Text, check_text
+from abathur.domain.values import MAX_COUNT, Count, Id, PositiveCount, Text, check_text
 from abathur.errors import ConflictError, StaleSessionError, ValidationError
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
@@ -100,19 +100,23 @@ def new_session(
     (``split_shared``) into new dicts."""
     if state is None:
         state = {}
-    ids = (
-        (session_id, app_name, user_id)
-        if project_id is None
-        else (session_id, app_name, user_id, project_id)
-    )
-    try:
-        plain = (
-            type(state) is dict
-            and all(type(key) is str for key in state)
-            and all(type(value) is str and check_text(value, "value") for value in ids)
+    # Plain loops, no generator expressions: each is a code object more to
+    # run, and this runs on every create (issue 16: cold caches).
+    plain = _str_keyed(state)
+    if plain:
+        ids = (
+            (session_id, app_name, user_id)
+            if project_id is None
+            else (session_id, app_name, user_id, project_id)
         )
-    except ValidationError:  # NewSession raises its own error for it
-        plain = False
+        try:
+            for value in ids:
+                if type(value) is not str:
+                    plain = False
+                    break
+                check_text(value, "value")
+        except ValidationError:  # NewSession raises its own error for it
+            plain = False
     if plain:
         return PlainNewSession(session_id, app_name, user_id, project_id, state)
     return validated(
@@ -130,6 +134,78 @@ class EventBatch(Input):
     events: list[dict[str, Any]]
     state_delta: dict[str, Any] | None = None
     expected_seq: Count | None = None
+
+
+class EventBatchFields(Protocol):
+    """An append's checked arguments: an ``EventBatch`` or a ``PlainEventBatch``."""
+
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def events(self) -> list[dict[str, Any]]: ...
+    @property
+    def state_delta(self) -> dict[str, Any] | None: ...
+    @property
+    def expected_seq(self) -> int | None: ...
+
+
+class PlainEventBatch(NamedTuple):
+    """``event_batch``'s result for arguments ``EventBatch`` takes as they are."""
+
+    session_id: str
+    events: list[dict[str, Any]]
+    state_delta: dict[str, Any] | None
+    expected_seq: int | None
+
+
+def event_batch(
+    session_id: Any, events: Any, state_delta: Any, expected_seq: Any
+) -> EventBatchFields:
+    """``append_events``' arguments checked as ``validated(EventBatch, ...)``
+    checks them, as ``new_session`` does for a create: a session id that
+    passes ``Id``'s own rule (``check_text``), a ``list`` of ``dict`` events
+    and a ``dict`` delta (or None) with ``str`` keys, and an ``int`` seq (not a
+    bool) in ``Count``'s range (or None) are exactly what ``EventBatch``
+    accepts unchanged, so they skip pydantic (issue 16); anything else goes
+    through ``EventBatch``, which returns them or raises its own
+    ValidationError. The events and the delta are not copied: the caller
+    builds new dicts from them."""
+    plain = (
+        type(session_id) is str
+        and type(events) is list
+        and (state_delta is None or _str_keyed(state_delta))
+        and (expected_seq is None or (type(expected_seq) is int and 0 <= expected_seq <= MAX_COUNT))
+    )
+    if plain:
+        for event in events:
+            if not _str_keyed(event):
+                plain = False
+                break
+    if plain:
+        try:
+            check_text(session_id, "session_id")
+        except ValidationError:  # EventBatch raises its own error for it
+            plain = False
+    if plain:
+        return PlainEventBatch(session_id, events, state_delta, expected_seq)
+    return validated(
+        EventBatch,
+        session_id=session_id,
+        events=events,
+        state_delta=state_delta,
+        expected_seq=expected_seq,
+    )
+
+
+def _str_keyed(value: Any) -> bool:
+    """A ``dict`` whose keys are all ``str``: what a strict ``dict[str, Any]``
+    takes unchanged."""
+    if type(value) is not dict:
+        return False
+    for key in value:  # noqa: SIM110 - a loop, not all(<generator>): no generator frame
+        if type(key) is not str:
+            return False
+    return True
 
 
 class StateKey(Input):

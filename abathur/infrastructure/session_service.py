@@ -26,13 +26,13 @@ from abathur.domain.sessions import (
     SESSION_STATUSES,
     TEMP_PREFIX,
     TRANSITIONS,
-    EventBatch,
     EventDict,
     EventQuery,
     SessionDict,
     SessionQuery,
     SessionWithEvents,
     StateKey,
+    event_batch,
     event_dict,
     is_shared_key,
     new_session,
@@ -324,18 +324,20 @@ class SessionService:
         """Append a batch of events (in order) and merge ``state_delta``, in one
         transaction (``app:`` / ``user:`` keys into the shared state, as
         ``append_event``). Returns the seq of the last event now in the log."""
-        batch = validated(
-            EventBatch,
-            session_id=session_id,
-            events=events,
-            state_delta=state_delta,
-            expected_seq=expected_seq,
-        )
+        batch = event_batch(session_id, events, state_delta, expected_seq)
         now = utcnow()
-        stamped = [
-            {"event_id": _event_id(), "timestamp": now.isoformat(), **event}
-            for event in batch.events
-        ]
+        stamp: str | None = None
+        stamped = []
+        for event in batch.events:
+            # An event's own ``event_id`` and ``timestamp`` win (``**event``):
+            # the ones made here only when it has none (a random id is a
+            # system call, and the ADK adapter's events carry both).
+            event_id = event["event_id"] if "event_id" in event else _event_id()
+            if "timestamp" in event:
+                timestamp = event["timestamp"]
+            else:
+                timestamp = stamp = stamp or now.isoformat()
+            stamped.append({"event_id": event_id, "timestamp": timestamp, **event})
         documents = [check_json(event, "event") for event in stamped]  # serialised once
         own, shared = split_shared(batch.state_delta or {})
         delta = check_members(own, "state_delta")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,19 @@ STALE_MESSAGE = (
 LIST_PAGE = 500
 
 
+# The characters ``quote(part, safe="")`` leaves as they are.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def abathur_session_id(app_name: str, user_id: str, session_id: str) -> str:
     """The abathur session id of ADK session (app_name, user_id, session_id)."""
+    if (
+        type(app_name) is str
+        and type(user_id) is str
+        and type(session_id) is str
+        and _UNQUOTED.fullmatch(app_name + user_id + session_id)
+    ):  # nothing to quote (uuids, plain names): one regex instead of three quote() calls
+        return f"{PREFIX}{app_name}/{user_id}/{session_id}"
     return PREFIX + "/".join(quote(part, safe="") for part in (app_name, user_id, session_id))
 
 
@@ -103,6 +115,8 @@ def adk_session_id(abathur_id: str) -> tuple[str, str, str] | None:
 def _json_safe(state: dict[str, Any]) -> dict[str, Any]:
     """State as ADK's database service persists it: JSON values, anything
     else by its ``str()``; ``temp:`` keys dropped."""
+    if not state:  # what the rest makes of {}: a new empty dict
+        return {}
     kept = {k: v for k, v in state.items() if not k.startswith(State.TEMP_PREFIX)}
     safe: dict[str, Any] = to_jsonable_python(kept, fallback=str)
     return safe
@@ -192,7 +206,7 @@ class AbathurSessionService(BaseSessionService):
         state: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> Session:
-        sessions = await self._sessions()
+        sessions = self._db.sessions if self._ready else await self._sessions()
         sid = str(uuid.uuid4()) if session_id is None else session_id
         cid = abathur_session_id(app_name, user_id, sid)
         try:
@@ -205,12 +219,7 @@ class AbathurSessionService(BaseSessionService):
             raise ValueError(str(exc)) from exc
         # What was written, as get_session would read it (one transaction).
         return self._session(
-            app_name,
-            user_id,
-            sid,
-            {**created, "last_seq": 0},
-            [],
-            created["last_update_time"].timestamp(),
+            app_name, user_id, sid, created["state"], 0, [], created["last_update_time"].timestamp()
         )
 
     async def get_session(
@@ -221,7 +230,7 @@ class AbathurSessionService(BaseSessionService):
         session_id: str,
         config: GetSessionConfig | None = None,
     ) -> Session | None:
-        sessions = await self._sessions()
+        sessions = self._db.sessions if self._ready else await self._sessions()
         cid = abathur_session_id(app_name, user_id, session_id)
         recent = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
@@ -237,7 +246,9 @@ class AbathurSessionService(BaseSessionService):
             events = [e for e in events if e.timestamp >= after]
         if recent is not None:
             events = events[-recent:] if recent else []
-        return self._session(app_name, user_id, session_id, got, events, updated)
+        return self._session(
+            app_name, user_id, session_id, got["state"], got["last_seq"], events, updated
+        )
 
     async def list_sessions(
         self, *, app_name: str, user_id: str | None = None
@@ -287,7 +298,7 @@ class AbathurSessionService(BaseSessionService):
     async def append_event(self, session: Session, event: Event) -> Event:
         if event.partial:
             return event
-        sessions = await self._sessions()
+        sessions = self._db.sessions if self._ready else await self._sessions()
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         delta = event.actions.state_delta if event.actions else None
@@ -317,7 +328,8 @@ class AbathurSessionService(BaseSessionService):
         app_name: str,
         user_id: str,
         session_id: str,
-        got: dict[str, Any] | Any,
+        state: dict[str, Any],
+        last_seq: int,
         events: list[Event],
         last_update_time: float,
     ) -> Session:
@@ -325,9 +337,9 @@ class AbathurSessionService(BaseSessionService):
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=dict(got["state"]),
+            state=dict(state),
             events=events,
             last_update_time=last_update_time,
         )
-        session._storage_update_marker = str(got["last_seq"])
+        session._storage_update_marker = str(last_seq)
         return session

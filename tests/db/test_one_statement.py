@@ -226,6 +226,28 @@ async def test_a_pooled_connection_closed_before_a_native_unit_is_replaced(
     assert all(not c.invalidated for c in db._idle_autocommit)
 
 
+@pytest.mark.parametrize("write", [True, False])
+async def test_a_revalidated_connection_gets_its_new_driver(db: Database, write: bool) -> None:
+    """``Storage._native`` remembers the asyncpg connection under each idle
+    connection; one that SQLAlchemy invalidated and revalidated (a new
+    server connection under the same ``Connection``) must be used with its
+    new driver, not the closed one remembered (which would fail the unit and
+    send it to yet another connection)."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's autocommit units")
+    unit = OneStatement(PID, {}, lambda row: int(row.pid))
+    run = db.write if write else db.read
+    pid = await run(unit, one_statement=True)
+    (idle,) = db._idle_autocommit
+    await idle.invalidate()
+    revalidated = await idle.run_sync(
+        lambda c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    )
+    assert revalidated != pid
+    assert await run(unit, one_statement=True) == revalidated
+    assert db._idle_autocommit == [idle]
+
+
 async def test_get_memory_refuses_an_invalid_key_every_time(db: Database, task_id: str) -> None:
     """``get_memory`` caches the validated reference of a key it read; a
     refused one is refused again (nothing cached), a str subclass validated."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from google.adk.agents import Agent
@@ -20,6 +22,8 @@ from google.adk.runners import Runner
 from google.adk.sessions.base_session_service import GetSessionConfig
 from google.adk.sessions.session import Session
 from google.genai import types
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from abathur.infrastructure.database import Database
 from abathur.integrations.adk import AbathurSessionService, abathur_session_id, adk_session_id
@@ -38,6 +42,29 @@ def test_identity_mapping_round_trips_awkward_parts() -> None:
     assert len(ids) == len(AWKWARD) ** 3  # no two identities share an abathur id
     assert adk_session_id("not-adk") is None
     assert adk_session_id("adk:only/two") is None
+
+
+PARTS = st.one_of(
+    st.sampled_from([*AWKWARD, "a-b_c.d~e", "A9", "~", "x\n", "x y", "\x00", "\ud800x"]),
+    st.text(alphabet="abcXYZ019_.~-/%: é\n", max_size=8),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(PARTS, PARTS, PARTS)
+def test_identity_is_each_part_percent_encoded(app: str, user: str, sid: str) -> None:
+    """The parts that need no quoting skip ``quote``: the same id (or the
+    same error: ``quote`` refuses a lone surrogate) either way."""
+
+    def outcome(make: Any) -> Any:
+        try:
+            return make()
+        except UnicodeEncodeError as exc:
+            return type(exc)
+
+    quoted = outcome(lambda: "adk:" + "/".join(quote(part, safe="") for part in (app, user, sid)))
+    assert outcome(lambda: abathur_session_id(app, user, sid)) == quoted
 
 
 @pytest.fixture

@@ -69,27 +69,17 @@ def column_types(connection: Connection, driver: Any, sql: str) -> list[int]:
     try:
         statement = _await(driver.prepare(sql))
     except Exception as exc:
-        raise _translated(connection, driver, sql, (), exc) from exc
+        raise translated(connection, driver, sql, (), exc) from exc
     return [attribute.type.oid for attribute in statement.get_attributes()]
 
 
 async def column_types_async(connection: Connection, driver: Any, sql: str) -> list[int]:
-    """``column_types``, awaited from the event loop (``Prepared.fetch_native``)."""
+    """``column_types``, awaited from the event loop (``Prepared.describe_native``)."""
     try:
         statement = await driver.prepare(sql)
     except Exception as exc:
-        raise _translated(connection, driver, sql, (), exc) from exc
+        raise translated(connection, driver, sql, (), exc) from exc
     return [attribute.type.oid for attribute in statement.get_attributes()]
-
-
-async def fetch_async(
-    connection: Connection, driver: Any, sql: str, args: tuple[Any, ...]
-) -> list[Any]:
-    """``fetch``, awaited from the event loop (``Prepared.fetch_native``)."""
-    try:
-        return await driver.fetch(sql, *args)  # type: ignore[no-any-return]
-    except Exception as exc:
-        raise _translated(connection, driver, sql, args, exc) from exc
 
 
 def fetch(connection: Connection, driver: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
@@ -97,10 +87,10 @@ def fetch(connection: Connection, driver: Any, sql: str, args: tuple[Any, ...]) 
     try:
         return list(_await(driver.fetch(sql, *args)))
     except Exception as exc:
-        raise _translated(connection, driver, sql, args, exc) from exc
+        raise translated(connection, driver, sql, args, exc) from exc
 
 
-def _translated(
+def translated(
     connection: Connection, driver: Any, sql: str, args: tuple[Any, ...], exc: Exception
 ) -> BaseException:
     dbapi = connection.dialect.loaded_dbapi

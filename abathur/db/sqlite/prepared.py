@@ -319,24 +319,23 @@ class Prepared:
             plan = plans[self, keys] = _Plan(self.statement, dialect, keys)
         return plan
 
-    async def fetch_native(
-        self, connection: Connection, driver: Any, params: Params, *, first: bool
-    ) -> Any:
-        """``first`` (or ``all``) of the statement on PostgreSQL in autocommit,
-        awaited on ``driver`` (``connection``'s asyncpg connection) from the
-        event loop itself: no greenlet, no SQLAlchemy execution context. The
-        same plan, bind and result processors, listeners and errors as the
-        direct path ``_direct`` takes inside a unit's greenlet."""
-        dialect = connection.dialect
-        plan = self._plan(dialect, params)
-        if plan.results is None:
-            plan.described(dialect, await direct.column_types_async(connection, driver, plan.sql))
+    def native(self, connection: Connection, params: Params) -> tuple[_Plan, tuple[Any, ...]]:
+        """The plan and positional arguments of the statement on PostgreSQL's
+        native path (``OneStatement.run_native``), the engine's listeners
+        fired: the same plan, bind processors and listeners as the direct
+        path ``_direct`` takes inside a unit's greenlet. The plan's result
+        processors are None until ``describe_native`` fills them in."""
+        plan = self._plan(connection.dialect, params)
         args = plan.args(params)
         _fire(connection, plan.sql, args, many=False)
-        fetched = await direct.fetch_async(connection, driver, plan.sql, args)
-        if first:
-            return plan.rows(fetched[:1])[0] if fetched else None
-        return plan.rows(fetched)
+        return plan, args
+
+    @staticmethod
+    async def describe_native(plan: _Plan, connection: Connection, driver: Any) -> None:
+        """A plan's result processors, from the column types the server
+        describes (once per plan; see ``_Plan.described``)."""
+        dialect = connection.dialect
+        plan.described(dialect, await direct.column_types_async(connection, driver, plan.sql))
 
     def _direct(self, executor: Executor, params: Params) -> tuple[_Plan, list[Any]] | None:
         """PostgreSQL in autocommit: the statement sent to asyncpg directly
@@ -420,14 +419,30 @@ class OneStatement(Generic[T]):
 
     async def run_native(self, connection: Connection, driver: Any) -> T:
         """The unit on ``driver``, an asyncpg connection in autocommit (see
-        ``db.postgres.direct.autocommit_driver``), awaited from the event loop."""
+        ``db.postgres.direct.autocommit_driver``), awaited from the event loop:
+        no greenlet, no SQLAlchemy execution context. The statement goes to
+        ``driver.fetch`` from this coroutine itself (no coroutine in between:
+        every one is a frame more to suspend and resume); a driver error
+        becomes SQLAlchemy's exception as on the direct path
+        (``direct.translated``), then goes to ``failed``."""
+        plan, args = self.prepared.native(connection, self.params)
         try:
-            found = await self.prepared.fetch_native(
-                connection, driver, self.params, first=self.first
-            )
-        except DBAPIError as exc:
+            if plan.results is None:
+                await Prepared.describe_native(plan, connection, driver)
+            fetched = await driver.fetch(plan.sql, *args)
+        except DBAPIError as exc:  # the description's, translated already
             self._failed(exc)
-        return self.then(found)
+        except Exception as exc:
+            error = direct.translated(connection, driver, plan.sql, args, exc)
+            if error is exc:
+                raise
+            if isinstance(error, DBAPIError):
+                error.__cause__ = exc  # as ``raise error from exc`` would
+                self._failed(error)
+            raise error from exc
+        if self.first:
+            return self.then(plan.rows(fetched[:1])[0] if fetched else None)
+        return self.then(plan.rows(fetched))
 
     def _failed(self, exc: DBAPIError) -> NoReturn:
         if self.failed is not None:
