@@ -228,14 +228,22 @@ class Bench:
         """Time every contender of every case (operation) on the same calls,
         interleaved call by call, so that whatever else the machine does weighs
         on all of them alike: the implementations of one operation, and the
-        variants of one operation that a target compares (session lengths)."""
+        variants of one operation that a target compares (session lengths).
+
+        Each contender goes first in turn (call i starts with contender
+        i mod n): the first call after another operation runs on colder
+        caches (the client's code and data, the server's), and a fixed order
+        gave that cost to the first contender alone (1.7-1.9x against
+        hand-written asyncpg for a session create that is 1.2-1.4x in either
+        order taken evenly; docs/design_decisions.md)."""
         samples: dict[tuple[str, str], list[float]] = {
             (op, impl): [] for op, contenders, _ in cases for impl, _ in contenders
         }
         gc.collect()
-        for args in calls:
+        for i, args in enumerate(calls):
             for op, contenders, _ in cases:
-                for impl, fn in contenders:
+                turn = i % len(contenders)
+                for impl, fn in contenders[turn:] + contenders[:turn]:
                     start = time.perf_counter_ns()
                     result = fn(*args)
                     if inspect.isawaitable(result):
@@ -1019,6 +1027,8 @@ def render(result: dict[str, Any], png: str | None) -> str:
         "the ratio is abathur's p50 over the baseline's p50. Every timed section starts after",
         "`gc.collect()`, for every implementation alike, so that the garbage of the set-up",
         "before it (migrations, prefill) is not collected inside it; the collector stays on.",
+        "The implementations of an operation take turns going first, call by call (the",
+        "first call after another operation runs on colder caches).",
         "",
         "## Figures (SQLite)",
         "",

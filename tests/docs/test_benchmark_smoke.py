@@ -92,6 +92,25 @@ def _bulk_rows(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
     return versions, audits
 
 
+async def test_interleave_lets_each_contender_go_first_in_turn(tmp_path: Path) -> None:
+    # A fixed order gave the first contender alone the cold caches of the
+    # call after another operation (docs/design_decisions.md).
+    bench = Bench(tmp_path, 6, quick=True)
+    order: list[str] = []
+
+    def contender(name: str) -> Any:
+        return lambda i: order.append(f"{name}{i}")
+
+    await bench.interleave(
+        [("op", [("a", contender("a")), ("b", contender("b")), ("c", contender("c"))], {})],
+        [(i,) for i in range(6)],
+    )
+    firsts = [order[3 * i] for i in range(6)]
+    assert firsts == ["a0", "b1", "c2", "a3", "b4", "c5"]
+    assert sorted(order) == sorted(f"{n}{i}" for n in "abc" for i in range(6))
+    assert {f.impl for f in bench.figures} == {"a", "b", "c"}
+
+
 async def test_bulk_baselines_write_the_rows_put_memories_writes(tmp_path: Path) -> None:
     """The bulk load compares like with like: bare sqlite3 (every variant)
     leaves the versions and audit rows put_memories leaves, ids included."""
