@@ -39,16 +39,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 from google.adk.errors._stale_session_error import StaleSessionError as AdkStaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError as AdkAlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import (
     BaseSessionService,
     GetSessionConfig,
@@ -56,6 +58,7 @@ from google.adk.sessions.base_session_service import (
 )
 from google.adk.sessions.session import Session
 from google.adk.sessions.state import State
+from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import URL
 
@@ -150,6 +153,76 @@ def _to_events(texts: list[str]) -> list[Event]:
     return STORED_EVENTS.many_from_json(texts)
 
 
+_MARKER = "_storage_update_marker"
+_SESSION_FIELDS = frozenset(("id", "app_name", "user_id", "state", "events", "last_update_time"))
+_new = object.__new__
+_set = object.__setattr__
+# ``Session(...)`` of str ids, a float time, a new dict of ``str`` keys and a
+# list of Events (``state: dict[str, Any]`` keeps the values, ``events``
+# keeps the instances: pydantic does not revalidate them) only copies what it
+# is given and sets the marker's default. ``AbathurSessionService._session``
+# builds that object directly (as ``BaseModel.model_construct`` does, without
+# its per-field loop) while Session is the model this was checked on: these
+# six fields, no validator, serializer or post-init hook of its own, one
+# private attribute (tests/integrations/test_adk_fast_paths.py compares both).
+_RAW_SESSION = (
+    Session.model_fields.keys() == _SESSION_FIELDS
+    and not any(
+        getattr(Session.__pydantic_decorators__, f.name)
+        for f in dataclasses.fields(Session.__pydantic_decorators__)
+    )
+    and Session.__private_attributes__.keys() == {_MARKER}
+    and Session.__pydantic_post_init__ == "model_post_init"
+    and Session.model_post_init.__qualname__ == "init_private_attributes"  # pydantic's own
+    and Session.model_post_init.__module__ == "pydantic._internal._model_construction"
+    and cast(Any, Session.__init__) is BaseModel.__init__
+    and not Session.model_config.get("validate_assignment")
+    and not Session.model_config.get("frozen")
+    and not {"__getattr__", "__setattr__"} & vars(Session).keys()
+)
+# EventActions' ``state_delta`` is a plain field (set as pydantic's
+# ``__setattr__`` does: no validation on assignment, not frozen).
+_RAW_ACTIONS = (
+    "state_delta" in EventActions.model_fields
+    and not EventActions.model_config.get("validate_assignment")
+    and not EventActions.model_config.get("frozen")
+    and "__setattr__" not in vars(EventActions)
+)
+_HOOKS = (
+    "_apply_temp_state",
+    "_trim_temp_delta_state",
+    "_commit_event_to_session",
+    "_update_session_state",
+)
+
+
+def _marker(session: Session) -> str | None:
+    """``session._storage_update_marker``; a Session's private attributes
+    are in ``__pydantic_private__`` (read there, not through pydantic's
+    ``__getattr__``)."""
+    if type(session) is Session:
+        private = session.__pydantic_private__
+        if private is not None and _MARKER in private:
+            marker: str | None = private[_MARKER]
+            return marker
+    return session._storage_update_marker
+
+
+def _appended(session: Session, last_update_time: float, marker: str) -> None:
+    """``session.last_update_time = last_update_time`` and
+    ``session._storage_update_marker = marker``, as pydantic's ``__setattr__``
+    does them for a Session (a field: ``__dict__`` and the fields set; a
+    private attribute: ``__pydantic_private__``)."""
+    private = session.__pydantic_private__ if _RAW_SESSION and type(session) is Session else None
+    if private is not None:
+        session.__dict__["last_update_time"] = last_update_time
+        session.__pydantic_fields_set__.add("last_update_time")
+        private[_MARKER] = marker
+    else:
+        session.last_update_time = last_update_time
+        session._storage_update_marker = marker
+
+
 class AbathurSessionService(BaseSessionService):
     """ADK's session service on an abathur database (SQLite or PostgreSQL).
 
@@ -159,6 +232,16 @@ class AbathurSessionService(BaseSessionService):
     use, and ``close()`` (or leaving ``async with``) closes it.
     ``engine_options`` go to ``Database`` in the second case.
     """
+
+    # BaseSessionService's in-memory hooks, not overridden: ``append_event``
+    # runs what they do inline (the same steps, in the same order).
+    _plain_hooks = _RAW_ACTIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain_hooks = _RAW_ACTIONS and all(
+            getattr(cls, name) is getattr(BaseSessionService, name) for name in _HOOKS
+        )
 
     def __init__(self, db_or_url: Database | str | Path | URL, **engine_options: Any):
         if isinstance(db_or_url, Database):
@@ -299,11 +382,27 @@ class AbathurSessionService(BaseSessionService):
         if event.partial:
             return event
         sessions = self._db.sessions if self._ready else await self._sessions()
-        self._apply_temp_state(session, event)
-        event = self._trim_temp_delta_state(event)
-        delta = event.actions.state_delta if event.actions else None
+        actions = event.actions
+        plain = self._plain_hooks and type(actions) is EventActions
+        delta: dict[str, Any] | None
+        if plain:  # _apply_temp_state and _trim_temp_delta_state in one pass
+            delta = actions.state_delta
+            if delta:
+                state = session.state
+                kept = {}
+                for key, value in delta.items():
+                    if key.startswith(State.TEMP_PREFIX):
+                        state[key] = value
+                    else:
+                        kept[key] = value
+                actions.__dict__["state_delta"] = delta = kept  # pydantic's __setattr__ of a field
+                actions.__pydantic_fields_set__.add("state_delta")
+        else:
+            self._apply_temp_state(session, event)
+            event = self._trim_temp_delta_state(event)
+            delta = event.actions.state_delta if event.actions else None
         document = {"event_id": event.id, **event.model_dump(mode="json", exclude_none=True)}
-        marker = session._storage_update_marker
+        marker = _marker(session)
         expected = int(marker) if isinstance(marker, str) and marker.isdigit() else None
         cid = abathur_session_id(session.app_name, session.user_id, session.id)
         try:
@@ -316,8 +415,16 @@ class AbathurSessionService(BaseSessionService):
             raise SessionNotFoundError(f"Session {session.id} not found.") from exc
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
-        session.last_update_time = event.timestamp
-        session._storage_update_marker = str(seq)
+        _appended(session, event.timestamp, str(seq))
+        if plain:  # _commit_event_to_session and _update_session_state
+            actions = event.actions
+            delta = actions.state_delta if actions else None
+            if delta:
+                state = session.state
+                for key, value in delta.items():
+                    state.update({key: value})
+            session.events.append(event)
+            return event
         committed: Event = self._commit_event_to_session(session, event)
         return committed
 
@@ -333,6 +440,30 @@ class AbathurSessionService(BaseSessionService):
         events: list[Event],
         last_update_time: float,
     ) -> Session:
+        if (
+            _RAW_SESSION
+            and type(app_name) is str
+            and type(user_id) is str
+            and type(session_id) is str
+            and type(last_update_time) is float
+        ):  # what Session(...) makes of these values, without validating them again
+            session: Session = _new(Session)
+            _set(
+                session,
+                "__dict__",
+                {
+                    "id": session_id,
+                    "app_name": app_name,
+                    "user_id": user_id,
+                    "state": dict(state),
+                    "events": events,
+                    "last_update_time": last_update_time,
+                },
+            )
+            _set(session, "__pydantic_fields_set__", set(_SESSION_FIELDS))
+            _set(session, "__pydantic_extra__", None)
+            _set(session, "__pydantic_private__", {_MARKER: str(last_seq)})
+            return session
         session = Session(
             id=session_id,
             app_name=app_name,
