@@ -1319,7 +1319,12 @@ class MemoryService:
         embedding is computed first, in one call of the embedder, before the
         transaction begins. The statements are set-based (a few per
         thousands of keys, see ``repositories.memory.latest_of_keys``):
-        loading is many times faster than one ``put_memory`` per item.
+        loading is many times faster than one ``put_memory`` per item. On
+        SQLite a load that at least doubles ``memory_entries`` or ``audit``
+        (1,000 rows or more) drops that table's non-unique secondary indexes
+        for its writes and creates them again before it commits, in the same
+        transaction (``repositories.memory.indexes_rebuilt``): the same
+        schema, statistics and errors, built once instead of row by row.
 
         Once the load is committed, the planner's statistics of the tables it
         wrote are gathered again (ANALYZE; on PostgreSQL VACUUM (ANALYZE))
