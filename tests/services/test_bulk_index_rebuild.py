@@ -22,6 +22,7 @@ from abathur.infrastructure import memory_service
 from abathur.infrastructure.database import Database
 from abathur.repositories import memory as memory_repository
 from tests.conftest import DbFactory
+from tests.support.bulk import bulk_items
 
 REBUILT = sorted(name for names in memory_repository._REBUILT_TABLES.values() for name in names)
 
@@ -29,21 +30,6 @@ REBUILT = sorted(name for names in memory_repository._REBUILT_TABLES.values() fo
 @pytest.fixture(params=["sqlite", "sqlite-stock"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def items(task_id: str, count: int, *, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "namespace": f"user:u{i % 7}",
-            "key": f"k{i}",
-            "value": {"n": i},
-            "memory_type": "semantic",
-            "by": "loader",
-            "task_id": task_id,
-            **extra,
-        }
-        for i in range(start, start + count)
-    ]
 
 
 def catalog(conn: Connection) -> dict[str, Any]:
@@ -84,14 +70,14 @@ def dropped_indexes(db: Database) -> Iterator[list[str]]:
 async def test_a_load_that_doubles_the_tables_rebuilds_their_indexes_as_they_were(
     db: Database, task_id: str
 ) -> None:
-    await db.memory.put_memories(items(task_id, 50))
+    await db.memory.put_memories(bulk_items(task_id, 50))
     await db.write(lambda conn: conn.exec_driver_sql("ANALYZE"))
     before = await db.read(catalog)
     assert before["stats"], "ANALYZE left statistics to keep"
     memories, audits = await db.read(rows)
     count = memory_repository.INDEX_REBUILD_MIN_ROWS
     with dropped_indexes(db) as dropped:
-        written = await db.memory.put_memories(items(task_id, count, start=50), analyze=False)
+        written = await db.memory.put_memories(bulk_items(task_id, count, start=50), analyze=False)
     assert sorted(dropped) == REBUILT
     assert await db.read(catalog) == before
     assert await db.read(rows) == (memories + count, audits + count)
@@ -106,10 +92,10 @@ async def test_a_load_that_doubles_the_tables_rebuilds_their_indexes_as_they_wer
 
 async def test_a_load_smaller_than_its_table_keeps_the_indexes(db: Database, task_id: str) -> None:
     count = memory_repository.INDEX_REBUILD_MIN_ROWS
-    await db.memory.put_memories(items(task_id, count + 10))
+    await db.memory.put_memories(bulk_items(task_id, count + 10))
     with dropped_indexes(db) as dropped:
-        await db.memory.put_memories(items(task_id, count, start=count + 10))
-        await db.memory.put_memories(items(task_id, count - 1, start=10 * count))
+        await db.memory.put_memories(bulk_items(task_id, count, start=count + 10))
+        await db.memory.put_memories(bulk_items(task_id, count - 1, start=10 * count))
     assert dropped == []
 
 
@@ -122,14 +108,14 @@ async def test_only_the_table_the_load_doubles_is_rebuilt(db: Database, task_id:
         )
     )  # audit rows, no memory
     with dropped_indexes(db) as dropped:
-        await db.memory.put_memories(items(task_id, count))
+        await db.memory.put_memories(bulk_items(task_id, count))
     assert sorted(dropped) == memory_repository._REBUILT_TABLES["memory_entries"]
 
 
 async def test_a_failure_after_the_drop_rolls_it_back(
     db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await db.memory.put_memories(items(task_id, 10))
+    await db.memory.put_memories(bulk_items(task_id, 10))
     before = await db.read(catalog), await db.read(rows)
 
     def fail(*_args: Any) -> None:
@@ -138,11 +124,11 @@ async def test_a_failure_after_the_drop_rolls_it_back(
     monkeypatch.setattr(memory_service.AuditRepository, "append_many", fail)
     count = memory_repository.INDEX_REBUILD_MIN_ROWS
     with dropped_indexes(db) as dropped, pytest.raises(RuntimeError, match="disk on fire"):
-        await db.memory.put_memories(items(task_id, count, start=10))
+        await db.memory.put_memories(bulk_items(task_id, count, start=10))
     assert sorted(dropped) == REBUILT
     assert (await db.read(catalog), await db.read(rows)) == before
     monkeypatch.undo()
-    await db.memory.put_memories(items(task_id, count, start=10), analyze=False)
+    await db.memory.put_memories(bulk_items(task_id, count, start=10), analyze=False)
     assert await db.read(catalog) == before[0]
 
 
@@ -152,11 +138,14 @@ async def test_a_conflict_is_the_same_error_with_the_indexes_dropped(
     """A version written concurrently (here: the key's current version hidden
     from the load's read) violates a unique index, which the load keeps."""
     count = memory_repository.INDEX_REBUILD_MIN_ROWS
-    await db.memory.put_memories(items(task_id, 1))
+    await db.memory.put_memories(bulk_items(task_id, 1))
     before = await db.read(catalog), await db.read(rows)
     monkeypatch.setattr(memory_service, "latest_of_keys", lambda _conn, _keys: {})
     errors = []
-    for load in (items(task_id, count), items(task_id, 2)):  # with and without the rebuild
+    for load in (
+        bulk_items(task_id, count),
+        bulk_items(task_id, 2),
+    ):  # with and without the rebuild
         with dropped_indexes(db) as dropped, pytest.raises(ConflictError) as raised:
             await db.memory.put_memories(load)
         errors.append((bool(dropped), str(raised.value)))
@@ -170,12 +159,12 @@ async def test_a_conflict_is_the_same_error_with_the_indexes_dropped(
 async def test_a_reader_sees_the_old_state_or_the_whole_new_one(
     db: Database, task_id: str, make_db: DbFactory
 ) -> None:
-    await db.memory.put_memories(items(task_id, 100))
+    await db.memory.put_memories(bulk_items(task_id, 100))
     reader = await make_db(share_with=db)
     await reader.initialize()
     before = await reader.read(rows)
     count = 4 * memory_repository.INDEX_REBUILD_MIN_ROWS
-    load = asyncio.create_task(db.memory.put_memories(items(task_id, count, start=100)))
+    load = asyncio.create_task(db.memory.put_memories(bulk_items(task_id, count, start=100)))
     seen = []
     while not load.done():
         seen.append(await reader.read(rows))

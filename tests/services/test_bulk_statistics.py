@@ -24,6 +24,7 @@ from abathur.infrastructure import memory_service
 from abathur.infrastructure.database import Database
 from abathur.repositories import statistics
 from tests.cli.test_cli import ok
+from tests.support.bulk import bulk_items
 
 
 @pytest.fixture(autouse=True)
@@ -32,17 +33,7 @@ def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def items(count: int, task_id: str, start: int = 0) -> list[dict[str, Any]]:
-    return [
-        {
-            "namespace": f"user:s{n % 3}",
-            "key": f"k{n}",
-            "value": {"n": n},
-            "memory_type": "semantic",
-            "by": "loader",
-            "task_id": task_id,
-        }
-        for n in range(start, start + count)
-    ]
+    return bulk_items(task_id, count, start=start, prefix="s", users=3)
 
 
 async def counted(db: Database, table: str) -> float | None:
