@@ -1017,11 +1017,7 @@ class MemoryService:
         ttl = ttl_arg(ttl)
         fields, text = put_fields(namespace, key, value, memory_type, by, task_id, metadata)
         namespace, key, value, memory_type, by, task_id, metadata = fields
-        embedding = (
-            None  # ``_embed``'s answer, without its coroutine
-            if type(index) is bool and (self.embedder is None or not index)
-            else await self._embed(value, index)
-        )
+        embedding = await self._embed(value, index)
         row = await self._write(
             "put",
             task_id=task_id,
@@ -1930,13 +1926,10 @@ def _write_many(
         metadata: dict[str, Any] = copy.deepcopy(kept) if kept else {}
         version = 1 if head is None else head.version + 1
         heads[ns_key] = _Head(version, True, memory_type, metadata, created_by, created_at)
-        if put.ttl is None:
-            expiries[ns_key] = None
-        else:
-            try:
-                expiries[ns_key] = _expiry(put.ttl, now)
-            except ValidationError as exc:
-                raise ValidationError(f"item {number}: {exc}") from exc
+        try:
+            expiries[ns_key] = _expiry(put.ttl, now)
+        except ValidationError as exc:
+            raise ValidationError(f"item {number}: {exc}") from exc
         rows.append(
             {
                 "namespace": put.namespace,

@@ -419,10 +419,8 @@ class AbathurSessionService(BaseSessionService):
         if plain:  # _commit_event_to_session and _update_session_state
             actions = event.actions
             delta = actions.state_delta if actions else None
-            if delta:
-                state = session.state
-                for key, value in delta.items():
-                    state.update({key: value})
+            if delta:  # no temp: key left in it (trimmed above)
+                session.state.update(delta)
             session.events.append(event)
             return event
         committed: Event = self._commit_event_to_session(session, event)

@@ -172,6 +172,7 @@ async def test_a_reader_sees_the_old_state_or_the_whole_new_one(
         assert found, "the indexes the search reads are there throughout"
         await asyncio.sleep(0)
     await load
+    assert len(seen) > 1, "some reads ran while the load was in progress"
     seen.append(await reader.read(rows))
     after = (before[0] + count, before[1] + count)
     assert set(seen) <= {before, after} and seen[-1] == after
