@@ -1006,15 +1006,24 @@ def bulk_page_cache(executor: Executor) -> Iterator[None]:
 
 
 # A load that at least doubles a table (its rows written, at least
-# ``INDEX_REBUILD_MIN_ROWS`` of them, reach the table's highest row id) writes
-# it with its non-unique secondary indexes dropped, and creates them again,
-# from their own SQL, before its transaction ends: SQLite builds an index from
-# sorted rows in about half the time per row that it takes to insert into it
-# row by row, but then over the whole table (docs/design_decisions.md, "Bulk
-# loads: indexes rebuilt", has the figures). The unique indexes (the
-# (namespace, key, version) constraint and ``idx_memory_current_key``) stay:
-# the load's own statements probe them, and they raise its conflicts.
+# ``INDEX_REBUILD_MIN_ROWS`` of them, reach ``INDEX_REBUILD_TABLE_RATIO`` times
+# the table's highest row id) writes it with its non-unique secondary indexes
+# dropped, and creates them again, from their own SQL, before its transaction
+# ends: SQLite builds an index from sorted rows in about half the time per row
+# that it takes to insert into it row by row, but then over the whole table.
+# Measured (bare sqlite3, the 12 indexes of both tables, 64 MiB cache, CPU us
+# per memory loaded, p50 of 3; docs/design_decisions.md, "hA: the index
+# rebuild's break-even"): a table of T rows, a load of L, incremental against
+# rebuilt: T/L=0 22.5 vs 16.7; T/L=1 25.3 vs 25.0 (L=100,000; wall 44.9 vs
+# 38.5); T/L=2 26.7 vs 35.6 (L=100,000), 27.4 vs 38.3 (L=200,000); T/L=4
+# 25.6 vs 54.3. The rebuild costs ~16 us plus ~9.5 us per T/L, the
+# incremental insert ~23-27 us whatever T (up to 600,000 rows): the
+# break-even is at T/L 1-1.4, where "doubles" already puts it.
+# The unique indexes (the (namespace, key, version) constraint and
+# ``idx_memory_current_key``) stay: the load's own statements probe them, and
+# they raise its conflicts.
 INDEX_REBUILD_MIN_ROWS = 1_000
+INDEX_REBUILD_TABLE_RATIO = 1
 _BULK_TABLES: tuple[Table, ...] = (MemoryEntry.__table__, AuditEntry.__table__)  # type: ignore[assignment]
 _REBUILT_TABLES = {
     table.name: sorted(str(index.name) for index in table.indexes if not index.unique)
@@ -1056,7 +1065,7 @@ def indexes_rebuilt(executor: Executor, rows: int) -> Iterator[None]:
     statistics: list[dict[str, Any]] = []
     has_statistics = bool(executor.execute(_HAS_STATISTICS).scalar())
     for table, names in _REBUILT_TABLES.items():
-        if int(_HIGHEST_ID[table].scalar(executor, {}) or 0) > rows:
+        if int(_HIGHEST_ID[table].scalar(executor, {}) or 0) > INDEX_REBUILD_TABLE_RATIO * rows:
             continue
         found = {name: sql for name, sql in executor.execute(_INDEX_SQL, {"table": table})}
         wanted = [(name, found[name]) for name in names if name in found]
