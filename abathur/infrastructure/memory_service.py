@@ -1880,9 +1880,10 @@ def _write_many(
     deleted key, as ``_current`` does. Then each item's version follows from
     its key's state (read, or left by the item before it), exactly as
     ``put_memory`` computes it; the keys' current rows lose ``is_current`` and
-    the last new version of each key gains it; versions, expiries, embeddings
-    and audit rows are written with one executemany each (on SQLite, with the
-    secondary indexes of a table the batch at least doubles rebuilt after,
+    the last new version of each key gains it; versions, embeddings and audit
+    rows are written with one executemany each per ``WRITE_CHUNK`` items, in
+    item order, and the expiries after them (on SQLite, with the secondary
+    indexes of a table the whole batch at least doubles rebuilt after,
     ``indexes_rebuilt``).
     """
     now = clock.utcnow()
@@ -1908,10 +1909,55 @@ def _write_many(
     }
     expiries: dict[tuple[str, str], tuple[datetime, float] | None] = {}
     last = {(put.namespace, put.key): number for number, put in enumerate(puts)}
+    written: list[MemoryDict] = []
+    with indexes_rebuilt(conn, len(puts)):
+        unset_current(conn, list(found))
+        # A chunk at a time: the rows of one chunk, built, bound and written
+        # while they are fresh in the processor's caches, then dropped.
+        for first in range(0, len(puts), WRITE_CHUNK):
+            chunk = puts[first : first + WRITE_CHUNK]
+            rows, results, audits = _chunk_rows(chunk, first, heads, last, expiries, now)
+            ids = insert_versions(conn, rows)
+            for row_id, result, audit in zip(ids, results, audits, strict=True):
+                result["id"] = row_id
+                audit["memory_entry_id"] = row_id
+            done = len(written)
+            vectors = [
+                (row_id, e[1])
+                for row_id, e in zip(ids, embeddings[done : done + len(ids)], strict=True)
+                if e is not None
+            ]
+            if vectors:
+                model = next(e[0] for e in embeddings if e is not None)
+                EmbeddingRepository(conn).insert_many(model, vectors)
+            AuditRepository(conn).append_many(audits)
+            written += results
+        _set_expiries(conn, found, expiries)
+    return written
+
+
+# Items of ``put_memories`` built and written per round of its unit of work:
+# in one call of 200,000 the Python per item (the rows' dicts, their bind
+# values) cost ~4 us more than in calls of 10,000, all of their rows alive at
+# once (docs/design_decisions.md, "hA: put_memories in chunks").
+WRITE_CHUNK = 10_000
+
+
+def _chunk_rows(
+    chunk: Sequence[BulkPut],
+    first: int,
+    heads: dict[tuple[str, str], _Head],
+    last: dict[tuple[str, str], int],
+    expiries: dict[tuple[str, str], tuple[datetime, float] | None],
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[MemoryDict], list[dict[str, Any]]]:
+    """The version rows, results and audit rows of the items of ``chunk``
+    (``first`` the number of its first item), each key's state in ``heads``
+    and its expiry in ``expiries`` carried to the next."""
     rows: list[dict[str, Any]] = []
     audits: list[dict[str, Any]] = []
-    written: list[MemoryDict] = []
-    for number, put in enumerate(puts):
+    results: list[MemoryDict] = []
+    for number, put in enumerate(chunk, first):
         ns_key = (put.namespace, put.key)
         head = heads.get(ns_key)
         live = head is not None and head.live
@@ -1947,7 +1993,7 @@ def _write_many(
                 "is_current": last[ns_key] == number,
             }
         )
-        written.append(
+        results.append(
             {
                 "id": 0,
                 "namespace": put.namespace,
@@ -1982,21 +2028,7 @@ def _write_many(
                 "memory_namespace": put.namespace,
             }
         )
-    with indexes_rebuilt(conn, len(rows)):
-        unset_current(conn, list(found))
-        ids = insert_versions(conn, rows)
-        for row_id, result, audit in zip(ids, written, audits, strict=True):
-            result["id"] = row_id
-            audit["memory_entry_id"] = row_id
-        _set_expiries(conn, found, expiries)
-        vectors = [
-            (row_id, e[1]) for row_id, e in zip(ids, embeddings, strict=True) if e is not None
-        ]
-        if vectors:
-            model = next(e[0] for e in embeddings if e is not None)
-            EmbeddingRepository(conn).insert_many(model, vectors)
-        AuditRepository(conn).append_many(audits)
-    return written
+    return rows, results, audits
 
 
 _NO_METADATA: dict[str, Any] = {}  # never handed out

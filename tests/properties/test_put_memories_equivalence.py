@@ -8,11 +8,13 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from abathur.infrastructure import memory_service
 from abathur.infrastructure.database import Database
 from abathur.schema.models import AuditEntry, MemoryEntry, MemoryExpiry
 from tests.conftest import DbFactory
@@ -99,8 +101,28 @@ async def state(db: Database, root: str) -> tuple[Any, ...]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(before=BEFORE, expire=st.booleans(), batch=st.lists(puts(), min_size=1, max_size=10))
+@given(
+    before=BEFORE,
+    expire=st.booleans(),
+    batch=st.lists(puts(), min_size=1, max_size=10),
+    chunk=st.sampled_from([memory_service.WRITE_CHUNK, 1, 3]),
+)
 async def test_put_memories_equals_put_memory_in_order(
+    db: Database,
+    task_id: str,
+    make_db: DbFactory,
+    before: list[dict[str, Any]],
+    expire: bool,
+    batch: list[dict[str, Any]],
+    chunk: int,
+) -> None:
+    """Also when the batch is written in several chunks (``WRITE_CHUNK``):
+    a key's versions and state carry from one chunk to the next."""
+    with mock.patch.object(memory_service, "WRITE_CHUNK", chunk):
+        await _equivalence(db, task_id, make_db, before, expire, batch)
+
+
+async def _equivalence(
     db: Database,
     task_id: str,
     make_db: DbFactory,

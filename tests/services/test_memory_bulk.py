@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from abathur.domain.memory import AccessContext
 from abathur.embeddings import Embedder
 from abathur.errors import AccessDeniedError, NotFoundError, ValidationError
+from abathur.infrastructure import memory_service
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 from abathur.repositories import memory as memory_repository
@@ -300,6 +301,40 @@ async def test_chunks_stay_in_one_transaction(
     with pytest.raises(NotFoundError):
         await db.memory.put_memories(items)
     assert await count(db, MemoryEntry) == 15
+
+
+async def test_written_in_chunks_in_one_transaction(
+    db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WRITE_CHUNK`` items at a time: ids, versions, audit rows and
+    embeddings in item order across chunks, and an item refused in a later
+    chunk (an expiry past 9999, known only when its row is built) leaves
+    nothing of the earlier chunks."""
+    monkeypatch.setattr(memory_service, "WRITE_CHUNK", 2)
+    memory = MemoryService(db, embedder=Embedder(letter_counts, 8, fields=("title",)))
+    items = [item(f"k{i % 3}", {"title": "a" * (i + 1)}, task_id) for i in range(7)]
+    written = await memory.put_memories(items)
+    assert [(w["key"], w["version"]) for w in written] == [
+        ("k0", 1), ("k1", 1), ("k2", 1), ("k0", 2), ("k1", 2), ("k2", 2), ("k0", 3)
+    ]  # fmt: skip
+    ids = [w["id"] for w in written]
+    assert ids == sorted(ids)
+    for w in written:
+        assert await memory.get_memory(w["namespace"], w["key"], w["version"]) == w
+    async with db.transaction(write=False) as session:
+        audited = list(await session.scalars(select(AuditEntry.memory_entry_id)
+                                             .where(AuditEntry.memory_entry_id.is_not(None))
+                                             .order_by(AuditEntry.id)))  # fmt: skip
+        embedded = set(await session.scalars(select(MemoryEmbedding.memory_entry_id)))
+        current = set(await session.scalars(select(MemoryEntry.id)
+                                             .where(MemoryEntry.is_current)))  # fmt: skip
+    assert audited == ids and embedded == set(ids)
+    assert current == set(ids[-3:])
+    late = [item(f"n{i}", {}, task_id) for i in range(5)]
+    late[4]["ttl"] = timedelta(days=3_000_000)
+    with pytest.raises(ValidationError, match=r"item 4: .*9999"):
+        await memory.put_memories(late)
+    assert await count(db, MemoryEntry) == 7 and await count(db, AuditEntry) == 7
 
 
 async def test_more_keys_than_the_lock_table_holds(db: Database, task_id: str) -> None:
