@@ -1224,7 +1224,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await bench.readers_beside_writers()
         explain = await bench.explain()
         profile = await bench.profile()
-        bulk_load = await bulk.sqlite_bulk(bench.workdir, *bulk_sizes(bench))
+        fill = bulk.QUICK_FILL if bench.quick else bulk.FILL
+        bulk_load = await bulk.sqlite_bulk(bench.workdir, *bulk_sizes(bench), fill)
         figures = [f.summary() for f in bench.figures]
         peers = peer_ratios([f.summary() for f in bench.peers])
         pg = await measure_postgres(bench, args)

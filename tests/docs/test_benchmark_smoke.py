@@ -64,8 +64,19 @@ def test_quick_benchmark_writes_results_report_and_loses_nothing(tmp_path: Path)
         ("the same rows", "sqlite3, no secondary indexes"),
     ]
     assert all(f["per_s"] > 0 and f["per_cpu_s"] > 0 for f in result["bulk"]["figures"])
+    fill = result["bulk"]["fill"]
+    assert (fill["items"], fill["batch"]) == (bulk.QUICK_FILL, bulk.QUICK_FILL)
+    assert [(f["op"], f["impl"]) for f in fill["figures"]] == [
+        ("put_memories, one call", "abathur"),
+        ("the same rows", "sqlite3, indexes rebuilt"),
+        ("the same rows", "sqlite3, every index"),
+    ]
+    assert all(f["per_s"] > 0 and f["per_cpu_s"] > 0 for f in fill["figures"])
     (goal,) = [t for t in result["targets"] if t["target"].startswith("issue 16: put_memories")]
     assert "bare sqlite3 into the same schema" in goal["measured"], goal
+    (goal,) = [t for t in result["targets"] if t["target"].startswith("issue 16, the fill")]
+    assert "in one call); bare sqlite3, the same rows" in goal["measured"], goal
+    assert "The fill scenario: `put_memories`" in report
     assert "## Bulk load: put_memories (issue 16)" in report
 
 
@@ -120,6 +131,39 @@ async def test_bulk_baselines_write_the_rows_put_memories_writes(tmp_path: Path)
     ours = _bulk_rows(tmp_path / "bulk-abathur.db")
     assert len(ours[0]) == len(ours[1]) == 25
     assert all(rows == ours for rows in bare.values()), bare.keys()
+
+
+async def test_bulk_fill_baselines_write_the_rows_and_schema_put_memories_writes(
+    tmp_path: Path,
+) -> None:
+    """The fill scenario too: each bare load (indexes rebuilt, every index)
+    leaves the rows put_memories' one call leaves, and the same schema (the
+    indexes it dropped are there again, as SQLite keeps their SQL; its
+    ANALYZE's statistics table aside)."""
+    result = await bulk.sqlite_bulk(tmp_path, 25, 10, 1_200)
+    assert [f["impl"] for f in result["fill"]["figures"]][1:] == [
+        "sqlite3, indexes rebuilt",
+        "sqlite3, every index",
+    ]
+    ours = _bulk_rows(tmp_path / "bulk-fill-abathur.db")
+    assert len(ours[0]) == len(ours[1]) == 1_200
+    schema = _schema(tmp_path / "bulk-fill-abathur.db")
+    assert len([name for name, _ in schema if name.startswith("idx_")]) >= 13
+    for n in (1, 2):
+        path = tmp_path / f"bulk-fill-bare-{n}.db"
+        assert _bulk_rows(path) == ours, n
+        assert _schema(path) == schema, n
+
+
+def _schema(path: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+            "AND name NOT LIKE 'sqlite_stat%' ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
 
 
 def _stored(path: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
