@@ -379,7 +379,7 @@ def memory_reindex(
 # 1,000: a 200,000-line import into an empty store ran at 17,700/s per CPU
 # second in batches of 1,000, 23,100/s in batches of 10,000 and 22,500/s in
 # batches of 100,000, whose items took 600 MiB against 175 MiB (maximum
-# resident set; docs/design_decisions.md, "hA: the fill scenario").
+# resident set; docs/design_decisions.md, "hA: put_memories' bulk load").
 DEFAULT_IMPORT_BATCH = 10_000
 MAX_IMPORT_BATCH = 100_000
 _ITEM_ERROR = re.compile(r"item (\d+): (.*)", re.DOTALL)

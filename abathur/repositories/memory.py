@@ -1012,13 +1012,13 @@ def bulk_page_cache(executor: Executor) -> Iterator[None]:
 # ends: SQLite builds an index from sorted rows in about half the time per row
 # that it takes to insert into it row by row, but then over the whole table.
 # Measured (bare sqlite3, the 12 indexes of both tables, 64 MiB cache, CPU us
-# per memory loaded, p50 of 3; docs/design_decisions.md, "hA: the index
-# rebuild's break-even"): a table of T rows, a load of L, incremental against
-# rebuilt: T/L=0 22.5 vs 16.7; T/L=1 25.3 vs 25.0 (L=100,000; wall 44.9 vs
-# 38.5); T/L=2 26.7 vs 35.6 (L=100,000), 27.4 vs 38.3 (L=200,000); T/L=4
-# 25.6 vs 54.3. The rebuild costs ~16 us plus ~9.5 us per T/L, the
-# incremental insert ~23-27 us whatever T (up to 600,000 rows): the
-# break-even is at T/L 1-1.4, where "doubles" already puts it.
+# per memory loaded, p50 of 2-3; docs/design_decisions.md, "hA: put_memories'
+# bulk load"): a table of T rows, a load of L, incremental against rebuilt:
+# T/L=0 22.5 vs 16.7; T/L=1 25.3 vs 25.0 (L=100,000; wall 44.9 vs 38.5);
+# T/L=1.33 25.1 vs 28.8; T/L=2 26.7 vs 35.6 (L=100,000), 27.4 vs 38.3
+# (L=200,000); T/L=4 25.6 vs 54.3. The rebuild costs ~16 us plus ~9.5 us per
+# unit of T/L, the incremental insert ~22-28 us whatever T (up to 600,000
+# rows): the break-even is at T/L 1-1.3, where "doubles" already puts it.
 # The unique indexes (the (namespace, key, version) constraint and
 # ``idx_memory_current_key``) stay: the load's own statements probe them, and
 # they raise its conflicts.
