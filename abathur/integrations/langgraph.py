@@ -92,6 +92,8 @@ DEFAULT_SWEEP_MINUTES = 5.0
 # stores queue their ops) instead of waiting for a pooled connection, where
 # thousands of concurrent calls would exhaust the pool's timeout.
 MAX_CONCURRENT_BATCHES = 8
+# Encoded namespaces a store remembers (``AbathurStore._namespace``).
+NAMESPACES_KEPT = 1024
 
 
 def _must_encode(ch: str) -> bool:
@@ -227,6 +229,7 @@ class AbathurStore(BaseStore):
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._namespaces: dict[tuple[str, ...], str] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._sweeper_stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -434,6 +437,8 @@ class AbathurStore(BaseStore):
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops`` in order; their results in the same order."""
         checked = self._checked(ops)
+        if self._on_loop():  # ``_async``'s own case, without its coroutine on every call
+            return await self._run(checked)
         return await self._async(self._run(checked))
 
     @staticmethod
@@ -448,7 +453,7 @@ class AbathurStore(BaseStore):
         return checked
 
     async def _run(self, ops: list[Op]) -> list[Result]:
-        memory = await self._memory()
+        memory = self._db.memory if self._ready else await self._memory()
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_CONCURRENT_BATCHES)
         async with self._slots:
@@ -477,6 +482,21 @@ class AbathurStore(BaseStore):
         config = self.ttl_config
         return bool(requested) and config is not None and bool(config.get("refresh_on_read"))
 
+    def _namespace(self, namespace: tuple[str, ...]) -> str:
+        """``abathur_namespace`` under the store's root, remembered for tuples
+        (a store reads and writes under few namespaces; at most
+        ``NAMESPACES_KEPT``, all forgotten when full)."""
+        known = self._namespaces
+        if type(namespace) is not tuple:  # a list, say: unhashable
+            return abathur_namespace(namespace, self.root)
+        found = known.get(namespace)
+        if found is None:
+            found = abathur_namespace(namespace, self.root)
+            if len(known) >= NAMESPACES_KEPT:
+                known.clear()
+            known[namespace] = found
+        return found
+
     def _item(self, row: MemoryDict) -> Item:
         return Item(
             value=row["value"],
@@ -488,7 +508,7 @@ class AbathurStore(BaseStore):
 
     async def _get(self, memory: MemoryService, op: GetOp) -> Item | None:
         row = await memory.get_memory(
-            abathur_namespace(op.namespace, self.root),
+            self._namespace(op.namespace),
             op.key,
             refresh_ttl=self._refresh(op.refresh_ttl),
         )
@@ -499,7 +519,7 @@ class AbathurStore(BaseStore):
         # query, or none, searches newest first (LangGraph's stores do the same).
         query = op.query if op.query and self._db.embedder is not None else None
         rows = await memory.search_memories(
-            abathur_namespace(op.namespace_prefix, self.root),
+            self._namespace(op.namespace_prefix),
             None,
             op.limit,
             filter=op.filter,
@@ -525,7 +545,7 @@ class AbathurStore(BaseStore):
         ]
 
     async def _put(self, memory: MemoryService, op: PutOp) -> None:
-        namespace = abathur_namespace(op.namespace, self.root)
+        namespace = self._namespace(op.namespace)
         if op.value is None:
             await memory.delete_memory(namespace, op.key, self.actor, self.task_id, missing_ok=True)
             return

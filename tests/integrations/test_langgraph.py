@@ -112,6 +112,28 @@ async def test_options_root_type_task_and_actor(db: Database) -> None:
         AbathurStore(db, root="app:*")
 
 
+async def test_remembered_namespaces_follow_each_store_root(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``AbathurStore._namespace`` remembers encoded tuples per store: each
+    store keeps its own root, a full memo starts again, and a namespace given
+    as a list (an op built by hand) lands where the tuple does."""
+    monkeypatch.setattr("abathur.integrations.langgraph.NAMESPACES_KEPT", 2)
+    first, second = AbathurStore(db), AbathurStore(db, root="user:bob")
+    labels = [("a:b",), ("c",), ("d", "e%"), ("a:b",)]
+    for n, namespace in enumerate(labels):
+        await first.aput(namespace, "k", {"n": n})
+        await second.aput(namespace, "k", {"n": n})
+        assert len(first._namespaces) <= 2
+    await first.abatch([PutOp(["c"], "list", {"n": 9})])  # type: ignore[arg-type]
+    for root in ("app:langgraph", "user:bob"):
+        for namespace in labels:
+            assert await db.memory.get_memory(abathur_namespace(namespace, root), "k")
+    assert (await first.aget(("c",), "list")) is not None
+    assert (await first.aget(("a:b",), "k")).value == {"n": 3}  # type: ignore[union-attr]
+    assert (await second.aget(("d", "e%"), "k")).value == {"n": 2}  # type: ignore[union-attr]
+
+
 async def test_list_namespaces_never_matches_into_the_root(db: Database) -> None:
     store = AbathurStore(db)
     for ns in [("public",), ("x", "public"), ("langgraph2", "public")]:
