@@ -32,6 +32,7 @@ from abathur.domain.namespaces import parse_namespace
 from abathur.domain.sessions import SessionDict, SessionWithEvents
 from abathur.errors import AbathurError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
+from abathur.repositories.memory import MAX_KEY_LOCKS
 
 # ------------------------------------------------------------------ session
 
@@ -375,12 +376,16 @@ def memory_reindex(
     )
 
 
-# Lines per put_memories call (one transaction each). 10,000 rather than
-# 1,000: a 200,000-line import into an empty store ran at 17,700/s per CPU
-# second in batches of 1,000, 23,100/s in batches of 10,000 and 22,500/s in
-# batches of 100,000, whose items took 600 MiB against 175 MiB (maximum
+# Lines per put_memories call (one transaction each) on SQLite. 10,000 rather
+# than 1,000: a 200,000-line import into an empty store ran at 17,700/s per
+# CPU second in batches of 1,000, 23,100/s in batches of 10,000 and 22,500/s
+# in batches of 100,000, whose items took 600 MiB against 175 MiB (maximum
 # resident set; docs/design_decisions.md, "hA: put_memories' bulk load").
 DEFAULT_IMPORT_BATCH = 10_000
+# On PostgreSQL at most the keys put_memories locks one by one: a batch of
+# more takes the bulk lock exclusively (``repositories.memory.lock_keys``),
+# holding every other writer of memories off while it runs.
+DEFAULT_IMPORT_BATCH_POSTGRES = MAX_KEY_LOCKS
 MAX_IMPORT_BATCH = 100_000
 _ITEM_ERROR = re.compile(r"item (\d+): (.*)", re.DOTALL)
 
@@ -390,19 +395,23 @@ _ITEM_ERROR = re.compile(r"item (\d+): (.*)", re.DOTALL)
 @click.option(
     "--batch-size",
     type=click.IntRange(1, MAX_IMPORT_BATCH),
-    default=DEFAULT_IMPORT_BATCH,
-    show_default=True,
+    default=None,
+    show_default=(
+        f"{DEFAULT_IMPORT_BATCH:,} on SQLite, {DEFAULT_IMPORT_BATCH_POSTGRES:,} on PostgreSQL"
+    ),
     help="Lines written per transaction.",
 )
 @json_option
 @click.pass_context
-def memory_import(ctx: click.Context, source: Any, batch_size: int, as_json: bool) -> None:
+def memory_import(ctx: click.Context, source: Any, batch_size: int | None, as_json: bool) -> None:
     """Load memories from FILE (JSON Lines; ``-`` reads stdin) with put_memories.
 
     Each non-blank line is one JSON object with put_memory's arguments:
     namespace, key, value, memory_type, by, task_id, and optionally metadata,
     ttl (seconds) and index. Every line is an upsert, as ``memory put``.
-    Lines are written in batches of --batch-size, each in one transaction.
+    Lines are written in batches of --batch-size, each in one transaction
+    (on PostgreSQL a batch of more than 1,000 keys holds every other writer
+    of memories off while it runs, hence its smaller default).
     A bad line stops the import with an error naming its line number:
     nothing of its batch is written, and the batches before it stay
     imported (the error says up to which line; resume from there with
@@ -467,10 +476,12 @@ def _import_item(line: str, number: int) -> dict[str, Any]:
 
 
 async def _import_lines(
-    db: Database, source: Any, batch_size: int, progress: Callable[[int, int], None]
+    db: Database, source: Any, batch_size: int | None, progress: Callable[[int, int], None]
 ) -> int:
     """``memory import``: the lines of ``source`` written by put_memories in
-    batches; the number imported."""
+    batches (``None``: the backend's default size); the number imported."""
+    if batch_size is None:
+        batch_size = DEFAULT_IMPORT_BATCH if db.is_sqlite else DEFAULT_IMPORT_BATCH_POSTGRES
     imported, position = 0, 0
     items: list[dict[str, Any]] = []
     numbers: list[int] = []  # the line number of each item

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import event
 
 from abathur.cli import cli
+from abathur.cli.data_commands import _import_lines
 from abathur.cli.demo import TASK_ID
+from abathur.infrastructure.database import Database
+from abathur.repositories.memory import BULK_LOCK_ID, MAX_KEY_LOCKS
 from tests.cli.test_cli import _SEPARATE_STDERR, invoke, ok, ok_json
 
 
@@ -119,3 +124,34 @@ def test_import_options(seeded: Path, tmp_path: Path) -> None:
     assert ok(seeded, "memory", "import", str(empty)).stdout.strip() == "imported 0 memories"
     result = invoke(seeded, "memory", "import", str(empty), "--batch-size", "0")
     assert result.exit_code == 2
+
+
+async def test_default_batch_never_takes_the_exclusive_bulk_lock(
+    db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --batch-size: 10,000 lines a batch on SQLite; on PostgreSQL
+    at most the keys put_memories locks one by one (``MAX_KEY_LOCKS``), as
+    a batch of more takes the bulk lock exclusively and holds every other
+    writer of memories off while it runs."""
+    sizes: list[int] = []
+    put_memories = db.memory.put_memories
+
+    async def recorded(items: list[dict[str, Any]], **options: Any) -> Any:
+        sizes.append(len(items))
+        return await put_memories(items, **options)
+
+    monkeypatch.setattr(db.memory, "put_memories", recorded)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        statements.append(sql)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        source = io.StringIO("".join(line(f"k{i}", task_id=task_id) + "\n" for i in range(1_500)))
+        assert await _import_lines(db, source, None, lambda _done, _position: None) == 1_500
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert sizes == ([1_500] if db.is_sqlite else [MAX_KEY_LOCKS, 1_500 - MAX_KEY_LOCKS])
+    assert not [sql for sql in statements if f"pg_advisory_xact_lock({BULK_LOCK_ID})" in sql]
+    assert any("pg_advisory_xact_lock_shared" in sql for sql in statements) != db.is_sqlite
