@@ -219,7 +219,7 @@ class AbathurStore(BaseStore):
             raise ValidationError(
                 f"root must be an abathur namespace without '*', not {brief_repr(root)}"
             )
-        self.root = root
+        self._root = root
         self._root_depth = len(root.split(":"))
         self.index_config = index
         self.ttl_config = ttl
@@ -245,6 +245,12 @@ class AbathurStore(BaseStore):
     @property
     def database(self) -> Database:
         return self._db
+
+    @property
+    def root(self) -> str:
+        """The abathur namespace the store's tuples live under: fixed when
+        the store is made (its encoded namespaces are remembered under it)."""
+        return self._root
 
     # ------------------------------------------------------------ loop plumbing
 
@@ -488,10 +494,10 @@ class AbathurStore(BaseStore):
         ``NAMESPACES_KEPT``, all forgotten when full)."""
         known = self._namespaces
         if type(namespace) is not tuple:  # a list, say: unhashable
-            return abathur_namespace(namespace, self.root)
+            return abathur_namespace(namespace, self._root)
         found = known.get(namespace)
         if found is None:
-            found = abathur_namespace(namespace, self.root)
+            found = abathur_namespace(namespace, self._root)
             if len(known) >= NAMESPACES_KEPT:
                 known.clear()
             known[namespace] = found
@@ -501,7 +507,7 @@ class AbathurStore(BaseStore):
         return Item(
             value=row["value"],
             key=row["key"],
-            namespace=langgraph_namespace(row["namespace"], self.root),
+            namespace=langgraph_namespace(row["namespace"], self._root),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
@@ -531,7 +537,7 @@ class AbathurStore(BaseStore):
         tuples: dict[str, tuple[str, ...]] = {}
         for r in rows:
             if r["namespace"] not in tuples:
-                tuples[r["namespace"]] = langgraph_namespace(r["namespace"], self.root)
+                tuples[r["namespace"]] = langgraph_namespace(r["namespace"], self._root)
         return [
             SearchItem(
                 namespace=tuples[r["namespace"]],
@@ -585,7 +591,7 @@ class AbathurStore(BaseStore):
         # being no LangGraph namespace).
         min_depth = self._root_depth + max(1, len(suffix or ()))
         found = await memory.list_namespaces(
-            abathur_namespace(prefix, self.root),
+            abathur_namespace(prefix, self._root),
             suffix=None if not suffix else ":".join(encode_label(s) for s in suffix),
             wildcard=WILDCARD,
             min_depth=min_depth,
@@ -593,4 +599,4 @@ class AbathurStore(BaseStore):
             limit=op.limit,
             offset=op.offset,
         )
-        return [langgraph_namespace(ns, self.root) for ns in found]
+        return [langgraph_namespace(ns, self._root) for ns in found]

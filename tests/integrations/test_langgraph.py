@@ -134,6 +134,20 @@ async def test_remembered_namespaces_follow_each_store_root(
     assert (await second.aget(("d", "e%"), "k")).value == {"n": 2}  # type: ignore[union-attr]
 
 
+async def test_root_cannot_change_under_the_remembered_namespaces(db: Database) -> None:
+    """The encoded namespaces a store remembers are under its root: a root
+    set after them would send a put to the old root and its get's row out
+    of the new one, so the root is fixed when the store is made."""
+    store = AbathurStore(db)
+    await store.aput(("a",), "k", {"n": 1})
+    with pytest.raises(AttributeError):
+        store.root = "user:bob"  # type: ignore[misc]
+    await store.aput(("a",), "k", {"n": 2})
+    assert store.root == "app:langgraph"
+    assert (await store.aget(("a",), "k")).value == {"n": 2}  # type: ignore[union-attr]
+    assert await db.memory.search_memories("user:bob") == []
+
+
 async def test_list_namespaces_never_matches_into_the_root(db: Database) -> None:
     store = AbathurStore(db)
     for ns in [("public",), ("x", "public"), ("langgraph2", "public")]:
