@@ -1005,9 +1005,9 @@ def bulk_page_cache(executor: Executor) -> Iterator[None]:
         executor.exec_driver_sql(f"PRAGMA cache_size={int(before or 0)}")
 
 
-# A load that at least doubles a table (its rows written, at least
-# ``INDEX_REBUILD_MIN_ROWS`` of them, reach ``INDEX_REBUILD_TABLE_RATIO`` times
-# the table's highest row id) writes it with its non-unique secondary indexes
+# A load that at least doubles a table (the table's highest row id, T, at
+# most ``INDEX_REBUILD_TABLE_RATIO`` times its rows written, L, at least
+# ``INDEX_REBUILD_MIN_ROWS`` of them) writes it with its non-unique secondary indexes
 # dropped, and creates them again, from their own SQL, before its transaction
 # ends: SQLite builds an index from sorted rows in about half the time per row
 # that it takes to insert into it row by row, but then over the whole table.

@@ -8,8 +8,8 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from typing import Any
-from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -115,21 +115,11 @@ async def test_put_memories_equals_put_memory_in_order(
     expire: bool,
     batch: list[dict[str, Any]],
     chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Also when the batch is written in several chunks (``WRITE_CHUNK``):
     a key's versions and state carry from one chunk to the next."""
-    with mock.patch.object(memory_service, "WRITE_CHUNK", chunk):
-        await _equivalence(db, task_id, make_db, before, expire, batch)
-
-
-async def _equivalence(
-    db: Database,
-    task_id: str,
-    make_db: DbFactory,
-    before: list[dict[str, Any]],
-    expire: bool,
-    batch: list[dict[str, Any]],
-) -> None:
+    monkeypatch.setattr(memory_service, "WRITE_CHUNK", chunk)  # each example sets its own
     root = f"user:{uuid.uuid4().hex}"  # the databases serve every example
     bulk = db
     single = await _twin(make_db, task_id)
