@@ -90,6 +90,23 @@ async def test_a_load_that_doubles_the_tables_rebuilds_their_indexes_as_they_wer
     assert await db.memory.get_memory("user:u3", "k1046") is not None
 
 
+async def test_the_rebuild_is_decided_on_the_whole_load_not_per_chunk(
+    db: Database, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load written in several chunks (``WRITE_CHUNK``), each smaller than
+    ``INDEX_REBUILD_MIN_ROWS``: its indexes are dropped once, for all of
+    them, and are there again after it."""
+    monkeypatch.setattr(memory_service, "WRITE_CHUNK", 300)
+    before = await db.read(catalog)
+    memories, audits = await db.read(rows)
+    count = memory_repository.INDEX_REBUILD_MIN_ROWS
+    with dropped_indexes(db) as dropped:
+        await db.memory.put_memories(bulk_items(task_id, count), analyze=False)
+    assert sorted(dropped) == REBUILT
+    assert await db.read(catalog) == before
+    assert await db.read(rows) == (memories + count, audits + count)
+
+
 async def test_a_load_smaller_than_its_table_keeps_the_indexes(db: Database, task_id: str) -> None:
     count = memory_repository.INDEX_REBUILD_MIN_ROWS
     await db.memory.put_memories(bulk_items(task_id, count + 10))
