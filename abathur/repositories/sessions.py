@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
     tuple_,
     type_coerce,
 )
@@ -114,12 +115,10 @@ def _whole_pg(as_text: bool) -> Prepared:
     """PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
     object) and its event documents in seq order (one JSON array; with
     ``as_text`` an array of their JSON texts), in one statement: one
-    snapshot, one round trip (``get_session``)."""
-    newest = (
-        select(func.max(SessionEvent.seq))
-        .where(SessionEvent.session_id == Session.id)
-        .scalar_subquery()
-    )
+    snapshot, one round trip (``get_session``). ``last_seq`` and the events
+    come from one LATERAL aggregate over the session's events: one walk of
+    its log instead of a second probe of the index for the newest seq (about
+    60-70 us of a 100-event read on the benchmark machine, interleaved)."""
     shared = (
         select(
             func.coalesce(
@@ -145,14 +144,20 @@ def _whole_pg(as_text: bool) -> Prepared:
             literal_column("'[]'::jsonb"),
         )
         events_type = JSONB
-    events = select(documents).where(SessionEvent.session_id == Session.id).scalar_subquery()
+    log = (
+        select(func.max(SessionEvent.seq).label("last_seq"), documents.label("events"))
+        .where(SessionEvent.session_id == Session.id)
+        .lateral("event_log")
+    )
     return Prepared(
         select(
             *SESSION_FIELDS,
-            newest.label("last_seq"),
+            log.c.last_seq.label("last_seq"),
             type_coerce(shared, JSONB).label("shared"),
-            type_coerce(events, events_type).label("events"),
-        ).where(Session.id == bindparam("id"))
+            type_coerce(log.c.events, events_type).label("events"),
+        )
+        .select_from(SESSIONS.join(log, true()))
+        .where(Session.id == bindparam("id"))
     )
 
 
