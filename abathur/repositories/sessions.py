@@ -48,7 +48,7 @@ from abathur.domain.sessions import (
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.repositories.base import dialect_name
 from abathur.schema.models import Session, SessionEvent, SharedState
-from abathur.schema.types import JSONDocument, UTCDateTime
+from abathur.schema.types import JSONDocument, JSONLog, UTCDateTime
 from abathur.strict_json import JSONText, dumps, loads
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -140,10 +140,10 @@ def _whole_pg(as_text: bool) -> Prepared:
         events_type: Any = ARRAY(Text)
     else:
         documents = func.coalesce(
-            func.jsonb_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
-            literal_column("'[]'::jsonb"),
+            func.json_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
+            literal_column("'[]'::json"),
         )
-        events_type = JSONB
+        events_type = JSONLog()
     log = (
         select(func.max(SessionEvent.seq).label("last_seq"), documents.label("events"))
         .where(SessionEvent.session_id == Session.id)
@@ -246,7 +246,7 @@ EVENT_FIELDS = tuple(
 # get_session's events: the documents alone, without the per-row timestamps;
 # or their JSON text, for a caller that parses it itself. SQLite stores the
 # text (read as it is: a CAST would copy each value); PostgreSQL's driver
-# parses a JSONB value unless the statement casts it to text.
+# parses a json value unless the statement casts it to text.
 ALL_PAYLOADS = Prepared(
     select(SessionEvent.event.label("event"))
     .where(SessionEvent.session_id == bindparam("id"))
@@ -515,13 +515,13 @@ SESSION_CLOSED = "AB102"
 SESSION_STALE = "AB103"
 APPEND_EVENTS_PG = Prepared(
     text(
-        "SELECT abathur_append_events(CAST(:session_id AS text), CAST(:events AS jsonb), "
+        "SELECT abathur_append_events(CAST(:session_id AS text), CAST(:events AS json), "
         "CAST(:delta AS jsonb), CAST(:expected_seq AS integer), CAST(:now AS timestamptz)) "
         "AS last_seq"
     )
     .bindparams(
         bindparam("session_id", type_=Text()),
-        bindparam("events", type_=JSONDocument()),
+        bindparam("events", type_=JSONLog()),
         bindparam("delta", type_=JSONDocument()),
         bindparam("expected_seq", type_=Integer()),
         bindparam("now", type_=UTCDateTime()),
