@@ -26,12 +26,11 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
-    true,
     tuple_,
     type_coerce,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
@@ -47,8 +46,8 @@ from abathur.domain.sessions import (
 )
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.repositories.base import dialect_name
-from abathur.schema.models import Session, SessionEvent, SharedState
-from abathur.schema.types import JSONDocument, JSONLog, UTCDateTime
+from abathur.schema.models import Session, SessionEvent
+from abathur.schema.types import JSONDocument, JSONDocumentArray, JSONLog, UTCDateTime
 from abathur.strict_json import JSONText, dumps, loads
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -111,53 +110,25 @@ EVENT_TEXTS = {
 }
 
 
+# PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
+# object) and its events' JSON texts in seq order (one text array), in one
+# statement: one snapshot, one round trip (``get_session``). The query runs in
+# ``abathur_session_whole`` (revision 0018_session_read_function), planned once
+# per connection rather than at every read; ``last_seq`` and the events come
+# from one LATERAL aggregate over the session's log (one walk of it instead of
+# a second probe of the index for the newest seq).
 def _whole_pg(as_text: bool) -> Prepared:
-    """PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
-    object) and its event documents in seq order (one JSON array; with
-    ``as_text`` an array of their JSON texts), in one statement: one
-    snapshot, one round trip (``get_session``). ``last_seq`` and the events
-    come from one LATERAL aggregate over the session's events: one walk of
-    its log instead of a second probe of the index for the newest seq (about
-    60-70 us of a 100-event read on the benchmark machine, interleaved)."""
-    shared = (
-        select(
-            func.coalesce(
-                func.jsonb_object_agg(SharedState.key, SharedState.value),
-                literal_column("'{}'::jsonb"),
-            )
-        )
-        .where(
-            SharedState.app_name == Session.app_name,
-            SharedState.user_id.in_([literal_column("''"), Session.user_id]),
-        )
-        .scalar_subquery()
-    )
-    if as_text:
-        documents: Any = func.coalesce(
-            func.array_agg(aggregate_order_by(EVENT_TEXTS["postgresql"], SessionEvent.seq)),
-            literal_column("'{}'::text[]"),
-        )
-        events_type: Any = ARRAY(Text)
-    else:
-        documents = func.coalesce(
-            func.json_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
-            literal_column("'[]'::json"),
-        )
-        events_type = JSONLog()
-    log = (
-        select(func.max(SessionEvent.seq).label("last_seq"), documents.label("events"))
-        .where(SessionEvent.session_id == Session.id)
-        .lateral("event_log")
-    )
+    """``abathur_session_whole``'s row; its events as their texts (``as_text``)
+    or parsed, in one parse of their JSON array (``JSONDocumentArray``)."""
     return Prepared(
-        select(
-            *SESSION_FIELDS,
-            log.c.last_seq.label("last_seq"),
-            type_coerce(shared, JSONB).label("shared"),
-            type_coerce(log.c.events, events_type).label("events"),
+        text("SELECT * FROM abathur_session_whole(CAST(:id AS text))")
+        .bindparams(bindparam("id", type_=Text()))
+        .columns(
+            *(column(field.name, field.type) for field in SESSION_FIELDS),
+            column("last_seq", Integer()),
+            column("shared", JSONDocument()),
+            column("events", ARRAY(Text) if as_text else JSONDocumentArray()),
         )
-        .select_from(SESSIONS.join(log, true()))
-        .where(Session.id == bindparam("id"))
     )
 
 

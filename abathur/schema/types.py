@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Text
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.dialects.postgresql import JSON, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from abathur.errors import ValidationError
@@ -197,3 +197,15 @@ def load_documents(texts: list[str]) -> list[Any]:
             if type(documents) is list and len(documents) == len(texts):
                 return documents
     return [_load_document(text) for text in texts]
+
+
+class JSONDocumentArray(TypeDecorator[list[Any]]):
+    """PostgreSQL: a ``text[]`` of stored JSON texts (none NULL), read as
+    their documents in one parse of their JSON array (``load_documents``):
+    ``abathur_session_whole``'s events (revision 0018)."""
+
+    impl = ARRAY(Text)
+    cache_ok = True
+
+    def process_result_value(self, value: list[str] | None, dialect: Dialect) -> list[Any] | None:
+        return None if value is None else load_documents(value)
