@@ -35,6 +35,7 @@ from abathur.infrastructure.memory_service import MemoryService, ScopedMemory
 from abathur.infrastructure.session_service import SessionService
 from abathur.infrastructure.task_service import TaskService
 from abathur.schema.models import Base
+from abathur.schema.types import JSONLog
 
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
 API_FILE = "api.md"
@@ -420,12 +421,22 @@ def _constraint_table(metadata: MetaData) -> list[str]:
                 rule = f"CHECK ({constraint.sqltext})"
                 ddl_if = getattr(constraint, "_ddl_if", None)
                 dialect = getattr(ddl_if, "dialect", None)
-                where = "SQLite only (JSONB on PostgreSQL)" if dialect == "sqlite" else "both"
+                where = (
+                    f"SQLite only ({_pg_json_type(table, rule)} on PostgreSQL)"
+                    if dialect == "sqlite"
+                    else "both"
+                )
             else:
                 rule = f"UNIQUE ({', '.join(c.name for c in constraint.columns)})"
                 where = "both"
             lines.append(f"| `{constraint.name}` | {table.name} | {_cell(rule)} | {where} |")
     return lines
+
+
+def _pg_json_type(table: Table, rule: str) -> str:
+    """What validates, on PostgreSQL, the JSON a ``json_valid`` CHECK guards on SQLite."""
+    checked = [c for c in table.columns if f"json_valid({c.name})" in rule]
+    return "json" if any(isinstance(c.type, JSONLog) for c in checked) else "JSONB"
 
 
 def _type_table(metadata: MetaData) -> list[str]:
@@ -499,9 +510,11 @@ def schema_reference(metadata: MetaData | None = None) -> str:
         "## Column types",
         "",
         "The diagram shows the model's column type; this is the DDL each becomes.",
-        "`JSONDocument` and `UTCDateTime` are abathur's own types",
-        "(`abathur/infrastructure/types.py`): parsed JSON and timezone-aware UTC",
-        "datetimes on both backends.",
+        "`JSONDocument`, `JSONLog` and `UTCDateTime` are abathur's own types",
+        "(`abathur/schema/types.py`): parsed JSON and timezone-aware UTC",
+        "datetimes on both backends. `JSONLog` (a session's events) is PostgreSQL's",
+        "`json`, the text as written, where `JSONDocument` is `JSONB`: events are",
+        "read whole and never queried by content (revision 0017).",
         "",
     ]
     lines += _type_table(metadata)

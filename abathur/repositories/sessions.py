@@ -30,7 +30,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from abathur.db.errors import error_detail, is_duplicate_key, sqlstate
@@ -46,8 +46,8 @@ from abathur.domain.sessions import (
 )
 from abathur.errors import AlreadyExistsError, NotFoundError
 from abathur.repositories.base import dialect_name
-from abathur.schema.models import Session, SessionEvent, SharedState
-from abathur.schema.types import JSONDocument, UTCDateTime
+from abathur.schema.models import Session, SessionEvent
+from abathur.schema.types import JSONDocument, JSONDocumentArray, JSONLog, UTCDateTime
 from abathur.strict_json import JSONText, dumps, loads
 
 # The WHERE clause of idx_sessions_status_updated, repeated in the queries with
@@ -110,49 +110,25 @@ EVENT_TEXTS = {
 }
 
 
+# PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
+# object) and its events' JSON texts in seq order (one text array), in one
+# statement: one snapshot, one round trip (``get_session``). The query runs in
+# ``abathur_session_whole`` (revision 0018_session_read_function), planned once
+# per connection rather than at every read; ``last_seq`` and the events come
+# from one LATERAL aggregate over the session's log (one walk of it instead of
+# a second probe of the index for the newest seq).
 def _whole_pg(as_text: bool) -> Prepared:
-    """PostgreSQL: a session, ``last_seq``, the shared state it sees (one JSON
-    object) and its event documents in seq order (one JSON array; with
-    ``as_text`` an array of their JSON texts), in one statement: one
-    snapshot, one round trip (``get_session``)."""
-    newest = (
-        select(func.max(SessionEvent.seq))
-        .where(SessionEvent.session_id == Session.id)
-        .scalar_subquery()
-    )
-    shared = (
-        select(
-            func.coalesce(
-                func.jsonb_object_agg(SharedState.key, SharedState.value),
-                literal_column("'{}'::jsonb"),
-            )
-        )
-        .where(
-            SharedState.app_name == Session.app_name,
-            SharedState.user_id.in_([literal_column("''"), Session.user_id]),
-        )
-        .scalar_subquery()
-    )
-    if as_text:
-        documents: Any = func.coalesce(
-            func.array_agg(aggregate_order_by(EVENT_TEXTS["postgresql"], SessionEvent.seq)),
-            literal_column("'{}'::text[]"),
-        )
-        events_type: Any = ARRAY(Text)
-    else:
-        documents = func.coalesce(
-            func.jsonb_agg(aggregate_order_by(SessionEvent.event, SessionEvent.seq)),
-            literal_column("'[]'::jsonb"),
-        )
-        events_type = JSONB
-    events = select(documents).where(SessionEvent.session_id == Session.id).scalar_subquery()
+    """``abathur_session_whole``'s row; its events as their texts (``as_text``)
+    or parsed, in one parse of their JSON array (``JSONDocumentArray``)."""
     return Prepared(
-        select(
-            *SESSION_FIELDS,
-            newest.label("last_seq"),
-            type_coerce(shared, JSONB).label("shared"),
-            type_coerce(events, events_type).label("events"),
-        ).where(Session.id == bindparam("id"))
+        text("SELECT * FROM abathur_session_whole(CAST(:id AS text))")
+        .bindparams(bindparam("id", type_=Text()))
+        .columns(
+            *(column(field.name, field.type) for field in SESSION_FIELDS),
+            column("last_seq", Integer()),
+            column("shared", JSONDocument()),
+            column("events", ARRAY(Text) if as_text else JSONDocumentArray()),
+        )
     )
 
 
@@ -241,7 +217,7 @@ EVENT_FIELDS = tuple(
 # get_session's events: the documents alone, without the per-row timestamps;
 # or their JSON text, for a caller that parses it itself. SQLite stores the
 # text (read as it is: a CAST would copy each value); PostgreSQL's driver
-# parses a JSONB value unless the statement casts it to text.
+# parses a json value unless the statement casts it to text.
 ALL_PAYLOADS = Prepared(
     select(SessionEvent.event.label("event"))
     .where(SessionEvent.session_id == bindparam("id"))
@@ -510,13 +486,13 @@ SESSION_CLOSED = "AB102"
 SESSION_STALE = "AB103"
 APPEND_EVENTS_PG = Prepared(
     text(
-        "SELECT abathur_append_events(CAST(:session_id AS text), CAST(:events AS jsonb), "
+        "SELECT abathur_append_events(CAST(:session_id AS text), CAST(:events AS json), "
         "CAST(:delta AS jsonb), CAST(:expected_seq AS integer), CAST(:now AS timestamptz)) "
         "AS last_seq"
     )
     .bindparams(
         bindparam("session_id", type_=Text()),
-        bindparam("events", type_=JSONDocument()),
+        bindparam("events", type_=JSONLog()),
         bindparam("delta", type_=JSONDocument()),
         bindparam("expected_seq", type_=Integer()),
         bindparam("now", type_=UTCDateTime()),

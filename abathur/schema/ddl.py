@@ -26,7 +26,7 @@ def one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
 
 
 def json_valid(column: str, name: str, *, nullable: bool = False) -> CheckConstraint:
-    """CHECK(json_valid(column)) on SQLite; JSONB enforces validity on PostgreSQL.
+    """CHECK(json_valid(column)) on SQLite; JSONB (or json) enforces validity on PostgreSQL.
 
     SQLite's json_valid(NULL) is 0, so a nullable column says so explicitly.
     """

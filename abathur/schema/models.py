@@ -45,7 +45,7 @@ from abathur.schema.ddl import (
     one_of,
     partial,
 )
-from abathur.schema.types import JSONDocument, UTCDateTime
+from abathur.schema.types import JSONDocument, JSONLog, UTCDateTime
 
 # The spec asks for AUTOINCREMENT: SQLite then never reuses the id of a deleted row.
 AUTOINCREMENT = {"sqlite_autoincrement": True}
@@ -57,7 +57,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
 
 
 def jv(column: str, *, nullable: bool = False) -> CheckConstraint:
@@ -313,7 +312,8 @@ class SessionEvent(Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(Text, ForeignKey("sessions.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
-    event: Mapped[Any] = mapped_column(JSONDocument)
+    # PostgreSQL: ``json``, the text as written (revision 0017): read whole, never queried.
+    event: Mapped[Any] = mapped_column(JSONLog)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

@@ -2,7 +2,8 @@
 
 Both are dialect-neutral. On SQLite a JSON document is TEXT (guarded by a
 ``json_valid`` CHECK in the model) and a timestamp is naive UTC text; on
-PostgreSQL they are JSONB and TIMESTAMPTZ. Python always sees parsed JSON and
+PostgreSQL they are JSONB (``json`` for a log's entries: ``JSONLog``) and
+TIMESTAMPTZ. Python always sees parsed JSON and
 timezone-aware UTC datetimes.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Text
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from abathur.errors import ValidationError
@@ -156,6 +157,24 @@ class JSONDocument(TypeDecorator[Any]):
         return _load_document
 
 
+class JSONLog(JSONDocument):
+    """``JSONDocument`` for a log's entries, stored as written: TEXT on SQLite
+    (as ``JSONDocument``) and ``json`` on PostgreSQL, which keeps the text it
+    was given (validated, not converted), where JSONB stores a binary form
+    the server converts back to text at every read. Python sees the same
+    parsed JSON: same binds, same codec (asyncpg's ``json`` and ``jsonb``
+    codecs are the engine's ``dumps``/``loads`` alike). Only for documents
+    written once and read whole (no JSONB operators, no equality in SQL):
+    ``session_events.event`` (revision 0017)."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSON(none_as_null=True))
+        return dialect.type_descriptor(Text())
+
+
 def _load_document(value: Any) -> Any:
     if value == "{}":  # the usual metadata: a new empty dict, as loads returns
         return {}
@@ -178,3 +197,15 @@ def load_documents(texts: list[str]) -> list[Any]:
             if type(documents) is list and len(documents) == len(texts):
                 return documents
     return [_load_document(text) for text in texts]
+
+
+class JSONDocumentArray(TypeDecorator[list[Any]]):
+    """PostgreSQL: a ``text[]`` of stored JSON texts (none NULL), read as
+    their documents in one parse of their JSON array (``load_documents``):
+    ``abathur_session_whole``'s events (revision 0018)."""
+
+    impl = ARRAY(Text)
+    cache_ok = True
+
+    def process_result_value(self, value: list[str] | None, dialect: Dialect) -> list[Any] | None:
+        return None if value is None else load_documents(value)

@@ -365,3 +365,47 @@ def test_load_documents_takes_texts_that_are_not_one_document_one_by_one(
 
     with pytest.raises(json.JSONDecodeError):
         load_documents(texts)
+
+
+EXACT_EVENT = {"zz": 1e300, "a": 1e20, "mm": -0.0, "b": {"y": 1, "x": [2.5, 10**30]}}
+
+
+async def test_events_come_back_as_written_on_both_backends(db: Database) -> None:
+    """An event's numbers and key order come back as written, on every read
+    path, as on SQLite: PostgreSQL stores events as ``json`` (revision 0017),
+    which keeps the text; as JSONB, 1e300 came back as an integer of 301
+    digits (not equal to the float), 1e20 as an int and the keys re-ordered."""
+    await db.sessions.create_session("x", "app", "u")
+    await db.sessions.append_events("x", [EXACT_EVENT])
+    await db.sessions.append_event("x", EXACT_EVENT, {"k": 1})  # the one-statement append
+    got = await db.sessions.get_session("x")
+    as_text = await db.sessions.get_session("x", events_as_text=True)
+    listed = await db.sessions.list_events("x")
+    assert got is not None and as_text is not None
+    reads = [
+        *got["events"],
+        *(loads(t) for t in as_text["events"]),
+        *(e["event"] for e in listed),
+    ]
+    assert len(reads) == 6
+    for read in reads:
+        event = {k: v for k, v in read.items() if k not in ("event_id", "timestamp")}
+        assert event == EXACT_EVENT
+        assert list(event) == list(EXACT_EVENT) and list(event["b"]) == ["y", "x"]
+        assert [type(event[k]) for k in ("zz", "a", "mm")] == [float, float, float]
+        assert math.copysign(1, event["mm"]) == -1
+
+
+@pytest.mark.parametrize("bad", [{"x": "\x00"}, {"\x00": 1}, {"x": ["a\x00b"]}])
+async def test_events_json_or_jsonb_cannot_hold_are_refused_before_the_database(
+    db: Database, bad: dict[str, Any]
+) -> None:
+    """The NUL character, which a ``json`` column would store and a ``jsonb``
+    one refuses (so a downgrade of revision 0017 could not convert it), is
+    refused by every append path on both backends, and nothing is stored."""
+    await db.sessions.create_session("n", "app", "u")
+    with pytest.raises(ValidationError, match="event"):
+        await db.sessions.append_event("n", bad)
+    with pytest.raises(ValidationError, match="event"):
+        await db.sessions.append_events("n", [{"ok": 1}, bad], {"app:k": 1})
+    assert await db.sessions.list_events("n") == []

@@ -32,6 +32,23 @@ async def _settings(db: Database) -> dict[str, list[str] | None]:
         return {str(name): None if config is None else list(config) for name, config in result}
 
 
+async def _append_below(db: Database, n: int, expected_seq: int) -> int:
+    """An append to session ``s`` below revision 0017 (whose function takes
+    the events as jsonb, not json as today's code sends them): through
+    ``abathur_append_events`` on PostgreSQL, the service on SQLite."""
+    if db.is_sqlite:
+        return await db.sessions.append_events("s", [{"n": n}], expected_seq=expected_seq)
+    async with db.transaction() as session:
+        result = await session.execute(
+            text(
+                "SELECT abathur_append_events('s', CAST(:events AS jsonb), '{}', "
+                ":expected_seq, now())"
+            ),
+            {"events": f'[{{"n": {n}}}]', "expected_seq": expected_seq},
+        )
+        return int(result.scalar_one())
+
+
 async def test_the_session_functions_plan_once_at_head_and_as_before_below(
     make_db: DbFactory,
 ) -> None:
@@ -51,7 +68,7 @@ async def test_the_session_functions_plan_once_at_head_and_as_before_below(
     assert await db.current_revision() == M14
     if not db.is_sqlite:
         assert await _settings(db) == {"abathur_append_events": None}
-    assert await db.sessions.append_events("s", [{"n": 2}], expected_seq=1) == 2
+    assert await _append_below(db, 2, expected_seq=1) == 2
     await db.upgrade("head")
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert await db.current_revision() == head

@@ -1,6 +1,7 @@
 """Every statement inside ``abathur_write_memory`` (revisions 0010, 0012),
-``abathur_append_events`` (revision 0011) and ``abathur_shared_state``
-(revision 0015) is served by an index, on PostgreSQL.
+``abathur_append_events`` (revision 0011), ``abathur_shared_state``
+(revision 0015) and ``abathur_session_whole`` (revision 0018) is served by an
+index, on PostgreSQL.
 
 The EXPLAIN of the call itself only shows a function scan, so the plans of
 the statements the function runs are taken by ``auto_explain`` with nested
@@ -10,7 +11,7 @@ is what the planner uses once a table is large), sent back to the client as
 notices. A workload takes every branch of the function: a new key, a live
 key, a deleted one, an expired one, an expiry set, changed and cleared, a
 version with its embedding (one field, two), and each refusal; appends to an
-open session, a stale one, a closed one and none.
+open session, a stale one, a closed one and none; reads of a session and of none.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ INNER = (
     "INSERT INTO session_events",
     "UPDATE sessions SET state",
     "jsonb_object_agg(shared_state.key",  # abathur_shared_state (revision 0015)
+    "array_agg(session_events.event::text",  # abathur_session_whole (revision 0018)
 )
 
 
@@ -80,6 +82,9 @@ async def _workload(db: Database, task_id: str) -> None:
     await s.create_session("open", "app", "u")
     await s.append_event("open", {"n": 1}, {"k": 1})
     await s.append_events("open", [{"n": 2}, {"n": 3}], expected_seq=1)
+    await s.get_session("open")
+    await s.get_session("open", events_as_text=True)
+    assert await s.get_session("none") is None
     with pytest.raises(StaleSessionError):
         await s.append_event("open", {"n": 4}, expected_seq=1)
     await s.create_session("closed", "app", "u")
