@@ -4,9 +4,11 @@ against the same rows written into the same schema without abathur.
 Part of ``make bench`` (``benchmarks/run.py`` calls ``sqlite_bulk`` and, with
 ``ABATHUR_BENCH_POSTGRES_URL``, ``postgres_bulk``; the figures and the target
 line are in its report); ``python -m benchmarks.bulk [--items N] [--batch B]
-[--fill F]`` runs this part alone and prints memories per second (wall clock, and per CPU
-second of this process, all its threads, which a busy machine disturbs less)
-for:
+[--fill F] [--rounds R]`` runs this part alone and prints memories per second
+(wall clock, and per CPU second of this process, all its threads, which a busy
+machine disturbs less), and last the machine it ran on (processor, load
+average: the VM's host changes between sessions, and figures compare only on
+the same one), for:
 
 - ``put_memories``: N new keys in 100 namespaces, in batches of B, on a file
   database (WAL, synchronous=NORMAL), one audit row per memory; the call as a
@@ -28,7 +30,9 @@ for:
   rows, one transaction per batch), each on a fresh schema.
 
 The baselines' rows (JSON serialised) are built before their clock starts:
-they are the limit of the inserts alone.
+they are the limit of the inserts alone. The SQLite batch loads run R rounds
+(3 unless told; ``make bench --quick``: 1), taking turns, and each figure is
+the median of its rounds.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +58,7 @@ import asyncpg
 from abathur.infrastructure.database import Database
 from abathur.repositories.memory import BULK_CACHE_KIB
 from benchmarks import postgres
+from benchmarks.report import machine
 
 STAMP = "2026-01-31 12:00:00.000000"
 MEMORY_COLUMNS = (
@@ -156,6 +162,11 @@ def bare(
 
 SIZES = (50_000, 10_000)  # memories, per batch
 QUICK_SIZES = (2_000, 1_000)
+# Rounds of the SQLite batch loads, taking turns, each figure their median:
+# with one round, put_memories always first, it alone paid for whatever the
+# machine did in its seconds (docs/design_decisions.md, "hD: the bulk figure
+# in make bench").
+ROUNDS = 3
 # The fill scenario: memories in one put_memories call into an empty store.
 FILL = 200_000
 QUICK_FILL = 3_000
@@ -175,35 +186,64 @@ def figure(op: str, impl: str, rates: tuple[float, float]) -> dict[str, Any]:
     return {"op": op, "impl": impl, "per_s": round(rates[0]), "per_cpu_s": round(rates[1])}
 
 
-async def sqlite_bulk(workdir: Path, items: int, batch: int, fill: int = 0) -> dict[str, Any]:
+async def sqlite_bulk(
+    workdir: Path, items: int, batch: int, fill: int = 0, rounds: int = 1
+) -> dict[str, Any]:
     """``put_memories`` and the three bare ``sqlite3`` loads (see the module),
-    each on its own file in ``workdir``; with ``fill``, the fill scenario
-    under ``"fill"`` (``bulk-fill-*`` files)."""
+    each on its own file in ``workdir``, ``rounds`` times, taking turns (round
+    r starts with the r-th load), so that whatever else the machine does
+    weighs on them alike; each figure is the median of its rounds. With
+    ``fill``, the fill scenario under ``"fill"`` (``bulk-fill-*`` files, one
+    round)."""
     schema = workdir / "bulk-schema.db"
     db = Database(f"sqlite:///{schema}")
     await db.initialize()
     task_id = (await db.tasks.create_task("bulk")).id
     await db.close()
-    target = workdir / "bulk-abathur.db"
-    target.write_bytes(schema.read_bytes())
-    db = Database(f"sqlite:///{target}")
-    try:
-        await db.initialize()
-        figures = [figure("put_memories", "abathur", await put_rate(db, task_id, items, batch))]
-    finally:
-        await db.close()
-    for impl, cache, indexes in (
-        ("sqlite3, default cache", False, True),
-        (f"sqlite3, {BULK_CACHE_KIB // 1024} MiB cache", True, True),
-        ("sqlite3, no secondary indexes", True, False),
-    ):
-        path = workdir / f"bulk-bare-{len(figures)}.db"
-        rates = bare(schema, path, items, batch, cache=cache, indexes=indexes)
-        figures.append(figure("the same rows", impl, rates))
-    result: dict[str, Any] = {"items": items, "batch": batch, "figures": figures}
+
+    async def ours() -> tuple[float, float]:
+        target = workdir / "bulk-abathur.db"
+        target.write_bytes(schema.read_bytes())
+        db = Database(f"sqlite:///{target}")
+        try:
+            await db.initialize()
+            return await put_rate(db, task_id, items, batch)
+        finally:
+            await db.close()
+
+    def theirs(n: int, cache: bool, indexes: bool) -> Callable[[], Awaitable[tuple[float, float]]]:
+        async def load() -> tuple[float, float]:
+            path = workdir / f"bulk-bare-{n}.db"
+            return bare(schema, path, items, batch, cache=cache, indexes=indexes)
+
+        return load
+
+    loads = [("put_memories", "abathur", ours)] + [
+        ("the same rows", impl, theirs(n, cache, indexes))
+        for n, (impl, cache, indexes) in enumerate(
+            (
+                ("sqlite3, default cache", False, True),
+                (f"sqlite3, {BULK_CACHE_KIB // 1024} MiB cache", True, True),
+                ("sqlite3, no secondary indexes", True, False),
+            ),
+            1,
+        )
+    ]
+    rates: dict[str, list[tuple[float, float]]] = {impl: [] for _, impl, _ in loads}
+    for turn in range(rounds):
+        first = turn % len(loads)
+        for _op, impl, load in loads[first:] + loads[:first]:
+            rates[impl].append(await load())
+    figures = [figure(op, impl, medians(rates[impl])) for op, impl, _ in loads]
+    result: dict[str, Any] = {"items": items, "batch": batch, "rounds": rounds, "figures": figures}
     if fill:
         result["fill"] = await sqlite_fill(workdir, schema, task_id, fill)
     return result
+
+
+def medians(rates: list[tuple[float, float]]) -> tuple[float, float]:
+    """The median wall and the median CPU rate of some rounds."""
+    return statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
 
 
 async def sqlite_fill(workdir: Path, schema: Path, task_id: str, items: int) -> dict[str, Any]:
@@ -342,9 +382,16 @@ def _render_batches(bulk: dict[str, Any]) -> list[str]:
         "SQLite's default page cache, with the 64 MiB one `put_memories` uses, and with every",
         "secondary index of the two tables dropped. Memories per second of wall clock, and",
         "per CPU second of this process (all its threads), which a busy machine disturbs less.",
+        *_render_rounds(bulk.get("rounds", 1)),
         "",
         *_rows(bulk),
     ]
+
+
+def _render_rounds(rounds: int) -> list[str]:
+    if rounds < 2:
+        return []
+    return [f"Each figure is the median of {rounds} rounds, the four loads taking turns first."]
 
 
 def _render_fill(fill: dict[str, Any] | None) -> list[str]:
@@ -422,15 +469,21 @@ def _print(title: str, bulk: dict[str, Any]) -> None:
         print(f"  {label:45s} {f['per_s']:>9,}/s wall  {f['per_cpu_s']:>9,}/s per CPU second")
 
 
-async def main_async(items: int, batch: int, fill: int = 0) -> None:
+async def main_async(items: int, batch: int, fill: int = 0, rounds: int = 1) -> None:
     with tempfile.TemporaryDirectory(prefix="abathur-bulk-") as tmp:
-        result = await sqlite_bulk(Path(tmp), items, batch, fill)
+        result = await sqlite_bulk(Path(tmp), items, batch, fill, rounds)
         _print("SQLite", result)
         if fill:
             _print("SQLite, the fill scenario", result["fill"])
     url = os.environ.get("ABATHUR_BENCH_POSTGRES_URL")
     if url:
         _print("PostgreSQL", await postgres_bulk(url, items, batch))
+    host = machine()
+    print(
+        f"machine: {host['cpu']}, {host['cores']} cores, load average "
+        f"{' '.join(map(str, host['load_average']))}, Python {host['python']}, "
+        f"SQLite {host['sqlite']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,8 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=SIZES[0])
     parser.add_argument("--batch", type=int, default=SIZES[1])
     parser.add_argument("--fill", type=int, default=FILL, help="0: no fill scenario")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help="rounds of the batch loads (their median)"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(main_async(args.items, args.batch, args.fill))
+    asyncio.run(main_async(args.items, args.batch, args.fill, args.rounds))
     return 0
 
 

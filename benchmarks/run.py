@@ -1225,7 +1225,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         explain = await bench.explain()
         profile = await bench.profile()
         fill = bulk.QUICK_FILL if bench.quick else bulk.FILL
-        bulk_load = await bulk.sqlite_bulk(bench.workdir, *bulk_sizes(bench), fill)
+        rounds = 1 if bench.quick else bulk.ROUNDS
+        bulk_load = await bulk.sqlite_bulk(bench.workdir, *bulk_sizes(bench), fill, rounds)
         figures = [f.summary() for f in bench.figures]
         peers = peer_ratios([f.summary() for f in bench.peers])
         pg = await measure_postgres(bench, args)

@@ -133,6 +133,31 @@ async def test_bulk_baselines_write_the_rows_put_memories_writes(tmp_path: Path)
     assert all(rows == ours for rows in bare.values()), bare.keys()
 
 
+async def test_bulk_loads_take_turns_and_report_their_medians(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch loads run round after round, each round starting with the
+    next load, and each figure is the median of its rounds (wall and CPU)."""
+    order: list[str] = []
+
+    async def put_rate(*_: Any) -> tuple[float, float]:
+        order.append("ours")
+        return (100.0 * len(order), 10.0)
+
+    def bare(_schema: Path, path: Path, *_: Any, **__: Any) -> tuple[float, float]:
+        order.append(path.stem)
+        return (1.0 * len(order), 20.0)
+
+    monkeypatch.setattr(bulk, "put_rate", put_rate)
+    monkeypatch.setattr(bulk, "bare", bare)
+    result = await bulk.sqlite_bulk(tmp_path, 25, 10, rounds=3)
+    b1, b2, b3 = "bulk-bare-1", "bulk-bare-2", "bulk-bare-3"
+    assert order == ["ours", b1, b2, b3, b1, b2, b3, "ours", b2, b3, "ours", b1]
+    assert result["rounds"] == 3
+    ours, *_ = result["figures"]
+    assert (ours["per_s"], ours["per_cpu_s"]) == (800, 10)  # rounds at 100, 800, 1,100
+
+
 async def test_bulk_fill_baselines_write_the_rows_and_schema_put_memories_writes(
     tmp_path: Path,
 ) -> None:

@@ -7,15 +7,17 @@ sequence of ``put_memory`` calls is a property test
 from __future__ import annotations
 
 import gc
+import sys
 import uuid
 from datetime import timedelta
+from types import FrameType
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from abathur.domain.memory import AccessContext
+from abathur.domain.memory import AccessContext, bulk_puts
 from abathur.embeddings import Embedder
 from abathur.errors import AccessDeniedError, NotFoundError, ValidationError
 from abathur.infrastructure import memory_service
@@ -361,6 +363,38 @@ async def test_more_keys_than_the_lock_table_holds(db: Database, task_id: str) -
 
 async def count_rows(db: Database) -> int:
     return await count(db, MemoryEntry)
+
+
+async def test_no_collection_starts_while_the_rows_are_built(db: Database, task_id: str) -> None:
+    """The collector stays paused through the validation (``bulk_puts``) and
+    the unit of work (``_write_many``): a load that allocates many times the
+    first generation's threshold of containers starts no collection inside
+    either (each would otherwise run dozens, and walk the batch's survivors).
+    Which function a collection interrupted is read from its thread's stack."""
+    paused = {bulk_puts.__code__, memory_service._write_many.__code__}
+    started_inside: list[bool] = []
+
+    def started(phase: str, _info: dict[str, Any]) -> None:
+        if phase != "start":
+            return
+        frame: FrameType | None = sys._getframe(1)
+        codes = set()
+        while frame is not None:
+            codes.add(frame.f_code)
+            frame = frame.f_back
+        started_inside.append(bool(codes & paused))
+
+    items = [item(f"k{i}", {"i": i}, task_id) for i in range(3_000)]
+    assert gc.isenabled()
+    threshold = gc.get_threshold()
+    gc.set_threshold(700, *threshold[1:])
+    gc.callbacks.append(started)
+    try:
+        await db.memory.put_memories(items)
+    finally:
+        gc.callbacks.remove(started)
+        gc.set_threshold(*threshold)
+    assert started_inside.count(True) == 0
 
 
 async def test_the_collector_and_page_cache_are_restored(db: Database, task_id: str) -> None:
