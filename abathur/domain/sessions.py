@@ -279,6 +279,16 @@ class SessionWithEvents(SessionDict):
     last_seq: int
 
 
+class SessionLog(TypedDict):
+    """``get_session_log``'s result: of ``get_session(id, events_as_text=True)``,
+    the merged state, ``last_update_time``, ``last_seq`` and the event texts."""
+
+    state: dict[str, Any]
+    last_update_time: datetime
+    last_seq: int
+    events: list[str]
+
+
 def session_dict(row: SessionFields) -> SessionDict:
     """A session as the API returns it (read from the database, whose
     constraints already hold every field to its shape)."""

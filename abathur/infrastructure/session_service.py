@@ -29,6 +29,7 @@ from abathur.domain.sessions import (
     EventDict,
     EventQuery,
     SessionDict,
+    SessionLog,
     SessionQuery,
     SessionWithEvents,
     StateKey,
@@ -54,6 +55,7 @@ from abathur.repositories.sessions import (
     append_statement,
     create_statement,
     later,
+    log_statement,
     whole_statement,
 )
 from abathur.repositories.shared_state import SharedStateRepository
@@ -214,6 +216,26 @@ class SessionService:
                 whole_statement(session_id, events_as_text, whole), one_statement=True
             )
         return await self._db.read(work)
+
+    async def get_session_log(self, session_id: str) -> SessionLog | None:
+        """Of ``get_session(session_id, events_as_text=True)``, only the merged
+        ``state``, ``last_update_time``, ``last_seq`` and ``events`` (every
+        event's stored JSON text, in seq order), or None: the same values,
+        read with fewer columns, for a caller that builds its own session
+        object from them (the ADK adapter)."""
+        text_arg(session_id, "session_id")
+        if self._db.is_sqlite:
+            got = await self.get_session(session_id, events_as_text=True)
+            if got is None:
+                return None
+            return {
+                "state": got["state"],
+                "last_update_time": got["last_update_time"],
+                "last_seq": got["last_seq"],
+                "events": got["events"],
+            }
+        # PostgreSQL: ``get_session``'s whole read, its other columns left out.
+        return await self._db.read(log_statement(session_id, _session_log), one_statement=True)
 
     async def append_event(
         self,
@@ -439,3 +461,16 @@ class SessionService:
                 raise NotFoundError(f"session {session_id!r} not found")
 
         await self._db.write(work)
+
+
+def _session_log(row: Any) -> SessionLog | None:
+    """``get_session_log``'s result from ``log_statement``'s row (as
+    ``get_session``'s ``whole`` builds its own)."""
+    if row is None:
+        return None
+    return {
+        "state": {**row.state, **row.shared} if row.shared else row.state,
+        "last_update_time": row.last_update_time,
+        "last_seq": int(row.last_seq or 0),
+        "events": row.events,
+    }

@@ -62,6 +62,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import URL
 
+from abathur.domain.sessions import SessionLog, SessionWithEvents
 from abathur.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -317,10 +318,11 @@ class AbathurSessionService(BaseSessionService):
         cid = abathur_session_id(app_name, user_id, session_id)
         recent = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
+        got: SessionLog | SessionWithEvents | None
         if recent is not None and not after:  # ADK applies after_timestamp only when truthy
             got = await sessions.get_session(cid, recent_events=max(recent, 1), events_as_text=True)
         else:
-            got = await sessions.get_session(cid, events_as_text=True)
+            got = await sessions.get_session_log(cid)
         if got is None:
             return None
         events = _to_events(got["events"])

@@ -134,6 +134,24 @@ def _whole_pg(as_text: bool) -> Prepared:
 
 # By events_as_text.
 GET_WHOLE_PG = {as_text: _whole_pg(as_text) for as_text in (False, True)}
+# ``get_session_log`` (the ADK adapter's whole read): the same function, only
+# the columns that read returns (the state, the shared state, ``last_seq``,
+# ``last_update_time`` and the event texts): nine columns fewer to send,
+# decode and convert (one JSON object and three timestamps among them).
+GET_LOG_PG = Prepared(
+    text(
+        "SELECT state, last_update_time, last_seq, shared, events "
+        "FROM abathur_session_whole(CAST(:id AS text))"
+    )
+    .bindparams(bindparam("id", type_=Text()))
+    .columns(
+        column("state", Session.state.type),
+        column("last_update_time", Session.last_update_time.type),
+        column("last_seq", Integer()),
+        column("shared", JSONDocument()),
+        column("events", ARRAY(Text)),
+    )
+)
 LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
 # The INSERT of a new session returns the shared state its app and user see,
 # as one JSON object (``SharedStateRepository.read``'s rows), so creating a
@@ -583,6 +601,13 @@ def create_statement(
 
 def _created(now: datetime, shared: dict[str, Any]) -> tuple[datetime, dict[str, Any]]:
     return now, shared
+
+
+def log_statement(session_id: str, then: Callable[[Any], T]) -> OneStatement[T]:
+    """PostgreSQL: ``whole_statement``'s read with the events as text, only
+    its ``state``, ``last_update_time``, ``last_seq``, ``shared`` and
+    ``events`` (``GET_LOG_PG``): ``then`` of the row, or of None."""
+    return OneStatement(GET_LOG_PG, {"id": session_id}, then)
 
 
 def whole_statement(session_id: str, as_text: bool, then: Callable[[Any], T]) -> OneStatement[T]:

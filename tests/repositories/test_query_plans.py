@@ -61,6 +61,7 @@ async def workload(db: Database, docs: Path) -> None:
     await s.get_session("s1", recent_events=1)
     await s.get_session("s1", after=utcnow() - timedelta(hours=1))
     await s.get_session("s1", events_as_text=True)  # the ADK adapter's reads
+    await s.get_session_log("s1")
     await s.get_session("s1", recent_events=1, events_as_text=True)
     await s.get_session("s1", after=utcnow() - timedelta(hours=1), events_as_text=True)
     await s.append_event("s1", {"type": "x"}, expected_seq=1)

@@ -295,6 +295,28 @@ async def test_get_session_events_as_text(sessions: SessionService, db: Database
     assert await sessions.get_session("nope", events_as_text=True) is None
 
 
+async def test_get_session_log_is_get_session_as_text_in_part(
+    sessions: SessionService, db: Database
+) -> None:
+    await sessions.create_session("s1", "app", "u1", initial_state={"k": 1, "user:x": [2]})
+    await sessions.create_session("s2", "app", "u1")
+    await sessions.append_events("s1", [{"n": i, "text": 'é ✓ "quoted"'} for i in range(3)])
+    for sid in ("s1", "s2"):
+        whole = await sessions.get_session(sid, events_as_text=True)
+        log = await sessions.get_session_log(sid)
+        assert whole is not None and log is not None
+        assert log == {
+            key: whole[key] for key in ("state", "last_update_time", "last_seq", "events")
+        }
+    log = await sessions.get_session_log("s1")
+    assert log is not None and log["state"] == {"k": 1, "user:x": [2]} and log["last_seq"] == 3
+    assert all(type(e) is str for e in log["events"])
+    assert await sessions.get_session_log("nope") is None
+    for bad in ("", "a\x00b", 3):
+        with pytest.raises(ValidationError):
+            await sessions.get_session_log(bad)  # type: ignore[arg-type]
+
+
 async def test_list_events_pages_through_the_log(sessions: SessionService) -> None:
     await created(sessions)
     await sessions.append_events("s1", [{"n": i} for i in range(25)])
