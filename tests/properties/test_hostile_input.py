@@ -228,6 +228,7 @@ SESSION_METHODS = [
       session_id="s-new", app_name="app", user_id="bob", project_id=None, initial_state={}),
     m("get_session", lambda db, a: db.sessions.get_session(**a),
       session_id=SESSION, recent_events=2, after=datetime(2020, 1, 1, tzinfo=UTC)),
+    m("get_session_log", lambda db, a: db.sessions.get_session_log(**a), session_id=SESSION),
     m("append_event", lambda db, a: db.sessions.append_event(**a), check_event,
       session_id=SESSION, event={"n": 1}, state_delta={"k": 1}, expected_seq=None),
     m("append_events", lambda db, a: db.sessions.append_events(**a), check_events,
