@@ -54,6 +54,12 @@ def split_shared(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return own, shared
 
 
+def merged_state(own: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """The state a session shows: its own keys and the shared keys its app
+    and user see (``own`` itself when there are none)."""
+    return {**own, **shared} if shared else own
+
+
 class NewSession(Input):
     id: Id
     app_name: Id

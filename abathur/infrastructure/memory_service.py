@@ -1910,6 +1910,7 @@ def _write_many(
     expiries: dict[tuple[str, str], tuple[datetime, float] | None] = {}
     last = {(put.namespace, put.key): number for number, put in enumerate(puts)}
     written: list[MemoryDict] = []
+    model = next((e[0] for e in embeddings if e is not None), None)
     with indexes_rebuilt(conn, len(puts)):
         unset_current(conn, list(found))
         # A chunk at a time: the rows of one chunk, built, bound and written
@@ -1921,14 +1922,12 @@ def _write_many(
             for row_id, result, audit in zip(ids, results, audits, strict=True):
                 result["id"] = row_id
                 audit["memory_entry_id"] = row_id
-            done = len(written)
             vectors = [
                 (row_id, e[1])
-                for row_id, e in zip(ids, embeddings[done : done + len(ids)], strict=True)
+                for row_id, e in zip(ids, embeddings[first : first + len(ids)], strict=True)
                 if e is not None
             ]
-            if vectors:
-                model = next(e[0] for e in embeddings if e is not None)
+            if model is not None and vectors:
                 EmbeddingRepository(conn).insert_many(model, vectors)
             AuditRepository(conn).append_many(audits)
             written += results

@@ -36,6 +36,7 @@ from abathur.domain.sessions import (
     event_batch,
     event_dict,
     is_shared_key,
+    merged_state,
     new_session,
     session_closed,
     session_dict,
@@ -189,26 +190,22 @@ class SessionService:
                     last=query.recent_events,
                     as_text=events_as_text,
                 )
-            found: SessionWithEvents = {
+            return {
                 **session_dict(row),
+                "state": merged_state(row.state, shared),
                 "events": events,
                 "last_seq": int(row.last_seq or 0),
             }
-            if shared:
-                found["state"] = {**row.state, **shared}
-            return found
 
         def whole(row: Any) -> SessionWithEvents | None:
             if row is None:
                 return None
-            found: SessionWithEvents = {
+            return {
                 **session_dict(row),
+                "state": merged_state(row.state, row.shared),
                 "events": row.events,
                 "last_seq": int(row.last_seq or 0),
             }
-            if row.shared:
-                found["state"] = {**row.state, **row.shared}
-            return found
 
         if not self._db.is_sqlite and query.after is None and query.recent_events is None:
             # PostgreSQL: the whole session in one statement, one snapshot.
@@ -469,7 +466,7 @@ def _session_log(row: Any) -> SessionLog | None:
     if row is None:
         return None
     return {
-        "state": {**row.state, **row.shared} if row.shared else row.state,
+        "state": merged_state(row.state, row.shared),
         "last_update_time": row.last_update_time,
         "last_seq": int(row.last_seq or 0),
         "events": row.events,

@@ -92,8 +92,6 @@ DEFAULT_SWEEP_MINUTES = 5.0
 # stores queue their ops) instead of waiting for a pooled connection, where
 # thousands of concurrent calls would exhaust the pool's timeout.
 MAX_CONCURRENT_BATCHES = 8
-# Encoded namespaces a store remembers (``AbathurStore._namespace``).
-NAMESPACES_KEPT = 1024
 
 
 def _must_encode(ch: str) -> bool:
@@ -229,7 +227,6 @@ class AbathurStore(BaseStore):
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._namespaces: dict[tuple[str, ...], str] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._sweeper_stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -249,7 +246,7 @@ class AbathurStore(BaseStore):
     @property
     def root(self) -> str:
         """The abathur namespace the store's tuples live under: fixed when
-        the store is made (its encoded namespaces are remembered under it)."""
+        the store is made (``list_namespaces`` counts depths from it)."""
         return self._root
 
     # ------------------------------------------------------------ loop plumbing
@@ -488,21 +485,6 @@ class AbathurStore(BaseStore):
         config = self.ttl_config
         return bool(requested) and config is not None and bool(config.get("refresh_on_read"))
 
-    def _namespace(self, namespace: tuple[str, ...]) -> str:
-        """``abathur_namespace`` under the store's root, remembered for tuples
-        (a store reads and writes under few namespaces; at most
-        ``NAMESPACES_KEPT``, all forgotten when full)."""
-        known = self._namespaces
-        if type(namespace) is not tuple:  # a list, say: unhashable
-            return abathur_namespace(namespace, self._root)
-        found = known.get(namespace)
-        if found is None:
-            found = abathur_namespace(namespace, self._root)
-            if len(known) >= NAMESPACES_KEPT:
-                known.clear()
-            known[namespace] = found
-        return found
-
     def _item(self, row: MemoryDict) -> Item:
         return Item(
             value=row["value"],
@@ -514,7 +496,7 @@ class AbathurStore(BaseStore):
 
     async def _get(self, memory: MemoryService, op: GetOp) -> Item | None:
         row = await memory.get_memory(
-            self._namespace(op.namespace),
+            abathur_namespace(op.namespace, self._root),
             op.key,
             refresh_ttl=self._refresh(op.refresh_ttl),
         )
@@ -525,7 +507,7 @@ class AbathurStore(BaseStore):
         # query, or none, searches newest first (LangGraph's stores do the same).
         query = op.query if op.query and self._db.embedder is not None else None
         rows = await memory.search_memories(
-            self._namespace(op.namespace_prefix),
+            abathur_namespace(op.namespace_prefix, self._root),
             None,
             op.limit,
             filter=op.filter,
@@ -551,7 +533,7 @@ class AbathurStore(BaseStore):
         ]
 
     async def _put(self, memory: MemoryService, op: PutOp) -> None:
-        namespace = self._namespace(op.namespace)
+        namespace = abathur_namespace(op.namespace, self._root)
         if op.value is None:
             await memory.delete_memory(namespace, op.key, self.actor, self.task_id, missing_ok=True)
             return

@@ -1006,8 +1006,8 @@ def bulk_page_cache(executor: Executor) -> Iterator[None]:
 
 
 # A load that at least doubles a table (the table's highest row id, T, at
-# most ``INDEX_REBUILD_TABLE_RATIO`` times its rows written, L, at least
-# ``INDEX_REBUILD_MIN_ROWS`` of them) writes it with its non-unique secondary indexes
+# most its rows written, L, at least ``INDEX_REBUILD_MIN_ROWS`` of them)
+# writes it with its non-unique secondary indexes
 # dropped, and creates them again, from their own SQL, before its transaction
 # ends: SQLite builds an index from sorted rows in about half the time per row
 # that it takes to insert into it row by row, but then over the whole table.
@@ -1023,7 +1023,6 @@ def bulk_page_cache(executor: Executor) -> Iterator[None]:
 # ``idx_memory_current_key``) stay: the load's own statements probe them, and
 # they raise its conflicts.
 INDEX_REBUILD_MIN_ROWS = 1_000
-INDEX_REBUILD_TABLE_RATIO = 1
 _BULK_TABLES: tuple[Table, ...] = (MemoryEntry.__table__, AuditEntry.__table__)  # type: ignore[assignment]
 _REBUILT_TABLES = {
     table.name: sorted(str(index.name) for index in table.indexes if not index.unique)
@@ -1065,7 +1064,7 @@ def indexes_rebuilt(executor: Executor, rows: int) -> Iterator[None]:
     statistics: list[dict[str, Any]] = []
     has_statistics = bool(executor.execute(_HAS_STATISTICS).scalar())
     for table, names in _REBUILT_TABLES.items():
-        if int(_HIGHEST_ID[table].scalar(executor, {}) or 0) > INDEX_REBUILD_TABLE_RATIO * rows:
+        if int(_HIGHEST_ID[table].scalar(executor, {}) or 0) > rows:
             continue
         found = {name: sql for name, sql in executor.execute(_INDEX_SQL, {"table": table})}
         wanted = [(name, found[name]) for name in names if name in found]

@@ -117,40 +117,47 @@ EVENT_TEXTS = {
 # per connection rather than at every read; ``last_seq`` and the events come
 # from one LATERAL aggregate over the session's log (one walk of it instead of
 # a second probe of the index for the newest seq).
-def _whole_pg(as_text: bool) -> Prepared:
-    """``abathur_session_whole``'s row; its events as their texts (``as_text``)
-    or parsed, in one parse of their JSON array (``JSONDocumentArray``)."""
+def _from_whole(*columns: Any) -> Prepared:
+    """``columns`` of ``abathur_session_whole``'s row, each a column of the
+    function's own name or ``(its name, the column it is read as)``."""
+    pairs = [c if isinstance(c, tuple) else (c.name, c) for c in columns]
+    listed = ", ".join(f"{name} AS {c.name}" if name != c.name else name for name, c in pairs)
     return Prepared(
-        text("SELECT * FROM abathur_session_whole(CAST(:id AS text))")
+        text(f"SELECT {listed} FROM abathur_session_whole(CAST(:id AS text))")
         .bindparams(bindparam("id", type_=Text()))
-        .columns(
-            *(column(field.name, field.type) for field in SESSION_FIELDS),
-            column("last_seq", Integer()),
-            column("shared", JSONDocument()),
-            column("events", ARRAY(Text) if as_text else JSONDocumentArray()),
-        )
+        .columns(*(c for _, c in pairs))
     )
 
 
-# By events_as_text.
-GET_WHOLE_PG = {as_text: _whole_pg(as_text) for as_text in (False, True)}
-# ``get_session_log`` (the ADK adapter's whole read): the same function, only
-# the columns that read returns (the state, the shared state, ``last_seq``,
-# ``last_update_time`` and the event texts): nine columns fewer to send,
-# decode and convert (one JSON object and three timestamps among them).
-GET_LOG_PG = Prepared(
-    text(
-        "SELECT state, last_update_time, last_seq, shared, events "
-        "FROM abathur_session_whole(CAST(:id AS text))"
+# The session's columns by their names in the table (the function's), read
+# as the mapped attributes' keys (``metadata`` as ``metadata_``).
+_SESSION_COLUMNS = tuple(
+    (prop.columns[0].name, column(prop.key, prop.columns[0].type))
+    for prop in sa_inspect(Session).column_attrs
+)
+_LAST_SEQ = column("last_seq", Integer())
+_SHARED = column("shared", JSONDocument())
+_EVENT_TEXTS = column("events", ARRAY(Text))
+# By events_as_text: the events as their texts, or parsed in one parse of
+# their JSON array (``JSONDocumentArray``).
+GET_WHOLE_PG = {
+    as_text: _from_whole(
+        *_SESSION_COLUMNS,
+        _LAST_SEQ,
+        _SHARED,
+        _EVENT_TEXTS if as_text else column("events", JSONDocumentArray()),
     )
-    .bindparams(bindparam("id", type_=Text()))
-    .columns(
-        column("state", Session.state.type),
-        column("last_update_time", Session.last_update_time.type),
-        column("last_seq", Integer()),
-        column("shared", JSONDocument()),
-        column("events", ARRAY(Text)),
-    )
+    for as_text in (False, True)
+}
+# ``get_session_log`` (the ADK adapter's whole read): only the columns that
+# read returns: nine columns fewer to send, decode and convert (one JSON
+# object and three timestamps among them).
+GET_LOG_PG = _from_whole(
+    column("state", Session.state.type),
+    column("last_update_time", Session.last_update_time.type),
+    _LAST_SEQ,
+    _SHARED,
+    _EVENT_TEXTS,
 )
 LOCK_WITH_LAST_SEQ = _with_last_seq(*LOCK_FIELDS)  # SQLite only: see ``lock_for_append``
 # The INSERT of a new session returns the shared state its app and user see,

@@ -22,6 +22,7 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 from abathur.repositories.memory import BULK_LOCK_ID
 from tests.conftest import DbFactory
+from tests.support.pg_functions import pg_functions
 
 M9 = "0009_memory_current_version"
 M10 = "0010_memory_write_function"
@@ -45,30 +46,14 @@ async def _write_function(db: Database) -> tuple[str, str]:
 
 async def _write_function_with_settings(db: Database) -> tuple[str, str, list[str] | None]:
     """``abathur_write_memory``'s arguments, body and own settings (PostgreSQL)."""
-    async with db.transaction(write=False) as session:
-        result = await session.execute(
-            text(
-                "SELECT pg_get_function_arguments(p.oid), p.prosrc, p.proconfig "
-                "FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
-                "WHERE n.nspname = current_schema() AND p.proname = 'abathur_write_memory'"
-            )
-        )
-        arguments, body, settings = result.one()
-        return str(arguments), str(body), None if settings is None else list(settings)
+    found = (await pg_functions(db, "abathur_write_memory"))["abathur_write_memory"]
+    return found.arguments, found.body, found.settings
 
 
 async def _search_function(db: Database) -> tuple[str, str, list[str] | None]:
     """``abathur_search_memories``' arguments, body and own settings (PostgreSQL)."""
-    async with db.transaction(write=False) as session:
-        result = await session.execute(
-            text(
-                "SELECT pg_get_function_arguments(p.oid), p.prosrc, p.proconfig "
-                "FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
-                "WHERE n.nspname = current_schema() AND p.proname = 'abathur_search_memories'"
-            )
-        )
-        arguments, body, settings = result.one()
-        return str(arguments), str(body), None if settings is None else list(settings)
+    found = (await pg_functions(db, "abathur_search_memories"))["abathur_search_memories"]
+    return found.arguments, found.body, found.settings
 
 
 async def _embeddings(db: Database) -> list[tuple[str, int, str, int]]:

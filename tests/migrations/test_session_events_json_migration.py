@@ -16,6 +16,7 @@ from abathur.db.migrate import alembic_config
 from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
 from tests.db.test_json_roundtrip import as_json_numbers
+from tests.support.pg_functions import pg_functions
 
 M16 = "0016_search_range_ids"
 SETTINGS = ["plan_cache_mode=force_generic_plan", "enable_seqscan=off"]
@@ -43,17 +44,8 @@ async def _column_type(db: Database) -> str:
 
 
 async def _append_function(db: Database) -> tuple[str, list[str] | None]:
-    async with db.transaction(write=False) as session:
-        arguments, config = (
-            await session.execute(
-                text(
-                    "SELECT pg_get_function_identity_arguments(p.oid), p.proconfig "
-                    "FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
-                    "WHERE n.nspname = current_schema() AND p.proname = 'abathur_append_events'"
-                )
-            )
-        ).one()
-        return str(arguments), None if config is None else list(config)
+    found = (await pg_functions(db, "abathur_append_events"))["abathur_append_events"]
+    return found.identity, found.settings
 
 
 async def _stored(db: Database) -> list[Any]:

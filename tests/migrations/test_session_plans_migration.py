@@ -13,6 +13,7 @@ from sqlalchemy import text
 from abathur.db.migrate import alembic_config
 from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
+from tests.support.pg_functions import pg_functions
 
 M14 = "0014_memory_write_lean"
 SETTINGS = ["plan_cache_mode=force_generic_plan", "enable_seqscan=off"]
@@ -20,16 +21,8 @@ SETTINGS = ["plan_cache_mode=force_generic_plan", "enable_seqscan=off"]
 
 async def _settings(db: Database) -> dict[str, list[str] | None]:
     """The settings of each session function (PostgreSQL), by name."""
-    async with db.transaction(write=False) as session:
-        result = await session.execute(
-            text(
-                "SELECT p.proname, p.proconfig FROM pg_proc AS p "
-                "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
-                "WHERE n.nspname = current_schema() "
-                "AND p.proname IN ('abathur_append_events', 'abathur_shared_state')"
-            )
-        )
-        return {str(name): None if config is None else list(config) for name, config in result}
+    found = await pg_functions(db, "abathur_append_events", "abathur_shared_state")
+    return {name: function.settings for name, function in found.items()}
 
 
 async def _append_below(db: Database, n: int, expected_seq: int) -> int:

@@ -7,10 +7,9 @@ revision changes nothing."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
-
 from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
+from tests.support.pg_functions import pg_functions
 
 M17 = "0017_session_events_json"
 SETTINGS = ["plan_cache_mode=force_generic_plan", "enable_seqscan=off"]
@@ -18,15 +17,9 @@ EVENTS = [{"n": 1, "zz": 1e300, "a": "é"}, {"n": 2, "nested": {"b": [1, None]}}
 
 
 async def _function(db: Database) -> list[list[str] | None]:
-    async with db.transaction(write=False) as session:
-        result = await session.execute(
-            text(
-                "SELECT p.proconfig FROM pg_proc AS p "
-                "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
-                "WHERE n.nspname = current_schema() AND p.proname = 'abathur_session_whole'"
-            )
-        )
-        return [None if config is None else list(config) for (config,) in result]
+    """The own settings of ``abathur_session_whole``, if it exists (PostgreSQL)."""
+    found = await pg_functions(db, "abathur_session_whole")
+    return [function.settings for function in found.values()]
 
 
 async def test_the_whole_read_is_a_function_at_head_and_gone_below(make_db: DbFactory) -> None:
