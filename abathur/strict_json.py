@@ -36,6 +36,14 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def json_string(text: str) -> str:
+    """The JSON text of the string ``text``, as ``dumps`` writes it inside a
+    document (the same C function): for a caller that writes a small
+    document of known shape itself. The text must be storable (no NUL, no
+    lone surrogate); nothing here checks it."""
+    return encode_basestring(text)
+
+
 def _encoder() -> Any:
     """``json.dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
     without its per-call set-up: the C encoder built once (it keeps no state
@@ -68,7 +76,8 @@ def dumps(value: Any) -> str:
         return str(value)
     try:
         text = "".join(_encode(value))
-        text.encode("utf-8")
+        if not text.isascii():  # (a flag of the string: no scan) ASCII is UTF-8
+            text.encode("utf-8")
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise ValidationError(f"not strict JSON: {exc}") from exc
     except RecursionError as exc:
@@ -130,6 +139,12 @@ def _check_shape(value: Any, what: str) -> None:
     that are not strings (read back as strings); and nesting deeper than
     ``MAX_JSON_DEPTH``. Walks the containers only, much cheaper than
     serialising and parsing the document again."""
+    if type(value) is dict:  # the usual document: a flat object, done in one loop
+        for key, child in value.items():
+            if type(key) is not str or isinstance(child, _CONTAINERS):
+                break
+        else:
+            return
     pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()
