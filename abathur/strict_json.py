@@ -36,12 +36,11 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def json_string(text: str) -> str:
-    """The JSON text of the string ``text``, as ``dumps`` writes it inside a
-    document (the same C function): for a caller that writes a small
-    document of known shape itself. The text must be storable (no NUL, no
-    lone surrogate); nothing here checks it."""
-    return encode_basestring(text)
+json_string: Any = encode_basestring
+"""``json_string(text)``: the JSON text of the string ``text``, as ``dumps``
+writes it inside a document (the very C function its encoder calls): for a
+caller that writes a small document of known shape itself. The text must be
+storable (no NUL, no lone surrogate); nothing here checks it."""
 
 
 def _encoder() -> Any:
@@ -132,6 +131,7 @@ def check_members(value: dict[str, Any], what: str) -> dict[str, JSONText]:
 
 
 _CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset((str, int, float, bool, type(None)))  # exactly these types
 
 
 def _check_shape(value: Any, what: str) -> None:
@@ -141,7 +141,7 @@ def _check_shape(value: Any, what: str) -> None:
     serialising and parsing the document again."""
     if type(value) is dict:  # the usual document: a flat object, done in one loop
         for key, child in value.items():
-            if type(key) is not str or isinstance(child, _CONTAINERS):
+            if type(key) is not str or type(child) not in _SCALARS:
                 break
         else:
             return

@@ -605,6 +605,9 @@ class BulkPut(NamedTuple):
 _Seen = tuple[set[str], set[str], set[str]]
 
 
+_tuple_new = tuple.__new__
+
+
 class _Unusual(Exception):
     """An item the quick checks leave to pydantic (a str subclass, a UUID task id...)."""
 
@@ -639,7 +642,7 @@ def _bulk_put(item: Any, seen: _Seen) -> BulkPut:
             f"must be a dict of put_memory's arguments, not {type(item).__name__}"
         )
     names = item.keys()
-    if not (_PUT_FIELDS <= names <= _PUT_NAMES):  # two set comparisons for the usual item
+    if not (names == _PUT_FIELDS or _PUT_FIELDS <= names <= _PUT_NAMES):  # usually the first
         missing = [name for name in PUT_FIELDS if name not in item]
         if missing:
             raise ValidationError(f"missing {', '.join(missing)}")
@@ -699,15 +702,10 @@ def _plain_put(item: dict[str, Any], ttl: timedelta | None, seen: _Seen) -> Bulk
     if metadata is not None:
         check_json(metadata, "metadata")
         metadata = dict(metadata)
-    return BulkPut(
-        namespace,
-        key,
-        dict(value),
-        text,
-        memory_type,
-        by,
-        task_id,
-        metadata,
-        ttl,
-        item.get("index", True),
-    )
+    # ``tuple.__new__`` as ``BulkPut._make`` calls it, without the two Python
+    # calls around it: the same named tuple (one per item).
+    return _tuple_new(
+        BulkPut,
+        (namespace, key, dict(value), text, memory_type, by, task_id, metadata, ttl,
+         item.get("index", True)),
+    )  # fmt: skip
