@@ -1954,7 +1954,7 @@ def _write_many(
 
 
 # Items of ``put_memories`` built and written per round of its unit of work:
-# in one call of 200,000 the Python per item (the rows' dicts, their bind
+# in one call of 200,000 the Python per item (the rows, their bind
 # values) cost ~4 us more than in calls of 10,000, all of their rows alive at
 # once (docs/design_decisions.md, "hA: put_memories' bulk load").
 WRITE_CHUNK = 10_000
