@@ -47,17 +47,16 @@ def _encoder() -> Any:
     """``json.dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
     without its per-call set-up: the C encoder built once (it keeps no state
     between calls, so both threads may share it). Without the C accelerator,
-    ``json.dumps`` itself."""
+    ``json.dumps`` itself. Called as ``_encode(value, 0)`` (the C encoder's
+    own signature, 0 its indent level: no wrapper per call); returns the
+    text's chunks."""
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
     if c_make_encoder is None:  # pragma: no cover - CPython always has _json
-        return lambda value: (
+        return lambda value, _level: (
             json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
         )
     # No circular-reference markers: a cycle ends in RecursionError, refused below.
-    encoder = c_make_encoder(
-        None, _not_json, encode_basestring, None, ":", ",", False, False, False
-    )
-    return lambda value: encoder(value, 0)
+    return c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, False)
 
 
 _encode = _encoder()
@@ -74,7 +73,7 @@ def dumps(value: Any) -> str:
     if type(value) is JSONText:
         return str(value)
     try:
-        text = "".join(_encode(value))
+        text = "".join(_encode(value, 0))
         if not text.isascii():  # (a flag of the string: no scan) ASCII is UTF-8
             text.encode("utf-8")
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
