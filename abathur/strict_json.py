@@ -36,21 +36,27 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+json_string: Any = encode_basestring
+"""``json_string(text)``: the JSON text of the string ``text``, as ``dumps``
+writes it inside a document (the very C function its encoder calls): for a
+caller that writes a small document of known shape itself. The text must be
+storable (no NUL, no lone surrogate); nothing here checks it."""
+
+
 def _encoder() -> Any:
     """``json.dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
     without its per-call set-up: the C encoder built once (it keeps no state
     between calls, so both threads may share it). Without the C accelerator,
-    ``json.dumps`` itself."""
+    ``json.dumps`` itself. Called as ``_encode(value, 0)`` (the C encoder's
+    own signature, 0 its indent level: no wrapper per call); returns the
+    text's chunks."""
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
     if c_make_encoder is None:  # pragma: no cover - CPython always has _json
-        return lambda value: (
+        return lambda value, _level: (
             json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
         )
     # No circular-reference markers: a cycle ends in RecursionError, refused below.
-    encoder = c_make_encoder(
-        None, _not_json, encode_basestring, None, ":", ",", False, False, False
-    )
-    return lambda value: encoder(value, 0)
+    return c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, False)
 
 
 _encode = _encoder()
@@ -67,8 +73,9 @@ def dumps(value: Any) -> str:
     if type(value) is JSONText:
         return str(value)
     try:
-        text = "".join(_encode(value))
-        text.encode("utf-8")
+        text = "".join(_encode(value, 0))
+        if not text.isascii():  # (a flag of the string: no scan) ASCII is UTF-8
+            text.encode("utf-8")
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise ValidationError(f"not strict JSON: {exc}") from exc
     except RecursionError as exc:
@@ -123,6 +130,7 @@ def check_members(value: dict[str, Any], what: str) -> dict[str, JSONText]:
 
 
 _CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset((str, int, float, bool, type(None)))  # exactly these types
 
 
 def _check_shape(value: Any, what: str) -> None:
@@ -130,6 +138,12 @@ def _check_shape(value: Any, what: str) -> None:
     that are not strings (read back as strings); and nesting deeper than
     ``MAX_JSON_DEPTH``. Walks the containers only, much cheaper than
     serialising and parsing the document again."""
+    if type(value) is dict:  # the usual document: a flat object, done in one loop
+        for key, child in value.items():
+            if type(key) is not str or type(child) not in _SCALARS:
+                break
+        else:
+            return
     pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()

@@ -24,13 +24,35 @@ SQLITE_PRAGMAS = (
 )
 
 
+class NulChecked(list[Any]):
+    """An executemany's parameter rows whose producer vouches that none of
+    their texts contains NUL: each was validated by rules that refuse it
+    (``check_text``, ``check_key``, ``parse_namespace``, ``check_json``) or
+    written by ``dumps``, which refuses it. ``_refuse_nul`` does not scan
+    them again. Made only by ``Prepared.execute_columns(..., nul_checked=True)``,
+    for ``put_memories``' versions and audit rows (``refuse_nul`` checks the
+    few values they take from stored rows)."""
+
+    __slots__ = ()
+
+
+def refuse_nul(values: Any) -> None:
+    """ValidationError if any of ``values`` is a text containing NUL."""
+    for value in values:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationError(f"text may not contain the NUL character: {value!r}")
+
+
 def _refuse_nul(_conn: Any, _cursor: Any, _sql: str, params: Any, _ctx: Any, many: bool) -> None:
     """No text sent to the database may contain NUL, on any backend.
 
     PostgreSQL cannot store it at all (a driver error deep in a transaction);
     SQLite can, which would make the same call succeed on one backend and fail
-    on the other. Checked once here, at the boundary, for every statement.
+    on the other. Checked once here, at the boundary, for every statement
+    (but the rows of a ``NulChecked``, checked before).
     """
+    if type(params) is NulChecked:
+        return
     rows = params if many else (params,)
     for row in rows:
         values: Any

@@ -591,13 +591,21 @@ class BulkPut(NamedTuple):
     namespace: str
     key: str
     value: dict[str, Any]
-    text: str
+    text: JSONText
     memory_type: str
     by: str
     task_id: str
     metadata: dict[str, Any] | None
     ttl: timedelta | None
     index: Any
+
+
+# The namespaces, actors and task ids that ``_plain_put`` has accepted in a
+# ``bulk_puts`` call (all plain ``str``): each is checked once per call.
+_Seen = tuple[set[str], set[str], set[str]]
+
+
+_tuple_new = tuple.__new__
 
 
 class _Unusual(Exception):
@@ -618,7 +626,7 @@ def bulk_puts(items: Any) -> list[BulkPut]:
         raise ValidationError(
             f"items must be a list of dicts (put_memory's arguments), not {type(items).__name__}"
         )
-    seen: set[tuple[str, str]] = set()  # (what, text) already accepted
+    seen: _Seen = (set(), set(), set())
     puts = []
     for number, item in enumerate(items):
         try:
@@ -628,13 +636,13 @@ def bulk_puts(items: Any) -> list[BulkPut]:
     return puts
 
 
-def _bulk_put(item: Any, seen: set[tuple[str, str]]) -> BulkPut:
+def _bulk_put(item: Any, seen: _Seen) -> BulkPut:
     if not isinstance(item, dict):
         raise ValidationError(
             f"must be a dict of put_memory's arguments, not {type(item).__name__}"
         )
     names = item.keys()
-    if not (_PUT_FIELDS <= names <= _PUT_NAMES):  # two set comparisons for the usual item
+    if not (names == _PUT_FIELDS or _PUT_FIELDS <= names <= _PUT_NAMES):  # usually the first
         missing = [name for name in PUT_FIELDS if name not in item]
         if missing:
             raise ValidationError(f"missing {', '.join(missing)}")
@@ -660,7 +668,7 @@ def _bulk_put(item: Any, seen: set[tuple[str, str]]) -> BulkPut:
     )
 
 
-def _plain_put(item: dict[str, Any], ttl: timedelta | None, seen: set[tuple[str, str]]) -> BulkPut:
+def _plain_put(item: dict[str, Any], ttl: timedelta | None, seen: _Seen) -> BulkPut:
     """``MemoryPut``'s checks on an item of exact ``str`` and ``dict`` values."""
     namespace, key, value = item["namespace"], item["key"], item["value"]
     memory_type, by, task_id = item["memory_type"], item["by"], item["task_id"]
@@ -675,33 +683,29 @@ def _plain_put(item: dict[str, Any], ttl: timedelta | None, seen: set[tuple[str,
         and (metadata is None or type(metadata) is dict)
     ):
         raise _Unusual
-    if ("namespace", namespace) not in seen:
+    namespaces, actors, task_ids = seen
+    if namespace not in namespaces:
         parse_namespace(namespace)
-        seen.add(("namespace", namespace))
+        namespaces.add(namespace)
     check_key(key)
     if memory_type not in MEMORY_TYPES:
         raise _Unusual
-    if ("by", by) not in seen:
+    if by not in actors:
         if not 1 <= len(by) <= MAX_ACTOR_LENGTH:
             raise _Unusual
         check_text(by, "value")
-        seen.add(("by", by))
-    if ("task_id", task_id) not in seen:
+        actors.add(by)
+    if task_id not in task_ids:
         check_text(task_id, "value")
-        seen.add(("task_id", task_id))
+        task_ids.add(task_id)
     text = check_json(value, "value")
     if metadata is not None:
         check_json(metadata, "metadata")
         metadata = dict(metadata)
-    return BulkPut(
-        namespace=namespace,
-        key=key,
-        value=dict(value),
-        text=text,
-        memory_type=memory_type,
-        by=by,
-        task_id=task_id,
-        metadata=metadata,
-        ttl=ttl,
-        index=item.get("index", True),
-    )
+    # ``tuple.__new__`` as ``BulkPut._make`` calls it, without the two Python
+    # calls around it: the same named tuple (one per item).
+    return _tuple_new(
+        BulkPut,
+        (namespace, key, dict(value), text, memory_type, by, task_id, metadata, ttl,
+         item.get("index", True)),
+    )  # fmt: skip

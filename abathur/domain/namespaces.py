@@ -28,6 +28,8 @@ CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 def _utf8_size(text: str, what: str) -> int:
     """The UTF-8 length of ``text``; a lone surrogate (not text) is refused."""
+    if str.isascii(text):  # (a flag of the string: no scan) one byte a character
+        return len(text)
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, text
@@ -45,25 +45,28 @@ class AuditRepository:
         insert_row(self.executor, row)
         return row
 
-    def append_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Many audit rows in one executemany: dicts of the columns of
-        ``NewAuditEntry`` (already valid; all with the same keys), each stamped
-        now (in place)."""
-        if not rows:
+    def append_many(self, columns: Mapping[str, Sequence[Any]], nul_checked: bool = False) -> None:
+        """Many audit rows in one executemany, given column by column: the
+        columns of ``NewAuditEntry`` (values already valid), one sequence of
+        a value per row each, all the same length; all stamped now.
+        ``nul_checked``: the caller vouches that no text of theirs contains
+        NUL (``Prepared.execute_columns``)."""
+        count = len(columns["task_id"])
+        if not count:
             return
         now = utcnow()
         if dialect_name(self.executor) == "postgresql":
-            for start in range(0, len(rows), _PG_CHUNK):
-                chunk = rows[start : start + _PG_CHUNK]
+            for start in range(0, count, _PG_CHUNK):
                 params: dict[str, Any] = {
-                    name: [row[name] for row in chunk] for name, _ in _AUDIT_ARRAYS
+                    name: list(columns[name][start : start + _PG_CHUNK])
+                    for name, _ in _AUDIT_ARRAYS
                 }
                 params["action_data"] = [dumps(data) for data in params["action_data"]]
                 self.executor.execute(_INSERT_MANY_PG, {**params, "timestamp": now})
             return
-        for row in rows:
-            row["timestamp"] = now
-        _INSERT_MANY.execute_many(self.executor, rows)
+        _INSERT_MANY.execute_columns(
+            self.executor, {**columns, "timestamp": [now] * count}, nul_checked=nul_checked
+        )
 
     def for_task(self, task_id: str, limit: int = 100) -> Sequence[AuditEntry]:
         query = (

@@ -970,15 +970,18 @@ _INSERT_VERSIONS_PG = text(
 )
 
 
-def _insert_versions_pg(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
+def _insert_versions_pg(executor: Executor, rows: Sequence[NewVersion]) -> list[int]:
     ids: dict[tuple[str, str, int], int] = {}
     for chunk in _chunked(rows):
-        params = {name: [row[name] for row in chunk] for name, _ in _VERSION_ARRAYS}
+        params: dict[str, Any] = dict(
+            zip(NEW_VERSION_FIELDS, map(list, zip(*chunk, strict=True)), strict=True)
+        )
+        params["is_deleted"] = [False] * len(chunk)
         for name in _JSON_COLUMNS:
             params[name] = [dumps(document) for document in params[name]]
         for row_id, ns, key, version in executor.execute(_INSERT_VERSIONS_PG, params).all():
             ids[(ns, key, version)] = int(row_id)
-    return [ids[(row["namespace"], row["key"], row["version"])] for row in rows]
+    return [ids[row[:3]] for row in rows]
 
 
 # SQLite's page cache while a bulk write runs, in KiB (``PRAGMA cache_size``
@@ -1136,13 +1139,26 @@ def latest_of_keys(
     return found
 
 
-_index_order = itemgetter("namespace", "key", "version")
+# The fields of a ``NewVersion``: memory_entries' columns but ``id`` (given by
+# ``insert_versions``) and ``is_deleted`` (false), (namespace, key, version) first.
+NEW_VERSION_FIELDS = (
+    "namespace", "key", "version", "value", "memory_type", "metadata",
+    "created_by", "updated_by", "created_at", "updated_at", "is_current",
+)  # fmt: skip
+NewVersion = tuple[Any, ...]  # a new live version's values, in NEW_VERSION_FIELDS' order
 
 
-def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]:
-    """INSERT many new version rows (dicts of column values, every one with the
-    same columns; at most one current row per key, after ``unset_current``);
-    their row ids, in order.
+def _index_order(pair: tuple[NewVersion, int]) -> tuple[Any, ...]:
+    return pair[0][:3]  # (namespace, key, version)
+
+
+def insert_versions(
+    executor: Executor, rows: Sequence[NewVersion], *, nul_checked: bool = False
+) -> list[int]:
+    """INSERT many new live versions (tuples in ``NEW_VERSION_FIELDS``' order,
+    at most one per (namespace, key, version) and one current per key, after
+    ``unset_current``); their row ids, in order. ``nul_checked``: the caller
+    vouches that no text of theirs contains NUL (``Prepared.execute_columns``).
 
     SQLite: one executemany with the ids given (the ones AUTOINCREMENT would
     assign: the write transaction holds the only write lock). PostgreSQL: one
@@ -1157,11 +1173,14 @@ def insert_versions(executor: Executor, rows: list[dict[str, Any]]) -> list[int]
             return _insert_versions_pg(executor, rows)
         first = int(_NEXT_ID_SQLITE.scalar(executor, {}) or 0) + 1
         ids = list(range(first, first + len(rows)))
-        for row_id, row in zip(ids, rows, strict=True):
-            row["id"] = row_id
         # In index order: the namespace-led indexes are then written page by page.
-        in_order = sorted(rows, key=_index_order)
-        _INSERT_VERSIONS.execute_many(executor, in_order)
+        in_order, row_ids = zip(*sorted(zip(rows, ids, strict=True), key=_index_order), strict=True)
+        columns: dict[str, Sequence[Any]] = dict(
+            zip(NEW_VERSION_FIELDS, zip(*in_order, strict=True), strict=True)
+        )
+        columns["is_deleted"] = [False] * len(rows)
+        columns["id"] = row_ids
+        _INSERT_VERSIONS.execute_columns(executor, columns, nul_checked=nul_checked)
         return ids
     except IntegrityError as exc:
         if is_duplicate_key(exc):

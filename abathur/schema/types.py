@@ -142,6 +142,14 @@ class JSONDocument(TypeDecorator[Any]):
             return value
         return dumps(value)
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, ``process_bind_param`` without the decorator's generic
+        wrapping (the text column converts nothing more): a bulk write binds
+        a document or two per row."""
+        if dialect.name == "postgresql" or self.load_dialect_impl(dialect).bind_processor(dialect):
+            return super().bind_processor(dialect)
+        return _dump_document
+
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None or dialect.name == "postgresql":
             return value
@@ -173,6 +181,10 @@ class JSONLog(JSONDocument):
         if dialect.name == "postgresql":
             return dialect.type_descriptor(JSON(none_as_null=True))
         return dialect.type_descriptor(Text())
+
+
+def _dump_document(value: Any) -> Any:
+    return None if value is None else dumps(value)
 
 
 def _load_document(value: Any) -> Any:

@@ -17,7 +17,7 @@ from sqlalchemy import Text, select
 from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
 from abathur.schema.models import MemoryEntry
-from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps, loads
+from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps, json_string, loads
 
 scalars = (
     st.none()
@@ -409,3 +409,54 @@ async def test_events_json_or_jsonb_cannot_hold_are_refused_before_the_database(
     with pytest.raises(ValidationError, match="event"):
         await db.sessions.append_events("n", [{"ok": 1}, bad], {"app:k": 1})
     assert await db.sessions.list_events("n") == []
+
+
+@given(value=json_values)
+def test_the_sqlite_bind_processor_writes_what_process_bind_param_writes(value: Any) -> None:
+    """JSONDocument's SQLite bind processor (``process_bind_param`` without
+    the decorator's wrapping) binds the same text, SQL NULL for None, and a
+    checked document's text as it is."""
+    from sqlalchemy.dialects import sqlite
+
+    from abathur.schema.types import JSONDocument, JSONLog
+
+    dialect = sqlite.dialect()
+    for column in (JSONDocument(), JSONLog()):
+        process = column.bind_processor(dialect)
+        assert process is not None
+        assert process(value) == column.process_bind_param(value, dialect)
+        assert process(None) is None
+        assert process(check_json(value, "v")) == dumps(value)
+
+
+@given(
+    text=st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
+)
+def test_json_string_writes_a_string_as_dumps_does(text: str) -> None:
+    key = "x" + text
+    assert dumps({"k": text, key: [text]}) == (
+        f'{{"k":{json_string(text)},{json_string(key)}:[{json_string(text)}]}}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"a": (1,)}, "tuple"),
+        ({1: "a"}, "non-string key"),
+        ({"a": 1, "b": {2: "x"}}, "non-string key"),
+        ({"a": [1, {"b": (2,)}]}, "tuple"),
+        (type("Sub", (dict,), {})({"a": (1,)}), "tuple"),  # a dict subclass: walked too
+        ({"a": type("Sub", (dict,), {})({3: 1})}, "non-string key"),
+        ({"a": type("Sub", (list,), {})([(1,)])}, "tuple"),
+    ],
+)
+def test_a_flat_object_and_a_nested_one_are_checked_alike(document: Any, message: str) -> None:
+    """``check_json`` checks a flat object of scalars in one loop and walks
+    anything else: a container at any place, of any dict or list subclass,
+    is still walked."""
+    with pytest.raises(ValidationError, match=message):
+        check_json(document, "value")
+    check_json(
+        {"a": 1, "b": "x", "c": None, "d": 1.5, "e": True, "f": type("S", (str,), {})()}, "v"
+    )

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from abathur.db.engine import NulChecked, _refuse_nul
 from abathur.db.sqlite.prepared import _MISSING, Prepared, _Computed
 from abathur.db.sqlite.worker import worker_connection
 from abathur.errors import AlreadyExistsError, ValidationError
@@ -275,3 +276,91 @@ def test_each_dialect_has_its_own_plans() -> None:
     assert statement._plan(bare, {}).args({"v": text}) == (json.dumps(text),)
     assert statement._plan(ours, {}).args({"v": text}) == ('{"a":1}',)
     assert statement._plan(bare, {}).args({"v": text}) == (json.dumps(text),)
+
+
+async def test_execute_columns_stores_what_execute_many_stores(db: Database) -> None:
+    """Rows given column by column are bound as the same rows given as dicts
+    (the same processors, a column left out taking its default) on every
+    path: SQLite's fast path and SQLAlchemy's elsewhere."""
+    from sqlalchemy import insert
+
+    many = Prepared(insert(MemoryEntry))
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def rows(prefix: str) -> list[dict[str, Any]]:
+        return [
+            {"namespace": "user:c", "key": f"{prefix}{i}", "value": {"i": i, "é": [None, 1.5]},
+             "memory_type": "semantic", "version": 1, "created_at": now, "updated_at": now,
+             "is_current": i % 2 == 0}
+            for i in range(3)
+        ]  # fmt: skip
+
+    def write(conn: Connection) -> None:
+        many.execute_many(conn, rows("dict"))
+        given = rows("column")
+        many.execute_columns(conn, {name: [row[name] for row in given] for name in given[0]})
+
+    await db.write(write)
+    for i in range(3):
+        by_dict = await db.memory.get_memory("user:c", f"dict{i}")
+        by_column = await db.memory.get_memory("user:c", f"column{i}")
+        assert by_dict is not None and by_column is not None
+        assert by_column["value"] == {"i": i, "é": [None, 1.5]}
+        assert by_column["metadata"] == {} and by_column["is_deleted"] is False  # defaults
+        assert {**by_column, "id": 0, "key": ""} == {**by_dict, "id": 0, "key": ""}
+    given = rows("missing")
+    with pytest.raises(Exception, match="value"):
+        await db.write(
+            lambda conn: many.execute_columns(
+                conn, {name: [row[name] for row in given] for name in given[0] if name != "value"}
+            )
+        )
+
+
+async def test_execute_columns_is_scanned_for_nul_unless_the_caller_vouches(
+    db: Database,
+) -> None:
+    """The engine's NUL guard scans rows given column by column, as any
+    others; ``nul_checked=True`` (the caller validated every text) skips that
+    scan alone: the engine's other listeners still see the statement."""
+    from sqlalchemy import event, insert
+
+    many = Prepared(insert(MemoryEntry))
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    columns: dict[str, list[Any]] = {
+        "namespace": ["user:n", "user:n"], "key": ["fine", "a\x00b"], "value": [{}, {}],
+        "memory_type": ["semantic"] * 2, "version": [1, 1], "created_at": [now] * 2,
+        "updated_at": [now] * 2,
+    }  # fmt: skip
+    with pytest.raises(ValidationError, match="NUL"):
+        await db.write(lambda conn: many.execute_columns(conn, columns))
+    assert await db.memory.get_memory("user:n", "fine") is None
+    if not db.is_sqlite:
+        return  # the skip is the fast path's (SQLite); elsewhere SQLAlchemy's scan runs
+    seen: list[Any] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, _many: bool) -> None:
+        seen.append((sql, params))
+
+    columns["key"] = ["fine", "checked"]
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await db.write(lambda conn: many.execute_columns(conn, columns, nul_checked=True))
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert [type(params) for sql, params in seen if sql.startswith("INSERT")] == [NulChecked]
+    assert await db.memory.get_memory("user:n", "checked") is not None
+
+
+def test_the_nul_guard_skips_only_rows_marked_checked() -> None:
+    bad = [("fine", "a\x00b")]
+    _refuse_nul(None, None, "INSERT", NulChecked(bad), None, True)  # vouched for: not scanned
+
+    class OtherList(list[Any]):
+        pass
+
+    for params in (bad, OtherList(bad), [{"k": "a\x00b"}]):
+        with pytest.raises(ValidationError, match="NUL"):
+            _refuse_nul(None, None, "INSERT", params, None, True)
+    with pytest.raises(ValidationError, match="NUL"):
+        _refuse_nul(None, None, "INSERT", NulChecked(bad)[0], None, False)  # one row: scanned

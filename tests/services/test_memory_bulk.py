@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from abathur.db.sqlite.worker import worker_connection
 from abathur.domain.memory import AccessContext, bulk_puts
 from abathur.embeddings import Embedder
 from abathur.errors import AccessDeniedError, NotFoundError, ValidationError
@@ -140,6 +141,58 @@ async def test_any_bad_item_writes_nothing(
         await db.memory.put_memories(items)
     assert await count(db, MemoryEntry) == 0
     assert await count(db, AuditEntry) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"namespace": "user:a\x00b"},
+        {"key": "a\x00b"},
+        {"value": {"text": "a\x00b"}},
+        {"value": {"a\x00b": 1}},
+        {"value": {"nested": ["a\x00b"]}},
+        {"by": "me\x00"},
+        {"task_id": "t\x00"},
+        {"metadata": {"m": "a\x00b"}},
+    ],
+)
+async def test_a_nul_in_any_text_of_an_item_is_refused_naming_it(
+    db: Database, task_id: str, bad: dict[str, Any]
+) -> None:
+    """put_memories' versions and audit rows skip the engine's NUL scan
+    (``NulChecked``): every text in them was validated, and the validation
+    refuses NUL, naming the item."""
+    items = [item(f"k{i}", {"i": i}, task_id) for i in range(3)]
+    items[1] = {**items[1], **bad}
+    with pytest.raises(ValidationError, match=r"^item 1: .*(NUL|control character)"):
+        await db.memory.put_memories(items)
+    assert await count(db, MemoryEntry) == 0
+    assert await count(db, AuditEntry) == 0
+
+
+async def test_a_nul_in_a_stored_text_the_new_version_keeps_is_refused(
+    db: Database, task_id: str
+) -> None:
+    """A new version of a live key keeps its creator and type: texts read
+    from the store, not validated by the load, checked for NUL as the
+    engine's guard would (SQLite can hold one written past abathur)."""
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL cannot hold a NUL in text at all")
+    await db.memory.put_memories([item("k", {"v": 1}, task_id)])
+
+    def corrupt(conn: Connection) -> None:
+        # On the driver's connection: past the engine's listeners.
+        raw = worker_connection() or conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        cursor.execute("UPDATE memory_entries SET created_by = 'a' || char(0) || 'b'")
+        cursor.close()
+
+    await db.write(corrupt)
+    with pytest.raises(ValidationError, match="NUL character"):
+        await db.memory.put_memories([item("other", {}, task_id), item("k", {"v": 2}, task_id)])
+    assert await count(db, MemoryEntry) == 1
+    assert await count(db, AuditEntry) == 1
 
 
 async def test_malformed_batches_are_refused(db: Database, task_id: str) -> None:

@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
+from abathur.db.engine import NulChecked
 from abathur.db.postgres import direct
 from abathur.db.sqlite.worker import worker_connection
 
@@ -162,17 +163,27 @@ class _Plan:
                 values = [row.get(name, default) for row in rows]
             if isinstance(default, _Computed):
                 values = [v.compute() if isinstance(v, _Computed) else v for v in values]
-            if process is not identity:
-                processed = []
-                last: Any = _MISSING
-                done: Any = None
-                for value in values:
-                    if value is not last:
-                        last, done = value, process(value)
-                    processed.append(done)
-                values = processed
-            columns.append(values)
+            columns.append(_processed(process, values))
         return list(zip(*columns, strict=True))
+
+    def args_columns(self, columns: Mapping[str, Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """``args_many`` of rows given column by column (each a sequence of
+        one value per row, all the same length; a column left out takes its
+        default): no row objects built, and as there a value repeated from
+        the row before processed once."""
+        count = len(next(iter(columns.values())))
+        processed = []
+        for name, default, process, _keeps, _special in self.binds:
+            values = columns.get(name)
+            if values is None:
+                if default is _MISSING:
+                    raise KeyError(f"no value for parameter {name!r} of: {self.sql}")
+                if isinstance(default, _Computed):
+                    values = [default.compute() for _ in range(count)]
+                else:
+                    values = [default] * count
+            processed.append(_processed(process, values))
+        return list(zip(*processed, strict=True))
 
     def rows(self, fetched: Sequence[Sequence[Any]]) -> list[Any]:
         make, results = self.row_type._make, self.results
@@ -188,6 +199,21 @@ class _Plan:
                     values[index] = process(value)
             converted.append(make(values))
         return converted
+
+
+def _processed(process: Callable[[Any], Any], values: Sequence[Any]) -> Sequence[Any]:
+    """``process`` of each value (``values`` itself when it converts nothing),
+    a value that is the very object of the one before processed once."""
+    if process is identity:
+        return values
+    processed = []
+    last: Any = _MISSING
+    done: Any = None
+    for value in values:
+        if value is not last:
+            last, done = value, process(value)
+        processed.append(done)
+    return processed
 
 
 # The attribute of a dialect instance holding its plans, by (Prepared, keys).
@@ -296,6 +322,36 @@ class Prepared:
         connection = _connection(executor)
         plan = self._plan(connection.dialect, rows[0])
         args = plan.args_many(rows)
+        _fire(connection, plan.sql, args, many=True)
+        try:
+            raw.executemany(plan.sql, args).close()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
+
+    def execute_columns(
+        self, executor: Executor, columns: Mapping[str, Sequence[Any]], *, nul_checked: bool = False
+    ) -> None:
+        """``execute_many`` of rows given column by column (``args_columns``):
+        for a bulk write that builds no dict per row. ``nul_checked``: the
+        caller vouches that no text among the values, once bound, contains
+        NUL (every one validated by rules that refuse it, or made by
+        ``dumps``), and the engine's NUL guard skips them (``NulChecked``);
+        every other listener sees them as ever."""
+        if not columns or not len(next(iter(columns.values()))):
+            return
+        raw = worker_connection()
+        if raw is None:
+            names = list(columns)
+            rows = [
+                dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)
+            ]
+            _autoflushed(executor).execute(self.statement, rows)
+            return
+        connection = _connection(executor)
+        plan = self._plan(connection.dialect, columns)
+        args = plan.args_columns(columns)
+        if nul_checked:
+            args = NulChecked(args)
         _fire(connection, plan.sql, args, many=True)
         try:
             raw.executemany(plan.sql, args).close()
