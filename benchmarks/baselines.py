@@ -5,7 +5,10 @@
 the statements a correct implementation needs and nothing more: a write takes
 the write lock at BEGIN (``BEGIN IMMEDIATE``), reads the row it changes,
 inserts, updates and commits; a state delta is merged by SQLite
-(``json_set``) inside that transaction, as abathur does.
+(``json_set``) inside that transaction, as abathur does. A session's state is
+returned merged with the shared ``app:``/``user:`` keys its app and user see
+(issue 13), by create (in the INSERT's RETURNING) and by get_session (in its
+read transaction), as abathur's are.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +39,17 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+# A new session returns its merged state, as abathur's create does (the
+# shared ``app:``/``user:`` keys its app and user see, issue 13), in the
+# same statement.
 CREATE_SESSION = (
     "INSERT INTO sessions (id, app_name, user_id, status, state, metadata, created_at, "
-    "last_update_time) VALUES (?, ?, ?, 'created', ?, '{}', ?, ?)"
+    "last_update_time) VALUES (?, ?, ?, 'created', ?, '{}', ?, ?) "
+    "RETURNING state, (SELECT json_group_object(shared_state.key, json(shared_state.value)) "
+    "FROM shared_state WHERE shared_state.app_name = sessions.app_name "
+    "AND shared_state.user_id IN ('', sessions.user_id))"
 )
+SHARED_STATE = "SELECT key, value FROM shared_state WHERE app_name = ? AND user_id IN ('', ?)"
 LOCK_SESSION = "SELECT status FROM sessions WHERE id = ?"
 NEXT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM session_events WHERE session_id = ?"
 INSERT_EVENT = "INSERT INTO session_events (session_id, seq, event, created_at) VALUES (?, ?, ?, ?)"
@@ -117,13 +128,24 @@ def aware(stamp: str | None) -> datetime | None:
     return None if stamp is None else datetime.fromisoformat(stamp).replace(tzinfo=UTC)
 
 
-def session_row(row: tuple[Any, ...], events: list[Any]) -> dict[str, Any]:
+def merged(own: str, shared: str | None) -> dict[str, Any]:
+    """A session's state (its JSON text) merged with its shared keys (a JSON
+    object's text, or None for none), as abathur's merged view."""
+    state: dict[str, Any] = json.loads(own)
+    if shared is not None:
+        state.update(json.loads(shared))
+    return state
+
+
+def session_row(row: tuple[Any, ...], events: list[Any], shared: Iterable[Any]) -> dict[str, Any]:
+    """A session as abathur's get_session returns it: the row, its state
+    merged with ``shared`` (its shared keys' rows), its events."""
     keys = (
         "id", "app_name", "user_id", "project_id", "status", "state", "metadata",
         "created_at", "last_update_time", "terminated_at", "archived_at",
     )  # fmt: skip
     record = dict(zip(keys, row, strict=True))
-    record["state"] = json.loads(record["state"])
+    record["state"] = {**json.loads(record["state"]), **{k: json.loads(v) for k, v in shared}}
     record["metadata"] = json.loads(record["metadata"] or "{}")
     for stamp in ("created_at", "last_update_time", "terminated_at", "archived_at"):
         record[stamp] = aware(record[stamp])
@@ -146,9 +168,12 @@ class SyncBaseline:
     def close(self) -> None:
         self.conn.close()
 
-    def create_session(self, session_id: str, app_name: str, user_id: str) -> None:
+    def create_session(self, session_id: str, app_name: str, user_id: str) -> dict[str, Any]:
         stamp = now()
-        self.conn.execute(CREATE_SESSION, (session_id, app_name, user_id, "{}", stamp, stamp))
+        own, shared = self.conn.execute(
+            CREATE_SESSION, (session_id, app_name, user_id, "{}", stamp, stamp)
+        ).fetchone()
+        return merged(own, shared)
 
     def append_event(self, session_id: str, event: dict[str, Any], delta: dict[str, Any]) -> None:
         event = {"event_id": uuid.uuid4().hex, "timestamp": now(), **event}
@@ -169,9 +194,10 @@ class SyncBaseline:
         c = self.conn
         c.execute("BEGIN")
         row = c.execute(GET_SESSION, (session_id,)).fetchone()
+        shared = c.execute(SHARED_STATE, (row[1], row[2])).fetchall()
         events = [json.loads(e) for (e,) in c.execute(GET_EVENTS, (session_id,))]
         c.execute("COMMIT")
-        return session_row(row, events)
+        return session_row(row, events, shared)
 
     def _write_memory(
         self, ns: str, key: str, value: dict[str, Any], by: str, task_id: str, create: bool
@@ -250,12 +276,13 @@ class AsyncBaseline:
         async with self.conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
-    async def create_session(self, session_id: str, app_name: str, user_id: str) -> None:
+    async def create_session(self, session_id: str, app_name: str, user_id: str) -> dict[str, Any]:
         stamp = now()
         async with self.lock:
-            await self.conn.execute(
+            ((own, shared),) = await self.conn.execute_fetchall(
                 CREATE_SESSION, (session_id, app_name, user_id, "{}", stamp, stamp)
-            )
+            )  # one crossing to aiosqlite's thread, as the plain execute was
+        return merged(own, shared)
 
     async def append_event(
         self, session_id: str, event: dict[str, Any], delta: dict[str, Any]
@@ -279,9 +306,10 @@ class AsyncBaseline:
         async with self.lock:
             await self.conn.execute("BEGIN")
             row = await self._one(GET_SESSION, (session_id,))
+            shared = list(await self.conn.execute_fetchall(SHARED_STATE, (row[1], row[2])))
             events = [json.loads(e) for (e,) in await self._all(GET_EVENTS, (session_id,))]
             await self.conn.execute("COMMIT")
-        return session_row(row, events)
+        return session_row(row, events, shared)
 
     async def _write_memory(
         self, ns: str, key: str, value: dict[str, Any], by: str, task_id: str, create: bool

@@ -9,7 +9,8 @@ inserts the next version and one audit row, in one transaction; an append
 locks the session row, numbers the event after the newest one, inserts it and
 merges the state delta (``state || delta``); a session read sees one snapshot
 (``REPEATABLE READ``) of the row, its shared ``app:``/``user:`` keys and its
-events. A single statement (session create, get latest, search) runs alone,
+events; a create returns the new session's state merged with those keys.
+A single statement (session create, get latest, search) runs alone,
 in autocommit. JSON is encoded and decoded by the connection's codecs and
 timestamps come back as aware datetimes, as abathur returns them.
 """
@@ -35,9 +36,15 @@ WITH_EXPIRY = (
     "memory_entries AS m LEFT JOIN memory_expiry AS x "
     "ON x.namespace = m.namespace AND x.key = m.key"
 )
+# A new session returns its merged state, as abathur's create does (the
+# shared ``app:``/``user:`` keys its app and user see, issue 13), in the
+# same statement.
 CREATE_SESSION = (
     "INSERT INTO sessions (id, app_name, user_id, status, state, metadata, created_at, "
-    "last_update_time) VALUES ($1, $2, $3, 'created', $4, '{}', $5, $5)"
+    "last_update_time) VALUES ($1, $2, $3, 'created', $4, '{}', $5, $5) "
+    "RETURNING state, (SELECT jsonb_object_agg(shared_state.key, shared_state.value) "
+    "FROM shared_state WHERE shared_state.app_name = sessions.app_name "
+    "AND shared_state.user_id IN ('', sessions.user_id)) AS shared"
 )
 LOCK_SESSION = "SELECT status, app_name, user_id FROM sessions WHERE id = $1 FOR UPDATE"
 LAST_SEQ = "SELECT max(seq) FROM session_events WHERE session_id = $1"
@@ -127,9 +134,13 @@ class RawPostgres:
 
     # ------------------------------------------------------------ sessions
 
-    async def create_session(self, session_id: str, app_name: str, user_id: str) -> None:
+    async def create_session(self, session_id: str, app_name: str, user_id: str) -> dict[str, Any]:
         async with self.lock:
-            await self.conn.execute(CREATE_SESSION, session_id, app_name, user_id, {}, utcnow())
+            row = await self.conn.fetchrow(
+                CREATE_SESSION, session_id, app_name, user_id, {}, utcnow()
+            )
+        assert row is not None
+        return {**row["state"], **(row["shared"] or {})}
 
     async def append_event(
         self, session_id: str, event: dict[str, Any], delta: dict[str, Any]

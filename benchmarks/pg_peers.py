@@ -38,7 +38,6 @@ PEER_NAMES = {
 }
 
 
-
 def psycopg_dsn(url: str, schema: str) -> str:
     """The libpq connection string of an SQLAlchemy URL, its search_path set to ``schema``."""
     options = urllib.parse.quote(f"-c search_path={schema}")

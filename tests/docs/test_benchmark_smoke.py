@@ -229,6 +229,42 @@ async def test_baselines_do_the_same_work_as_abathur(tmp_path: Path) -> None:
     assert {impl: _stored(path) for impl, path in c.paths.items()} == dict.fromkeys(IMPLS, expected)
 
 
+SHARED_ROWS = (("bench", "", "app:theme", '"dark"'), ("bench", "u", "user:name", '"ann"'))
+MERGED = {"app:theme": "dark", "user:name": "ann"}
+
+
+async def test_baselines_return_the_merged_state_as_abathur(tmp_path: Path) -> None:
+    """Like abathur's, the baselines' create returns the new session's merged
+    state and their get_session merges the shared app:/user: keys (issue 13):
+    the same work. Before session 12 they read no shared state at all."""
+    base = tmp_path / "base.db"
+    await migrated_file(base)
+    prefill(base, sessions={})
+    conn = sqlite3.connect(base)
+    with conn:
+        conn.executemany(
+            "INSERT INTO shared_state (app_name, user_id, key, value, updated_at) "
+            "VALUES (?, ?, ?, ?, '2026-01-01 00:00:00.000000')",
+            SHARED_ROWS,
+        )
+    conn.close()
+    async with Contestants(base, tmp_path, "merged") as c:
+        assert c.db and c.aio and c.sync
+        created = {
+            "abathur": (await c.db.sessions.create_session("n", "bench", "u"))["state"],
+            "aiosqlite": await c.aio.create_session("n", "bench", "u"),
+            "sqlite3": c.sync.create_session("n", "bench", "u"),
+        }
+        got = await c.db.sessions.get_session("n")
+        assert got is not None
+        read = {
+            "abathur": got["state"],
+            "aiosqlite": (await c.aio.get_session("n"))["state"],
+            "sqlite3": c.sync.get_session("n")["state"],
+        }
+    assert created == read == dict.fromkeys(IMPLS, MERGED)
+
+
 # ------------------------------------------------------------------ PostgreSQL
 
 PG_URL = os.environ.get("ABATHUR_TEST_POSTGRES_URL")
@@ -343,6 +379,38 @@ async def test_asyncpg_baseline_does_the_same_work_as_abathur() -> None:
         left = {impl: await _rows(PG_URL, schema) for impl, schema in schemas.items()}
     assert left["abathur"] == left["asyncpg"]
     assert left["abathur"]["audit"] and left["abathur"]["memories"]
+
+
+@needs_postgres
+async def test_asyncpg_baseline_returns_the_merged_state_as_abathur() -> None:
+    """As on SQLite: RawPostgres' create returns the merged state and its
+    get_session merges the shared keys, as abathur's do."""
+    assert PG_URL
+    async with AsyncExitStack() as stack:
+        schemas = {impl: await pg.create_schema(PG_URL, stack) for impl in ("abathur", "asyncpg")}
+        for schema in schemas.values():
+            async with pg.open_database(PG_URL, schema):  # migrated
+                pass
+            conn = await asyncpg.connect(pg.dsn(PG_URL), server_settings={"search_path": schema})
+            try:
+                await conn.executemany(
+                    "INSERT INTO shared_state (app_name, user_id, key, value, updated_at) "
+                    "VALUES ($1, $2, $3, $4::jsonb, now())",
+                    SHARED_ROWS,
+                )
+            finally:
+                await conn.close()
+        db = await stack.enter_async_context(pg.open_database(PG_URL, schemas["abathur"]))
+        raw = await RawPostgres.open(pg.dsn(PG_URL), schemas["asyncpg"])
+        stack.push_async_callback(raw.close)
+        created = {
+            "abathur": (await db.sessions.create_session("n", "bench", "u"))["state"],
+            "asyncpg": await raw.create_session("n", "bench", "u"),
+        }
+        got, raw_got = await db.sessions.get_session("n"), await raw.get_session("n")
+        assert got is not None and raw_got is not None
+    assert created == {"abathur": got["state"], "asyncpg": raw_got["state"]}
+    assert created == dict.fromkeys(("abathur", "asyncpg"), MERGED)
 
 
 @needs_postgres
