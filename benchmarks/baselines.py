@@ -268,13 +268,14 @@ class AsyncBaseline:
     async def close(self) -> None:
         await self.conn.close()
 
+    # One crossing to aiosqlite's thread per statement read (``execute_fetchall``),
+    # not three (execute, fetch, close the cursor), as abathur's reads take one.
     async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        rows = list(await self.conn.execute_fetchall(sql, params))
+        return rows[0] if rows else None
 
     async def _all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def create_session(self, session_id: str, app_name: str, user_id: str) -> dict[str, Any]:
         stamp = now()
@@ -306,7 +307,7 @@ class AsyncBaseline:
         async with self.lock:
             await self.conn.execute("BEGIN")
             row = await self._one(GET_SESSION, (session_id,))
-            shared = list(await self.conn.execute_fetchall(SHARED_STATE, (row[1], row[2])))
+            shared = await self._all(SHARED_STATE, (row[1], row[2]))
             events = [json.loads(e) for (e,) in await self._all(GET_EVENTS, (session_id,))]
             await self.conn.execute("COMMIT")
         return session_row(row, events, shared)
