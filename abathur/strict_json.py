@@ -36,13 +36,6 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-json_string: Any = encode_basestring
-"""``json_string(text)``: the JSON text of the string ``text``, as ``dumps``
-writes it inside a document (the very C function its encoder calls): for a
-caller that writes a small document of known shape itself. The text must be
-storable (no NUL, no lone surrogate); nothing here checks it."""
-
-
 def _encoder() -> Any:
     """``json.dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
     without its per-call set-up: the C encoder built once (it keeps no state

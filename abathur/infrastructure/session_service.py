@@ -198,14 +198,8 @@ class SessionService:
             }
 
         def whole(row: Any) -> SessionWithEvents | None:
-            if row is None:
-                return None
-            return {
-                **session_dict(row),
-                "state": merged_state(row.state, row.shared),
-                "events": row.events,
-                "last_seq": int(row.last_seq or 0),
-            }
+            log = _session_log(row)  # the state, events and last_seq it reads too
+            return None if log is None else {**session_dict(row), **log}
 
         if not self._db.is_sqlite and query.after is None and query.recent_events is None:
             # PostgreSQL: the whole session in one statement, one snapshot.
@@ -461,8 +455,8 @@ class SessionService:
 
 
 def _session_log(row: Any) -> SessionLog | None:
-    """``get_session_log``'s result from ``log_statement``'s row (as
-    ``get_session``'s ``whole`` builds its own)."""
+    """``get_session_log``'s result from ``log_statement``'s row, or from
+    ``whole_statement``'s (``get_session`` adds the session's other fields)."""
     if row is None:
         return None
     return {

@@ -45,7 +45,9 @@ class AuditRepository:
         insert_row(self.executor, row)
         return row
 
-    def append_many(self, columns: Mapping[str, Sequence[Any]], nul_checked: bool = False) -> None:
+    def append_many(
+        self, columns: Mapping[str, Sequence[Any]], *, nul_checked: bool = False
+    ) -> None:
         """Many audit rows in one executemany, given column by column: the
         columns of ``NewAuditEntry`` (values already valid), one sequence of
         a value per row each, all the same length; all stamped now.

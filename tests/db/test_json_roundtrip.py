@@ -17,7 +17,7 @@ from sqlalchemy import Text, select
 from abathur.errors import ValidationError
 from abathur.infrastructure.database import Database
 from abathur.schema.models import MemoryEntry
-from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps, json_string, loads
+from abathur.strict_json import MAX_JSON_DEPTH, check_json, dumps, loads
 
 scalars = (
     st.none()
@@ -427,16 +427,6 @@ def test_the_sqlite_bind_processor_writes_what_process_bind_param_writes(value: 
         assert process(value) == column.process_bind_param(value, dialect)
         assert process(None) is None
         assert process(check_json(value, "v")) == dumps(value)
-
-
-@given(
-    text=st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
-)
-def test_json_string_writes_a_string_as_dumps_does(text: str) -> None:
-    key = "x" + text
-    assert dumps({"k": text, key: [text]}) == (
-        f'{{"k":{json_string(text)},{json_string(key)}:[{json_string(text)}]}}'
-    )
 
 
 @pytest.mark.parametrize(
