@@ -135,7 +135,7 @@ async def test_a_failure_after_the_drop_rolls_it_back(
     await db.memory.put_memories(bulk_items(task_id, 10))
     before = await db.read(catalog), await db.read(rows)
 
-    def fail(*_args: Any) -> None:
+    def fail(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(memory_service.AuditRepository, "append_many", fail)
