@@ -63,6 +63,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import URL
 
 from abathur.domain.sessions import SessionLog, SessionWithEvents
+from abathur.domain.values import MAX_COUNT
 from abathur.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -253,8 +254,12 @@ class AbathurSessionService(BaseSessionService):
         else:
             self._db = Database(db_or_url, **engine_options)
             self._owned = True
+            self._source = (db_or_url, engine_options)
         self._ready = not self._owned
         self._init_lock = asyncio.Lock()
+        # The appends of each session under way in this process, one at a
+        # time (as ADK's DatabaseSessionService does): [its lock, its callers].
+        self._appending: dict[str, list[Any]] = {}
 
     @property
     def database(self) -> Database:
@@ -264,12 +269,16 @@ class AbathurSessionService(BaseSessionService):
         if not self._ready:
             async with self._init_lock:
                 if not self._ready:
+                    if self._db.closed:  # close()d: open the database again, as ADK's service does
+                        url, options = self._source
+                        self._db = Database(url, **options)
                     await self._db.initialize()
                     self._ready = True
         return self._db.sessions
 
     async def close(self) -> None:
-        """Close the database if this service opened it."""
+        """Close the database if this service opened it (a later call opens
+        it again, as a new ``database``)."""
         if self._owned:
             await self._db.close()
             self._ready = False
@@ -319,7 +328,9 @@ class AbathurSessionService(BaseSessionService):
         recent = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
         got: SessionLog | SessionWithEvents | None
-        if recent is not None and not after:  # ADK applies after_timestamp only when truthy
+        # ADK applies after_timestamp only when truthy; a log holds at most
+        # MAX_COUNT events, so a larger num_recent_events reads every one.
+        if recent is not None and not after and recent <= MAX_COUNT:
             got = await sessions.get_session(cid, recent_events=max(recent, 1), events_as_text=True)
         else:
             got = await sessions.get_session_log(cid)
@@ -404,20 +415,34 @@ class AbathurSessionService(BaseSessionService):
             event = self._trim_temp_delta_state(event)
             delta = event.actions.state_delta if event.actions else None
         document = {"event_id": event.id, **event.model_dump(mode="json", exclude_none=True)}
-        marker = _marker(session)
-        expected = int(marker) if isinstance(marker, str) and marker.isdigit() else None
         cid = abathur_session_id(session.app_name, session.user_id, session.id)
+        # One append of a session at a time: coroutines sharing one Session
+        # each read its marker after the previous append set it.
+        turn = self._appending.get(cid)
+        if turn is None:
+            turn = self._appending[cid] = [asyncio.Lock(), 0]
+        turn[1] += 1
         try:
-            seq = await sessions.append_events(
-                cid, [document], _json_safe(dict(delta)) if delta else None, expected_seq=expected
-            )
+            async with turn[0]:
+                marker = _marker(session)
+                expected = int(marker) if isinstance(marker, str) and marker.isdigit() else None
+                seq = await sessions.append_events(
+                    cid,
+                    [document],
+                    _json_safe(dict(delta)) if delta else None,
+                    expected_seq=expected,
+                )
+                _appended(session, event.timestamp, str(seq))
         except StaleSessionError as exc:
             raise AdkStaleSessionError(STALE_MESSAGE) from exc
         except NotFoundError as exc:
             raise SessionNotFoundError(f"Session {session.id} not found.") from exc
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
-        _appended(session, event.timestamp, str(seq))
+        finally:
+            turn[1] -= 1
+            if not turn[1]:
+                del self._appending[cid]
         if plain:  # _commit_event_to_session and _update_session_state
             actions = event.actions
             delta = actions.state_delta if actions else None
