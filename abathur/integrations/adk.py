@@ -26,10 +26,12 @@ differences):
 - State. ``app:`` and ``user:`` keys use abathur's shared state scopes;
   ``temp:`` keys are never persisted (ADK's rule, applied here: abathur's core
   keeps them until the session ends).
-- Staleness. A session read or written through this service carries the seq
-  of its newest event as ADK's storage marker; ``append_event`` passes it as
-  ``expected_seq``, so an append from an outdated copy raises ADK's
-  ``StaleSessionError`` (a ``ValueError``), as ADK's own services do.
+- Staleness. A session created, read (``get_session``, not ``list_sessions``)
+  or written through this service carries the seq of its newest event as
+  ADK's storage marker; ``append_event`` passes it as ``expected_seq``, so an
+  append from an outdated copy raises ADK's ``StaleSessionError`` (a
+  ``ValueError``), as ADK's own services do. The appends of one session run
+  one at a time in the service, so coroutines sharing a Session are not stale.
 - ``last_update_time`` is, as in ADK, the timestamp of the session's newest
   event (the creation time before the first); ``list_sessions`` reports the
   time abathur stored the session's last write instead (see the docs).
