@@ -88,7 +88,6 @@ STALE_MESSAGE = (
     "The session has been modified in storage since it was loaded. "
     "Please reload the session before appending more events."
 )
-LIST_PAGE = 500
 
 
 # The characters ``quote(part, safe="")`` leaves as they are.
@@ -354,31 +353,26 @@ class AbathurSessionService(BaseSessionService):
         sessions = await self._sessions()
         found: list[Session] = []
         shared: dict[str, dict[str, Any]] = {}
-        before: str | None = None
-        while True:
-            page = await sessions.list_sessions(
-                app_name=app_name, user_id=user_id, limit=LIST_PAGE, before=before
-            )
-            for row in page:
-                ids = adk_session_id(row["id"])
-                if ids is None or ids[0] != app_name or ids[1] != row["user_id"]:
-                    continue  # not an ADK session of this app
-                owner = row["user_id"]
-                if owner not in shared:
-                    shared[owner] = await sessions.get_shared_state(app_name, owner)
-                found.append(
-                    Session(
-                        id=ids[2],
-                        app_name=app_name,
-                        user_id=owner,
-                        state={**row["state"], **shared[owner]},
-                        events=[],
-                        last_update_time=row["last_update_time"].timestamp(),
-                    )
+        # One read, as ADK's services list: pages read one after another fail
+        # when the session a page ends with is deleted before the next.
+        rows = await sessions.list_sessions(app_name=app_name, user_id=user_id, limit=MAX_COUNT)
+        for row in rows:
+            ids = adk_session_id(row["id"])
+            if ids is None or ids[0] != app_name or ids[1] != row["user_id"]:
+                continue  # not an ADK session of this app
+            owner = row["user_id"]
+            if owner not in shared:
+                shared[owner] = await sessions.get_shared_state(app_name, owner)
+            found.append(
+                Session(
+                    id=ids[2],
+                    app_name=app_name,
+                    user_id=owner,
+                    state={**row["state"], **shared[owner]},
+                    events=[],
+                    last_update_time=row["last_update_time"].timestamp(),
                 )
-            if len(page) < LIST_PAGE:
-                break
-            before = page[-1]["id"]
+            )
         found.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=found)
 

@@ -306,3 +306,27 @@ async def test_num_recent_events_beyond_any_log_reads_every_event(
     )  # fmt: skip
     assert got is not None and [e.timestamp for e in got.events] == [10.0, 20.0]
     assert got.last_update_time == 20.0 and got._storage_update_marker == "2"
+
+
+async def test_list_sessions_while_a_session_is_deleted(
+    service: AbathurSessionService, db: Database
+) -> None:
+    """A session deleted while an app's sessions are listed: the listing
+    reads one snapshot (as ADK's services do), it never fails half-way on a
+    row that is gone (the app has more sessions than one page of 500)."""
+    for i in range(502):
+        await service.create_session(app_name="app", user_id=f"u{i % 2}", session_id=f"s{i:03d}")
+    listed = db.sessions.list_sessions
+    deleted: list[str] = []
+
+    async def listing_then_a_delete(**query: Any) -> Any:
+        page = await listed(**query)
+        if not deleted:  # another caller deletes the last session read
+            deleted.append(page[-1]["id"])
+            await db.sessions.delete_session(page[-1]["id"])
+        return page
+
+    db.sessions.list_sessions = listing_then_a_delete  # type: ignore[method-assign]
+    got = (await service.list_sessions(app_name="app")).sessions
+    assert deleted and len(got) == 502
+    assert {(s.user_id, s.id) for s in got} == {(f"u{i % 2}", f"s{i:03d}") for i in range(502)}
