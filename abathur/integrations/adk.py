@@ -331,10 +331,15 @@ class AbathurSessionService(BaseSessionService):
         got: SessionLog | SessionWithEvents | None
         # ADK applies after_timestamp only when truthy; a log holds at most
         # MAX_COUNT events, so a larger num_recent_events reads every one.
-        if recent is not None and not after and recent <= MAX_COUNT:
-            got = await sessions.get_session(cid, recent_events=max(recent, 1), events_as_text=True)
-        else:
-            got = await sessions.get_session_log(cid)
+        try:
+            if recent is not None and not after and recent <= MAX_COUNT:
+                got = await sessions.get_session(
+                    cid, recent_events=max(recent, 1), events_as_text=True
+                )
+            else:
+                got = await sessions.get_session_log(cid)
+        except ValidationError:  # an id too long to store: no such session
+            return None
         if got is None:
             return None
         events = _to_events(got["events"])
@@ -355,7 +360,10 @@ class AbathurSessionService(BaseSessionService):
         shared: dict[str, dict[str, Any]] = {}
         # One read, as ADK's services list: pages read one after another fail
         # when the session a page ends with is deleted before the next.
-        rows = await sessions.list_sessions(app_name=app_name, user_id=user_id, limit=MAX_COUNT)
+        try:
+            rows = await sessions.list_sessions(app_name=app_name, user_id=user_id, limit=MAX_COUNT)
+        except ValidationError:  # names create_session refuses (empty, NUL, too long)
+            return ListSessionsResponse()
         for row in rows:
             ids = adk_session_id(row["id"])
             if ids is None or ids[0] != app_name or ids[1] != row["user_id"]:
@@ -378,12 +386,16 @@ class AbathurSessionService(BaseSessionService):
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         sessions = await self._sessions()
-        with contextlib.suppress(NotFoundError):  # ADK deletes a missing session silently
+        # ADK deletes a missing session silently (also one whose id is too long to store).
+        with contextlib.suppress(NotFoundError, ValidationError):
             await sessions.delete_session(abathur_session_id(app_name, user_id, session_id))
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         sessions = await self._sessions()
-        shared = await sessions.get_shared_state(app_name, user_id)
+        try:
+            shared = await sessions.get_shared_state(app_name, user_id)
+        except ValidationError:  # names create_session refuses (empty, NUL, too long)
+            return {}
         prefix = State.USER_PREFIX
         return {k[len(prefix) :]: v for k, v in shared.items() if k.startswith(prefix)}
 

@@ -330,3 +330,28 @@ async def test_list_sessions_while_a_session_is_deleted(
     got = (await service.list_sessions(app_name="app")).sessions
     assert deleted and len(got) == 502
     assert {(s.user_id, s.id) for s in got} == {(f"u{i % 2}", f"s{i:03d}") for i in range(502)}
+
+
+@pytest.mark.parametrize(
+    ("app", "user", "sid"),
+    [
+        ("", "", "s"),
+        ("app", "", "s"),
+        ("a\x00", "u", "s"),
+        ("a" * 2000, "u", "s"),
+        ("app", "u", "s" * 2000),
+    ],
+)
+async def test_reads_of_a_session_no_one_can_create_find_nothing(
+    service: AbathurSessionService, app: str, user: str, sid: str
+) -> None:
+    """Names and ids abathur cannot store (empty, NUL, too long) are refused
+    by create_session; a read of them finds nothing, as ADK's services answer
+    for a session that does not exist, instead of raising."""
+    with pytest.raises(ValueError):
+        await service.create_session(app_name=app, user_id=user, session_id=sid)
+    assert await service.get_session(app_name=app, user_id=user, session_id=sid) is None
+    assert (await service.list_sessions(app_name=app, user_id=user)).sessions == []
+    assert (await service.list_sessions(app_name=app)).sessions == []
+    assert await service.get_user_state(app_name=app, user_id=user) == {}
+    await service.delete_session(app_name=app, user_id=user, session_id=sid)
