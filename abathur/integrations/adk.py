@@ -26,10 +26,12 @@ differences):
 - State. ``app:`` and ``user:`` keys use abathur's shared state scopes;
   ``temp:`` keys are never persisted (ADK's rule, applied here: abathur's core
   keeps them until the session ends).
-- Staleness. A session read or written through this service carries the seq
-  of its newest event as ADK's storage marker; ``append_event`` passes it as
-  ``expected_seq``, so an append from an outdated copy raises ADK's
-  ``StaleSessionError`` (a ``ValueError``), as ADK's own services do.
+- Staleness. A session created, read (``get_session``, not ``list_sessions``)
+  or written through this service carries the seq of its newest event as
+  ADK's storage marker; ``append_event`` passes it as ``expected_seq``, so an
+  append from an outdated copy raises ADK's ``StaleSessionError`` (a
+  ``ValueError``), as ADK's own services do. The appends of one session run
+  one at a time in the service, so coroutines sharing a Session are not stale.
 - ``last_update_time`` is, as in ADK, the timestamp of the session's newest
   event (the creation time before the first); ``list_sessions`` reports the
   time abathur stored the session's last write instead (see the docs).
@@ -63,6 +65,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import URL
 
 from abathur.domain.sessions import SessionLog, SessionWithEvents
+from abathur.domain.values import MAX_COUNT
 from abathur.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -85,7 +88,6 @@ STALE_MESSAGE = (
     "The session has been modified in storage since it was loaded. "
     "Please reload the session before appending more events."
 )
-LIST_PAGE = 500
 
 
 # The characters ``quote(part, safe="")`` leaves as they are.
@@ -253,8 +255,12 @@ class AbathurSessionService(BaseSessionService):
         else:
             self._db = Database(db_or_url, **engine_options)
             self._owned = True
+            self._source = (db_or_url, engine_options)
         self._ready = not self._owned
         self._init_lock = asyncio.Lock()
+        # The appends of each session under way in this process, one at a
+        # time (as ADK's DatabaseSessionService does): [its lock, its callers].
+        self._appending: dict[str, list[Any]] = {}
 
     @property
     def database(self) -> Database:
@@ -264,12 +270,16 @@ class AbathurSessionService(BaseSessionService):
         if not self._ready:
             async with self._init_lock:
                 if not self._ready:
+                    if self._db.closed:  # close()d: open the database again, as ADK's service does
+                        url, options = self._source
+                        self._db = Database(url, **options)
                     await self._db.initialize()
                     self._ready = True
         return self._db.sessions
 
     async def close(self) -> None:
-        """Close the database if this service opened it."""
+        """Close the database if this service opened it (a later call opens
+        it again, as a new ``database``)."""
         if self._owned:
             await self._db.close()
             self._ready = False
@@ -319,10 +329,17 @@ class AbathurSessionService(BaseSessionService):
         recent = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
         got: SessionLog | SessionWithEvents | None
-        if recent is not None and not after:  # ADK applies after_timestamp only when truthy
-            got = await sessions.get_session(cid, recent_events=max(recent, 1), events_as_text=True)
-        else:
-            got = await sessions.get_session_log(cid)
+        # ADK applies after_timestamp only when truthy; a log holds at most
+        # MAX_COUNT events, so a larger num_recent_events reads every one.
+        try:
+            if recent is not None and not after and recent <= MAX_COUNT:
+                got = await sessions.get_session(
+                    cid, recent_events=max(recent, 1), events_as_text=True
+                )
+            else:
+                got = await sessions.get_session_log(cid)
+        except ValidationError:  # an id too long to store: no such session
+            return None
         if got is None:
             return None
         events = _to_events(got["events"])
@@ -341,42 +358,44 @@ class AbathurSessionService(BaseSessionService):
         sessions = await self._sessions()
         found: list[Session] = []
         shared: dict[str, dict[str, Any]] = {}
-        before: str | None = None
-        while True:
-            page = await sessions.list_sessions(
-                app_name=app_name, user_id=user_id, limit=LIST_PAGE, before=before
-            )
-            for row in page:
-                ids = adk_session_id(row["id"])
-                if ids is None or ids[0] != app_name or ids[1] != row["user_id"]:
-                    continue  # not an ADK session of this app
-                owner = row["user_id"]
-                if owner not in shared:
-                    shared[owner] = await sessions.get_shared_state(app_name, owner)
-                found.append(
-                    Session(
-                        id=ids[2],
-                        app_name=app_name,
-                        user_id=owner,
-                        state={**row["state"], **shared[owner]},
-                        events=[],
-                        last_update_time=row["last_update_time"].timestamp(),
-                    )
+        # One read, as ADK's services list: pages read one after another fail
+        # when the session a page ends with is deleted before the next.
+        try:
+            rows = await sessions.list_sessions(app_name=app_name, user_id=user_id, limit=MAX_COUNT)
+        except ValidationError:  # names create_session refuses (empty, NUL, too long)
+            return ListSessionsResponse()
+        for row in rows:
+            ids = adk_session_id(row["id"])
+            if ids is None or ids[0] != app_name or ids[1] != row["user_id"]:
+                continue  # not an ADK session of this app
+            owner = row["user_id"]
+            if owner not in shared:
+                shared[owner] = await sessions.get_shared_state(app_name, owner)
+            found.append(
+                Session(
+                    id=ids[2],
+                    app_name=app_name,
+                    user_id=owner,
+                    state={**row["state"], **shared[owner]},
+                    events=[],
+                    last_update_time=row["last_update_time"].timestamp(),
                 )
-            if len(page) < LIST_PAGE:
-                break
-            before = page[-1]["id"]
+            )
         found.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=found)
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         sessions = await self._sessions()
-        with contextlib.suppress(NotFoundError):  # ADK deletes a missing session silently
+        # ADK deletes a missing session silently (also one whose id is too long to store).
+        with contextlib.suppress(NotFoundError, ValidationError):
             await sessions.delete_session(abathur_session_id(app_name, user_id, session_id))
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         sessions = await self._sessions()
-        shared = await sessions.get_shared_state(app_name, user_id)
+        try:
+            shared = await sessions.get_shared_state(app_name, user_id)
+        except ValidationError:  # names create_session refuses (empty, NUL, too long)
+            return {}
         prefix = State.USER_PREFIX
         return {k[len(prefix) :]: v for k, v in shared.items() if k.startswith(prefix)}
 
@@ -404,20 +423,34 @@ class AbathurSessionService(BaseSessionService):
             event = self._trim_temp_delta_state(event)
             delta = event.actions.state_delta if event.actions else None
         document = {"event_id": event.id, **event.model_dump(mode="json", exclude_none=True)}
-        marker = _marker(session)
-        expected = int(marker) if isinstance(marker, str) and marker.isdigit() else None
         cid = abathur_session_id(session.app_name, session.user_id, session.id)
+        # One append of a session at a time: coroutines sharing one Session
+        # each read its marker after the previous append set it.
+        turn = self._appending.get(cid)
+        if turn is None:
+            turn = self._appending[cid] = [asyncio.Lock(), 0]
+        turn[1] += 1
         try:
-            seq = await sessions.append_events(
-                cid, [document], _json_safe(dict(delta)) if delta else None, expected_seq=expected
-            )
+            async with turn[0]:
+                marker = _marker(session)
+                expected = int(marker) if isinstance(marker, str) and marker.isdigit() else None
+                seq = await sessions.append_events(
+                    cid,
+                    [document],
+                    _json_safe(dict(delta)) if delta else None,
+                    expected_seq=expected,
+                )
+                _appended(session, event.timestamp, str(seq))
         except StaleSessionError as exc:
             raise AdkStaleSessionError(STALE_MESSAGE) from exc
         except NotFoundError as exc:
             raise SessionNotFoundError(f"Session {session.id} not found.") from exc
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
-        _appended(session, event.timestamp, str(seq))
+        finally:
+            turn[1] -= 1
+            if not turn[1]:
+                del self._appending[cid]
         if plain:  # _commit_event_to_session and _update_session_state
             actions = event.actions
             delta = actions.state_delta if actions else None

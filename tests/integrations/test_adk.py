@@ -3,6 +3,8 @@ identity mapping, what is stored, listings, errors and ownership, on both backen
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 
 from abathur.infrastructure.database import Database
 from abathur.integrations.adk import AbathurSessionService, abathur_session_id, adk_session_id
+from tests.conftest import PG_URL, pg_schema
 
 AWKWARD = ["plain", "a/b", "100%", "x:y", "%2F", "", "é ✓", "a/b/c"]
 
@@ -219,3 +222,136 @@ async def test_a_runner_with_an_agent_keeps_its_conversation_in_abathur(db: Data
     # output_key wrote a user: key: shared with the user's next session.
     other = await sessions.create_session(app_name="support", user_id="alice")
     assert other.state == {"user:last": "hi!"}
+
+
+async def test_appends_from_many_coroutines_to_one_session_are_all_stored(
+    service: AbathurSessionService,
+) -> None:
+    """ADK's services serialise the appends of one session inside the process:
+    coroutines sharing one Session object each append after the other, none
+    of them stale (the copy they share is always the newest)."""
+    session = await service.create_session(app_name="app", user_id="u")
+    events = [
+        Event(
+            author="a",
+            invocation_id=str(i),
+            actions=EventActions(state_delta={f"k{i}": i, f"user:k{i}": i, "temp:t": i}),
+        )
+        for i in range(20)
+    ]
+    results = await asyncio.gather(
+        *(service.append_event(session, event) for event in events), return_exceptions=True
+    )
+    assert results == events
+    got = await service.get_session(app_name="app", user_id="u", session_id=session.id)
+    assert got is not None
+    assert [e.invocation_id for e in got.events] == [e.invocation_id for e in session.events]
+    assert sorted(e.invocation_id for e in got.events) == sorted(str(i) for i in range(20))
+    assert got.state == {**{f"k{i}": i for i in range(20)}, **{f"user:k{i}": i for i in range(20)}}
+    assert got._storage_update_marker == session._storage_update_marker == "20"
+    # The shared copy is still the newest one: the next append is not stale.
+    await service.append_event(session, Event(author="a"))
+
+
+@pytest.fixture
+async def url_and_options(
+    backend: str, tmp_path: Path
+) -> AsyncGenerator[tuple[Any, dict[str, Any]], None]:
+    """A database the service opens itself: a path on SQLite, a URL (and its
+    own schema) on PostgreSQL."""
+    if backend == "sqlite":
+        yield tmp_path / "own.db", {}
+        return
+    assert PG_URL
+    async with pg_schema() as schema:
+        yield PG_URL, {"connect_args": {"server_settings": {"search_path": schema}}}
+
+
+async def test_a_closed_service_that_owns_its_database_opens_it_again(
+    url_and_options: tuple[Any, dict[str, Any]],
+) -> None:
+    """As ADK's DatabaseSessionService (whose close() disposes of the engine's
+    connections): a service used after close() works on the same database."""
+    url, options = url_and_options
+    service = AbathurSessionService(url, **options)
+    session = await service.create_session(app_name="app", user_id="u", session_id="s")
+    await service.close()
+    first = service.database
+    assert first.closed
+    got = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert got is not None and got.id == "s"
+    await service.append_event(got, Event(author="user"))
+    assert service.database is not first and not service.database.closed
+    async with service:
+        await service.append_event(got, Event(author="user"))
+    assert service.database.closed
+    again = await service.get_session(app_name="app", user_id="u", session_id="s")
+    assert again is not None and len(again.events) == 2
+    assert session.id == again.id
+    await service.close()
+
+
+@pytest.mark.parametrize("recent", [2**31 - 1, 2**31, sys.maxsize, 2**70])
+async def test_num_recent_events_beyond_any_log_reads_every_event(
+    service: AbathurSessionService, recent: int
+) -> None:
+    """``num_recent_events=sys.maxsize`` ("no limit") is a valid config, as in
+    ADK's services: every event, not abathur's limit on a count."""
+    session = await service.create_session(app_name="app", user_id="u")
+    for ts in (10.0, 20.0):
+        await service.append_event(session, Event(author="user", timestamp=ts))
+    got = await service.get_session(
+        app_name="app", user_id="u", session_id=session.id,
+        config=GetSessionConfig(num_recent_events=recent),
+    )  # fmt: skip
+    assert got is not None and [e.timestamp for e in got.events] == [10.0, 20.0]
+    assert got.last_update_time == 20.0 and got._storage_update_marker == "2"
+
+
+async def test_list_sessions_while_a_session_is_deleted(
+    service: AbathurSessionService, db: Database
+) -> None:
+    """A session deleted while an app's sessions are listed: the listing
+    reads one snapshot (as ADK's services do), it never fails half-way on a
+    row that is gone (the app has more sessions than one page of 500)."""
+    for i in range(502):
+        await service.create_session(app_name="app", user_id=f"u{i % 2}", session_id=f"s{i:03d}")
+    listed = db.sessions.list_sessions
+    deleted: list[str] = []
+
+    async def listing_then_a_delete(**query: Any) -> Any:
+        page = await listed(**query)
+        if not deleted:  # another caller deletes the last session read
+            deleted.append(page[-1]["id"])
+            await db.sessions.delete_session(page[-1]["id"])
+        return page
+
+    db.sessions.list_sessions = listing_then_a_delete  # type: ignore[method-assign]
+    got = (await service.list_sessions(app_name="app")).sessions
+    assert deleted and len(got) == 502
+    assert {(s.user_id, s.id) for s in got} == {(f"u{i % 2}", f"s{i:03d}") for i in range(502)}
+
+
+@pytest.mark.parametrize(
+    ("app", "user", "sid"),
+    [
+        ("", "", "s"),
+        ("app", "", "s"),
+        ("a\x00", "u", "s"),
+        ("a" * 2000, "u", "s"),
+        ("app", "u", "s" * 2000),
+    ],
+)
+async def test_reads_of_a_session_no_one_can_create_find_nothing(
+    service: AbathurSessionService, app: str, user: str, sid: str
+) -> None:
+    """Names and ids abathur cannot store (empty, NUL, too long) are refused
+    by create_session; a read of them finds nothing, as ADK's services answer
+    for a session that does not exist, instead of raising."""
+    with pytest.raises(ValueError):
+        await service.create_session(app_name=app, user_id=user, session_id=sid)
+    assert await service.get_session(app_name=app, user_id=user, session_id=sid) is None
+    assert (await service.list_sessions(app_name=app, user_id=user)).sessions == []
+    assert (await service.list_sessions(app_name=app)).sessions == []
+    assert await service.get_user_state(app_name=app, user_id=user) == {}
+    await service.delete_session(app_name=app, user_id=user, session_id=sid)

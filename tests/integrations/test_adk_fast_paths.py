@@ -161,6 +161,7 @@ def a_service(cls: type[AbathurSessionService]) -> tuple[AbathurSessionService, 
     stub = Stub()
     service._db = type("Db", (), {"sessions": stub})()
     service._ready = True
+    service._appending = {}
     return service, stub
 
 
