@@ -433,34 +433,45 @@ class AbathurStore(BaseStore):
         self, sweep_interval_minutes: float | None = None
     ) -> asyncio.Task[None]:
         """Start sweeping every ``sweep_interval_minutes`` (else the TTL config's
-        ``sweep_interval_minutes``, else 5) on the store's loop; the sweeper task."""
-        return await self._async(self._start_sweeper(sweep_interval_minutes))
+        ``sweep_interval_minutes``, else 5) on the store's loop; a task of the
+        caller's loop that ends when the sweeper stops (cancelling it stops
+        the sweeper)."""
+        if self._on_loop():
+            return await self._start_sweeper(sweep_interval_minutes)
+        task = await self._async(self._start_sweeper(sweep_interval_minutes))
+        waiter = self._waiter(task)
+        follower = asyncio.create_task(self._follow(waiter), name="abathur-langgraph-ttl-sweeper")
+        # Cancelled even before it starts, the follower cancels the waiter.
+        follower.add_done_callback(lambda f: waiter.cancel() if f.cancelled() else None)
+        return follower
+
+    @staticmethod
+    async def _follow(waiter: concurrent.futures.Future[None]) -> None:
+        await asyncio.wrap_future(waiter)
+
+    def _waiter(self, task: asyncio.Task[None]) -> concurrent.futures.Future[None]:
+        """A future of the sweeper ``task``'s end; cancelling it stops the
+        sweeper, as cancelling the future LangGraph's stores return does."""
+        waiter = asyncio.run_coroutine_threadsafe(self._await_sweeper(task), self._loop)
+
+        def cancelled(f: concurrent.futures.Future[None]) -> None:
+            if f.cancelled():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self._loop.call_soon_threadsafe(self._signal_stop, task)
+
+        waiter.add_done_callback(cancelled)
+        return waiter
+
+    @staticmethod
+    async def _await_sweeper(task: asyncio.Task[None]) -> None:
+        await asyncio.shield(task)
 
     def start_ttl_sweeper(
         self, sweep_interval_minutes: float | None = None
     ) -> concurrent.futures.Future[None]:
         """As ``astart_ttl_sweeper``, from sync code: a future that completes
-        when the sweeper stops."""
-        task = self._sync(self._start_sweeper(sweep_interval_minutes))
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def finished(t: asyncio.Task[None]) -> None:
-            if done.done():  # cancelled by its caller
-                return
-            if t.cancelled():
-                done.cancel()
-            elif t.exception() is not None:
-                done.set_exception(t.exception())
-            else:
-                done.set_result(None)
-
-        def cancelled(f: concurrent.futures.Future[None]) -> None:
-            if f.cancelled() and not self._loop.is_closed():  # as LangGraph's: cancel stops it
-                self._loop.call_soon_threadsafe(self._signal_stop, task)
-
-        self._loop.call_soon_threadsafe(task.add_done_callback, finished)
-        done.add_done_callback(cancelled)
-        return done
+        when the sweeper stops (cancelling it stops the sweeper)."""
+        return self._waiter(self._sync(self._start_sweeper(sweep_interval_minutes)))
 
     def _signal_stop(self, task: asyncio.Task[None]) -> None:
         if self._sweeper is task and self._sweeper_stop is not None:

@@ -165,3 +165,30 @@ async def test_the_sweeper_stops_when_its_database_is_closed(
     assert "the database is closed" in caplog.text
     assert "TTL sweep failed" not in caplog.text
     assert await store.astop_ttl_sweeper() is True
+
+
+async def test_a_sweeper_started_from_another_loop_is_a_task_of_the_callers_loop(
+    tmp_path: Path,
+) -> None:
+    # Made without a running loop (as at a module's top level), the store runs
+    # a loop of its own; the sweeper's task must still be the caller's to
+    # await and cancel, as LangGraph's astart_ttl_sweeper's is.
+    store = await asyncio.to_thread(AbathurStore, tmp_path / "lg.db", ttl={"default_ttl": 1})
+    try:
+        first = await store.astart_ttl_sweeper(60)
+        assert first.get_loop() is asyncio.get_running_loop()
+        assert await store.astop_ttl_sweeper(timeout=5) is True
+        assert await asyncio.wait_for(first, 5) is None  # ends when the sweeper stops
+        second = await store.astart_ttl_sweeper(60)
+        sweeper = store._sweeper
+        assert sweeper is not None and not sweeper.done()
+        second.cancel()
+        await asyncio.wait({second})
+        for _ in range(100):  # a bound, not a timing assertion
+            if sweeper.done():
+                break
+            await asyncio.sleep(0.05)
+        assert sweeper.done()  # cancelling the caller's task stopped the sweeper
+        assert await store.astop_ttl_sweeper(timeout=5) is True
+    finally:
+        await asyncio.to_thread(store.close)
