@@ -143,8 +143,8 @@ def langgraph_namespace(namespace: str, root: str = DEFAULT_ROOT) -> tuple[str, 
 def index_fields(paths: Iterable[str]) -> list[str]:
     """LangGraph field paths as abathur's embedder fields: ``"$"`` (the whole
     value) and dotted names are the same; array paths (``a[*].b``, ``a[0]``)
-    have no abathur equivalent and are a ValidationError."""
-    fields = list(paths)
+    have no abathur equivalent and are a ValidationError. A string is one path."""
+    fields = [paths] if isinstance(paths, str) else list(paths)
     for path in fields:
         if not isinstance(path, str) or "[" in path or "]" in path:
             raise ValidationError(
@@ -617,7 +617,7 @@ class AbathurStore(BaseStore):
         if op.index is False:
             index = False
         elif op.index is not None:
-            index = index_fields(op.index)
+            index = index_fields(op.index) or False  # no fields: nothing to embed
         await memory.put_memory(
             namespace,
             op.key,

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from langgraph.store.base import PutOp
 
+from abathur.embeddings.hashing import HashingEmbedder
 from abathur.errors import DatabaseBusyError, DatabaseClosedError, ValidationError
 from abathur.infrastructure.database import Database
-from abathur.integrations.langgraph import AbathurStore
+from abathur.integrations.langgraph import AbathurStore, index_fields
 
 TENTH_OF_A_SECOND = 1 / 600  # minutes
 
@@ -192,3 +193,20 @@ async def test_a_sweeper_started_from_another_loop_is_a_task_of_the_callers_loop
         assert await store.astop_ttl_sweeper(timeout=5) is True
     finally:
         await asyncio.to_thread(store.close)
+
+
+async def test_an_empty_index_list_embeds_nothing_and_a_string_is_one_path(db: Database) -> None:
+    hashing = HashingEmbedder(dims=64)
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [hashing.vector(t) for t in texts]
+
+    store = AbathurStore(db, index={"dims": 64, "embed": embed, "fields": ["text"]})
+    await store.aput(("d",), "none", {"text": "cats purr"}, index=[])  # as index=False
+    await store.aput(("d",), "one", {"note": "cats purr"}, index="note")  # type: ignore[arg-type]
+    await store.aput(("d",), "all", {"text": "cats purr"})
+    found = {i.key for i in await store.asearch(("d",), query="cats purr", limit=10)}
+    assert found == {"one", "all"}
+    item = await store.aget(("d",), "none")
+    assert item is not None and item.value == {"text": "cats purr"}
+    assert index_fields("a.b") == ["a.b"]
