@@ -45,7 +45,8 @@ differences):
   ``asyncio.InvalidStateError`` on the loop's own thread (where blocking would
   deadlock), as LangGraph's async stores do. Once that loop is closed (by
   ``close()``, or by the end of the ``asyncio.run`` the store was made in)
-  every call raises ``DatabaseClosedError``.
+  every call raises ``DatabaseClosedError``; while it is stopped but not
+  closed, ``asyncio.InvalidStateError`` (instead of waiting forever).
 """
 
 from __future__ import annotations
@@ -287,6 +288,12 @@ class AbathurStore(BaseStore):
             raise DatabaseClosedError(
                 "this AbathurStore is closed: its event loop is closed (close() ends a "
                 "store's own loop; asyncio.run ends the one it was made in); make a new store"
+            )
+        if self._thread is None and not self._loop.is_running():  # a call would wait forever
+            coro.close()
+            raise asyncio.InvalidStateError(
+                "the event loop this AbathurStore was made in is not running: call it while "
+                "that loop runs (or await it there), or make the store outside any loop"
             )
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -210,3 +211,36 @@ async def test_an_empty_index_list_embeds_nothing_and_a_string_is_one_path(db: D
     item = await store.aget(("d",), "none")
     assert item is not None and item.value == {"text": "cats purr"}
     assert index_fields("a.b") == ["a.b"]
+
+
+def test_calls_while_the_stores_loop_is_stopped_raise_instead_of_hanging(tmp_path: Path) -> None:
+    async def make() -> AbathurStore:
+        store = AbathurStore(tmp_path / "lg.db")
+        await store.aput(("a",), "k", {"v": 1})
+        return store
+
+    loop = asyncio.new_event_loop()
+    try:
+        store = loop.run_until_complete(make())  # bound to ``loop``, which then stops
+        outcomes: list[BaseException | None] = []
+
+        def calls() -> None:
+            for call in (
+                lambda: store.get(("a",), "k"),
+                lambda: asyncio.run(store.aget(("a",), "k")),
+            ):
+                try:
+                    call()
+                    outcomes.append(None)
+                except BaseException as exc:
+                    outcomes.append(exc)
+
+        caller = threading.Thread(target=calls, daemon=True)  # a hang must not hang the run
+        caller.start()
+        caller.join(timeout=20)  # a bound, not a timing assertion
+        assert not caller.is_alive(), "a call on a stopped loop hangs"
+        assert all(isinstance(o, asyncio.InvalidStateError) for o in outcomes), outcomes
+        assert "not running" in str(outcomes[0])
+        loop.run_until_complete(store.aclose())  # on its own loop it still works
+    finally:
+        loop.close()
