@@ -35,13 +35,18 @@ differences):
   until a sweep). ``refresh_on_read: True`` in the TTL config makes reads
   push the expiry (as in LangGraph's SQLite store, not without it). ``sweep_ttl``
   soft-deletes expired keys (``MemoryService.sweep_expired``); the sweeper
-  (``start_ttl_sweeper``) runs it every ``sweep_interval_minutes``.
+  (``start_ttl_sweeper``) runs it every ``sweep_interval_minutes``, logs a
+  failed sweep and goes on (stopping once the database is closed), and stops
+  when the future or task it returned is cancelled.
 - Threads and loops. The store is bound to one event loop: the one running
   when it is created, or else a private loop in a daemon thread of its own.
   Async methods run there (awaited from another loop, they hop over); sync
   methods called from any other thread block on it, and raise
   ``asyncio.InvalidStateError`` on the loop's own thread (where blocking would
-  deadlock), as LangGraph's async stores do.
+  deadlock), as LangGraph's async stores do. Once that loop is closed (by
+  ``close()``, or by the end of the ``asyncio.run`` the store was made in)
+  every call raises ``DatabaseClosedError``; while it is stopped but not
+  closed, ``asyncio.InvalidStateError`` (instead of waiting forever).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
+import math
 import threading
 from collections.abc import Coroutine, Iterable
 from datetime import timedelta
@@ -77,11 +84,12 @@ from sqlalchemy.engine import URL
 from abathur.domain.memory import MemoryDict
 from abathur.domain.values import bool_arg, brief_repr
 from abathur.embeddings.embedder import WHOLE_VALUE, Embedder
-from abathur.errors import AlreadyExistsError, ValidationError
+from abathur.errors import AlreadyExistsError, DatabaseClosedError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 
 T = TypeVar("T")
+LOG = logging.getLogger("abathur")
 
 DEFAULT_ROOT = "app:langgraph"
 DEFAULT_TASK_ID = "langgraph-store"
@@ -136,14 +144,31 @@ def langgraph_namespace(namespace: str, root: str = DEFAULT_ROOT) -> tuple[str, 
 def index_fields(paths: Iterable[str]) -> list[str]:
     """LangGraph field paths as abathur's embedder fields: ``"$"`` (the whole
     value) and dotted names are the same; array paths (``a[*].b``, ``a[0]``)
-    have no abathur equivalent and are a ValidationError."""
-    fields = list(paths)
+    have no abathur equivalent and are a ValidationError. A string is one path."""
+    fields = [paths] if isinstance(paths, str) else list(paths)
     for path in fields:
         if not isinstance(path, str) or "[" in path or "]" in path:
             raise ValidationError(
                 f"index field {path!r}: abathur embeds '$' or dotted object paths, not array paths"
             )
     return fields
+
+
+def ttl_delta(minutes: Any) -> timedelta | None:
+    """A put's ``ttl`` (minutes, LangGraph's unit) as a ``timedelta``; one that
+    is no positive duration (NaN, infinite, too large, not a number, zero or
+    negative) is a ValidationError."""
+    if minutes is None:
+        return None
+    try:
+        delta = timedelta(minutes=minutes)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(
+            f"ttl must be a number of minutes a timedelta holds, not {brief_repr(minutes)}"
+        ) from exc
+    if delta <= timedelta(0):
+        raise ValidationError(f"ttl must be positive, not {brief_repr(minutes)} minutes")
+    return delta
 
 
 def index_embedder(index: IndexConfig) -> Embedder:
@@ -257,8 +282,23 @@ class AbathurStore(BaseStore):
         except RuntimeError:
             return False
 
+    def _check_open(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._loop.is_closed():
+            coro.close()
+            raise DatabaseClosedError(
+                "this AbathurStore is closed: its event loop is closed (close() ends a "
+                "store's own loop; asyncio.run ends the one it was made in); make a new store"
+            )
+        if self._thread is None and not self._loop.is_running():  # a call would wait forever
+            coro.close()
+            raise asyncio.InvalidStateError(
+                "the event loop this AbathurStore was made in is not running: call it while "
+                "that loop runs (or await it there), or make the store outside any loop"
+            )
+
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the store's loop from a thread other than the loop's."""
+        self._check_open(coro)
         if self._on_loop():
             coro.close()
             raise asyncio.InvalidStateError(
@@ -272,6 +312,7 @@ class AbathurStore(BaseStore):
         """Await ``coro`` on the store's loop, from it or from another loop."""
         if self._on_loop():
             return await coro
+        self._check_open(coro)
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return await asyncio.wrap_future(future)
 
@@ -316,10 +357,14 @@ class AbathurStore(BaseStore):
 
     async def aclose(self) -> None:
         """Stop the sweeper and close the database if the store opened it."""
+        if self._loop.is_closed():  # closed already, or its loop has ended
+            return
         await self._async(self._close())
 
     def close(self) -> None:
         """As ``aclose``, from sync code; also ends the store's private loop thread."""
+        if self._loop.is_closed():  # closed already, or its loop has ended
+            return
         if self._thread is None:
             self._sync(self._close())
             return
@@ -364,7 +409,7 @@ class AbathurStore(BaseStore):
         config = self.ttl_config or {}
         interval = minutes if minutes is not None else config.get("sweep_interval_minutes")
         seconds = float(interval if interval is not None else DEFAULT_SWEEP_MINUTES) * 60
-        if seconds <= 0:
+        if not 0 < seconds < math.inf:  # NaN too
             raise ValidationError(
                 f"sweep interval must be positive, not {brief_repr(interval)} minutes"
             )
@@ -377,7 +422,15 @@ class AbathurStore(BaseStore):
                     return
                 except TimeoutError:
                     pass
-                await self._sweep()
+                try:
+                    await self._sweep()
+                except DatabaseClosedError:  # for good: no later sweep can work
+                    LOG.warning("LangGraph store TTL sweeper stops: the database is closed")
+                    return
+                except Exception:  # the next sweep may work (LangGraph's sweepers go on too)
+                    LOG.exception(
+                        "LangGraph store TTL sweep failed; sweeping again in %s s", seconds
+                    )
 
         self._sweeper_stop = stop
         self._sweeper = asyncio.create_task(run(), name="abathur-langgraph-ttl-sweeper")
@@ -387,27 +440,49 @@ class AbathurStore(BaseStore):
         self, sweep_interval_minutes: float | None = None
     ) -> asyncio.Task[None]:
         """Start sweeping every ``sweep_interval_minutes`` (else the TTL config's
-        ``sweep_interval_minutes``, else 5) on the store's loop; the sweeper task."""
-        return await self._async(self._start_sweeper(sweep_interval_minutes))
+        ``sweep_interval_minutes``, else 5) on the store's loop; a task of the
+        caller's loop that ends when the sweeper stops (cancelling it stops
+        the sweeper)."""
+        if self._on_loop():
+            return await self._start_sweeper(sweep_interval_minutes)
+        task = await self._async(self._start_sweeper(sweep_interval_minutes))
+        waiter = self._waiter(task)
+        follower = asyncio.create_task(self._follow(waiter), name="abathur-langgraph-ttl-sweeper")
+        # Cancelled even before it starts, the follower cancels the waiter.
+        follower.add_done_callback(lambda f: waiter.cancel() if f.cancelled() else None)
+        return follower
+
+    @staticmethod
+    async def _follow(waiter: concurrent.futures.Future[None]) -> None:
+        await asyncio.wrap_future(waiter)
+
+    def _waiter(self, task: asyncio.Task[None]) -> concurrent.futures.Future[None]:
+        """A future of the sweeper ``task``'s end; cancelling it stops the
+        sweeper, as cancelling the future LangGraph's stores return does."""
+        waiter = asyncio.run_coroutine_threadsafe(self._await_sweeper(task), self._loop)
+
+        def cancelled(f: concurrent.futures.Future[None]) -> None:
+            if f.cancelled():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self._loop.call_soon_threadsafe(self._signal_stop, task)
+
+        waiter.add_done_callback(cancelled)
+        return waiter
+
+    @staticmethod
+    async def _await_sweeper(task: asyncio.Task[None]) -> None:
+        await asyncio.shield(task)
 
     def start_ttl_sweeper(
         self, sweep_interval_minutes: float | None = None
     ) -> concurrent.futures.Future[None]:
         """As ``astart_ttl_sweeper``, from sync code: a future that completes
-        when the sweeper stops."""
-        task = self._sync(self._start_sweeper(sweep_interval_minutes))
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        when the sweeper stops (cancelling it stops the sweeper)."""
+        return self._waiter(self._sync(self._start_sweeper(sweep_interval_minutes)))
 
-        def finished(t: asyncio.Task[None]) -> None:
-            if t.cancelled():
-                done.cancel()
-            elif t.exception() is not None:
-                done.set_exception(t.exception())
-            else:
-                done.set_result(None)
-
-        self._loop.call_soon_threadsafe(task.add_done_callback, finished)
-        return done
+    def _signal_stop(self, task: asyncio.Task[None]) -> None:
+        if self._sweeper is task and self._sweeper_stop is not None:
+            self._sweeper_stop.set()
 
     # LangGraph's API names the parameter ``timeout`` (stop_ttl_sweeper).
     async def _stop_sweeper(self, timeout: float | None) -> bool:  # noqa: ASYNC109
@@ -415,9 +490,10 @@ class AbathurStore(BaseStore):
         if task is None or stop is None:
             return True
         stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        except TimeoutError:
+        # ``wait`` never raises what ended the task (a cancellation by whoever
+        # holds it, say): a stopped sweeper is stopped however it ended.
+        await asyncio.wait({task}, timeout=timeout)
+        if not task.done():
             return False
         self._sweeper = self._sweeper_stop = None
         return True
@@ -446,13 +522,19 @@ class AbathurStore(BaseStore):
 
     @staticmethod
     def _checked(ops: Iterable[Op]) -> list[Op]:
-        """Every op's labels are checked before any op runs (LangGraph's
-        ``validate_op_namespace``), so a bad batch changes nothing."""
+        """Every op's labels (LangGraph's ``validate_op_namespace``) and every
+        put's ``ttl`` and ``index`` fields are checked before any op runs, so
+        such a bad batch changes nothing."""
         checked = list(ops)
         for op in checked:
             validate_op_namespace(op)
-            if isinstance(op, PutOp) and not op.namespace:
-                raise InvalidNamespaceError("Namespace cannot be empty.")
+            if isinstance(op, PutOp):
+                if not op.namespace:
+                    raise InvalidNamespaceError("Namespace cannot be empty.")
+                if op.value is not None:
+                    ttl_delta(op.ttl)
+                    if op.index is not None and op.index is not False:
+                        index_fields(op.index)
         return checked
 
     async def _run(self, ops: list[Op]) -> list[Result]:
@@ -537,12 +619,12 @@ class AbathurStore(BaseStore):
         if op.value is None:
             await memory.delete_memory(namespace, op.key, self.actor, self.task_id, missing_ok=True)
             return
-        ttl = None if op.ttl is None else timedelta(minutes=op.ttl)
+        ttl = ttl_delta(op.ttl)
         index: bool | list[str] = True
         if op.index is False:
             index = False
         elif op.index is not None:
-            index = index_fields(op.index)
+            index = index_fields(op.index) or False  # no fields: nothing to embed
         await memory.put_memory(
             namespace,
             op.key,
@@ -567,6 +649,8 @@ class AbathurStore(BaseStore):
                     "list_namespaces takes at most one prefix and one suffix condition, "
                     f"not {op.match_conditions!r}"
                 )
+        if op.max_depth is not None and op.max_depth < 0:
+            raise ValidationError(f"max_depth must be 0 or more, not {brief_repr(op.max_depth)}")
         depth = None if op.max_depth is None else op.max_depth + self._root_depth
         # A suffix never reaches into the root's segments: the namespace must
         # have at least as many labels as the suffix (and one, the root itself
