@@ -33,6 +33,7 @@ from abathur.domain.sessions import (
     SessionQuery,
     SessionWithEvents,
     StateKey,
+    check_state_key,
     event_batch,
     event_dict,
     is_shared_key,
@@ -118,7 +119,7 @@ class SessionService:
         state: JSONText
         shared_delta: dict[str, JSONText]
         if new.state:
-            own, shared = split_shared(new.state)
+            own, shared = split_shared(new.state, "initial_state key")
             state = check_json(own, "initial_state")  # stored as this text
             shared_delta = check_members(shared, "initial_state")
         else:  # what those three make of {}: the usual call, without their work
@@ -285,6 +286,7 @@ class SessionService:
         """Set one state key, keeping every other key (also those written concurrently).
         An ``app:`` / ``user:`` key is set in the shared state of the session's app / user."""
         write = validated(StateKey, session_id=session_id, key=key)
+        check_state_key(write.key, "key")
         delta = {write.key: check_json(value, f"state value of {key!r}")}
         shared = is_shared_key(write.key)
 
@@ -352,7 +354,7 @@ class SessionService:
                 timestamp = stamp = stamp or now.isoformat()
             stamped.append({"event_id": event_id, "timestamp": timestamp, **event})
         documents = [check_json(event, "event") for event in stamped]  # serialised once
-        own, shared = split_shared(batch.state_delta or {})
+        own, shared = split_shared(batch.state_delta or {}, "state_delta key")
         delta = check_members(own, "state_delta")
         shared_delta = check_members(shared, "state_delta")
 
