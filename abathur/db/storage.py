@@ -314,15 +314,21 @@ class Storage:
     async def current_revision(self) -> str | None:
         """The database's Alembic revision, or None for an empty database."""
         self._check_open()
-        async with self._exclusive(), self.engine.connect() as conn:
-            return await conn.run_sync(migrate.current_revision)
+        try:
+            async with self._exclusive(), self.engine.connect() as conn:
+                return await conn.run_sync(migrate.current_revision)
+        except Exception as exc:
+            _raise_translated(exc)
 
     async def _migrate(self, step: Callable[[Config], None]) -> None:
         # One migration at a time per process; other processes queue on the
         # database's own lock.
         self._check_open()
-        async with migrate.process_migration_lock(), self._exclusive():
-            await migrate.run_migration(self.engine, step)
+        try:
+            async with migrate.process_migration_lock(), self._exclusive():
+                await migrate.run_migration(self.engine, step)
+        except Exception as exc:  # the connect, before the migration's own handler
+            _raise_translated(exc)
 
     # ------------------------------------------------------------ transactions
 

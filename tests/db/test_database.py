@@ -52,6 +52,43 @@ def test_to_url_refuses_what_is_not_a_supported_database(given: object, expect: 
         Database(given)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        "a\x00b.db",
+        Path("a\x00b.db"),
+        "\ud800.db",
+        Path("/tmp/\udcff.db"),
+        "sqlite+aiosqlite:///x\x00.db",
+        "postgresql+asyncpg://u@h/d\ud800",
+    ],
+)
+def test_to_url_refuses_a_path_no_driver_can_open(given: object) -> None:
+    """Before: accepted, and ``initialize()`` raised ValueError ("embedded
+    null byte") or UnicodeEncodeError."""
+    with pytest.raises(ConfigurationError, match=r"NUL|not valid text"):
+        Database(given)  # type: ignore[arg-type]
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_is_an_abathur_error(tmp_path: Path) -> None:
+    """Before: ``initialize()`` and ``current_revision()`` let SQLAlchemy's
+    OperationalError / DatabaseError through (a service call on the same
+    Database raised abathur's DatabaseError)."""
+    not_a_database = tmp_path / "text.db"
+    not_a_database.write_text("not a database file, but long enough to have a header " * 10)
+    for path in (tmp_path / "no" / "such" / "dir" / "x.db", not_a_database, tmp_path):
+        db = Database(path)
+        try:
+            with pytest.raises(DatabaseError, match=r"unable to open|not a database"):
+                await db.initialize()
+            with pytest.raises(DatabaseError, match=r"unable to open|not a database"):
+                await db.current_revision()
+            with pytest.raises(DatabaseError, match=r"unable to open|not a database"):
+                await db.sessions.get_session("s")
+        finally:
+            await db.close()
+
+
 def test_default_url_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABATHUR_DATABASE_URL", "sqlite+aiosqlite:///from-env.db")
     assert Database().url.database == "from-env.db"
