@@ -44,7 +44,7 @@ from abathur.domain.sessions import (
     session_stale,
     split_shared,
 )
-from abathur.domain.values import brief_repr
+from abathur.domain.values import bool_arg, brief_repr
 from abathur.errors import (
     InvalidTransitionError,
     NotFoundError,
@@ -173,6 +173,7 @@ class SessionService:
         parses or validates it itself, instead of the parsed document.
         """
         text_arg(session_id, "session_id")
+        bool_arg(events_as_text, "events_as_text")
         query = validated(EventQuery, recent_events=recent_events, after=after)
         _require_aware(query.after, "after")
 
