@@ -58,11 +58,11 @@ def is_shared_key(key: str) -> bool:
 
 
 def check_state_key(key: str, what: str) -> str:
-    """``key`` if it is a state key (``Text``, as ``set_state`` takes it:
-    not empty, no lone surrogate, no NUL) and, when shared, at most
-    ``MAX_SHARED_KEY_BYTES``; otherwise ValidationError naming ``what``."""
+    """``key`` unless a backend cannot store it: ValidationError naming
+    ``what`` for a lone surrogate or a NUL, or a shared key longer than
+    ``MAX_SHARED_KEY_BYTES``. Own keys may be empty and of any length."""
     limit = MAX_SHARED_KEY_BYTES if key.startswith(SHARED_PREFIXES) else None
-    return check_text(key, f"{what} {brief_repr(key, 40)}", max_bytes=limit)
+    return check_text(key, f"{what} {brief_repr(key, 40)}", max_bytes=limit, empty=True)
 
 
 def split_shared(state: dict[str, Any], what: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -71,9 +71,9 @@ def split_shared(state: dict[str, Any], what: str) -> tuple[dict[str, Any], dict
     own: dict[str, Any] = {}
     shared: dict[str, Any] = {}
     for key, value in state.items():
-        # Short ASCII without NUL: what almost every key is, judged here
+        # ASCII without NUL and short: what almost every key is, judged here
         # without a call.
-        if not key or not key.isascii() or "\x00" in key or len(key) > MAX_SHARED_KEY_BYTES:
+        if not key.isascii() or "\x00" in key or len(key) > MAX_SHARED_KEY_BYTES:
             check_state_key(key, what)
         (shared if key.startswith(SHARED_PREFIXES) else own)[key] = value
     return own, shared

