@@ -368,6 +368,12 @@ class Storage:
         It is not retried (its body is the caller's); a driver error in it,
         or at its COMMIT, reaches the caller as an ``abathur.errors`` exception
         (``CommitOutcomeUnknownError`` for a connection lost during COMMIT).
+
+        On SQLite a write block holds the database's one write turn (an
+        in-memory database's only connection) until it ends: a call from the
+        block, or from a task started in it, that needs the turn (a service
+        write, another write block, ``close()``) raises DatabaseBusyError
+        instead of waiting for the block forever.
         """
         self._check_open()
         self._refuse_own_turn(write)
