@@ -11,6 +11,7 @@ primary code. ``translate`` turns whatever a unit of work let through into an
 
 from __future__ import annotations
 
+import socket
 import sys
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -90,7 +91,8 @@ def is_connection_fault(exc: BaseException) -> bool:
     connection is gone, e.g. "connection is closed"), by asyncpg's
     ``InternalClientError`` (a connection left mid-operation by a broken
     socket), or, for a connect that never reached the server, by the
-    operating system's error class (refused, reset, timed out).
+    operating system's error class (refused, reset, timed out; a host name
+    that did not resolve, ``socket.gaierror``: a typo, or DNS not answering).
     """
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
@@ -98,7 +100,9 @@ def is_connection_fault(exc: BaseException) -> bool:
     if code is not None:
         return code.startswith(PG_CONNECTION_CLASS) or code in PG_CONNECTION_FAULTS
     orig = getattr(exc, "orig", None) or exc
-    return isinstance(orig, ConnectionError | TimeoutError) or _asyncpg_client_fault(orig)
+    return isinstance(orig, ConnectionError | TimeoutError | socket.gaierror) or (
+        _asyncpg_client_fault(orig)
+    )
 
 
 def _asyncpg_client_fault(exc: BaseException) -> bool:

@@ -15,6 +15,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -59,6 +60,23 @@ IDLE_CONNECTIONS = 4
 # is run again, for this long at most: long enough for a server restart.
 RECONNECT_SECONDS = 30.0
 RECONNECT_MAX_DELAY = 1.0
+
+
+class _Turn:
+    """A ``transaction()`` block holding a Storage's one write turn (a SQLite
+    file's writer lock, an in-memory database's only connection) until
+    ``held`` turns False."""
+
+    __slots__ = ("held", "storage")
+
+    def __init__(self, storage: int):
+        self.storage = storage
+        self.held = True
+
+
+# The turns held by the ``transaction()`` blocks of this context; tasks
+# started inside a block inherit them (and see them released when it ends).
+_HOLDING: ContextVar[tuple[_Turn, ...]] = ContextVar("abathur_holding", default=())
 
 
 def _in_transaction(work: Callable[[Connection], T], conn: Connection) -> T:
@@ -266,6 +284,7 @@ class Storage:
         """
         if self._closed:
             return
+        self._refuse_own_turn(True)
         self._closed = True
         if self._checkpointer is not None:
             self._checkpointer.stopped = True  # from now on no write starts a checkpoint
@@ -314,15 +333,23 @@ class Storage:
     async def current_revision(self) -> str | None:
         """The database's Alembic revision, or None for an empty database."""
         self._check_open()
-        async with self._exclusive(), self.engine.connect() as conn:
-            return await conn.run_sync(migrate.current_revision)
+        self._refuse_own_turn(False)
+        try:
+            async with self._exclusive(), self.engine.connect() as conn:
+                return await conn.run_sync(migrate.current_revision)
+        except Exception as exc:
+            _raise_translated(exc)
 
     async def _migrate(self, step: Callable[[Config], None]) -> None:
         # One migration at a time per process; other processes queue on the
         # database's own lock.
         self._check_open()
-        async with migrate.process_migration_lock(), self._exclusive():
-            await migrate.run_migration(self.engine, step)
+        self._refuse_own_turn(True)
+        try:
+            async with migrate.process_migration_lock(), self._exclusive():
+                await migrate.run_migration(self.engine, step)
+        except Exception as exc:  # the connect, before the migration's own handler
+            _raise_translated(exc)
 
     # ------------------------------------------------------------ transactions
 
@@ -341,9 +368,17 @@ class Storage:
         It is not retried (its body is the caller's); a driver error in it,
         or at its COMMIT, reaches the caller as an ``abathur.errors`` exception
         (``CommitOutcomeUnknownError`` for a connection lost during COMMIT).
+
+        On SQLite a write block holds the database's one write turn (an
+        in-memory database's only connection) until it ends: a call from the
+        block, or from a task started in it, that needs the turn (a service
+        write, another write block, ``close()``) raises DatabaseBusyError
+        instead of waiting for the block forever.
         """
         self._check_open()
+        self._refuse_own_turn(write)
         writer = self._writer if write and self._writer is not None else nullcontext()
+        exclusive = (write and self._writer is not None) or self._serial is not None
         committing = False
         try:
             async with (
@@ -355,7 +390,14 @@ class Storage:
                 options = self._transaction_options(write)
                 if options:
                     await session.connection(execution_options=options)
-                yield session
+                turn = _Turn(id(self))
+                token = _HOLDING.set((*_HOLDING.get(), turn)) if exclusive else None
+                try:
+                    yield session
+                finally:
+                    turn.held = False
+                    if token is not None:
+                        _HOLDING.reset(token)
                 committing = True
         except AbathurError:
             raise
@@ -367,6 +409,18 @@ class Storage:
             raise db_errors.translate(exc) from exc
         if write:  # committed: it counts toward the next checkpoint like any write
             self._wrote()
+
+    def _refuse_own_turn(self, write: bool) -> None:
+        """DatabaseBusyError, rather than a wait that never ends, for a call
+        that needs the write turn (``write``; any call on an in-memory
+        database) which a ``transaction()`` block of this context holds."""
+        mine = any(t.held and t.storage == id(self) for t in _HOLDING.get())
+        if mine and (write or self._serial is not None):
+            raise DatabaseBusyError(
+                f"{self!r}: a db.transaction() block of this task holds the database's "
+                "write turn (SQLite runs one writer at a time), and this call would wait "
+                "for the block forever; write through the block's session, or after it"
+            )
 
     def _transaction_options(self, write: bool) -> dict[str, str]:
         """How a transaction begins.
@@ -437,6 +491,8 @@ class Storage:
     ) -> T:
         if self._closed:  # ``_check_open``, without its call on every unit
             self._check_open()
+        if _HOLDING.get():  # inside a SQLite ``transaction()`` block, or a task it started
+            self._refuse_own_turn(write)
         try:
             if one_statement and not self._is_sqlite and isinstance(work, OneStatement):
                 # PostgreSQL, a unit that is one Prepared statement: awaited on

@@ -56,7 +56,28 @@ def to_url(url_or_path: str | Path | URL) -> URL:
             f"unsupported database URL scheme {url.drivername!r}: abathur supports "
             f"SQLite and PostgreSQL ({SUPPORTED})"
         )
+    _check_text(url)
     return url
+
+
+def _check_text(url: URL) -> None:
+    """ConfigurationError for a part no driver can pass on: a NUL (sqlite3:
+    ValueError) or a lone surrogate (UnicodeEncodeError), found here rather
+    than at the first connect."""
+    parts: list[object] = [url.username, url.password, url.host, url.database]
+    for value in url.query.values():
+        parts.extend(value if isinstance(value, tuple) else (value,))
+    for part in parts:
+        if not isinstance(part, str):
+            continue
+        if "\x00" in part:
+            raise ConfigurationError("the database URL or path contains a NUL character")
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"the database URL or path is not valid text: {exc.reason} at position {exc.start}"
+            ) from exc
 
 
 def is_memory_url(url: URL) -> bool:

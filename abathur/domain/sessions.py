@@ -14,7 +14,15 @@ from typing import Any, Literal, NamedTuple, Protocol, TypedDict, get_args
 from pydantic import Field
 
 from abathur.domain import Input, validated
-from abathur.domain.values import MAX_COUNT, Count, Id, PositiveCount, Text, check_text
+from abathur.domain.values import (
+    MAX_COUNT,
+    Count,
+    Id,
+    PositiveCount,
+    Text,
+    brief_repr,
+    check_text,
+)
 from abathur.errors import ConflictError, StaleSessionError, ValidationError
 
 SessionStatus = Literal["created", "active", "paused", "terminated", "archived"]
@@ -38,6 +46,10 @@ TEMP_PREFIX = "temp:"
 APP_PREFIX = "app:"
 USER_PREFIX = "user:"
 SHARED_PREFIXES = (APP_PREFIX, USER_PREFIX)
+# In UTF-8 bytes. A shared key is the third column of the ``shared_state``
+# primary key, beside app_name and user_id (``MAX_ID_BYTES`` each): with it,
+# one entry stays below PostgreSQL's btree limit (2704 bytes).
+MAX_SHARED_KEY_BYTES = 512
 
 
 def is_shared_key(key: str) -> bool:
@@ -45,11 +57,24 @@ def is_shared_key(key: str) -> bool:
     return key.startswith(SHARED_PREFIXES)
 
 
-def split_shared(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``state`` as (the session's own keys, the ``app:``/``user:`` keys)."""
+def check_state_key(key: str, what: str) -> str:
+    """``key`` unless a backend cannot store it: ValidationError naming
+    ``what`` for a lone surrogate or a NUL, or a shared key longer than
+    ``MAX_SHARED_KEY_BYTES``. Own keys may be empty and of any length."""
+    limit = MAX_SHARED_KEY_BYTES if key.startswith(SHARED_PREFIXES) else None
+    return check_text(key, f"{what} {brief_repr(key, 40)}", max_bytes=limit, empty=True)
+
+
+def split_shared(state: dict[str, Any], what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``state`` as (the session's own keys, the ``app:``/``user:`` keys),
+    each key checked as ``check_state_key`` does (``what`` names the keys)."""
     own: dict[str, Any] = {}
     shared: dict[str, Any] = {}
     for key, value in state.items():
+        # ASCII without NUL and short: what almost every key is, judged here
+        # without a call.
+        if not key.isascii() or "\x00" in key or len(key) > MAX_SHARED_KEY_BYTES:
+            check_state_key(key, what)
         (shared if key.startswith(SHARED_PREFIXES) else own)[key] = value
     return own, shared
 

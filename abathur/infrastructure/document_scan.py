@@ -219,10 +219,13 @@ def check_pattern(pattern: Any) -> str:
     if not isinstance(pattern, str) or not pattern:
         raise ValidationError(f"pattern must be a non-empty glob, not {brief_repr(pattern)}")
     check_text(pattern, "pattern", max_bytes=None)
-    if PurePath(pattern).is_absolute() or ".." in PurePath(pattern).parts:
+    parts = PurePath(pattern).parts
+    if PurePath(pattern).is_absolute() or ".." in parts:
         raise ValidationError(
             f"pattern {pattern!r} must stay inside the directory: no absolute path, no '..'"
         )
+    if not parts:  # "." or "./": pathlib's glob of nothing fails (IndexError on 3.11)
+        raise ValidationError(f"pattern {pattern!r} names no file: give a glob such as '**/*.md'")
     return pattern
 
 

@@ -33,6 +33,7 @@ from abathur.domain.sessions import (
     SessionQuery,
     SessionWithEvents,
     StateKey,
+    check_state_key,
     event_batch,
     event_dict,
     is_shared_key,
@@ -43,7 +44,7 @@ from abathur.domain.sessions import (
     session_stale,
     split_shared,
 )
-from abathur.domain.values import brief_repr
+from abathur.domain.values import bool_arg, brief_repr
 from abathur.errors import (
     InvalidTransitionError,
     NotFoundError,
@@ -118,7 +119,7 @@ class SessionService:
         state: JSONText
         shared_delta: dict[str, JSONText]
         if new.state:
-            own, shared = split_shared(new.state)
+            own, shared = split_shared(new.state, "initial_state key")
             state = check_json(own, "initial_state")  # stored as this text
             shared_delta = check_members(shared, "initial_state")
         else:  # what those three make of {}: the usual call, without their work
@@ -172,6 +173,7 @@ class SessionService:
         parses or validates it itself, instead of the parsed document.
         """
         text_arg(session_id, "session_id")
+        bool_arg(events_as_text, "events_as_text")
         query = validated(EventQuery, recent_events=recent_events, after=after)
         _require_aware(query.after, "after")
 
@@ -285,6 +287,7 @@ class SessionService:
         """Set one state key, keeping every other key (also those written concurrently).
         An ``app:`` / ``user:`` key is set in the shared state of the session's app / user."""
         write = validated(StateKey, session_id=session_id, key=key)
+        check_state_key(write.key, "key")
         delta = {write.key: check_json(value, f"state value of {key!r}")}
         shared = is_shared_key(write.key)
 
@@ -352,7 +355,7 @@ class SessionService:
                 timestamp = stamp = stamp or now.isoformat()
             stamped.append({"event_id": event_id, "timestamp": timestamp, **event})
         documents = [check_json(event, "event") for event in stamped]  # serialised once
-        own, shared = split_shared(batch.state_delta or {})
+        own, shared = split_shared(batch.state_delta or {}, "state_delta key")
         delta = check_members(own, "state_delta")
         shared_delta = check_members(shared, "state_delta")
 

@@ -15,6 +15,8 @@ from abathur.schema.models import DocumentIndex
 
 # Literals, not bound parameters: a partial index is only usable when the
 # query's WHERE visibly implies the index's WHERE.
+# Paths bound in one ``IN (...)``: well below every driver's limit on bound values.
+PATHS_PER_LOOKUP = 1000
 NEEDS_SYNC = DocumentIndex.sync_status.in_([literal_column("'pending'"), literal_column("'stale'")])
 
 
@@ -38,12 +40,15 @@ class DocumentIndexRepository:
         return self.session.get(DocumentIndex, document_id, with_for_update=lock)
 
     def by_paths(self, paths: Iterable[str]) -> dict[str, DocumentIndex]:
-        """The existing rows among ``paths``, keyed by file path."""
+        """The existing rows among ``paths``, keyed by file path; looked up
+        ``PATHS_PER_LOOKUP`` at a time (asyncpg binds at most 32,767 values)."""
         wanted = list(paths)
-        if not wanted:
-            return {}
-        query = select(DocumentIndex).where(DocumentIndex.file_path.in_(wanted))
-        return {row.file_path: row for row in self.session.scalars(query)}
+        found: dict[str, DocumentIndex] = {}
+        for start in range(0, len(wanted), PATHS_PER_LOOKUP):
+            chunk = wanted[start : start + PATHS_PER_LOOKUP]
+            query = select(DocumentIndex).where(DocumentIndex.file_path.in_(chunk))
+            found.update((row.file_path, row) for row in self.session.scalars(query))
+        return found
 
     def under(self, root: str) -> Sequence[DocumentIndex]:
         """Every row below the directory ``root``, by path."""

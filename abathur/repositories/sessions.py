@@ -259,6 +259,9 @@ ALL_PAYLOAD_TEXTS = {
 # State keys that SQLite's JSON path syntax (``$."key"``) addresses exactly:
 # none of the characters JSON escapes, which a path would not match.
 _PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+# ``json_set`` takes two arguments a key after the state, and SQLite allows a
+# function 127 (SQLITE_MAX_FUNCTION_ARG): a larger delta takes the slow way.
+_MAX_SET_KEYS = 63
 _MERGES: dict[tuple[str, int], Prepared] = {}
 
 
@@ -360,7 +363,8 @@ class SessionRepository:
         The database merges: the state is neither read nor rewritten whole
         here, so a write costs the same whatever the state's size. A key SQLite's
         JSON paths cannot name exactly (one with a quote, a backslash or a
-        control character) takes the slow way: read, merge, write.
+        control character), or more keys than one ``json_set`` takes
+        (``_MAX_SET_KEYS``), take the slow way: read, merge, write.
         """
         if not delta:
             self.save(row)
@@ -373,7 +377,7 @@ class SessionRepository:
         if dialect != "sqlite":
             members = ",".join(f"{dumps(key)}:{value}" for key, value in delta.items())
             changes["delta"] = JSONText(f"{{{members}}}")
-        elif all(_PLAIN_KEY.fullmatch(key) for key in delta):
+        elif len(delta) <= _MAX_SET_KEYS and all(_PLAIN_KEY.fullmatch(key) for key in delta):
             for i, (key, value) in enumerate(delta.items()):
                 changes[f"path_{i}"] = f'$."{key}"'
                 changes[f"value_{i}"] = value

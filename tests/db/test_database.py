@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -12,7 +14,7 @@ from sqlalchemy import text
 from abathur.db import storage as database_module
 from abathur.db.errors import is_retryable
 from abathur.db.url import to_url
-from abathur.errors import ConfigurationError, DatabaseError, ValidationError
+from abathur.errors import ConfigurationError, DatabaseBusyError, DatabaseError, ValidationError
 from abathur.infrastructure.database import Database
 
 
@@ -50,6 +52,43 @@ def test_to_url_refuses_what_is_not_a_supported_database(given: object, expect: 
         to_url(given)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=expect):
         Database(given)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "a\x00b.db",
+        Path("a\x00b.db"),
+        "\ud800.db",
+        Path("/tmp/\udcff.db"),
+        "sqlite+aiosqlite:///x\x00.db",
+        "postgresql+asyncpg://u@h/d\ud800",
+    ],
+)
+def test_to_url_refuses_a_path_no_driver_can_open(given: object) -> None:
+    """Before: accepted, and ``initialize()`` raised ValueError ("embedded
+    null byte") or UnicodeEncodeError."""
+    with pytest.raises(ConfigurationError, match=r"NUL|not valid text"):
+        Database(given)  # type: ignore[arg-type]
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_is_an_abathur_error(tmp_path: Path) -> None:
+    """Before: ``initialize()`` and ``current_revision()`` let SQLAlchemy's
+    OperationalError / DatabaseError through (a service call on the same
+    Database raised abathur's DatabaseError)."""
+    not_a_database = tmp_path / "text.db"
+    not_a_database.write_text("not a database file, but long enough to have a header " * 10)
+    for path in (tmp_path / "no" / "such" / "dir" / "x.db", not_a_database, tmp_path):
+        db = Database(path)
+        try:
+            with pytest.raises(DatabaseError, match=r"unable to open|not a database"):
+                await db.initialize()
+            with pytest.raises(DatabaseError, match=r"unable to open|not a database"):
+                await db.current_revision()
+            with pytest.raises(DatabaseError, match=r"unable to open|not a database"):
+                await db.sessions.get_session("s")
+        finally:
+            await db.close()
 
 
 def test_default_url_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,3 +289,43 @@ async def test_the_stock_aiosqlite_adapter_still_works(tmp_path: Path, name: str
         task = await db.tasks.create_task("p")
         await db.memory.add_memory("user:u", "k", {"v": 1}, "semantic", "me", task.id)
         assert (await db.memory.get_memory("user:u", "k")) is not None
+
+
+@pytest.mark.parametrize("memory", [False, True], ids=["file", "memory"])
+async def test_a_unit_waiting_for_its_own_transaction_is_refused_not_a_hang(
+    tmp_path: Path, memory: bool
+) -> None:
+    """On SQLite a write ``transaction()`` holds the Database's one write turn
+    (an in-memory database's only connection) until its block ends. Before: a
+    write unit, a nested write transaction or ``close()`` from inside the
+    block, or from a task it started, waited for that turn forever. Now
+    DatabaseBusyError at once; the block itself goes on and commits."""
+    db = Database(Path(":memory:") if memory else tmp_path / "t.db")
+    await db.initialize()
+    await db.sessions.create_session("s1", "app", "u")
+    calls = {
+        "a write unit": lambda: db.sessions.append_event("s1", {"n": 1}),
+        "a write unit in a task it started": lambda: asyncio.ensure_future(
+            db.sessions.set_state("s1", "k", 1)
+        ),
+        "a nested write transaction": lambda: db.transaction().__aenter__(),
+        "close": db.close,
+    }
+    async with db.transaction() as session:
+        await session.execute(text("UPDATE sessions SET metadata = '{\"x\": 1}'"))
+        for name, call in calls.items():
+            with pytest.raises(DatabaseBusyError, match="transaction"):
+                await asyncio.wait_for(call(), 10)  # a guard: the hang was forever
+            assert not db.closed, name
+        # Started in the block and left to run after it: it waits its turn.
+        later = asyncio.ensure_future(_after_a_yield(db.sessions.set_state("s1", "k", 2)))
+    await asyncio.wait_for(later, 10)
+    got = await db.sessions.get_session("s1")
+    assert got is not None and got["metadata"] == {"x": 1} and got["events"] == []
+    assert got["state"] == {"k": 2}
+    await db.close()
+
+
+async def _after_a_yield(call: Awaitable[Any]) -> Any:
+    await asyncio.sleep(0)  # the block ends before the call starts
+    return await call

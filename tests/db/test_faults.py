@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -104,6 +105,24 @@ def test_refused_and_reset_connections_are_connection_faults() -> None:
         assert isinstance(db_errors.translate(exc), ConnectionLostError)
     invalidated = DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
     assert db_errors.is_connection_fault(invalidated)
+
+
+def test_a_host_name_that_does_not_resolve_is_a_connection_fault() -> None:
+    """Before: socket.gaierror escaped raw from every call of a Database whose
+    URL names an unknown host (initialize() and service calls alike)."""
+    exc = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert db_errors.is_driver_fault(exc)
+    assert isinstance(db_errors.translate(exc), ConnectionLostError)
+
+
+async def test_initialize_against_an_unknown_host_is_connection_lost() -> None:
+    pytest.importorskip("asyncpg")
+    db = Database("postgresql+asyncpg://u@abathur-no-such-host.invalid/d")
+    try:
+        with pytest.raises(ConnectionLostError):
+            await db.initialize()
+    finally:
+        await db.close()
 
 
 def test_raw_asyncpg_faults_are_connection_faults() -> None:

@@ -20,6 +20,7 @@ from abathur.errors import ConflictError, NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.document_scan import describe, parse_front_matter
 from abathur.infrastructure.document_service import DocumentIndexService
+from abathur.repositories.documents import DocumentIndexRepository
 
 
 @pytest.fixture
@@ -288,3 +289,17 @@ def test_front_matter_and_heading_parsing() -> None:
     assert describe(Path("x.md"), "```\n# in code\n```\n# Real\n") == ("Real", None)
     assert describe(Path("x.md"), "## Second level only\n") == ("x", None)
     assert describe(Path("x.md"), "---\ntype: note\n---\n# T\n") == ("T", "note")
+
+
+async def test_rows_are_looked_up_by_more_paths_than_one_statement_binds(
+    db: Database, docs: DocumentIndexService, tree: Path
+) -> None:
+    """Before: PostgreSQL (asyncpg) refused a lookup of more than 32,767 paths
+    with DatabaseError "the number of query arguments cannot exceed 32767":
+    a sync with ``batch_size`` above that, or one that finds that many files
+    gone at once (``_mark_missing``), failed there and worked on SQLite."""
+    await docs.sync_directory(tree)
+    intro = (tree / "intro.md").as_posix()
+    paths = [f"{tree.as_posix()}/gone{i}.md" for i in range(40_000)] + [intro]
+    found = await db.run(lambda s: DocumentIndexRepository(s).by_paths(paths), write=False)
+    assert list(found) == [intro]

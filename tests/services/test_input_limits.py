@@ -100,6 +100,19 @@ async def test_a_sync_pattern_may_not_leave_its_directory(
     assert await db.documents.list_documents(tmp_path) == []
 
 
+@pytest.mark.parametrize("pattern", [".", "./", "./.", ".//"])
+async def test_a_sync_pattern_that_names_no_file_is_refused(
+    db: Database, tmp_path: Path, pattern: str
+) -> None:
+    """Before: pathlib's glob of a pattern with no part left once ``.`` is
+    dropped raised IndexError (``.``) or AttributeError (``./``) out of
+    ``sync_directory`` on Python 3.11."""
+    (tmp_path / "x.md").write_text("# x")
+    with pytest.raises(ValidationError, match="pattern"):
+        await db.documents.sync_directory(tmp_path, pattern)
+    assert await db.documents.list_documents(tmp_path) == []
+
+
 async def test_concurrent_syncs_of_one_directory_all_succeed(db: Database, tmp_path: Path) -> None:
     """On PostgreSQL syncs run side by side and insert the same new files; the
     loser of each race runs its batch again instead of failing."""

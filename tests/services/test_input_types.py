@@ -20,6 +20,12 @@ CALLS: list[tuple[str, Callable[[Database], Awaitable[Any]]]] = [
     ("terminate_session", lambda db: db.sessions.terminate_session(b"s1")),  # type: ignore[arg-type]
     ("list_events", lambda db: db.sessions.list_events(1.5)),  # type: ignore[arg-type]
     ("delete_session", lambda db: db.sessions.delete_session("")),
+    # Before: KeyError on PostgreSQL (the whole read picks its statement by
+    # the flag), the parsed events on SQLite.
+    ("get_session events_as_text None", lambda db: db.sessions.get_session(
+        "s1", events_as_text=None)),  # type: ignore[arg-type]
+    ("get_session events_as_text 1", lambda db: db.sessions.get_session(
+        "s1", events_as_text=1)),  # type: ignore[arg-type]
     ("event with int key", lambda db: db.sessions.append_event("s1", {"a": {1: "x"}})),
     ("state with tuple", lambda db: db.sessions.set_state("s1", "k", (1, 2))),
     ("delta with colliding keys", lambda db: db.sessions.append_event(

@@ -167,6 +167,17 @@ async def test_append_event_merges_state_delta_and_advances_update_time(
     assert [e["t"] for e in after["events"]] == [1]
 
 
+@pytest.mark.parametrize("keys", [63, 64, 200, 20_000])
+async def test_a_state_delta_of_many_keys_is_merged(sessions: SessionService, keys: int) -> None:
+    """Before: on SQLite a delta of 64 plain keys or more failed with
+    DatabaseError "too many arguments on function json_set" (two arguments a
+    key, SQLite allows 127); PostgreSQL merged it."""
+    await created(sessions, initial_state={"keep": 1, "k0": "old"})
+    delta = {f"k{i}": i for i in range(keys)}
+    assert await sessions.append_events("s1", [{"t": 1}], delta) == 1
+    assert (await session(sessions, "s1"))["state"] == {"keep": 1, **delta}
+
+
 async def test_append_to_missing_session_is_not_found(sessions: SessionService) -> None:
     with pytest.raises(NotFoundError) as info:
         await sessions.append_event("nope", {"t": 1})

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 from sqlalchemy import text
 
+from abathur.domain.sessions import MAX_SHARED_KEY_BYTES
+from abathur.domain.values import MAX_ID_BYTES
 from abathur.errors import ConflictError, NotFoundError, StaleSessionError, ValidationError
 from abathur.infrastructure.database import Database
 
@@ -129,3 +132,50 @@ async def test_create_session_returns_the_session_as_get_session_reads_it(db: Da
         assert got is not None
         del got["events"], got["last_seq"]  # type: ignore[misc]
         assert created == got
+
+
+# Not compressible (PostgreSQL compresses a long index entry before it checks
+# its size): distinct hex digests.
+NOISE = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(100))
+WIDE = "\U0001f600"  # four bytes in UTF-8
+BAD_STATE_KEYS = [
+    pytest.param("user:\ud800", id="shared key with a lone surrogate"),
+    pytest.param("\ud800", id="own key with a lone surrogate"),
+    pytest.param("temp:x\udfff", id="temp key with a lone surrogate"),
+    pytest.param("app:" + NOISE[:3000], id="shared key too long for PostgreSQL's index"),
+    pytest.param("user:" + WIDE * 128, id="shared key of 4-byte characters past the limit"),
+]
+
+
+@pytest.mark.parametrize("key", BAD_STATE_KEYS)
+async def test_a_state_key_that_cannot_be_stored_is_refused_alike(db: Database, key: str) -> None:
+    """Before: a lone surrogate in a ``state_delta`` key escaped as
+    UnicodeEncodeError on SQLite (PostgreSQL: ValidationError for an own key,
+    a bare DatabaseError for a shared one); a shared key too long for the
+    ``shared_state`` primary key was stored on SQLite and a DatabaseError on
+    PostgreSQL. Now ValidationError naming the key on both, nothing stored."""
+    await db.sessions.create_session("a1", "app", "alice")
+    with pytest.raises(ValidationError, match="state_delta key"):
+        await db.sessions.append_event("a1", {"n": 1}, {key: 1, "user:fine": 1})
+    with pytest.raises(ValidationError, match="state_delta key"):
+        await db.sessions.append_events("a1", [{"n": 1}], {key: 1}, expected_seq=0)
+    with pytest.raises(ValidationError, match="initial_state key"):
+        await db.sessions.create_session("a2", "app", "alice", initial_state={key: 1})
+    with pytest.raises(ValidationError, match="key"):
+        await db.sessions.set_state("a1", key, 1)
+    got = await db.sessions.get_session("a1")
+    assert got is not None and (got["last_seq"], got["state"]) == (0, {})
+    assert await db.sessions.get_session("a2") is None
+    assert await db.sessions.get_shared_state("app", "alice") == {}
+
+
+async def test_the_longest_shared_key_is_stored_with_the_longest_ids(db: Database) -> None:
+    """At the limits exactly (ids of ``MAX_ID_BYTES``, a shared key of
+    ``MAX_SHARED_KEY_BYTES``, none compressible), PostgreSQL's primary key
+    entry of ``shared_state`` has room for all three."""
+    app, user = NOISE[:MAX_ID_BYTES], NOISE[MAX_ID_BYTES : 2 * MAX_ID_BYTES]
+    key = "user:" + NOISE[-(MAX_SHARED_KEY_BYTES - 5) :]
+    await db.sessions.create_session("a1", app, user, initial_state={key: 1})
+    await db.sessions.set_state("a1", key, 2)
+    assert await db.sessions.get_state("a1", key) == 2
+    assert await db.sessions.get_shared_state(app, user) == {key: 2}
