@@ -15,7 +15,7 @@ from abathur.domain import Input
 from abathur.domain.namespaces import check_key, parse_namespace
 from abathur.domain.values import TaskIdValue, brief_repr, check_text
 from abathur.errors import AlreadyExistsError, NotFoundError, ValidationError
-from abathur.strict_json import JSONText, check_json
+from abathur.strict_json import MAX_JSON_DEPTH, JSONText, check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
 MEMORY_TYPES: tuple[MemoryType, ...] = get_args(MemoryType)
@@ -342,6 +342,18 @@ def _field_path(field: Any) -> tuple[str, ...]:
     path = tuple(field.split("."))
     if "" in path:
         raise ValidationError(f"Invalid filter key {field!r}: it has an empty segment")
+    if len(path) > MAX_JSON_DEPTH:  # no stored value nests deeper
+        raise ValidationError(
+            f"Invalid filter key {brief_repr(field)}: it names {len(path)} levels; "
+            f"values nest at most {MAX_JSON_DEPTH}"
+        )
+    try:
+        field.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"Invalid filter key {brief_repr(field)}: not valid text: "
+            f"{exc.reason} at position {exc.start}"
+        ) from exc
     for segment in path:
         if '"' in segment or "\\" in segment or any(ord(ch) < 32 for ch in segment):
             raise ValidationError(

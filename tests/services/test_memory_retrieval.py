@@ -16,6 +16,7 @@ from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import SYSTEM_TASK_ID
 from abathur.repositories.memory import _pg_term
 from abathur.schema.models import AuditEntry, MemoryEntry, MemoryExpiry
+from abathur.strict_json import MAX_JSON_DEPTH
 from tests.support.memory_model import Clock, controlled_clock
 
 
@@ -248,11 +249,29 @@ async def test_list_and_object_operands_compare_structurally(db: Database, task_
         ({'a"b': 1}, "may not contain"),
         ({1: 1}, "non-empty strings"),
         ("status=open", "dict"),
+        ({"\ud800": 1}, "not valid text"),
+        ({"a.b\udfff.c": {"$in": [1]}}, "not valid text"),
+        ({".".join(["a"] * 101): 1}, "101 levels"),
+        ({".".join(["a"] * 5000): {"$ne": 1}}, "5000 levels"),
     ],
 )
 async def test_bad_filters_are_validation_errors(db: Database, filter: Any, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         await db.memory.search_memories("user:a", filter=filter)
+
+
+async def test_a_filter_reaches_the_deepest_member_a_value_may_have(
+    db: Database, task_id: str
+) -> None:
+    """A value nests at most ``MAX_JSON_DEPTH`` objects; a dotted name of as
+    many segments reaches its innermost member (deeper ones are refused above)."""
+    value: Any = "bottom"
+    for _ in range(MAX_JSON_DEPTH):
+        value = {"a": value}
+    await db.memory.put_memory("user:a", "deep", value, "semantic", by="u", task_id=task_id)
+    path = ".".join(["a"] * MAX_JSON_DEPTH)
+    assert await keys(db, filter={path: "bottom"}) == ["deep"]
+    assert await keys(db, filter={path: {"$ne": "bottom"}}) == []
 
 
 async def test_pages_concatenate_to_the_whole_subtree(
