@@ -266,6 +266,10 @@ def expiry_after(now: datetime, ttl: timedelta) -> datetime:
 
 FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
 ORDERING_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
+# The most conditions (operators, ``$in`` options) in one search filter: every
+# backend runs as many (SQLite's expressions nest at most 1,000 deep, and
+# take at most 32,766 bound values), and both refuse more alike.
+MAX_FILTER_CONDITIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -397,6 +401,18 @@ def _ordering(path: tuple[str, ...], operator: str, value: float) -> FilterTerm:
     return _never(path)
 
 
+def _count_conditions(filter: dict[Any, Any]) -> int:
+    """The operators and ``$in`` options of a filter (a dict), as written."""
+    count = 0
+    for condition in filter.values():
+        if not isinstance(condition, dict):
+            count += 1
+            continue
+        for operator, raw in condition.items():
+            count += len(raw) if operator == "$in" and isinstance(raw, list) else 1
+    return count
+
+
 def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
     """The terms of a ``search_memories`` filter, all of which must hold.
 
@@ -409,13 +425,20 @@ def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
     stored value can equal are accepted and compare as such: NaN, the
     infinities and strings holding NUL equal nothing (``$ne`` holds for
     all), every number is below infinity and none below NaN; an integer
-    beyond 64 bits compares as the nearest float. Anything else is a
-    ValidationError naming the problem.
+    beyond 64 bits compares as the nearest float. At most
+    ``MAX_FILTER_CONDITIONS`` operators and ``$in`` options in all. Anything
+    else is a ValidationError naming the problem.
     """
     if filter is None:
         return ()
     if not isinstance(filter, dict):
         raise ValidationError(f"filter must be a dict, not {type(filter).__name__}")
+    conditions = _count_conditions(filter)
+    if conditions > MAX_FILTER_CONDITIONS:
+        raise ValidationError(
+            f"filter has {conditions} conditions (operators and $in options); "
+            f"the limit is {MAX_FILTER_CONDITIONS}"
+        )
     terms: list[FilterTerm] = []
     for field, condition in filter.items():
         path = _field_path(field)

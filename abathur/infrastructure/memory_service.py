@@ -447,7 +447,8 @@ class MemoryService:
         hold. Comparison follows JSON types: a number never equals a string,
         ``$gt``/``$gte``/``$lt``/``$lte`` hold only between two numbers or two
         strings (compared by code point), ``$ne`` holds when the field is
-        missing. Operands are JSON scalars (``$in``: a list of them); anything
+        missing. Operands are JSON scalars (``$in``: a list of them); at most
+        1,000 conditions (operators and ``$in`` options) in all. Anything
         else, an unknown operator or an empty field name is a ValidationError.
 
         ``refresh_ttl=True`` pushes the expiry of every key returned that has

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
-from abathur.domain.memory import AccessContext, parse_filter
+from abathur.domain.memory import MAX_FILTER_CONDITIONS, AccessContext, parse_filter
 from abathur.errors import AccessDeniedError, AlreadyExistsError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import SYSTEM_TASK_ID
@@ -272,6 +272,35 @@ async def test_a_filter_reaches_the_deepest_member_a_value_may_have(
     path = ".".join(["a"] * MAX_JSON_DEPTH)
     assert await keys(db, filter={path: "bottom"}) == ["deep"]
     assert await keys(db, filter={path: {"$ne": "bottom"}}) == []
+
+
+async def test_a_filter_of_the_most_conditions_allowed_runs_on_every_backend(
+    db: Database, task_id: str
+) -> None:
+    """Up to MAX_FILTER_CONDITIONS operators and ``$in`` options, the same
+    answer on both backends (SQLite refuses an expression more than 1,000 deep:
+    a long ``$in`` or many terms must not become one); one more is refused
+    on both, by name, before any SQL."""
+    most = MAX_FILTER_CONDITIONS
+    fields = {f"f{i}": i for i in range(most - 1)}
+    await db.memory.put_memory("user:a", "wide", fields, "semantic", by="u", task_id=task_id)
+    await _seed(db, task_id)
+    options = [*range(10, 10 + most - 1), 5]
+    every = {f"f{i}": {"$gte": i} for i in range(most - 1)}
+    for refresh_ttl in (False, True):
+        found = await keys(db, filter={"priority": {"$in": options}}, refresh_ttl=refresh_ttl)
+        assert found == ["n2"]
+        assert await keys(db, filter={**every, "f0": 0}, refresh_ttl=refresh_ttl) == ["wide"]
+        ne = {**{f"f{i}": {"$ne": -1} for i in range(1, most)}, "f0": 0}
+        assert await keys(db, filter=ne, refresh_ttl=refresh_ttl) == ["wide"]
+    too_many: list[dict[str, Any]] = [
+        {"priority": {"$in": [*options, 6]}},
+        {**every, "f0": {"$gte": 0, "$lt": 1, "$ne": 5}},
+        {"a": {"$in": list(range(most))}, "b": 1},
+    ]
+    for filter in too_many:
+        with pytest.raises(ValidationError, match=f"{most + 1} conditions"):
+            await db.memory.search_memories("user:a", filter=filter)
 
 
 async def test_pages_concatenate_to_the_whole_subtree(
