@@ -220,7 +220,7 @@ def memory_put(
     """
     parsed = parse_json_argument(value, "VALUE")
     meta = None if metadata is None else parse_json_argument(metadata, "--metadata")
-    expires = None if ttl is None else timedelta(seconds=ttl)
+    expires = None if ttl is None else _ttl_option(ttl)
 
     async def work(db: Database) -> MemoryDict:
         kind = memory_type
@@ -243,6 +243,21 @@ def memory_put(
     if memory_type is not None and memory_type != entry["memory_type"]:
         note = f" (its type stays {entry['memory_type']})"
     click.echo(f"{action} {namespace}/{key}: version {entry['version']}{note}")
+
+
+def _ttl_option(seconds: float) -> timedelta:
+    """``--ttl`` as a timedelta: finite, at least a microsecond (what it counts)."""
+    try:
+        ttl = timedelta(seconds=seconds)
+    except (OverflowError, ValueError) as exc:  # an infinity, NaN, or past 10**9 days
+        raise click.BadParameter(
+            f"{seconds} seconds is not a usable TTL", param_hint="'--ttl'"
+        ) from exc
+    if not ttl:
+        raise click.BadParameter(
+            f"{seconds} seconds rounds to 0 microseconds", param_hint="'--ttl'"
+        )
+    return ttl
 
 
 @memory_group.command("history")
