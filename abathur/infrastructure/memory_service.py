@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from typing import Any, Literal
 
@@ -1798,8 +1798,13 @@ def _refresh(repo: MemoryRepository, row: Any, now: datetime) -> None:
 def _refresh_key(
     repo: MemoryRepository, namespace: str, key: str, ttl_seconds: float, now: datetime
 ) -> None:
-    """Push the expiry of a key whose TTL is ``ttl_seconds`` to ``now`` plus it."""
-    expires_at = expiry_after(now, timedelta(seconds=ttl_seconds))
+    """Push the expiry of a key whose TTL is ``ttl_seconds`` to ``now`` plus it,
+    or to the latest datetime if that reaches past the year 9999 (a TTL valid
+    when it was written: the read refreshing it must not fail)."""
+    try:
+        expires_at = now + timedelta(seconds=ttl_seconds)
+    except OverflowError:
+        expires_at = datetime.max.replace(tzinfo=UTC)
     repo.refresh_expiry(namespace, key, ttl_seconds, now, expires_at)
 
 

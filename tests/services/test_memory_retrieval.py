@@ -3,7 +3,7 @@ list_namespaces, and per-key TTL with refresh and sweep, on both backends."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -474,6 +474,24 @@ async def test_refresh_ttl_moves_expiry_without_a_version(
     assert await memory.get_memory("user:a", "k", refresh_ttl=True) is None  # too late
     assert await count(db, AuditEntry) == audited
     assert await count(db, MemoryEntry) == 2
+
+
+async def test_refresh_ttl_stops_at_the_latest_expiry_a_datetime_holds(
+    db: Database, task_id: str, clock: Clock
+) -> None:
+    """A TTL valid when written may later reach past the year 9999: a refresh
+    then sets the latest expiry there is, as a read must not fail for it."""
+    memory = db.memory
+    latest = datetime.max.replace(tzinfo=UTC)
+    ttl = latest - clock.now - timedelta(seconds=1)
+    await memory.put_memory("user:a", "k", {"v": 1}, "semantic", by="a", task_id=task_id, ttl=ttl)
+    clock.advance(timedelta(days=365))
+    got = await memory.get_memory("user:a", "k", refresh_ttl=True)
+    assert got is not None and got["version"] == 1
+    found = await memory.search_memories("user:a", refresh_ttl=True)
+    assert [r["key"] for r in found] == ["k"]
+    clock.advance(timedelta(days=365))
+    assert await memory.get_memory("user:a", "k") is not None
 
 
 async def test_sweep_expired_soft_deletes_with_one_audit_row_each(
