@@ -298,6 +298,15 @@ def json_type(value: Any) -> str:
     return "object"
 
 
+def _beyond_int64(value: Any) -> bool:
+    """An integer outside -2**63 .. 2**63 - 1 (not a bool)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not -MAX_INT64 - 1 <= value <= MAX_INT64
+    )
+
+
 def _container(value: list[Any] | dict[str, Any], where: str) -> Any:
     """A list or object operand of an equality: strict JSON whose integers fit
     in 64 bits (beyond them SQLite holds a float and PostgreSQL the exact
@@ -313,7 +322,7 @@ def _container(value: list[Any] | dict[str, Any], where: str) -> Any:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT64:
+        elif _beyond_int64(item):
             raise ValidationError(f"filter {where}: integer {item} does not fit in 64 bits")
     return value
 
@@ -327,7 +336,7 @@ def _scalar(value: Any, where: str, containers: bool = False) -> Any:
             + (", lists or objects" if containers else "")
             + f"; reach into nested objects with a dotted field name, not {value!r}"
         )
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT64:
+    if _beyond_int64(value):
         raise ValidationError(f"filter {where}: integer {value} does not fit in 64 bits")
     try:
         check_json(value, f"filter {where}")
@@ -370,7 +379,7 @@ def _field_path(field: Any) -> tuple[str, ...]:
 def _number_operand(value: Any) -> Any:
     """An integer beyond 64 bits compares as the float nearest to it (or as an
     infinity beyond the float range); anything else is returned as it is."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT64:
+    if _beyond_int64(value):
         try:
             return float(value)
         except OverflowError:

@@ -166,6 +166,17 @@ async def test_filters_follow_json_types(db: Database, task_id: str) -> None:
     assert await keys(db, "user", filter={"priority": 3}) == ["n1", "out"]
 
 
+async def test_the_64_bit_integer_bounds_are_found_as_integers(db: Database, task_id: str) -> None:
+    """-2**63 fits in 64 bits: it is compared as an integer, as 2**63 - 1 is
+    (as the nearest float, PostgreSQL compared it with -9223372036854776000)."""
+    for key, n in (("min", -(2**63)), ("max", 2**63 - 1)):
+        await db.memory.put_memory("user:a", key, {"n": n}, "semantic", by="a", task_id=task_id)
+    assert await keys(db, filter={"n": -(2**63)}) == ["min"]
+    assert await keys(db, filter={"n": {"$in": [-(2**63), 2**63 - 1]}}) == ["max", "min"]
+    assert await keys(db, filter={"n": {"$lte": -(2**63)}}) == ["min"]
+    assert await keys(db, filter={"n": {"$eq": [-(2**63)]}}) == []  # a list: no error
+
+
 async def test_a_comparison_that_holds_on_the_sql_value_still_needs_the_json_type(
     db: Database, task_id: str
 ) -> None:
