@@ -224,6 +224,10 @@ def parse_json_argument(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{what} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise ValidationError(f"{what} is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ValidationError(f"{what} is not valid JSON: {str(exc).split(';')[0]}") from exc
 
 
 json_option = click.option(

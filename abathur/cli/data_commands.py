@@ -220,7 +220,7 @@ def memory_put(
     """
     parsed = parse_json_argument(value, "VALUE")
     meta = None if metadata is None else parse_json_argument(metadata, "--metadata")
-    expires = None if ttl is None else timedelta(seconds=ttl)
+    expires = None if ttl is None else _ttl_option(ttl)
 
     async def work(db: Database) -> MemoryDict:
         kind = memory_type
@@ -243,6 +243,21 @@ def memory_put(
     if memory_type is not None and memory_type != entry["memory_type"]:
         note = f" (its type stays {entry['memory_type']})"
     click.echo(f"{action} {namespace}/{key}: version {entry['version']}{note}")
+
+
+def _ttl_option(seconds: float) -> timedelta:
+    """``--ttl`` as a timedelta: finite, at least a microsecond (what it counts)."""
+    try:
+        ttl = timedelta(seconds=seconds)
+    except (OverflowError, ValueError) as exc:  # an infinity, NaN, or past 10**9 days
+        raise click.BadParameter(
+            f"{seconds} seconds is not a usable TTL", param_hint="'--ttl'"
+        ) from exc
+    if not ttl:
+        raise click.BadParameter(
+            f"{seconds} seconds rounds to 0 microseconds", param_hint="'--ttl'"
+        )
+    return ttl
 
 
 @memory_group.command("history")
@@ -391,7 +406,13 @@ _ITEM_ERROR = re.compile(r"item (\d+): (.*)", re.DOTALL)
 
 
 @memory_group.command("import")
-@click.argument("source", metavar="FILE", type=click.File("r", encoding="utf-8"))
+@click.argument(
+    "source",
+    metavar="FILE",
+    # A byte order mark before the first line is skipped; a byte that is not
+    # UTF-8 is kept (as a lone surrogate) for the error to name its line.
+    type=click.File("r", encoding="utf-8-sig", errors="surrogateescape"),
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1, MAX_IMPORT_BATCH),
@@ -406,7 +427,8 @@ _ITEM_ERROR = re.compile(r"item (\d+): (.*)", re.DOTALL)
 def memory_import(ctx: click.Context, source: Any, batch_size: int | None, as_json: bool) -> None:
     """Load memories from FILE (JSON Lines; ``-`` reads stdin) with put_memories.
 
-    Each non-blank line is one JSON object with put_memory's arguments:
+    The file is UTF-8 (a byte order mark at its start is skipped). Each
+    non-blank line is one JSON object with put_memory's arguments:
     namespace, key, value, memory_type, by, task_id, and optionally metadata,
     ttl (seconds) and index. Every line is an upsert, as ``memory put``.
     Lines are written in batches of --batch-size, each in one transaction
@@ -462,6 +484,11 @@ def _import_item(line: str, number: int) -> dict[str, Any]:
         raise ValidationError(
             f"line {number}: not valid JSON: {exc.msg} at column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise ValidationError(f"line {number}: not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        reason = str(exc).split(";")[0]
+        raise ValidationError(f"line {number}: not valid JSON: {reason}") from exc
     if not isinstance(item, dict):
         raise ValidationError(f"line {number}: must be a JSON object, not {type(item).__name__}")
     ttl = item.get("ttl")
@@ -512,7 +539,11 @@ async def _import_lines(
 
     number = 0
     for number, line in enumerate(source, 1):
-        position += len(line.encode("utf-8"))
+        try:
+            position += len(line.encode("utf-8"))
+        except UnicodeEncodeError as exc:  # a byte surrogateescape kept
+            bad = ValidationError(f"line {number}: not valid UTF-8 (column {exc.start + 1})")
+            raise ValidationError(_line_error(bad, [*numbers, number], imported)) from exc
         if not line.strip():
             continue
         try:

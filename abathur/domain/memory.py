@@ -15,7 +15,7 @@ from abathur.domain import Input
 from abathur.domain.namespaces import check_key, parse_namespace
 from abathur.domain.values import TaskIdValue, brief_repr, check_text
 from abathur.errors import AlreadyExistsError, NotFoundError, ValidationError
-from abathur.strict_json import JSONText, check_json
+from abathur.strict_json import MAX_JSON_DEPTH, JSONText, check_json
 
 MemoryType = Literal["semantic", "episodic", "procedural"]
 MEMORY_TYPES: tuple[MemoryType, ...] = get_args(MemoryType)
@@ -266,6 +266,10 @@ def expiry_after(now: datetime, ttl: timedelta) -> datetime:
 
 FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
 ORDERING_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
+# The most conditions (operators, ``$in`` options) in one search filter: every
+# backend runs as many (SQLite's expressions nest at most 1,000 deep, and
+# take at most 32,766 bound values), and both refuse more alike.
+MAX_FILTER_CONDITIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,15 @@ def json_type(value: Any) -> str:
     return "object"
 
 
+def _beyond_int64(value: Any) -> bool:
+    """An integer outside -2**63 .. 2**63 - 1 (not a bool)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not -MAX_INT64 - 1 <= value <= MAX_INT64
+    )
+
+
 def _container(value: list[Any] | dict[str, Any], where: str) -> Any:
     """A list or object operand of an equality: strict JSON whose integers fit
     in 64 bits (beyond them SQLite holds a float and PostgreSQL the exact
@@ -309,7 +322,7 @@ def _container(value: list[Any] | dict[str, Any], where: str) -> Any:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT64:
+        elif _beyond_int64(item):
             raise ValidationError(f"filter {where}: integer {item} does not fit in 64 bits")
     return value
 
@@ -323,7 +336,7 @@ def _scalar(value: Any, where: str, containers: bool = False) -> Any:
             + (", lists or objects" if containers else "")
             + f"; reach into nested objects with a dotted field name, not {value!r}"
         )
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT64:
+    if _beyond_int64(value):
         raise ValidationError(f"filter {where}: integer {value} does not fit in 64 bits")
     try:
         check_json(value, f"filter {where}")
@@ -342,6 +355,18 @@ def _field_path(field: Any) -> tuple[str, ...]:
     path = tuple(field.split("."))
     if "" in path:
         raise ValidationError(f"Invalid filter key {field!r}: it has an empty segment")
+    if len(path) > MAX_JSON_DEPTH:  # no stored value nests deeper
+        raise ValidationError(
+            f"Invalid filter key {brief_repr(field)}: it names {len(path)} levels; "
+            f"values nest at most {MAX_JSON_DEPTH}"
+        )
+    try:
+        field.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"Invalid filter key {brief_repr(field)}: not valid text: "
+            f"{exc.reason} at position {exc.start}"
+        ) from exc
     for segment in path:
         if '"' in segment or "\\" in segment or any(ord(ch) < 32 for ch in segment):
             raise ValidationError(
@@ -354,7 +379,7 @@ def _field_path(field: Any) -> tuple[str, ...]:
 def _number_operand(value: Any) -> Any:
     """An integer beyond 64 bits compares as the float nearest to it (or as an
     infinity beyond the float range); anything else is returned as it is."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT64:
+    if _beyond_int64(value):
         try:
             return float(value)
         except OverflowError:
@@ -385,6 +410,18 @@ def _ordering(path: tuple[str, ...], operator: str, value: float) -> FilterTerm:
     return _never(path)
 
 
+def _count_conditions(filter: dict[Any, Any]) -> int:
+    """The operators and ``$in`` options of a filter (a dict), as written."""
+    count = 0
+    for condition in filter.values():
+        if not isinstance(condition, dict):
+            count += 1
+            continue
+        for operator, raw in condition.items():
+            count += len(raw) if operator == "$in" and isinstance(raw, list) else 1
+    return count
+
+
 def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
     """The terms of a ``search_memories`` filter, all of which must hold.
 
@@ -397,13 +434,20 @@ def parse_filter(filter: Any) -> tuple[FilterTerm, ...]:
     stored value can equal are accepted and compare as such: NaN, the
     infinities and strings holding NUL equal nothing (``$ne`` holds for
     all), every number is below infinity and none below NaN; an integer
-    beyond 64 bits compares as the nearest float. Anything else is a
-    ValidationError naming the problem.
+    beyond 64 bits compares as the nearest float. At most
+    ``MAX_FILTER_CONDITIONS`` operators and ``$in`` options in all. Anything
+    else is a ValidationError naming the problem.
     """
     if filter is None:
         return ()
     if not isinstance(filter, dict):
         raise ValidationError(f"filter must be a dict, not {type(filter).__name__}")
+    conditions = _count_conditions(filter)
+    if conditions > MAX_FILTER_CONDITIONS:
+        raise ValidationError(
+            f"filter has {conditions} conditions (operators and $in options); "
+            f"the limit is {MAX_FILTER_CONDITIONS}"
+        )
     terms: list[FilterTerm] = []
     for field, condition in filter.items():
         path = _field_path(field)

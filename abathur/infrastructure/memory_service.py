@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from typing import Any, Literal
 
@@ -447,7 +447,8 @@ class MemoryService:
         hold. Comparison follows JSON types: a number never equals a string,
         ``$gt``/``$gte``/``$lt``/``$lte`` hold only between two numbers or two
         strings (compared by code point), ``$ne`` holds when the field is
-        missing. Operands are JSON scalars (``$in``: a list of them); anything
+        missing. Operands are JSON scalars (``$in``: a list of them); at most
+        1,000 conditions (operators and ``$in`` options) in all. Anything
         else, an unknown operator or an empty field name is a ValidationError.
 
         ``refresh_ttl=True`` pushes the expiry of every key returned that has
@@ -1797,8 +1798,13 @@ def _refresh(repo: MemoryRepository, row: Any, now: datetime) -> None:
 def _refresh_key(
     repo: MemoryRepository, namespace: str, key: str, ttl_seconds: float, now: datetime
 ) -> None:
-    """Push the expiry of a key whose TTL is ``ttl_seconds`` to ``now`` plus it."""
-    expires_at = expiry_after(now, timedelta(seconds=ttl_seconds))
+    """Push the expiry of a key whose TTL is ``ttl_seconds`` to ``now`` plus it,
+    or to the latest datetime if that reaches past the year 9999 (a TTL valid
+    when it was written: the read refreshing it must not fail)."""
+    try:
+        expires_at = now + timedelta(seconds=ttl_seconds)
+    except OverflowError:
+        expires_at = datetime.max.replace(tzinfo=UTC)
     repo.refresh_expiry(namespace, key, ttl_seconds, now, expires_at)
 
 

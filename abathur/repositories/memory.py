@@ -56,6 +56,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     not_,
+    null,
     or_,
     select,
     text,
@@ -589,11 +590,12 @@ class MemoryRepository:
         return search_rows(*filtered.raw(self.executor, params))
 
     def _terms(self, terms: tuple[FilterTerm, ...]) -> list[ColumnElement[bool]]:
-        """The SQL of each filter term, over ``MemoryEntry.value``."""
-        postgres = dialect_name(self.executor) == "postgresql"
-        return [
-            (_pg_term if postgres else _sqlite_term)(term, f"f{i}") for i, term in enumerate(terms)
-        ]
+        """The SQL of each filter term, over ``MemoryEntry.value`` (on SQLite,
+        past ``SQLITE_CHAIN`` terms, one condition of them all: ``_sqlite_chain``)."""
+        if dialect_name(self.executor) == "postgresql":
+            return [_pg_term(term, f"f{i}") for i, term in enumerate(terms)]
+        conditions = [_sqlite_term(term, f"f{i}") for i, term in enumerate(terms)]
+        return conditions if len(conditions) <= SQLITE_CHAIN else [_sqlite_chain(and_, conditions)]
 
     def read_rules(
         self, terms: tuple[FilterTerm, ...], now: datetime
@@ -771,6 +773,28 @@ def _sqlite_equals(document: Any, path: Any, value: Any, name: str) -> Any:
     return and_(extracted == number, kind.in_(_NUMBER_TYPES))
 
 
+# The most conditions SQLite gets in one chain of ANDs or ORs (see ``_sqlite_chain``).
+SQLITE_CHAIN = 64
+
+
+def _sqlite_chain(combine: Any, conditions: list[Any]) -> Any:
+    """``combine(*conditions)`` (``and_`` or ``or_``) nested as SQLite can parse
+    it: it nests a chain of n conditions n deep, and refuses an expression
+    nested more than 1,000 deep (a long ``$in``, many terms). Past
+    ``SQLITE_CHAIN`` conditions they are combined in groups, each in
+    ``coalesce(group, NULL)``, the group's own value (SQLAlchemy would
+    flatten a plain parenthesis back into the chain)."""
+    if len(conditions) <= SQLITE_CHAIN:
+        return combine(*conditions)
+    size = -(-len(conditions) // SQLITE_CHAIN)
+    return combine(
+        *(
+            func.coalesce(_sqlite_chain(combine, conditions[i : i + size]), null())
+            for i in range(0, len(conditions), size)
+        )
+    )
+
+
 def _sqlite_term(term: FilterTerm, name: str) -> Any:
     """SQLite JSON1: ``json_type`` gives the JSON type (true/false/null/integer/
     real/text/array/object, NULL when the path is absent), ``json_extract`` the
@@ -791,7 +815,7 @@ def _sqlite_term(term: FilterTerm, name: str) -> Any:
         options = [
             _sqlite_equals(document, path, v, f"{name}_{i}") for i, v in enumerate(term.operand)
         ]
-        return or_(false(), *options) if options else false()
+        return _sqlite_chain(or_, [false(), *options])
     if term.operator in ("$eq", "$ne"):
         equal = _sqlite_equals(document, path, term.operand, name)
         return equal if term.operator == "$eq" else not_(func.coalesce(equal, false()))
@@ -828,7 +852,7 @@ def _pg_term(term: FilterTerm, name: str) -> Any:
     field = _pg_field(term, name)
     if term.operator == "$in":
         options = [field == _pg_json(v, f"{name}_{i}") for i, v in enumerate(term.operand)]
-        return or_(false(), *options) if options else false()
+        return _sqlite_chain(or_, [false(), *options])
     if term.operator == "$eq":
         return field == _pg_json(term.operand, name)
     if term.operator == "$ne":

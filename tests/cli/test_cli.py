@@ -381,6 +381,23 @@ def test_memory_put_bad_input(seeded: Path) -> None:
     assert invoke(seeded, *put, "{}", "--type", "semantic", "--task", TASK_ID).exit_code == 2
     assert invoke(seeded, *put, "{}", "--type", "semantic", "--by", "me", "--task", TASK_ID,
                   "--ttl", "0").exit_code == 2  # fmt: skip
+    # What json.loads raises besides JSONDecodeError: RecursionError, and
+    # ValueError for an integer of more than 4,300 digits.
+    deep, long = "[" * 100_000 + "]" * 100_000, '{"n": ' + "1" * 5000 + "}"
+    for value, reason in ((deep, "nested too deeply"), (long, "Exceeds the limit")):
+        fails(seeded, *put, value, "--type", "semantic", "--by", "me", "--task", TASK_ID,
+              expect=f"VALUE is not valid JSON: {reason}")  # fmt: skip
+        fails(seeded, *put, "{}", "--type", "semantic", "--by", "me", "--task", TASK_ID,
+              "--metadata", value, expect=f"--metadata is not valid JSON: {reason}")  # fmt: skip
+        fails(seeded, "memory", "search", "user", "--filter", value,
+              expect=f"--filter is not valid JSON: {reason}")  # fmt: skip
+    # A --ttl timedelta cannot hold, or that rounds to nothing, is a usage error.
+    for ttl in ("inf", "nan", "1e300", "1e-9"):
+        result = invoke(seeded, *put, "{}", "--type", "semantic", "--by", "me", "--task",
+                        TASK_ID, "--ttl", ttl)  # fmt: skip
+        assert result.exit_code == 2, (ttl, result.stderr)
+        assert "Invalid value for '--ttl'" in result.stderr, result.stderr
+    assert ok_json(seeded, "memory", "search", "user:alice:t") == []
 
 
 def test_memory_put_is_an_upsert(seeded: Path) -> None:

@@ -88,6 +88,10 @@ def test_import_from_stdin_with_json_output(seeded: Path) -> None:
         (line("x", memory_type="other"), "line 4: memory_type"),
         (line("x", task_id="no-such-task"), "line 4: task 'no-such-task' not found"),
         (line("x", colour="red"), "line 4: unknown field(s) 'colour'"),
+        # What json.loads raises besides JSONDecodeError: a RecursionError and
+        # a ValueError (integers of more than 4,300 digits).
+        ('{"value": ' + "[" * 100_000 + "]" * 100_000 + "}", "line 4: not valid JSON: nested"),
+        ('{"value": {"n": ' + "1" * 5000 + "}}", "line 4: not valid JSON: Exceeds the limit"),
     ],
 )
 def test_a_bad_line_is_named_and_its_batch_not_written(
@@ -104,6 +108,36 @@ def test_a_bad_line_is_named_and_its_batch_not_written(
     assert "nothing from line 3 on was written; the 2 memories before it were imported" in error
     assert result.stdout == ""
     assert [h["key"] for h in ok_json(seeded, "memory", "search", "user:imp")] == ["b", "a"]
+
+
+def test_a_line_that_is_not_utf8_is_named_and_its_batch_not_written(
+    seeded: Path, tmp_path: Path
+) -> None:
+    lines = [line("a"), line("b"), line("c"), line("x").replace("x", "\\xff"), line("d")]
+    data = "\n".join(lines).encode("utf-8").replace(b"\\xff", b"\xff")
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(data)
+    result = invoke(seeded, "memory", "import", str(source), "--batch-size", "2")
+    assert result.exit_code == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "line 4: not valid UTF-8" in error, error
+    assert "nothing from line 3 on was written; the 2 memories before it were imported" in error
+    assert [h["key"] for h in ok_json(seeded, "memory", "search", "user:imp")] == ["b", "a"]
+
+
+def test_a_byte_order_mark_before_the_first_line_is_skipped(seeded: Path, tmp_path: Path) -> None:
+    """Some editors (and Windows PowerShell) start a UTF-8 file with a BOM."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + f"{line('a')}\n{line('b')}\n".encode())
+    assert ok(seeded, "memory", "import", str(source)).stdout.strip() == "imported 2 memories"
+    runner = CliRunner(
+        env={"ABATHUR_DATABASE_URL": None, "ABATHUR_DEBUG": None}, **_SEPARATE_STDERR
+    )
+    result = runner.invoke(
+        cli, ["--db", str(seeded), "memory", "import", "-"], input=source.read_bytes()
+    )
+    assert result.exit_code == 0, result.stderr
+    assert [h["version"] for h in history(seeded, "a")] == [1, 2]
 
 
 def test_a_bad_first_batch_writes_nothing(seeded: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from abathur.errors import NotFoundError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import MemoryService
 from abathur.repositories import memory as memory_repository
-from abathur.repositories.memory import SEARCH_CAP
+from abathur.repositories.memory import SEARCH_CAP, SQLITE_CHAIN
 from tests.support.memory_model import controlled_clock
 from tests.support.plans import (
     PG_FULL_SCAN,
@@ -83,6 +83,11 @@ async def _retrieval_workload(memory: MemoryService, task_id: str) -> None:
             everything,
             {"o.p": {"$ne": [1]}, "o": {"$in": [{"p": 1}, []]}},
             {"o": {"$eq": {"p": 1}}, "s": ["x"]},
+            # Past SQLITE_CHAIN terms and options: grouped (_sqlite_chain).
+            {
+                "n": {"$in": list(range(SQLITE_CHAIN + 6))},
+                **{f"f{i}": {"$ne": i} for i in range(SQLITE_CHAIN + 1)},
+            },
         ):
             await memory.search_memories("user", filter=filter, offset=1)
             await memory.search_memories("user:t1", "semantic", filter=filter, limit=5)

@@ -3,19 +3,20 @@ list_namespaces, and per-key TTL with refresh and sweep, on both backends."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
-from abathur.domain.memory import AccessContext, parse_filter
+from abathur.domain.memory import MAX_FILTER_CONDITIONS, AccessContext, parse_filter
 from abathur.errors import AccessDeniedError, AlreadyExistsError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.infrastructure.memory_service import SYSTEM_TASK_ID
 from abathur.repositories.memory import _pg_term
 from abathur.schema.models import AuditEntry, MemoryEntry, MemoryExpiry
+from abathur.strict_json import MAX_JSON_DEPTH
 from tests.support.memory_model import Clock, controlled_clock
 
 
@@ -165,6 +166,17 @@ async def test_filters_follow_json_types(db: Database, task_id: str) -> None:
     assert await keys(db, "user", filter={"priority": 3}) == ["n1", "out"]
 
 
+async def test_the_64_bit_integer_bounds_are_found_as_integers(db: Database, task_id: str) -> None:
+    """-2**63 fits in 64 bits: it is compared as an integer, as 2**63 - 1 is
+    (as the nearest float, PostgreSQL compared it with -9223372036854776000)."""
+    for key, n in (("min", -(2**63)), ("max", 2**63 - 1)):
+        await db.memory.put_memory("user:a", key, {"n": n}, "semantic", by="a", task_id=task_id)
+    assert await keys(db, filter={"n": -(2**63)}) == ["min"]
+    assert await keys(db, filter={"n": {"$in": [-(2**63), 2**63 - 1]}}) == ["max", "min"]
+    assert await keys(db, filter={"n": {"$lte": -(2**63)}}) == ["min"]
+    assert await keys(db, filter={"n": {"$eq": [-(2**63)]}}) == []  # a list: no error
+
+
 async def test_a_comparison_that_holds_on_the_sql_value_still_needs_the_json_type(
     db: Database, task_id: str
 ) -> None:
@@ -248,11 +260,58 @@ async def test_list_and_object_operands_compare_structurally(db: Database, task_
         ({'a"b': 1}, "may not contain"),
         ({1: 1}, "non-empty strings"),
         ("status=open", "dict"),
+        ({"\ud800": 1}, "not valid text"),
+        ({"a.b\udfff.c": {"$in": [1]}}, "not valid text"),
+        ({".".join(["a"] * 101): 1}, "101 levels"),
+        ({".".join(["a"] * 5000): {"$ne": 1}}, "5000 levels"),
     ],
 )
 async def test_bad_filters_are_validation_errors(db: Database, filter: Any, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         await db.memory.search_memories("user:a", filter=filter)
+
+
+async def test_a_filter_reaches_the_deepest_member_a_value_may_have(
+    db: Database, task_id: str
+) -> None:
+    """A value nests at most ``MAX_JSON_DEPTH`` objects; a dotted name of as
+    many segments reaches its innermost member (deeper ones are refused above)."""
+    value: Any = "bottom"
+    for _ in range(MAX_JSON_DEPTH):
+        value = {"a": value}
+    await db.memory.put_memory("user:a", "deep", value, "semantic", by="u", task_id=task_id)
+    path = ".".join(["a"] * MAX_JSON_DEPTH)
+    assert await keys(db, filter={path: "bottom"}) == ["deep"]
+    assert await keys(db, filter={path: {"$ne": "bottom"}}) == []
+
+
+async def test_a_filter_of_the_most_conditions_allowed_runs_on_every_backend(
+    db: Database, task_id: str
+) -> None:
+    """Up to MAX_FILTER_CONDITIONS operators and ``$in`` options, the same
+    answer on both backends (SQLite refuses an expression more than 1,000 deep:
+    a long ``$in`` or many terms must not become one); one more is refused
+    on both, by name, before any SQL."""
+    most = MAX_FILTER_CONDITIONS
+    fields = {f"f{i}": i for i in range(most - 1)}
+    await db.memory.put_memory("user:a", "wide", fields, "semantic", by="u", task_id=task_id)
+    await _seed(db, task_id)
+    options = [*range(10, 10 + most - 1), 5]
+    every = {f"f{i}": {"$gte": i} for i in range(most - 1)}
+    for refresh_ttl in (False, True):
+        found = await keys(db, filter={"priority": {"$in": options}}, refresh_ttl=refresh_ttl)
+        assert found == ["n2"]
+        assert await keys(db, filter={**every, "f0": 0}, refresh_ttl=refresh_ttl) == ["wide"]
+        ne = {**{f"f{i}": {"$ne": -1} for i in range(1, most)}, "f0": 0}
+        assert await keys(db, filter=ne, refresh_ttl=refresh_ttl) == ["wide"]
+    too_many: list[dict[str, Any]] = [
+        {"priority": {"$in": [*options, 6]}},
+        {**every, "f0": {"$gte": 0, "$lt": 1, "$ne": 5}},
+        {"a": {"$in": list(range(most))}, "b": 1},
+    ]
+    for filter in too_many:
+        with pytest.raises(ValidationError, match=f"{most + 1} conditions"):
+            await db.memory.search_memories("user:a", filter=filter)
 
 
 async def test_pages_concatenate_to_the_whole_subtree(
@@ -426,6 +485,24 @@ async def test_refresh_ttl_moves_expiry_without_a_version(
     assert await memory.get_memory("user:a", "k", refresh_ttl=True) is None  # too late
     assert await count(db, AuditEntry) == audited
     assert await count(db, MemoryEntry) == 2
+
+
+async def test_refresh_ttl_stops_at_the_latest_expiry_a_datetime_holds(
+    db: Database, task_id: str, clock: Clock
+) -> None:
+    """A TTL valid when written may later reach past the year 9999: a refresh
+    then sets the latest expiry there is, as a read must not fail for it."""
+    memory = db.memory
+    latest = datetime.max.replace(tzinfo=UTC)
+    ttl = latest - clock.now - timedelta(seconds=1)
+    await memory.put_memory("user:a", "k", {"v": 1}, "semantic", by="a", task_id=task_id, ttl=ttl)
+    clock.advance(timedelta(days=365))
+    got = await memory.get_memory("user:a", "k", refresh_ttl=True)
+    assert got is not None and got["version"] == 1
+    found = await memory.search_memories("user:a", refresh_ttl=True)
+    assert [r["key"] for r in found] == ["k"]
+    clock.advance(timedelta(days=365))
+    assert await memory.get_memory("user:a", "k") is not None
 
 
 async def test_sweep_expired_soft_deletes_with_one_audit_row_each(
