@@ -29,7 +29,7 @@ from abathur.cli.context import (
 from abathur.domain.documents import SyncResult
 from abathur.domain.memory import MemoryDict
 from abathur.domain.namespaces import parse_namespace
-from abathur.domain.sessions import SessionDict, SessionWithEvents
+from abathur.domain.sessions import ListedSession, SessionWithEvents
 from abathur.errors import AbathurError, NotFoundError, ValidationError
 from abathur.infrastructure.database import Database
 from abathur.repositories.memory import MAX_KEY_LOCKS
@@ -61,14 +61,14 @@ def session_list(
 ) -> None:
     """List sessions, newest first."""
 
-    async def work(db: Database) -> list[SessionDict]:
+    async def work(db: Database) -> list[ListedSession]:
         return await db.sessions.list_sessions(
             app_name=app_name, user_id=user_id, project_id=project_id, status=status, limit=limit
         )
 
     sessions = run_with_db(ctx, work)
 
-    def human(rows: list[SessionDict]) -> None:
+    def human(rows: list[ListedSession]) -> None:
         if not rows:
             click.echo("no sessions")
         for row in rows:

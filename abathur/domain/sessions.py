@@ -310,6 +310,21 @@ class SessionWithEvents(SessionDict):
     last_seq: int
 
 
+class ListedSession(SessionDict):
+    """An entry of ``list_sessions``: the session (its own state, without
+    events) and ``last_seq``, the seq of its newest event (0 before the first)."""
+
+    last_seq: int
+
+
+class AppSharedState(TypedDict):
+    """``get_app_shared_state``'s result: an app's ``app:`` keys and each
+    user's ``user:`` keys (by user id; a user without any is absent)."""
+
+    app: dict[str, Any]
+    users: dict[str, dict[str, Any]]
+
+
 class SessionLog(TypedDict):
     """``get_session_log``'s result: of ``get_session(id, events_as_text=True)``,
     the merged state, ``last_update_time``, ``last_seq`` and the event texts."""

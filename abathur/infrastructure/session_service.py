@@ -26,8 +26,10 @@ from abathur.domain.sessions import (
     SESSION_STATUSES,
     TEMP_PREFIX,
     TRANSITIONS,
+    AppSharedState,
     EventDict,
     EventQuery,
+    ListedSession,
     SessionDict,
     SessionLog,
     SessionQuery,
@@ -413,9 +415,11 @@ class SessionService:
         status: str | None = None,
         limit: int = 50,
         before: str | None = None,
-    ) -> list[SessionDict]:
-        """Sessions newest first (without events). For the next page pass the
-        id of the last session of this one as ``before``."""
+    ) -> list[ListedSession]:
+        """Sessions newest first (without events), each with ``last_seq`` (the
+        seq of its newest event, as ``get_session`` reads it, for
+        ``expected_seq``). For the next page pass the id of the last session
+        of this one as ``before``."""
         query = validated(
             SessionQuery,
             app_name=app_name,
@@ -426,9 +430,9 @@ class SessionService:
             before=before,
         )
 
-        def work(session: orm.Session) -> list[SessionDict]:
+        def work(session: orm.Session) -> list[ListedSession]:
             rows = SessionRepository(session).page(query)
-            return [session_dict(r) for r in rows]
+            return [{**session_dict(r), "last_seq": int(r.last_seq or 0)} for r in rows]
 
         return await self._db.run(work, write=False)
 
@@ -442,6 +446,19 @@ class SessionService:
 
         def work(conn: Connection) -> dict[str, Any]:
             return SharedStateRepository(conn).read(app_name, user_id)
+
+        return await self._db.read(work, one_statement=True)
+
+    async def get_app_shared_state(self, app_name: str) -> AppSharedState:
+        """Every shared key of ``app_name`` in one read: ``app``, its ``app:``
+        keys, and ``users``, each user's ``user:`` keys by user id (users
+        without any left out). ``get_shared_state(app_name, user)`` is
+        ``{**app, **users.get(user, {})}``: one read instead of one per user
+        for a caller that shows the sessions of many users."""
+        text_arg(app_name, "app_name")
+
+        def work(conn: Connection) -> AppSharedState:
+            return SharedStateRepository(conn).read_app(app_name)
 
         return await self._db.read(work, one_statement=True)
 

@@ -26,7 +26,7 @@ differences):
 - State. ``app:`` and ``user:`` keys use abathur's shared state scopes;
   ``temp:`` keys are never persisted (ADK's rule, applied here: abathur's core
   keeps them until the session ends).
-- Staleness. A session created, read (``get_session``, not ``list_sessions``)
+- Staleness. A session created, read (``get_session``, ``list_sessions``)
   or written through this service carries the seq of its newest event as
   ADK's storage marker; ``append_event`` passes it as ``expected_seq``, so an
   append from an outdated copy raises ADK's ``StaleSessionError`` (a
@@ -357,28 +357,38 @@ class AbathurSessionService(BaseSessionService):
     ) -> ListSessionsResponse:
         sessions = await self._sessions()
         found: list[Session] = []
-        shared: dict[str, dict[str, Any]] = {}
         # One read, as ADK's services list: pages read one after another fail
         # when the session a page ends with is deleted before the next.
         try:
             rows = await sessions.list_sessions(app_name=app_name, user_id=user_id, limit=MAX_COUNT)
         except ValidationError:  # names create_session refuses (empty, NUL, too long)
             return ListSessionsResponse()
+        listed = []
         for row in rows:
             ids = adk_session_id(row["id"])
-            if ids is None or ids[0] != app_name or ids[1] != row["user_id"]:
-                continue  # not an ADK session of this app
+            if ids is not None and ids[0] == app_name and ids[1] == row["user_id"]:
+                listed.append((ids[2], row))  # an ADK session of this app
+        if not listed:
+            return ListSessionsResponse()
+        # The shared state of every user listed in one read (ADK's service
+        # reads its app's user states at once too).
+        if user_id is None:
+            scopes = await sessions.get_app_shared_state(app_name)
+            app_keys, users = scopes["app"], scopes["users"]
+        else:
+            app_keys, users = await sessions.get_shared_state(app_name, user_id), {}
+        for sid, row in listed:
             owner = row["user_id"]
-            if owner not in shared:
-                shared[owner] = await sessions.get_shared_state(app_name, owner)
+            # The marker: the seq of the newest event, as get_session sets it.
             found.append(
-                Session(
-                    id=ids[2],
-                    app_name=app_name,
-                    user_id=owner,
-                    state={**row["state"], **shared[owner]},
-                    events=[],
-                    last_update_time=row["last_update_time"].timestamp(),
+                self._session(
+                    app_name,
+                    owner,
+                    sid,
+                    {**row["state"], **app_keys, **users.get(owner, {})},
+                    row["last_seq"],
+                    [],
+                    row["last_update_time"].timestamp(),
                 )
             )
         found.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))

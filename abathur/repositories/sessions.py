@@ -89,15 +89,19 @@ LAST_SEQ = Prepared(
 )
 
 
+# The seq of the newest event of the session row a statement reads (NULL
+# before the first): one probe of uq_session_events_session_id_seq per row.
+NEWEST_SEQ = (
+    select(func.max(SessionEvent.seq))
+    .where(SessionEvent.session_id == Session.id)
+    .scalar_subquery()
+    .label("last_seq")
+)
+
+
 def _with_last_seq(*fields: Any) -> Prepared:
     """``fields`` of session ``:id`` and ``last_seq``, the seq of its newest event."""
-    newest = (
-        select(func.max(SessionEvent.seq))
-        .where(SessionEvent.session_id == Session.id)
-        .scalar_subquery()
-        .label("last_seq")
-    )
-    return Prepared(select(*fields, newest).where(Session.id == bindparam("id")))
+    return Prepared(select(*fields, NEWEST_SEQ).where(Session.id == bindparam("id")))
 
 
 GET_WITH_LAST_SEQ = _with_last_seq(*SESSION_FIELDS)
@@ -404,9 +408,10 @@ class SessionRepository:
             query = query.where(Session.user_id == user_id)
         return (self.executor.scalars(query)).all()
 
-    def page(self, q: SessionQuery) -> Sequence[Session]:
-        """A page of sessions, newest first; ``q.before`` is the id of the
-        previous page's last session (keyset paging: stable under inserts)."""
+    def page(self, q: SessionQuery) -> Sequence[StoredSession]:
+        """A page of sessions with their ``last_seq``, newest first, as plain
+        rows; ``q.before`` is the id of the previous page's last session
+        (keyset paging: stable under inserts)."""
         conditions: list[ColumnElement[bool]] = []
         if q.app_name is not None:
             conditions.append(Session.app_name == q.app_name)
@@ -428,12 +433,13 @@ class SessionRepository:
                 raise NotFoundError(f"cursor session {q.before!r} not found")
             conditions.append(tuple_(Session.created_at, Session.id) < tuple(cursor))
         query = (
-            select(Session)
+            select(*SESSION_FIELDS, NEWEST_SEQ)
             .where(*conditions)
             .order_by(Session.created_at.desc(), Session.id.desc())
             .limit(q.limit)
         )
-        return (self.executor.scalars(query)).all()
+        rows: Sequence[StoredSession] = self.executor.execute(query).all()
+        return rows
 
     # ------------------------------------------------------------ events
 

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from abathur.db.sqlite.prepared import Executor, Prepared
 from abathur.domain.clock import utcnow
-from abathur.domain.sessions import APP_PREFIX
+from abathur.domain.sessions import APP_PREFIX, AppSharedState
 from abathur.repositories.base import dialect_name
 from abathur.schema.models import Session, SharedState
 from abathur.strict_json import JSONText
@@ -34,6 +34,16 @@ READ = Prepared(
         SharedState.app_name == bindparam("app_name"),
         SharedState.user_id.in_([literal_column("''"), bindparam("user_id")]),
     )
+)
+
+# Every row of an app, by the primary key's first column (``list_sessions``
+# across users: one read for all of them).
+READ_APP = Prepared(
+    select(
+        SharedState.user_id.label("user_id"),
+        SharedState.key.label("key"),
+        SharedState.value.label("value"),
+    ).where(SharedState.app_name == bindparam("app_name"))
 )
 
 
@@ -89,6 +99,16 @@ class SharedStateRepository:
             {"app_name": app_name, "user_id": APP_SCOPE if user_id is None else user_id},
         )
         return {row.key: row.value for row in rows}
+
+    def read_app(self, app_name: str) -> AppSharedState:
+        """Every shared key of ``app_name``: its ``app:`` keys and each user's
+        ``user:`` keys, in one statement."""
+        app: dict[str, Any] = {}
+        users: dict[str, dict[str, Any]] = {}
+        for row in READ_APP.all(self.executor, {"app_name": app_name}):
+            scope = app if row.user_id == APP_SCOPE else users.setdefault(row.user_id, {})
+            scope[row.key] = row.value
+        return {"app": app, "users": users}
 
     def read_key(self, session_id: str, key: str) -> Any | None:
         """The value of a shared ``key`` as session ``session_id`` sees it; None

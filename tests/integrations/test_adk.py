@@ -22,10 +22,12 @@ from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.runners import Runner
 from google.adk.sessions.base_session_service import GetSessionConfig
+from google.adk.sessions.database_session_service import DatabaseSessionService
 from google.adk.sessions.session import Session
 from google.genai import types
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from abathur.infrastructure.database import Database
 from abathur.integrations.adk import AbathurSessionService, abathur_session_id, adk_session_id
@@ -131,6 +133,72 @@ async def test_list_sessions_orders_oldest_first_and_skips_foreign_sessions(
     assert [s.id for s in listed] == ["c", "b", "a"]  # a was written last
     assert all(s.events == [] for s in listed)
     assert (await service.list_sessions(app_name="other")).sessions == []
+
+
+async def test_a_listed_session_is_checked_for_staleness_as_in_adks_database_service(
+    service: AbathurSessionService, tmp_path: Path
+) -> None:
+    """A session from ``list_sessions`` carries the storage marker, as ADK's
+    DatabaseSessionService gives its listed sessions one: an append to a
+    listed copy after another copy appended raises StaleSessionError and
+    stores nothing; a listed copy that is current appends."""
+    adk = DatabaseSessionService(f"sqlite+aiosqlite:///{tmp_path / 'adk.db'}")
+    try:
+        for svc in (adk, service):
+            for user in ("u", "v"):
+                await svc.create_session(app_name="app", user_id=user, session_id="s")
+            for mine in (None, "u"):  # all the app's sessions, and one user's
+                [listed] = [
+                    s
+                    for s in (await svc.list_sessions(app_name="app", user_id=mine)).sessions
+                    if s.user_id == "u"
+                ]
+                other = await svc.get_session(app_name="app", user_id="u", session_id="s")
+                assert other is not None
+                await svc.append_event(other, Event(author="user"))
+                with pytest.raises(AdkStaleSessionError):
+                    await svc.append_event(listed, Event(author="user"))
+            [fresh, _] = (await svc.list_sessions(app_name="app")).sessions
+            assert fresh.user_id == "v"  # not written since it was created
+            await svc.append_event(fresh, Event(author="user"))
+            got = await svc.get_session(app_name="app", user_id="u", session_id="s")
+            assert got is not None and len(got.events) == 2
+    finally:
+        await adk.close()
+
+
+async def test_list_sessions_of_many_users_reads_their_shared_state_at_once(
+    service: AbathurSessionService, db: Database
+) -> None:
+    """Listing an app's sessions reads the shared state of all their users in
+    one statement (ADK's database service reads its user states at once too),
+    not one statement per user."""
+    for i in range(6):
+        user = f"u{i}"
+        state = {"user:n": i, "k": -i} if i % 2 else {"app:a": "x"}
+        await service.create_session(app_name="app", user_id=user, session_id="s", state=state)
+    await service.create_session(app_name="app2", user_id="u1", state={"user:n": "other"})
+    sent: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        sent.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        listed = (await service.list_sessions(app_name="app")).sessions
+        assert len(sent) == 2, sent  # the sessions, the shared state
+        sent.clear()
+        [one] = (await service.list_sessions(app_name="app", user_id="u3")).sessions
+        assert len(sent) == 2, sent
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    assert one.state == {"app:a": "x", "user:n": 3, "k": -3}
+    assert {s.user_id: s.state for s in listed} == {
+        f"u{i}": {"app:a": "x", "user:n": i, "k": -i} if i % 2 else {"app:a": "x"} for i in range(6)
+    }
+    for session in listed:
+        got = await service.get_session(app_name="app", user_id=session.user_id, session_id="s")
+        assert got is not None and got.state == session.state
 
 
 async def test_errors_are_adks(service: AbathurSessionService) -> None:

@@ -238,6 +238,8 @@ SESSION_METHODS = [
     m("get_state", lambda db, a: db.sessions.get_state(**a), session_id=SESSION, key="k"),
     m("get_shared_state", lambda db, a: db.sessions.get_shared_state(**a),
       app_name="app", user_id="alice"),
+    m("get_app_shared_state", lambda db, a: db.sessions.get_app_shared_state(**a),
+      app_name="app"),
     m("set_state", lambda db, a: db.sessions.set_state(**a), check_state,
       session_id=SESSION, key="k", value={"v": 1}),
     m("list_active_sessions", lambda db, a: db.sessions.list_active_sessions(**a),

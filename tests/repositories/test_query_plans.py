@@ -78,6 +78,7 @@ async def workload(db: Database, docs: Path) -> None:
     await s.get_state("s1", "app:a")
     await s.get_shared_state("app1")
     await s.get_shared_state("app1", "u1")
+    await s.get_app_shared_state("app1")  # the ADK adapter's listing across users
     # The ADK adapter's listings: one app (all users), one app and user, paged.
     await s.list_sessions(app_name="app1", limit=2)
     await s.list_sessions(app_name="app1", limit=2, before="s1")

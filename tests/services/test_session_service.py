@@ -535,6 +535,30 @@ async def test_list_sessions_pages_through_equal_creation_times(
     assert await page_through(sessions, 2) == ["s4", "s3", "s2", "s1", "s0"]
 
 
+async def test_list_sessions_returns_each_sessions_last_seq(sessions: SessionService) -> None:
+    """Each listed session carries ``last_seq`` as ``get_session`` reads it
+    (the seq of its newest event, 0 before the first), read by the listing's
+    own statement: a caller can pass it as ``expected_seq``."""
+    await sessions.create_session("s0", "app", "alice")
+    await sessions.create_session("s1", "app", "bob")
+    await sessions.append_events("s1", [{"n": 1}, {"n": 2}])
+    await sessions.create_session("s2", "app", "alice")
+    await sessions.append_event("s2", {"n": 1})
+    await sessions.append_event("s2", {"n": 2})
+    await sessions.append_event("s2", {"n": 3})
+    listed = await sessions.list_sessions(app_name="app")
+    assert {s["id"]: s["last_seq"] for s in listed} == {"s0": 0, "s1": 2, "s2": 3}
+    for row in listed:
+        got = await sessions.get_session(row["id"])
+        assert got is not None and got["last_seq"] == row["last_seq"]
+        del got["events"], got["last_seq"]  # type: ignore[misc]
+        assert {k: v for k, v in row.items() if k != "last_seq"} == got
+    seen = {s["id"]: s["last_seq"] for s in listed}["s1"]
+    await sessions.append_event("s1", {"n": 3}, expected_seq=seen)
+    with pytest.raises(StaleSessionError):
+        await sessions.append_event("s1", {"n": 4}, expected_seq=seen)
+
+
 # ------------------------------------------------------------------ delete
 
 
@@ -599,6 +623,8 @@ async def _every_statement(db: Database, sessions: SessionService) -> list[tuple
             {"status": "active"}, {"status": "created"}, {"before": "p1"},
         ]:  # fmt: skip
             await sessions.list_sessions(**kw)
+        await sessions.get_shared_state("app", "alice")
+        await sessions.get_app_shared_state("app")
         await sessions.terminate_session("p0")
         await sessions.delete_session("p1")
     return list(recorded.items())

@@ -13,6 +13,7 @@ from abathur.domain.sessions import MAX_SHARED_KEY_BYTES
 from abathur.domain.values import MAX_ID_BYTES
 from abathur.errors import ConflictError, NotFoundError, StaleSessionError, ValidationError
 from abathur.infrastructure.database import Database
+from tests.support.plans import recording
 
 
 async def _state(db: Database, session_id: str) -> dict[str, object]:
@@ -103,6 +104,33 @@ async def test_shared_keys_survive_the_sessions_that_wrote_them(db: Database) ->
     assert await db.sessions.get_shared_state("app", "alice") == {"user:k": 1}
     await db.sessions.create_session("a2", "app", "alice")
     assert await _state(db, "a2") == {"user:k": 1}
+
+
+async def test_an_apps_shared_state_is_read_whole_in_one_statement(db: Database) -> None:
+    """``get_app_shared_state``: the app's keys and every user's, by scope;
+    each user's merged view is what ``get_shared_state`` reads for that user."""
+    await db.sessions.create_session(
+        "a1", "app", "alice", initial_state={"app:k": 1, "user:k": "a"}
+    )
+    await db.sessions.create_session(
+        "b1", "app", "bob", initial_state={"user:k": "b", "user:j": [2]}
+    )
+    await db.sessions.create_session("c1", "app", "carol")
+    await db.sessions.create_session("x1", "app2", "alice", initial_state={"app:k": 9, "user:z": 0})
+    await db.sessions.delete_session("b1")  # bob's keys stay (as get_shared_state reads them)
+    with recording(db) as sent:
+        got = await db.sessions.get_app_shared_state("app")
+    assert len(sent) == 1
+    assert got == {
+        "app": {"app:k": 1},
+        "users": {"alice": {"user:k": "a"}, "bob": {"user:k": "b", "user:j": [2]}},
+    }
+    for user in ("alice", "bob", "carol"):
+        merged = {**got["app"], **got["users"].get(user, {})}
+        assert merged == await db.sessions.get_shared_state("app", user)
+    assert await db.sessions.get_app_shared_state("nope") == {"app": {}, "users": {}}
+    with pytest.raises(ValidationError):
+        await db.sessions.get_app_shared_state("")
 
 
 async def test_shared_key_reads_and_writes_need_a_session(db: Database) -> None:

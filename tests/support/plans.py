@@ -21,7 +21,7 @@ from tests.conftest import pg_schema
 TABLES = (
     "sessions", "session_events", "memory_entries", "audit", "tasks", "agents",
     "checkpoints", "document_index", "state", "metrics", "memory_expiry",
-    "memory_embeddings",
+    "memory_embeddings", "shared_state",
 )  # fmt: skip
 # A table may appear under an alias (``memory_entries_1`` for a correlated
 # subquery of the same table): SQLite and PostgreSQL plans name the alias.
