@@ -8,7 +8,8 @@ from pathlib import Path
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from abathur.errors import ConfigurationError
+from abathur.domain.values import check_text
+from abathur.errors import ConfigurationError, ValidationError
 
 DEFAULT_URL = "sqlite+aiosqlite:///abathur.db"
 
@@ -68,16 +69,11 @@ def _check_text(url: URL) -> None:
     for value in url.query.values():
         parts.extend(value if isinstance(value, tuple) else (value,))
     for part in parts:
-        if not isinstance(part, str):
-            continue
-        if "\x00" in part:
-            raise ConfigurationError("the database URL or path contains a NUL character")
-        try:
-            part.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ConfigurationError(
-                f"the database URL or path is not valid text: {exc.reason} at position {exc.start}"
-            ) from exc
+        if isinstance(part, str):
+            try:
+                check_text(part, "the database URL or path", max_bytes=None, empty=True)
+            except ValidationError as exc:
+                raise ConfigurationError(str(exc)) from exc
 
 
 def is_memory_url(url: URL) -> bool:

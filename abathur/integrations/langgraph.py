@@ -60,7 +60,7 @@ import threading
 from collections.abc import Coroutine, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote
 
 from langgraph.store.base import (
@@ -169,6 +169,26 @@ def ttl_delta(minutes: Any) -> timedelta | None:
     if delta <= timedelta(0):
         raise ValidationError(f"ttl must be positive, not {brief_repr(minutes)} minutes")
     return delta
+
+
+class _Put(NamedTuple):
+    """A checked ``PutOp`` with its ``ttl`` and ``index`` in abathur's terms
+    (converted once, by ``AbathurStore._checked``)."""
+
+    op: PutOp
+    ttl: timedelta | None
+    embed: bool | list[str]  # put_memory's ``index``
+
+    @classmethod
+    def of(cls, op: PutOp) -> _Put:
+        if op.value is None:  # a delete: neither is used
+            return cls(op, None, True)
+        index: bool | list[str] = True
+        if op.index is False:
+            index = False
+        elif op.index is not None:
+            index = index_fields(op.index) or False  # no fields: nothing to embed
+        return cls(op, ttl_delta(op.ttl), index)
 
 
 def index_embedder(index: IndexConfig) -> Embedder:
@@ -521,37 +541,37 @@ class AbathurStore(BaseStore):
         return await self._async(self._run(checked))
 
     @staticmethod
-    def _checked(ops: Iterable[Op]) -> list[Op]:
+    def _checked(ops: Iterable[Op]) -> list[Op | _Put]:
         """Every op's labels (LangGraph's ``validate_op_namespace``) and every
         put's ``ttl`` and ``index`` fields are checked before any op runs, so
-        such a bad batch changes nothing."""
-        checked = list(ops)
-        for op in checked:
+        such a bad batch changes nothing. A put comes back as a ``_Put``
+        carrying its converted ``ttl`` and ``index``."""
+        checked: list[Op | _Put] = []
+        for op in ops:
             validate_op_namespace(op)
             if isinstance(op, PutOp):
                 if not op.namespace:
                     raise InvalidNamespaceError("Namespace cannot be empty.")
-                if op.value is not None:
-                    ttl_delta(op.ttl)
-                    if op.index is not None and op.index is not False:
-                        index_fields(op.index)
+                checked.append(_Put.of(op))
+            else:
+                checked.append(op)
         return checked
 
-    async def _run(self, ops: list[Op]) -> list[Result]:
+    async def _run(self, ops: list[Op | _Put]) -> list[Result]:
         memory = self._db.memory if self._ready else await self._memory()
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_CONCURRENT_BATCHES)
         async with self._slots:
             return await self._run_ops(memory, ops)
 
-    async def _run_ops(self, memory: MemoryService, ops: list[Op]) -> list[Result]:
+    async def _run_ops(self, memory: MemoryService, ops: list[Op | _Put]) -> list[Result]:
         results: list[Result] = []
         for op in ops:
             if isinstance(op, GetOp):
                 results.append(await self._get(memory, op))
             elif isinstance(op, SearchOp):
                 results.append(await self._search(memory, op))
-            elif isinstance(op, PutOp):
+            elif isinstance(op, _Put):
                 await self._put(memory, op)
                 results.append(None)
             elif isinstance(op, ListNamespacesOp):
@@ -614,17 +634,12 @@ class AbathurStore(BaseStore):
             for r in rows
         ]
 
-    async def _put(self, memory: MemoryService, op: PutOp) -> None:
+    async def _put(self, memory: MemoryService, put: _Put) -> None:
+        op = put.op
         namespace = abathur_namespace(op.namespace, self._root)
         if op.value is None:
             await memory.delete_memory(namespace, op.key, self.actor, self.task_id, missing_ok=True)
             return
-        ttl = ttl_delta(op.ttl)
-        index: bool | list[str] = True
-        if op.index is False:
-            index = False
-        elif op.index is not None:
-            index = index_fields(op.index) or False  # no fields: nothing to embed
         await memory.put_memory(
             namespace,
             op.key,
@@ -632,8 +647,8 @@ class AbathurStore(BaseStore):
             self.memory_type,
             by=self.actor,
             task_id=self.task_id,
-            ttl=ttl,
-            index=index,
+            ttl=put.ttl,
+            index=put.embed,
         )
 
     async def _list(self, memory: MemoryService, op: ListNamespacesOp) -> list[tuple[str, ...]]:
