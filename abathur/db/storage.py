@@ -322,13 +322,13 @@ class Storage:
         """Migrate the schema up to ``revision`` (default: the newest)."""
         from alembic import command
 
-        await self._migrate(lambda config: command.upgrade(config, revision))
+        await self._migrate(lambda config: command.upgrade(config, revision), revision, False)
 
     async def downgrade(self, revision: str) -> None:
         """Migrate the schema down to ``revision`` (``"base"`` drops every table)."""
         from alembic import command
 
-        await self._migrate(lambda config: command.downgrade(config, revision))
+        await self._migrate(lambda config: command.downgrade(config, revision), revision, True)
 
     async def current_revision(self) -> str | None:
         """The database's Alembic revision, or None for an empty database."""
@@ -340,14 +340,16 @@ class Storage:
         except Exception as exc:
             _raise_translated(exc)
 
-    async def _migrate(self, step: Callable[[Config], None]) -> None:
+    async def _migrate(
+        self, step: Callable[[Config], None], revision: str, downgrade: bool
+    ) -> None:
         # One migration at a time per process; other processes queue on the
         # database's own lock.
         self._check_open()
         self._refuse_own_turn(True)
         try:
             async with migrate.process_migration_lock(), self._exclusive():
-                await migrate.run_migration(self.engine, step)
+                await migrate.run_migration(self.engine, step, revision, downgrade=downgrade)
         except Exception as exc:  # the connect, before the migration's own handler
             _raise_translated(exc)
 
