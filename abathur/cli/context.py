@@ -135,14 +135,20 @@ async def ensure_schema(db: Database) -> None:
 
     from abathur.db.migrate import alembic_config
 
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
     current = await db.current_revision()
     if current is None:
         await db.initialize()
+    elif current not in {rev.revision for rev in script.walk_revisions()}:
+        raise DatabaseError(
+            f"the database is at revision {current}, newer than this abathur knows "
+            f"(its newest is {head}): upgrade abathur"
+        )
     elif current != head:
         raise DatabaseError(
             f"the database is at revision {current} but this abathur expects {head}: "
-            "run `abathur db upgrade` (or downgrade) first"
+            "run `abathur db upgrade` first"
         )
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import click
 from sqlalchemy.engine import Connection
 
-from abathur.cli.context import emit, json_option, run_with_db
+from abathur.cli.context import app, emit, json_option, run_with_db
 from abathur.db.migrate import alembic_config
+from abathur.db.url import is_memory_url, to_url
 from abathur.errors import AlreadyExistsError, ConfigurationError, DatabaseError, NotFoundError
 from abathur.infrastructure.database import Database
 
@@ -27,11 +28,38 @@ def _script() -> Any:
     return ScriptDirectory.from_config(alembic_config())
 
 
-@db_group.command("upgrade")
+def _missing_file(ctx: click.Context) -> str | None:
+    """The SQLite file the command names, if it does not exist: opening it
+    would create an empty one (a typo would leave a stray file behind)."""
+    url = to_url(app(ctx).db_url)
+    if url.get_backend_name() != "sqlite" or is_memory_url(url) or url.query.get("uri"):
+        return None
+    assert url.database is not None
+    return None if Path(url.database).exists() else url.database
+
+
+def _refuse_missing_file(ctx: click.Context) -> None:
+    missing = _missing_file(ctx)
+    if missing is not None:
+        raise NotFoundError(f"database file {missing!r} not found")
+
+
+def _revision(ctx: click.Context) -> str | None:
+    """The database's revision; None for a SQLite file not created yet."""
+    if _missing_file(ctx) is not None:
+        return None
+    return run_with_db(ctx, lambda db: db.current_revision(), prepare=False)
+
+
+# Revisions may be relative, ``-1``: not options.
+_REVISION_ARGUMENT = {"ignore_unknown_options": True}
+
+
+@db_group.command("upgrade", context_settings=_REVISION_ARGUMENT)
 @click.argument("revision", default="head")
 @click.pass_context
 def upgrade(ctx: click.Context, revision: str) -> None:
-    """Migrate the database up to REVISION (default: head)."""
+    """Migrate the database up to REVISION (default: head; ``+1`` one step)."""
 
     async def work(db: Database) -> str | None:
         await db.upgrade(revision)
@@ -41,11 +69,13 @@ def upgrade(ctx: click.Context, revision: str) -> None:
     click.echo(f"database at revision {current}")
 
 
-@db_group.command("downgrade")
+@db_group.command("downgrade", context_settings=_REVISION_ARGUMENT)
 @click.argument("revision")
 @click.pass_context
 def downgrade(ctx: click.Context, revision: str) -> None:
-    """Migrate the database down to REVISION (``base`` removes every table)."""
+    """Migrate the database down to REVISION (``-1`` one step; ``base``
+    removes every table)."""
+    _refuse_missing_file(ctx)
 
     async def work(db: Database) -> str | None:
         await db.downgrade(revision)
@@ -60,7 +90,7 @@ def downgrade(ctx: click.Context, revision: str) -> None:
 @click.pass_context
 def current(ctx: click.Context, as_json: bool) -> None:
     """Show the database's revision and the newest one this code knows."""
-    revision = run_with_db(ctx, lambda db: db.current_revision(), prepare=False)
+    revision = _revision(ctx)
     head = _script().get_current_head()
     data = {"revision": revision, "head": head, "up_to_date": revision == head}
 
@@ -76,7 +106,7 @@ def current(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def history(ctx: click.Context, as_json: bool) -> None:
     """List the migrations, oldest first, marking the database's current one."""
-    revision = run_with_db(ctx, lambda db: db.current_revision(), prepare=False)
+    revision = _revision(ctx)
     data = [
         {
             "revision": rev.revision,
@@ -145,6 +175,7 @@ def check(ctx: click.Context, as_json: bool) -> None:
 
     Exits 1 when anything is wrong (including a database not at head).
     """
+    _refuse_missing_file(ctx)
     report = run_with_db(ctx, _check, prepare=False)
 
     def human(r: dict[str, Any]) -> None:

@@ -185,6 +185,34 @@ def test_db_bad_revision(db_path: Path) -> None:
     assert result.exit_code == 2
 
 
+def test_db_relative_revisions_are_arguments_not_options(db_path: Path) -> None:
+    ok(db_path, "db", "upgrade", "0002_milestone2_memory")
+    assert "0001_milestone1_core" in ok(db_path, "db", "downgrade", "-1").stdout
+    assert "0002_milestone2_memory" in ok(db_path, "db", "upgrade", "+1").stdout
+    fails(db_path, "db", "downgrade", "--bogus", expect="unknown revision '--bogus'")
+    assert "Usage:" in ok(db_path, "db", "downgrade", "--help").stdout
+
+
+def test_db_revisions_the_wrong_way_or_from_the_future(db_path: Path) -> None:
+    ok(db_path, "db", "upgrade", "0002_milestone2_memory")
+    fails(db_path, "db", "upgrade", "0001_milestone1_core", expect="use downgrade")
+    fails(db_path, "db", "downgrade", "0003_session_event_log", expect="use upgrade")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099_future'")
+    fails(db_path, "db", "upgrade", expect="upgrade abathur")
+    fails(db_path, "session", "list", expect="newer than this abathur knows")
+    assert ok_json(db_path, "db", "current")["revision"] == "0099_future"
+
+
+def test_db_commands_leave_no_file_behind_for_a_missing_database(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    assert ok_json(missing, "db", "current")["revision"] is None
+    assert not any(h["current"] for h in ok_json(missing, "db", "history"))
+    fails(missing, "db", "check", expect=f"database file {str(missing)!r} not found")
+    fails(missing, "db", "downgrade", "base", expect="not found")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_db_check_passes_on_a_healthy_database(seeded: Path) -> None:
     assert ok(seeded, "db", "check").stdout.strip().endswith("ok")
     report = ok_json(seeded, "db", "check")
