@@ -35,11 +35,14 @@ PG_UNIQUE_VIOLATION = "23505"
 # cannot_connect_now; too_many_connections clears as other clients leave.
 PG_CONNECTION_CLASS = "08"
 PG_CONNECTION_FAULTS = frozenset({"57P01", "57P02", "57P03", "53300"})
+# read_only_sql_transaction, insufficient_privilege: writes refused.
+PG_READ_ONLY = frozenset({"25006", "42501"})
 # disk_full (class 53, insufficient resources).
 PG_DISK_FULL = "53100"
 # SQLite primary result codes (the low byte of an extended code).
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
+SQLITE_READONLY = 8
 SQLITE_FULL = 13
 SQLITE_CONSTRAINT = 19
 # Extended codes of SQLITE_CONSTRAINT for a UNIQUE index and a PRIMARY KEY.
@@ -129,6 +132,18 @@ def is_storage_full(exc: BaseException) -> bool:
     return code is not None and code & 0xFF == SQLITE_FULL
 
 
+def is_read_only(exc: BaseException) -> bool:
+    """Writes refused: SQLITE_READONLY (a read-only file, or a directory where
+    WAL cannot create its -wal and -shm files; ``mode=ro``), or PostgreSQL's
+    read-only transaction or missing privilege."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if sqlstate(exc) in PG_READ_ONLY:
+        return True
+    code = sqlite_code(exc)
+    return code is not None and code & 0xFF == SQLITE_READONLY
+
+
 def is_duplicate_key(exc: BaseException) -> bool:
     """A UNIQUE or primary-key violation, not a CHECK, NOT NULL or foreign-key one."""
     if not isinstance(exc, IntegrityError):
@@ -152,6 +167,11 @@ def translate(exc: BaseException) -> AbathurError:
     if is_storage_full(exc):
         return StorageFullError(
             f"the database's storage is full; nothing of this call was committed: {detail}"
+        )
+    if is_read_only(exc):
+        return DatabaseError(
+            "the database refuses writes (a read-only file or directory, a read-only "
+            f"connection, or missing privileges): {detail}"
         )
     if is_connection_fault(exc):
         return ConnectionLostError(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from abathur.db import errors as db_errors
 from abathur.errors import MigrationError, ValidationError
 
 if TYPE_CHECKING:
@@ -97,7 +98,14 @@ async def run_migration(
         except (MigrationError, ValidationError):
             raise
         except Exception as exc:
-            raise MigrationError(f"migration failed: {exc}") from exc
+            orig = getattr(exc, "orig", None)
+            detail = " ".join(str(orig if orig is not None else exc).split())
+            if db_errors.is_read_only(exc):
+                raise MigrationError(
+                    f"the database refuses writes, so it cannot be migrated to {revision!r} "
+                    f"(a read-only file or directory, connection or user): {detail}"
+                ) from exc
+            raise MigrationError(f"migration to {revision!r} failed: {detail}") from exc
 
 
 # Targets Alembic resolves against the database's revision, not the script.

@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from abathur.db.migrate import alembic_config
-from abathur.errors import MigrationError, ValidationError
+from abathur.errors import DatabaseError, MigrationError, ValidationError
 from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
 from tests.support.processes import run_all_ok
@@ -93,6 +93,32 @@ async def test_upgrade_backwards_and_downgrade_forwards_are_refused(make_db: DbF
     await db.upgrade("0006")  # a unique prefix still names a revision
     await db.downgrade(OLD)
     assert await db.current_revision() == OLD
+
+
+async def test_a_read_only_database_at_an_old_revision(make_db: DbFactory) -> None:
+    """A read-only SQLite file (``mode=ro`` stands in for file permissions,
+    which do not bind root) or PostgreSQL connection: it reads, refuses to
+    migrate with one message on both backends, and nothing changes."""
+    db = await make_db()
+    await db.upgrade(OLD)
+    await db.tasks.create_task("kept")
+    if db.is_sqlite:
+        read_only = Database(f"sqlite+aiosqlite:///file:{db.url.database}?mode=ro&uri=true")
+    else:
+        async with db.engine.connect() as conn:
+            schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
+        settings = {"search_path": schema, "default_transaction_read_only": "on"}
+        read_only = Database(db.url, connect_args={"server_settings": settings})
+    try:
+        assert await read_only.current_revision() == OLD
+        with pytest.raises(MigrationError, match="refuses writes, so it cannot be migrated to 'h"):
+            await read_only.initialize()
+        with pytest.raises(DatabaseError, match=r"^the database refuses writes"):
+            await read_only.tasks.create_task("refused")
+    finally:
+        await read_only.close()
+    assert await db.current_revision() == OLD
+    assert await _tasks(db) == ["kept"]
 
 
 CONCURRENT = """
