@@ -44,6 +44,8 @@ SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 SQLITE_READONLY = 8
 SQLITE_FULL = 13
+SQLITE_CANTOPEN = 14
+SQLITE_NOTADB = 26
 SQLITE_CONSTRAINT = 19
 # Extended codes of SQLITE_CONSTRAINT for a UNIQUE index and a PRIMARY KEY.
 SQLITE_CONSTRAINT_UNIQUE = 2067
@@ -167,6 +169,14 @@ def translate(exc: BaseException) -> AbathurError:
     if is_storage_full(exc):
         return StorageFullError(
             f"the database's storage is full; nothing of this call was committed: {detail}"
+        )
+    code = sqlite_code(exc)
+    if code is not None and code & 0xFF == SQLITE_NOTADB:
+        return DatabaseError(f"the file is not an SQLite database (or is damaged): {detail}")
+    if code is not None and code & 0xFF == SQLITE_CANTOPEN:
+        return DatabaseError(
+            "the database file cannot be opened (its directory is missing or "
+            f"unreadable, or the path is a directory): {detail}"
         )
     if is_read_only(exc):
         return DatabaseError(

@@ -6,6 +6,7 @@ fresh database at once both end at head."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -149,3 +150,36 @@ async def test_processes_migrating_one_fresh_database_at_once(
     assert await db.current_revision() == HEAD
     assert await _tasks(db) == ["from a child"] * 3
     assert await db.validate_foreign_keys() == []
+
+
+async def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    content = b"these are my notes, not a database\n" * 200
+    path.write_bytes(content)
+    db = Database(path)
+    try:
+        with pytest.raises(DatabaseError, match=r"^the file is not an SQLite database"):
+            await db.initialize()
+        with pytest.raises(DatabaseError, match=r"^the file is not an SQLite database"):
+            await db.current_revision()
+    finally:
+        await db.close()
+    assert path.read_bytes() == content
+    assert os.listdir(tmp_path) == ["notes.db"]  # no -wal or -shm left beside it
+
+
+async def test_a_directory_given_as_the_database_file(tmp_path: Path) -> None:
+    db = Database(tmp_path)
+    try:
+        with pytest.raises(DatabaseError, match=r"^the database file cannot be opened"):
+            await db.initialize()
+    finally:
+        await db.close()
+
+
+async def test_an_empty_file_is_an_empty_database(tmp_path: Path) -> None:
+    """SQLite's own rule: a zero-byte file is a database without tables."""
+    path = tmp_path / "empty.db"
+    path.touch()
+    async with Database(path) as db:
+        assert await db.current_revision() == HEAD
