@@ -273,7 +273,8 @@ class Storage:
     # ------------------------------------------------------------ lifecycle
 
     async def initialize(self) -> None:
-        """Bring the schema to the newest revision by running the migrations."""
+        """Bring the schema to the newest revision by running the migrations
+        (``upgrade("head")``, whose errors it raises)."""
         await self.upgrade("head")
 
     async def close(self) -> None:
@@ -319,13 +320,24 @@ class Storage:
     # ------------------------------------------------------------ migrations
 
     async def upgrade(self, revision: str = "head") -> None:
-        """Migrate the schema up to ``revision`` (default: the newest)."""
+        """Migrate the schema up to ``revision`` (default: the newest).
+
+        Raises ``MigrationError`` when the database is at a revision this code
+        does not know (a newer abathur migrated it), has abathur's tables but
+        no ``alembic_version``, refuses writes, or the migration fails (it is
+        rolled back whole); ``ValidationError`` for an unknown ``revision`` or
+        one older than the database's. Nothing is changed in either case.
+        """
         from alembic import command
 
         await self._migrate(lambda config: command.upgrade(config, revision), revision, False)
 
     async def downgrade(self, revision: str) -> None:
-        """Migrate the schema down to ``revision`` (``"base"`` drops every table)."""
+        """Migrate the schema down to ``revision`` (``"base"`` drops every table).
+
+        Raises as ``upgrade`` does; ``ValidationError`` for a ``revision``
+        newer than the database's.
+        """
         from alembic import command
 
         await self._migrate(lambda config: command.downgrade(config, revision), revision, True)
