@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from abathur.domain.values import brief_repr
 from abathur.embeddings.embedder import WHOLE_VALUE, Embedder
 from abathur.errors import EmbeddingError, ValidationError
 
@@ -104,10 +105,22 @@ def _vectors(payload: Any, count: int, url: str) -> list[list[float]]:
         raise EmbeddingError(
             f"embedding server {url} returned no 'data' list of {count} embeddings"
         )
+    if not all(isinstance(item, dict) for item in data):
+        raise EmbeddingError(f"embedding server {url} returned malformed embeddings")
+    ordered = data
+    if any("index" in item for item in data):  # else: the inputs' order
+        # Each input's position exactly once: sorting anything else would
+        # give some text another text's vector.
+        indices = [item.get("index") for item in data]
+        if sorted(i if type(i) is int else -1 for i in indices) != list(range(count)):
+            raise EmbeddingError(
+                f"embedding server {url} returned the indices {brief_repr(indices)}, "
+                f"not each of 0..{count - 1} once"
+            )
+        ordered = sorted(data, key=lambda item: int(item["index"]))
     try:
-        ordered = sorted(data, key=lambda item: int(item.get("index", 0)))
         vectors = [item["embedding"] for item in ordered]
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
         raise EmbeddingError(f"embedding server {url} returned malformed embeddings") from exc
     if not all(isinstance(v, list) for v in vectors):
         raise EmbeddingError(f"embedding server {url} returned an embedding that is not a list")

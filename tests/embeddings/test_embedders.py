@@ -278,6 +278,33 @@ async def test_server_failures_are_embedding_errors(server: FakeServer) -> None:
             await embedder.embed_texts(["x"])
 
 
+@pytest.mark.parametrize(
+    "indices",
+    [[0, 0], [1, 1], [0, 2], [-1, 0], [1, 2], [0, True], [0, "1"], [0, None]],
+    ids=["duplicate", "duplicate-1", "gap", "negative", "one-based", "bool", "text", "null"],
+)
+async def test_embeddings_must_answer_each_input_once(
+    server: FakeServer, indices: list[Any]
+) -> None:
+    """``data[i].index`` says which input a vector embeds: a response whose
+    indices are not each input's position exactly once would give some text
+    another text's vector (sorted as they came, silently)."""
+    server.reply = {
+        "data": [
+            {"index": index, "embedding": [float(n + 1), 1.0, 1.0]}
+            for n, index in enumerate(indices)
+        ]
+    }
+    with pytest.raises(EmbeddingError, match="indices"):
+        await OpenAICompatibleEmbedder(server.url, "m").embed_texts(["a", "b"])
+
+
+async def test_embeddings_without_indices_keep_the_response_order(server: FakeServer) -> None:
+    server.reply = {"data": [{"embedding": [1.0, 0.0]}, {"embedding": [0.0, 1.0]}]}
+    vectors = await OpenAICompatibleEmbedder(server.url, "m").embed_texts(["a", "b"])
+    assert [v.tolist() for v in vectors] == [[1.0, 0.0], [0.0, 1.0]]
+
+
 async def test_an_unreachable_server_is_an_embedding_error() -> None:
     fake = FakeServer()
     url = fake.url
