@@ -62,7 +62,7 @@ from abathur.domain.memory import (
     ttl_arg,
 )
 from abathur.domain.namespaces import is_in_subtree, parse_namespace
-from abathur.domain.values import bool_arg, brief_repr, count_arg, task_id_arg
+from abathur.domain.values import bool_arg, brief_repr, check_text, count_arg, task_id_arg
 from abathur.embeddings.embedder import Embedder, Vector, check_fields
 from abathur.embeddings.ranking import DEFAULT_CACHE_VECTORS, Stacked, VectorCache
 from abathur.errors import (
@@ -608,8 +608,7 @@ class MemoryService:
         terms = parse_filter(filter)
         bool_arg(refresh_ttl, "refresh_ttl")
         embedder = self._require_embedder("search_memories(query=...)")
-        if not isinstance(query, str):
-            raise ValidationError(f"query must be a string, got {type(query).__name__}")
+        check_text(query, "query", max_bytes=None, empty=True)  # empty: embed_query's message
         target = await embedder.embed_query(query)
         model, dims = embedder.model, len(target)
         now = clock.utcnow()

@@ -70,6 +70,11 @@ async def test_bad_query_arguments_are_validation_errors(db: Database, task_id: 
             await memory.search_memories("user:alice", query=query)
     with pytest.raises(ValidationError, match="query"):
         await memory.search_memories("user:alice", query=3)  # type: ignore[arg-type]
+    # Text no embedder can be sent: named, not an EmbeddingError ("all zeros")
+    # from the hashing embedder or a failed request from a model server.
+    for query, problem in (("review \ud800", "not valid text"), ("a\x00b", "NUL")):
+        with pytest.raises(ValidationError, match=f"query.*{problem}"):
+            await memory.search_memories("user:alice", query=query)
     with pytest.raises(ValidationError):
         await memory.search_memories("temp:x", query="x")
     with pytest.raises(ValidationError, match="index"):
