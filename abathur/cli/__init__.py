@@ -3,7 +3,8 @@
 ``abathur [--db URL] GROUP COMMAND ...``; the database is ``--db`` (a URL or
 an SQLite file path), else ``ABATHUR_DATABASE_URL``, else ``abathur.db`` in
 the current directory. Read commands take ``--json``. Exit code 0 on
-success, 1 with one line on stderr on failure, 2 for usage errors.
+success, 1 with one line on stderr on failure, 2 for usage errors, 141
+without a message when the reader of stdout went away (``abathur ... | head``).
 """
 
 from __future__ import annotations

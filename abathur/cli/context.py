@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,10 @@ def describe_error(exc: BaseException) -> str:
     return one_line(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)")
 
 
+BROKEN_PIPE_EXIT = 141
+"""Exit code when stdout's reader went away: 128 + SIGPIPE, what shells report for ``seq``."""
+
+
 class AbathurGroup(click.Group):
     """A click group that turns every error into one line on stderr."""
 
@@ -115,6 +120,14 @@ class AbathurGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader left (``abathur ... | head -1``): stop quietly, as a
+            # command killed by SIGPIPE would. Output still buffered goes to
+            # /dev/null so the flush at exit does not fail a second time.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise click.exceptions.Exit(BROKEN_PIPE_EXIT) from None
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise

@@ -114,6 +114,38 @@ def test_python_m_abathur_demo(tmp_path: Path) -> None:
     assert "== Memory versions" in done.stdout
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["audit", "tail"],
+        ["audit", "tail", "--json"],
+        ["session", "show", SESSION_ID],
+        ["memory", "history", NAMESPACE, KEY],
+    ],
+)
+def test_output_to_a_closed_pipe_exits_quietly(seeded: Path, args: list[str]) -> None:
+    """``abathur ... | head -1``: the reader left, so no 'Broken pipe' error and no traceback.
+
+    The read end of the pipe is closed before the command starts, so its first
+    write fails with EPIPE every time (not only when the output outgrows the
+    pipe's buffer). The exit code is 141, what a shell reports for a command
+    killed by SIGPIPE (``set -o pipefail`` sees it as for ``seq``).
+    """
+    unset = ("ABATHUR_DATABASE_URL", "ABATHUR_DEBUG")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "abathur.cli", "--db", str(seeded), *args],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
+
+
 # ------------------------------------------------------------------ demo
 
 

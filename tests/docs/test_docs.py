@@ -300,3 +300,27 @@ def test_drift_test_named_in_troubleshooting_exists() -> None:
     for name in re.findall(r"test_migrations\.py::(\w+)|`(test_\w+)`", read("troubleshooting.md")):
         test = next(n for n in name if n)
         assert f"def {test}(" in source, f"troubleshooting.md names a missing test {test}"
+
+
+def test_cli_options_in_the_readme_exist() -> None:
+    """Every ``--option`` on an ``abathur GROUP ...`` line of the top README belongs to that group.
+
+    (``read("README.md")`` is docs/README.md, the docs index; the command list is in the top one.)
+    """
+    checked = 0
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        found = re.match(r"\s*abathur ([a-z]+) ", line)
+        if found is None or found.group(1) not in cli.commands:
+            continue
+        top = cli.commands[found.group(1)]
+        commands = top.commands.values() if isinstance(top, click.Group) else [top]
+        known = {
+            opt
+            for command in commands
+            for param in command.params
+            for opt in (*param.opts, *param.secondary_opts)
+        }
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", line.split("#")[0]):
+            assert option in known, f"README: `abathur {found.group(1)} ... {option}` not found"
+            checked += 1
+    assert checked >= 10
