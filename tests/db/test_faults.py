@@ -28,6 +28,7 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
+from tests.support.loop import until
 from tests.support.pg_cluster import PrivateCluster
 
 
@@ -69,6 +70,46 @@ async def test_closing_one_database_leaves_another_on_the_same_file_open(
     await first.close()
     found = await second.tasks.get_task(task.id)
     assert found is not None and found.id == task.id
+
+
+def _opened_from_now_on(db: Database) -> set[int]:
+    """The DBAPI connections this Database's engine opens from now on and has
+    not closed yet (on every pool it has: ``dispose()`` makes a new one with
+    the same listeners)."""
+    live: set[int] = set()
+    event.listen(db.engine.sync_engine, "connect", lambda dbapi, _record: live.add(id(dbapi)))
+    for closing in ("close", "close_detached"):
+        event.listen(db.engine.sync_engine, closing, lambda dbapi, *_: live.discard(id(dbapi)))
+    return live
+
+
+async def test_calls_in_flight_when_close_starts_finish_and_leave_no_connection_open(
+    db: Database,
+) -> None:
+    """Reads under way, or waiting for their turn, when ``close()`` is called
+    from another task: each one finishes (or raises DatabaseClosedError), close
+    returns, and every connection opened is closed: none is opened afresh on
+    the disposed engine and left in its new pool."""
+    await db.sessions.create_session("s", "app", "u")
+    live = _opened_from_now_on(db)
+    if db._reader is not None:  # SQLite: readers that wait for their turn meanwhile
+        reader = db._reader
+        async with reader:
+            calls = [asyncio.ensure_future(db.sessions.get_session("s")) for _ in range(3)]
+            await until(lambda: len(getattr(reader, "_waiters", None) or ()) == 3)
+            closing = asyncio.ensure_future(db.close())
+            await until(lambda: db.closed)
+    else:  # PostgreSQL: a read whose statement runs meanwhile
+        sleep = "SELECT pg_sleep(0.2)"
+        calls = [asyncio.ensure_future(db.read(lambda c: c.exec_driver_sql(sleep).all()))]
+        await until(lambda: db.engine.pool.checkedout() > len(db._idle_autocommit))
+        closing = asyncio.ensure_future(db.close())
+    await asyncio.wait_for(closing, 30)  # a guard: nothing may hang
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            assert isinstance(outcome, DatabaseClosedError), outcome
+    assert not live, f"{len(live)} connection(s) left open"
+    assert db.engine.pool.checkedin() == 0 and db.engine.pool.checkedout() == 0
 
 
 # ---------------------------------------------------------------- the error seam
