@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
 from tests.support.loop import until
 from tests.support.pg_cluster import PrivateCluster
+from tests.support.processes import ROOT
 
 
 async def test_a_closed_database_refuses_every_call(db: Database) -> None:
@@ -292,6 +295,98 @@ async def test_a_full_filesystem_raises_storage_full(tmp_path: Path) -> None:
         await db.close()
     finally:
         await asyncio.to_thread(subprocess.run, ["umount", "-l", str(mount)], check=False)
+
+
+# ---------------------------------------------------------------- a process killed
+
+
+KILLED_LOADER = """
+import asyncio, sys, time
+from pathlib import Path
+from sqlalchemy import event
+from abathur.infrastructure.database import Database
+
+async def main(path, task_id, stall_at, marker):
+    db = Database(Path(path))
+
+    def stall(_conn, _cursor, sql, _params, _context, _many):
+        if sql.startswith(stall_at):
+            Path(marker).touch()
+            time.sleep(120)  # SIGKILLed here, in the middle of the load's transaction
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", stall)
+    await db.memory.put_memories([
+        {"namespace": "user:bulk", "key": f"k{i}", "value": {"i": i},
+         "memory_type": "semantic", "by": "loader", "task_id": task_id}
+        for i in range(20_000)
+    ])
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def _indexes(db: Database) -> list[tuple[str, str]]:
+    async with db.transaction(write=False) as session:
+        rows = await session.execute(
+            text("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        )
+        return [(str(name), str(sql)) for name, sql in rows]
+
+
+@pytest.mark.parametrize(
+    "stall_at",
+    [
+        "INSERT INTO audit",  # the versions of the first chunk written, indexes dropped
+        "CREATE INDEX idx_audit_task_id",  # every row written, indexes half rebuilt
+    ],
+)
+async def test_a_bulk_load_killed_midway_leaves_nothing_behind(
+    tmp_path: Path, stall_at: str
+) -> None:
+    """A process SIGKILLed in the middle of a ``put_memories`` of 20,000
+    items (a load that drops and rebuilds the indexes in its transaction):
+    on reopening, none of the load is there, what was committed before is,
+    every index exists, and the file passes ``PRAGMA integrity_check``."""
+    path = tmp_path / "killed.db"
+    async with Database(path) as db:
+        await db.initialize()
+        task_id = (await db.tasks.create_task("bulk load")).id
+        await db.memory.put_memory("user:bulk", "before", {"kept": True}, "semantic",
+                                   by="a", task_id=task_id)  # fmt: skip
+        indexes = await _indexes(db)
+    marker = tmp_path / "stalled"
+    script = tmp_path / "loader.py"
+    script.write_text(KILLED_LOADER)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(path), task_id, stall_at, str(marker),
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        while not marker.exists():
+            assert child.returncode is None, await child.communicate()
+            await asyncio.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    async with Database(path) as db:
+        assert await db.integrity_check() == "ok"
+        found = await db.memory.search_memories("user:bulk", limit=1000)
+        assert [m["key"] for m in found] == ["before"]
+        async with db.transaction(write=False) as session:
+            audited = await session.scalar(text("SELECT count(*) FROM audit"))
+        assert audited == 1
+        assert await _indexes(db) == indexes
+        await db.memory.put_memories(  # and the same load then goes through whole
+            [{"namespace": "user:bulk", "key": f"k{i}", "value": {"i": i}, "memory_type":
+              "semantic", "by": "again", "task_id": task_id} for i in range(20_000)]
+        )  # fmt: skip
+        assert len(await db.memory.search_memories("user:bulk", limit=1000)) == 1000
+        assert await db.integrity_check() == "ok"
+        assert await _indexes(db) == indexes
 
 
 # ---------------------------------------------------------------- PostgreSQL: restarts
