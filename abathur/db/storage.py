@@ -230,6 +230,7 @@ class Storage:
         # new one (invalidated, then revalidated) is looked up afresh.
         self._drivers: dict[Connection, tuple[Any, Any]] = {}
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None  # ``close()``'s work
         # Units of work under way (``_unit``, ``outside_transaction``), and,
         # while ``close()`` waits for them to end, the event that says so:
         # one still running after the engine was disposed would open a new
@@ -288,14 +289,26 @@ class Storage:
         Units of work under way when it is called (reads, queued writes)
         and a running background checkpoint finish first; calls made after
         it began raise ``DatabaseClosedError``. Connections still in use by a
-        ``transaction()`` block are closed when it ends.
+        ``transaction()`` block are closed when it ends. Closing again waits
+        for the first close to end; a close whose caller was cancelled (a
+        timeout) still completes, and the next ``close()`` waits for it.
         """
-        if self._closed:
+        if self._closing is not None and self._closing.done():
+            await self._closing  # closed already (its error, if it failed)
             return
-        self._refuse_own_turn(True)
-        self._closed = True
-        if self._checkpointer is not None:
-            self._checkpointer.stopped = True  # from now on no write starts a checkpoint
+        self._refuse_own_turn(True)  # the closing would wait for this task's block forever
+        if self._closing is None:
+            self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stopped = True  # from now on no write starts a checkpoint
+            self._closing = asyncio.ensure_future(self._close())
+        # A caller cancelled meanwhile (a timeout around ``close()``) does not
+        # stop the closing half way: it goes on, and the next ``close()``
+        # waits for its end instead of finding nothing left to do.
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        """``close()``'s work, in a task of its own."""
         if self._writer is not None:
             async with self._writer:  # a unit writing alone, a batch, a transaction: ended
                 pass

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,34 @@ async def test_calls_in_flight_when_close_starts_finish_and_leave_no_connection_
     for outcome in await asyncio.gather(*calls, return_exceptions=True):
         if isinstance(outcome, BaseException):
             assert isinstance(outcome, DatabaseClosedError), outcome
+    assert not live, f"{len(live)} connection(s) left open"
+    assert db.engine.pool.checkedin() == 0 and db.engine.pool.checkedout() == 0
+
+
+async def test_a_close_cancelled_by_a_timeout_is_finished_by_the_next(db: Database) -> None:
+    """``close()`` waits for a write under way; a timeout around it expires
+    (TimeoutError, the cancellation, reaches the caller). The closing goes on
+    regardless, and the next ``close()`` returns once it is complete: every
+    connection closed, none left behind by a close that believed it had
+    nothing left to do."""
+    live = _opened_from_now_on(db)
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(conn: Connection) -> None:
+        loop.call_soon_threadsafe(started.set)  # SQLite: in the worker thread
+        if db.is_sqlite:
+            time.sleep(0.3)
+        conn.exec_driver_sql("SELECT 1" if db.is_sqlite else "SELECT pg_sleep(0.3)").all()
+
+    write = asyncio.ensure_future(db.write(slow))
+    await started.wait()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await db.close()
+    assert db.closed
+    await asyncio.wait_for(db.close(), 30)  # a guard: nothing may hang
+    assert write.done() and write.exception() is None
     assert not live, f"{len(live)} connection(s) left open"
     assert db.engine.pool.checkedin() == 0 and db.engine.pool.checkedout() == 0
 
