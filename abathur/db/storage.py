@@ -230,6 +230,13 @@ class Storage:
         # new one (invalidated, then revalidated) is looked up afresh.
         self._drivers: dict[Connection, tuple[Any, Any]] = {}
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None  # ``close()``'s work
+        # Units of work under way (``_unit``, ``outside_transaction``), and,
+        # while ``close()`` waits for them to end, the event that says so:
+        # one still running after the engine was disposed would open a new
+        # connection on it, which nothing would ever close.
+        self._units = 0
+        self._units_ended: asyncio.Event | None = None
         # A file database on the direct path: writers that queue on the writer
         # lock commit together (group_commit), and WAL checkpoints run in the
         # background, off the commit path.
@@ -280,15 +287,29 @@ class Storage:
     async def close(self) -> None:
         """Close this Database's connections and dispose of the engine.
 
-        Queued writes and a running background checkpoint finish first;
-        connections still in use by a unit are closed when it ends.
+        Units of work under way when it is called (reads, queued writes)
+        and a running background checkpoint finish first; calls made after
+        it began raise ``DatabaseClosedError``. Connections still in use by a
+        ``transaction()`` block are closed when it ends. Closing again waits
+        for the first close to end; a close whose caller was cancelled (a
+        timeout) still completes, and the next ``close()`` waits for it.
         """
-        if self._closed:
+        if self._closing is not None and self._closing.done():
+            await self._closing  # closed already (its error, if it failed)
             return
-        self._refuse_own_turn(True)
-        self._closed = True
-        if self._checkpointer is not None:
-            self._checkpointer.stopped = True  # from now on no write starts a checkpoint
+        self._refuse_own_turn(True)  # the closing would wait for this task's block forever
+        if self._closing is None:
+            self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stopped = True  # from now on no write starts a checkpoint
+            self._closing = asyncio.ensure_future(self._close())
+        # A caller cancelled meanwhile (a timeout around ``close()``) does not
+        # stop the closing half way: it goes on, and the next ``close()``
+        # waits for its end instead of finding nothing left to do.
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        """``close()``'s work, in a task of its own."""
         if self._writer is not None:
             async with self._writer:  # a unit writing alone, a batch, a transaction: ended
                 pass
@@ -301,6 +322,9 @@ class Storage:
             if t
         ]:
             await asyncio.wait(pending)
+        while self._units:  # reads under way, a unit waiting to retry
+            self._units_ended = asyncio.Event()
+            await self._units_ended.wait()
         for idle in (*self._idle.values(), self._idle_autocommit):
             while idle:
                 await idle.pop().close()
@@ -493,12 +517,20 @@ class Storage:
             return await self.write(work)
         self._check_open()
         body = partial(_as_one_statement, work)
+        self._units += 1
         try:
             return await self._retrying(
                 lambda: self._on_connection(body, write=True, autocommit=True)
             )
         except Exception as exc:
             _raise_translated(exc)
+        finally:
+            self._unit_ended()
+
+    def _unit_ended(self) -> None:
+        self._units -= 1
+        if not self._units and self._units_ended is not None:
+            self._units_ended.set()  # ``close()`` waits for it
 
     async def _unit(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool = False
@@ -507,6 +539,7 @@ class Storage:
             self._check_open()
         if _HOLDING.get():  # inside a SQLite ``transaction()`` block, or a task it started
             self._refuse_own_turn(write)
+        self._units += 1
         try:
             if one_statement and not self._is_sqlite and isinstance(work, OneStatement):
                 # PostgreSQL, a unit that is one Prepared statement: awaited on
@@ -531,6 +564,10 @@ class Storage:
             return await self._unit_raw(work, write=write, one_statement=one_statement)
         except Exception as exc:
             _raise_translated(exc)
+        finally:
+            self._units -= 1  # ``_unit_ended``, without its call on every unit
+            if not self._units and self._units_ended is not None:
+                self._units_ended.set()
 
     async def _unit_raw(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,9 @@ from abathur.errors import (
 )
 from abathur.infrastructure.database import Database
 from tests.conftest import DbFactory
+from tests.support.loop import until
 from tests.support.pg_cluster import PrivateCluster
+from tests.support.processes import ROOT
 
 
 async def test_a_closed_database_refuses_every_call(db: Database) -> None:
@@ -69,6 +74,74 @@ async def test_closing_one_database_leaves_another_on_the_same_file_open(
     await first.close()
     found = await second.tasks.get_task(task.id)
     assert found is not None and found.id == task.id
+
+
+def _opened_from_now_on(db: Database) -> set[int]:
+    """The DBAPI connections this Database's engine opens from now on and has
+    not closed yet (on every pool it has: ``dispose()`` makes a new one with
+    the same listeners)."""
+    live: set[int] = set()
+    event.listen(db.engine.sync_engine, "connect", lambda dbapi, _record: live.add(id(dbapi)))
+    for closing in ("close", "close_detached"):
+        event.listen(db.engine.sync_engine, closing, lambda dbapi, *_: live.discard(id(dbapi)))
+    return live
+
+
+async def test_calls_in_flight_when_close_starts_finish_and_leave_no_connection_open(
+    db: Database,
+) -> None:
+    """Reads under way, or waiting for their turn, when ``close()`` is called
+    from another task: each one finishes (or raises DatabaseClosedError), close
+    returns, and every connection opened is closed: none is opened afresh on
+    the disposed engine and left in its new pool."""
+    await db.sessions.create_session("s", "app", "u")
+    live = _opened_from_now_on(db)
+    if db._reader is not None:  # SQLite: readers that wait for their turn meanwhile
+        reader = db._reader
+        async with reader:
+            calls = [asyncio.ensure_future(db.sessions.get_session("s")) for _ in range(3)]
+            await until(lambda: len(getattr(reader, "_waiters", None) or ()) == 3)
+            closing = asyncio.ensure_future(db.close())
+            await until(lambda: db.closed)
+    else:  # PostgreSQL: a read whose statement runs meanwhile
+        sleep = "SELECT pg_sleep(0.2)"
+        calls = [asyncio.ensure_future(db.read(lambda c: c.exec_driver_sql(sleep).all()))]
+        await until(lambda: db.engine.pool.checkedout() > len(db._idle_autocommit))
+        closing = asyncio.ensure_future(db.close())
+    await asyncio.wait_for(closing, 30)  # a guard: nothing may hang
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            assert isinstance(outcome, DatabaseClosedError), outcome
+    assert not live, f"{len(live)} connection(s) left open"
+    assert db.engine.pool.checkedin() == 0 and db.engine.pool.checkedout() == 0
+
+
+async def test_a_close_cancelled_by_a_timeout_is_finished_by_the_next(db: Database) -> None:
+    """``close()`` waits for a write under way; a timeout around it expires
+    (TimeoutError, the cancellation, reaches the caller). The closing goes on
+    regardless, and the next ``close()`` returns once it is complete: every
+    connection closed, none left behind by a close that believed it had
+    nothing left to do."""
+    live = _opened_from_now_on(db)
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(conn: Connection) -> None:
+        loop.call_soon_threadsafe(started.set)  # SQLite: in the worker thread
+        if db.is_sqlite:
+            time.sleep(0.3)
+        conn.exec_driver_sql("SELECT 1" if db.is_sqlite else "SELECT pg_sleep(0.3)").all()
+
+    write = asyncio.ensure_future(db.write(slow))
+    await started.wait()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await db.close()
+    assert db.closed
+    await asyncio.wait_for(db.close(), 30)  # a guard: nothing may hang
+    assert write.done() and write.exception() is None
+    assert not live, f"{len(live)} connection(s) left open"
+    assert db.engine.pool.checkedin() == 0 and db.engine.pool.checkedout() == 0
 
 
 # ---------------------------------------------------------------- the error seam
@@ -251,6 +324,98 @@ async def test_a_full_filesystem_raises_storage_full(tmp_path: Path) -> None:
         await db.close()
     finally:
         await asyncio.to_thread(subprocess.run, ["umount", "-l", str(mount)], check=False)
+
+
+# ---------------------------------------------------------------- a process killed
+
+
+KILLED_LOADER = """
+import asyncio, sys, time
+from pathlib import Path
+from sqlalchemy import event
+from abathur.infrastructure.database import Database
+
+async def main(path, task_id, stall_at, marker):
+    db = Database(Path(path))
+
+    def stall(_conn, _cursor, sql, _params, _context, _many):
+        if sql.startswith(stall_at):
+            Path(marker).touch()
+            time.sleep(120)  # SIGKILLed here, in the middle of the load's transaction
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", stall)
+    await db.memory.put_memories([
+        {"namespace": "user:bulk", "key": f"k{i}", "value": {"i": i},
+         "memory_type": "semantic", "by": "loader", "task_id": task_id}
+        for i in range(20_000)
+    ])
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def _indexes(db: Database) -> list[tuple[str, str]]:
+    async with db.transaction(write=False) as session:
+        rows = await session.execute(
+            text("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        )
+        return [(str(name), str(sql)) for name, sql in rows]
+
+
+@pytest.mark.parametrize(
+    "stall_at",
+    [
+        "INSERT INTO audit",  # the versions of the first chunk written, indexes dropped
+        "CREATE INDEX idx_audit_task_id",  # every row written, indexes half rebuilt
+    ],
+)
+async def test_a_bulk_load_killed_midway_leaves_nothing_behind(
+    tmp_path: Path, stall_at: str
+) -> None:
+    """A process SIGKILLed in the middle of a ``put_memories`` of 20,000
+    items (a load that drops and rebuilds the indexes in its transaction):
+    on reopening, none of the load is there, what was committed before is,
+    every index exists, and the file passes ``PRAGMA integrity_check``."""
+    path = tmp_path / "killed.db"
+    async with Database(path) as db:
+        await db.initialize()
+        task_id = (await db.tasks.create_task("bulk load")).id
+        await db.memory.put_memory("user:bulk", "before", {"kept": True}, "semantic",
+                                   by="a", task_id=task_id)  # fmt: skip
+        indexes = await _indexes(db)
+    marker = tmp_path / "stalled"
+    script = tmp_path / "loader.py"
+    script.write_text(KILLED_LOADER)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(path), task_id, stall_at, str(marker),
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        while not marker.exists():
+            assert child.returncode is None, await child.communicate()
+            await asyncio.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    async with Database(path) as db:
+        assert await db.integrity_check() == "ok"
+        found = await db.memory.search_memories("user:bulk", limit=1000)
+        assert [m["key"] for m in found] == ["before"]
+        async with db.transaction(write=False) as session:
+            audited = await session.scalar(text("SELECT count(*) FROM audit"))
+        assert audited == 1
+        assert await _indexes(db) == indexes
+        await db.memory.put_memories(  # and the same load then goes through whole
+            [{"namespace": "user:bulk", "key": f"k{i}", "value": {"i": i}, "memory_type":
+              "semantic", "by": "again", "task_id": task_id} for i in range(20_000)]
+        )  # fmt: skip
+        assert len(await db.memory.search_memories("user:bulk", limit=1000)) == 1000
+        assert await db.integrity_check() == "ok"
+        assert await _indexes(db) == indexes
 
 
 # ---------------------------------------------------------------- PostgreSQL: restarts
