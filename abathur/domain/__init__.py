@@ -38,8 +38,15 @@ class Record(BaseModel):
 
 def _problems(exc: PydanticError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {_message(e)}" for e in exc.errors()
     )
+
+
+def _message(error: Any) -> str:
+    """An error's message; one raised by abathur's own validator is its text
+    as raised, without pydantic's "Value error, " in front of it."""
+    raised = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+    return str(raised) if isinstance(raised, ValueError) else str(error["msg"])
 
 
 def validated(schema: type[M], /, **fields: Any) -> M:
