@@ -144,16 +144,14 @@ def app(ctx: click.Context) -> AppContext:
 
 async def ensure_schema(db: Database) -> None:
     """Migrate an empty database; refuse one at another revision than the code's head."""
-    from alembic.script import ScriptDirectory
+    from abathur.db.migrate import known_revisions, script_directory
 
-    from abathur.db.migrate import alembic_config
-
-    script = ScriptDirectory.from_config(alembic_config())
+    script = script_directory()
     head = script.get_current_head()
     current = await db.current_revision()
     if current is None:
         await db.initialize()
-    elif current not in {rev.revision for rev in script.walk_revisions()}:
+    elif current not in known_revisions(script):
         raise DatabaseError(
             f"the database is at revision {current}, newer than this abathur knows "
             f"(its newest is {head}): upgrade abathur"

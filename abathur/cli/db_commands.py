@@ -11,7 +11,7 @@ import click
 from sqlalchemy.engine import Connection
 
 from abathur.cli.context import app, emit, json_option, run_with_db
-from abathur.db.migrate import alembic_config
+from abathur.db.migrate import script_directory
 from abathur.db.url import is_memory_url, to_url
 from abathur.errors import AlreadyExistsError, ConfigurationError, DatabaseError, NotFoundError
 from abathur.infrastructure.database import Database
@@ -20,12 +20,6 @@ from abathur.infrastructure.database import Database
 @click.group("db", cls=click.Group)
 def db_group() -> None:
     """Migrations, health checks and backups of the database."""
-
-
-def _script() -> Any:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config())
 
 
 def _missing_file(ctx: click.Context) -> str | None:
@@ -91,7 +85,7 @@ def downgrade(ctx: click.Context, revision: str) -> None:
 def current(ctx: click.Context, as_json: bool) -> None:
     """Show the database's revision and the newest one this code knows."""
     revision = _revision(ctx)
-    head = _script().get_current_head()
+    head = script_directory().get_current_head()
     data = {"revision": revision, "head": head, "up_to_date": revision == head}
 
     def human(d: dict[str, Any]) -> None:
@@ -114,7 +108,7 @@ def history(ctx: click.Context, as_json: bool) -> None:
             "description": (rev.doc or "").strip().splitlines()[0] if rev.doc else "",
             "current": rev.revision == revision,
         }
-        for rev in reversed(list(_script().walk_revisions()))
+        for rev in reversed(list(script_directory().walk_revisions()))
     ]
 
     def human(rows: list[dict[str, Any]]) -> None:
@@ -156,7 +150,7 @@ async def _check(db: Database) -> dict[str, Any]:
     async with db.engine.connect() as conn:
         drift = await conn.run_sync(_drift)
     revision = await db.current_revision()
-    head = _script().get_current_head()
+    head = script_directory().get_current_head()
     return {
         "revision": revision,
         "head": head,

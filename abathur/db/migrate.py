@@ -19,6 +19,7 @@ from abathur.errors import MigrationError, ValidationError
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 
 def script_location() -> Path:
@@ -108,6 +109,19 @@ async def run_migration(
             raise MigrationError(f"migration to {revision!r} failed: {detail}") from exc
 
 
+def script_directory() -> ScriptDirectory:
+    """Alembic's view of abathur's revisions (the files under ``alembic/``)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def known_revisions(script: ScriptDirectory) -> set[str]:
+    """Every revision id this code has: a database at any other was migrated
+    by a newer abathur."""
+    return {rev.revision for rev in script.walk_revisions()}
+
+
 # Targets Alembic resolves against the database's revision, not the script.
 _SYMBOLIC = ("head", "heads", "base")
 _RELATIVE = re.compile(r"\w*[+-]\d+")  # -1, +2, head-1, 0005+2
@@ -129,11 +143,10 @@ def check_migration(connection: Connection, revision: str, *, downgrade: bool) -
     begins; the states it can see are committed ones, so a concurrent
     migrator cannot make it refuse wrongly.
     """
-    from alembic.script import ScriptDirectory
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
-    script = ScriptDirectory.from_config(alembic_config())
+    script = script_directory()
     head = script.get_current_head()
     try:
         current = current_revision(connection)
@@ -147,7 +160,7 @@ def check_migration(connection: Connection, revision: str, *, downgrade: bool) -
             "alembic_version table, so its revision is unknown; refusing to migrate "
             "it (restore alembic_version, or move the tables away)"
         )
-    known = {rev.revision for rev in script.walk_revisions()}
+    known = known_revisions(script)
     if current is not None and current not in known:
         raise MigrationError(
             f"the database is at revision {current!r}, which this abathur does not "

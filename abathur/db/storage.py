@@ -565,9 +565,7 @@ class Storage:
         except Exception as exc:
             _raise_translated(exc)
         finally:
-            self._units -= 1  # ``_unit_ended``, without its call on every unit
-            if not self._units and self._units_ended is not None:
-                self._units_ended.set()
+            self._unit_ended()
 
     async def _unit_raw(
         self, work: Callable[[Connection], T], *, write: bool, one_statement: bool
