@@ -324,3 +324,28 @@ def test_cli_options_in_the_readme_exist() -> None:
             assert option in known, f"README: `abathur {found.group(1)} ... {option}` not found"
             checked += 1
     assert checked >= 10
+
+
+def _readme_commands(text: str) -> list[tuple[str, str]]:
+    """(group, command) of every command in the top README's command list, whose
+    lines read ``abathur GROUP CMD ... | CMD2 ...  |  abathur GROUP2 CMD3 ...``."""
+    found: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        for part in re.split(r"\s+\|\s+(?=abathur )", line.split("#")[0].strip()):
+            head = re.match(r"abathur ([a-z]+)(?: (.*))?$", part)
+            if head is not None and head.group(2):
+                found += [(head.group(1), alt.split()[0]) for alt in head.group(2).split(" | ")]
+    return found
+
+
+def test_cli_commands_in_the_readme_exist() -> None:
+    """Every command of the top README's command list is a real command (the guides'
+    test above reads docs/README.md, and only the first command of a line)."""
+    mentioned = _readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert {("db", "backup"), ("memory", "sweep"), ("session", "show")} <= set(mentioned)
+    for group_name, command_name in mentioned:
+        group = cli.commands.get(group_name)
+        assert isinstance(group, click.Group), f"README: `abathur {group_name}` is not a group"
+        assert command_name in group.commands, f"README: `abathur {group_name} {command_name}`"
+    misspelt = _readme_commands("    abathur memory search P | sweeep")
+    assert ("memory", "sweeep") in misspelt  # the parser sees a misspelt alternative
